@@ -1,0 +1,67 @@
+"""The protocols through which the trading core reaches brokers and storage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from upstox_bot.domain import (
+    AccountSnapshot,
+    AuditRecord,
+    Fill,
+    Order,
+    Position,
+    RiskDecision,
+    Signal,
+    SignalStatus,
+    Trade,
+)
+
+
+class Broker(Protocol):
+    """Places orders. A paper broker fills at once; a live broker reports fills later."""
+
+    def place(self, order: Order) -> Sequence[Fill]:
+        """Send the order; return the fills known now (possibly none).
+
+        Raises:
+            OrderRejected: the broker refused the order (record it, do not retry).
+            BrokerUnavailable: transient failure (look the order up by its tag before re-placing).
+        """
+        ...
+
+    def find_by_tag(self, client_order_id: str) -> Order | None:
+        """Return the broker's view of the order carrying this tag, or None if it never arrived."""
+        ...
+
+
+class Journal(Protocol):
+    """Records everything the engine decides. Implementations persist (SQL) or keep (memory).
+
+    Calls come in the order the effects happen. A SQL journal writes inside the caller's
+    unit of work; the harness commits it before it reports the effect.
+    """
+
+    def signal(self, signal: Signal, status: SignalStatus) -> None: ...
+
+    def signal_status(self, signal_id: str, status: SignalStatus) -> None: ...
+
+    def risk_decision(self, decision: RiskDecision) -> None: ...
+
+    def order(self, order: Order) -> None:
+        """Insert the order, or update it when its client id is known (idempotent)."""
+        ...
+
+    def fill(self, fill: Fill) -> None: ...
+
+    def position_opened(self, position: Position) -> None: ...
+
+    def position_updated(self, position: Position) -> None:
+        """Persist the stop state (trailing flag, best price, trail stop) and last price."""
+        ...
+
+    def position_closed(self, position: Position, trade: Trade) -> None: ...
+
+    def account(self, snapshot: AccountSnapshot) -> None: ...
+
+    def audit(self, record: AuditRecord) -> None: ...
