@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import NewType
+from zoneinfo import ZoneInfo
 
 ClientOrderId = NewType("ClientOrderId", str)
 SignalId = NewType("SignalId", str)
 
+IST = ZoneInfo("Asia/Kolkata")  # market logic time zone; storage is UTC
 PAISE_PER_RUPEE = 100
 
 
@@ -355,7 +357,9 @@ class Position:
 
     @property
     def unrealised_pnl_paise(self) -> int:
-        return self.direction.sign * (self.last_price_paise - self.entry_price_paise) * self.quantity
+        return (
+            self.direction.sign * (self.last_price_paise - self.entry_price_paise) * self.quantity
+        )
 
     @property
     def effective_stop_paise(self) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Protocol
 
 from upstox_bot.domain import (
     AccountSnapshot,
     AuditRecord,
+    Candle,
+    Direction,
     Fill,
     Order,
     Position,
@@ -42,6 +45,8 @@ class Journal(Protocol):
     unit of work; the harness commits it before it reports the effect.
     """
 
+    def candle(self, candle: Candle) -> None: ...
+
     def signal(self, signal: Signal, status: SignalStatus) -> None: ...
 
     def signal_status(self, signal_id: str, status: SignalStatus) -> None: ...
@@ -50,6 +55,10 @@ class Journal(Protocol):
 
     def order(self, order: Order) -> None:
         """Insert the order, or update it when its client id is known (idempotent)."""
+        ...
+
+    def order_sent(self, client_order_id: str, at: datetime) -> None:
+        """Log that an order went to the broker (rate_limit_logs), to rebuild rate windows."""
         ...
 
     def fill(self, fill: Fill) -> None: ...
@@ -65,3 +74,17 @@ class Journal(Protocol):
     def account(self, snapshot: AccountSnapshot) -> None: ...
 
     def audit(self, record: AuditRecord) -> None: ...
+
+
+class ChargesModel(Protocol):
+    """Charges of one intraday round trip, in paise."""
+
+    def __call__(
+        self,
+        *,
+        direction: Direction,
+        entry_price_paise: int,
+        exit_price_paise: int,
+        quantity: int,
+        trading_date: date,
+    ) -> int: ...

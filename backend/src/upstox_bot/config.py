@@ -1,0 +1,180 @@
+"""Settings: the one reader of the environment (and of the .env file)."""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from upstox_bot.errors import ConfigError
+
+
+class MarketSource(StrEnum):
+    SIM = "sim"
+    UPSTOX = "upstox"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class Settings(BaseSettings):
+    """Every knob of the bot. Names are the environment variables; .env.example documents each."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- Storage and services -------------------------------------------------------------
+    DATA_DIR: Path = Field(Path("var"), description="Folder for the SQLite database and state.")
+    DATABASE_URL: str | None = Field(
+        None, description="SQLAlchemy URL; unset = SQLite file upstox_bot.sqlite in DATA_DIR."
+    )
+    REDIS_URL: str | None = Field(None, description="Redis URL; optional in the embedded harness.")
+    ACCOUNT_NAME: str = Field("paper", min_length=1, max_length=64)
+
+    # --- API ----------------------------------------------------------------------------------
+    API_HOST: str = "127.0.0.1"
+    API_PORT: int = Field(8000, ge=0, le=65535)
+    LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    LOG_FORMAT: LogFormat = LogFormat.CONSOLE
+
+    # --- Trading rules (DESIGN.md) ------------------------------------------------------------
+    ACCOUNT_SIZE: Decimal = Field(Decimal("100000"), gt=0, description="Capital in rupees.")
+    RISK_PER_TRADE: Decimal = Field(
+        Decimal("5"), gt=0, le=100, description="Percent of capital lost if the stop is hit."
+    )
+    POSITION_SIZE_PERCENT: Decimal = Field(Decimal("30"), gt=0, le=100)
+    MAX_OPEN_POSITIONS: int = Field(3, ge=1, le=100)
+    DAILY_LOSS_LIMIT: Decimal = Field(
+        Decimal("2"), gt=0, le=100, description="Percent of capital, realised + unrealised."
+    )
+    STOP_LOSS_PERCENT: Decimal = Field(Decimal("5"), gt=0, lt=100)
+    TAKE_PROFIT_PERCENT: Decimal = Field(Decimal("4"), gt=0, le=1000)
+    TRAILING_STOP_PERCENT: Decimal = Field(Decimal("2"), gt=0, lt=100)
+    MAX_ORDERS_PER_MINUTE: int = Field(10, ge=1, le=1000)
+    MIN_ORDER_INTERVAL_SECONDS: int = Field(30, ge=0, le=3600)
+    ENTRY_START_TIME: time = Field(time(9, 20), description="No entry before (IST).")
+    ENTRY_END_TIME: time = Field(time(14, 45), description="No entry after (IST).")
+    SQUARE_OFF_TIME: time = Field(time(15, 15), description="Intraday positions closed at (IST).")
+    ALLOW_SHORT: bool = Field(False, description="Take short entries on short signals.")
+    KILL_SWITCH_SQUARE_OFF: bool = Field(
+        True, description="Turning the kill switch on also closes open positions."
+    )
+
+    # --- Paper and live -------------------------------------------------------------------
+    PAPER_TRADING: bool = True
+    LIVE_TRADING_ENABLED: bool = Field(False, description="The explicit switch for live orders.")
+    PAPER_TRADING_DAYS_REQUIRED: int = Field(14, ge=0)
+    SLIPPAGE_BPS: Decimal = Field(
+        Decimal("5"), ge=0, le=500, description="Paper fills: basis points against the trader."
+    )
+    BROKERAGE_PER_ORDER: Decimal = Field(
+        Decimal("20"), ge=0, le=100, description="Upstox flat brokerage per executed order (Rs)."
+    )
+
+    # --- Strategy -----------------------------------------------------------------------
+    STRATEGY: str = Field("ema_rsi", min_length=1)
+    STRATEGY_PARAMS: dict[str, Any] = Field(
+        default_factory=dict, description='JSON object, e.g. {"fast": 9, "slow": 21}.'
+    )
+    CANDLE_INTERVAL_MINUTES: int = Field(1, ge=1, le=375)
+    SIGNAL_COOLDOWN_MINUTES: int = Field(
+        5, ge=0, le=375, description="No new entry signal for a symbol this soon after its last."
+    )
+
+    # --- Market -------------------------------------------------------------------------
+    MARKET: MarketSource = MarketSource.SIM
+    SIM_SEED: int = 7
+    SIM_SPEED: float = Field(20.0, gt=0, le=100000, description="Simulated seconds per second.")
+    SIM_SYMBOLS: int = Field(40, ge=1, le=500, description="Stocks in the simulated market.")
+    SIM_TICK_INTERVAL_MS: int = Field(1000, ge=10, le=60000)
+    HOLIDAYS_FILE: Path | None = Field(None, description="CSV of NSE holidays; unset = shipped.")
+    TICK_STORE_INTERVAL_SECONDS: int = Field(
+        5, ge=0, le=3600, description="Store one tick per symbol this often; 0 stores none."
+    )
+
+    # --- Upstox --------------------------------------------------------------------------
+    UPSTOX_API_BASE_URL: str = "https://api.upstox.com"
+    UPSTOX_API_KEY: str | None = None
+    UPSTOX_API_SECRET: SecretStr | None = None
+    UPSTOX_REDIRECT_URI: str = "http://127.0.0.1:8000/api/v1/auth/upstox/callback"
+    UPSTOX_ACCESS_TOKEN: SecretStr | None = None
+    UPSTOX_ALGO_NAME: str | None = None
+    TOKEN_ENCRYPTION_KEY: SecretStr | None = None
+
+    @field_validator("STRATEGY_PARAMS", mode="before")
+    @classmethod
+    def _empty_params(cls, value: Any) -> Any:
+        return {} if value in ("", None) else value
+
+    @field_validator("ACCOUNT_SIZE", "SLIPPAGE_BPS", "BROKERAGE_PER_ORDER", mode="after")
+    @classmethod
+    def _finite(cls, value: Decimal) -> Decimal:
+        if not value.is_finite():
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        if self.ENTRY_START_TIME >= self.ENTRY_END_TIME:
+            raise ValueError("ENTRY_START_TIME must be before ENTRY_END_TIME")
+        if self.ENTRY_END_TIME > self.SQUARE_OFF_TIME:
+            raise ValueError("ENTRY_END_TIME must not be after SQUARE_OFF_TIME")
+        if not self.PAPER_TRADING and not self.LIVE_TRADING_ENABLED:
+            raise ValueError(
+                "PAPER_TRADING=false needs LIVE_TRADING_ENABLED=true: live orders need the "
+                "explicit switch"
+            )
+        if not self.PAPER_TRADING and self.MARKET is MarketSource.SIM:
+            raise ValueError("live trading (PAPER_TRADING=false) cannot run on MARKET=sim")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The configured DATABASE_URL, or the embedded SQLite file in DATA_DIR."""
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        return f"sqlite:///{(self.DATA_DIR / 'upstox_bot.sqlite').as_posix()}"
+
+
+def _first_error_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(part) for part in err["loc"]) or "settings"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("value_error", "assertion_error") and not err["loc"]:
+        return f"invalid settings: {msg}"
+    given = err.get("input")
+    secret = any(word in loc.upper() for word in ("SECRET", "TOKEN", "KEY", "PASSWORD"))
+    showable = isinstance(given, str | int | float) and loc != "settings" and not secret
+    shown = f" (got {given!r})" if showable else ""
+    return f"invalid setting {loc}: {msg}{shown}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment (and overrides), or raise ConfigError in one line.
+
+    Raises:
+        ConfigError: a value is invalid; the message names the variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_first_error_line(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

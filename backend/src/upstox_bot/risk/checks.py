@@ -1,0 +1,128 @@
+"""Pre-trade checks: every hard rule, in a fixed order, each refusal with its rule and reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from upstox_bot.domain import IST, Direction, RiskDecision, RiskRule, SignalId
+from upstox_bot.risk.kill_switch import KillSwitch
+from upstox_bot.risk.limits import RiskLimits
+from upstox_bot.risk.rate_limit import OrderRateLimiter
+from upstox_bot.risk.sizing import size_position
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryRequest:
+    """A proposed entry with what the risk manager needs to judge it."""
+
+    instrument_key: str
+    direction: Direction
+    signal_id: SignalId | None
+    price_paise: int
+    stop_paise: int
+    target_paise: int
+    lot_size: int
+    at: datetime  # IST-aware time of the decision
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BookState:
+    """The account as the risk manager sees it at decision time."""
+
+    open_positions: int
+    in_position: bool  # already holding (or exiting) this instrument
+    day_pnl_paise: int  # realised (net) + unrealised, today
+    loss_limit_hit: bool
+    available_paise: int  # cash not tied up in positions
+
+
+class RiskManager:
+    """Vets entries against the hard limits. Exits are never refused, only paced."""
+
+    def __init__(
+        self, limits: RiskLimits, rate_limiter: OrderRateLimiter, kill_switch: KillSwitch
+    ) -> None:
+        self.limits = limits
+        self.rate_limiter = rate_limiter
+        self.kill_switch = kill_switch
+
+    def loss_limit_breached(self, day_pnl_paise: int) -> bool:
+        """True when today's P&L is at or below minus the daily loss limit."""
+        return day_pnl_paise <= -self.limits.daily_loss_limit_paise
+
+    def check_entry(self, req: EntryRequest, book: BookState) -> RiskDecision:
+        """Approve and size an entry, or refuse it naming the first rule it breaks."""
+        limits = self.limits
+
+        def refuse(rule: RiskRule, reason: str) -> RiskDecision:
+            return RiskDecision(
+                approved=False,
+                rule=rule,
+                reason=reason,
+                instrument_key=req.instrument_key,
+                signal_id=req.signal_id,
+                price_paise=req.price_paise,
+                stop_paise=req.stop_paise,
+                target_paise=req.target_paise,
+                decided_at=req.at,
+            )
+
+        if self.kill_switch.active:
+            return refuse(RiskRule.KILL_SWITCH, f"kill switch on: {self.kill_switch.reason}")
+        clock_time = req.at.astimezone(IST).time()
+        if not (limits.entry_start <= clock_time <= limits.entry_end):
+            return refuse(
+                RiskRule.ENTRY_WINDOW,
+                f"{clock_time:%H:%M:%S} is outside the entry window "
+                f"{limits.entry_start:%H:%M}-{limits.entry_end:%H:%M} IST",
+            )
+        if book.loss_limit_hit or self.loss_limit_breached(book.day_pnl_paise):
+            return refuse(
+                RiskRule.DAILY_LOSS_LIMIT,
+                f"daily loss limit hit: day P&L {book.day_pnl_paise} paise, "
+                f"limit -{limits.daily_loss_limit_paise}",
+            )
+        if book.in_position:
+            return refuse(RiskRule.ALREADY_IN_POSITION, "already holding this instrument")
+        if book.open_positions >= limits.max_open_positions:
+            return refuse(
+                RiskRule.MAX_POSITIONS,
+                f"{book.open_positions} positions open, limit {limits.max_open_positions}",
+            )
+        if req.direction is Direction.SHORT and not limits.allow_short:
+            return refuse(RiskRule.SHORTS_DISABLED, "short entries are disabled (ALLOW_SHORT)")
+        if req.price_paise <= 0:
+            return refuse(RiskRule.NO_PRICE, "no last price for the instrument")
+        rate = self.rate_limiter.check(req.at_ms)
+        if not rate.allowed and rate.rule is not None:
+            text = (
+                f"an order was sent less than {limits.min_order_interval_s}s ago"
+                if rate.rule is RiskRule.ORDER_SPACING
+                else f"{limits.max_orders_per_minute} orders in the last minute"
+            )
+            return refuse(rate.rule, f"{text}; next slot in {rate.wait_ms / 1000:.1f}s")
+        sizing = size_position(
+            price_paise=req.price_paise,
+            stop_paise=req.stop_paise,
+            lot_size=req.lot_size,
+            risk_budget_paise=limits.risk_per_trade_paise,
+            max_position_value_paise=limits.max_position_value_paise,
+            available_paise=book.available_paise,
+        )
+        if sizing.lots == 0:
+            return refuse(sizing.binding_rule, sizing.reason)
+        return RiskDecision(
+            approved=True,
+            rule=None,
+            reason=sizing.reason,
+            instrument_key=req.instrument_key,
+            signal_id=req.signal_id,
+            quantity=sizing.quantity,
+            lots=sizing.lots,
+            price_paise=req.price_paise,
+            stop_paise=req.stop_paise,
+            target_paise=req.target_paise,
+            decided_at=req.at,
+        )

@@ -1,0 +1,117 @@
+"""The Strategy interface: parameters with types and ranges, closed candles in, signals out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from upstox_bot.domain import Direction, SignalType
+from upstox_bot.errors import ConfigError
+from upstox_bot.signals.series import CandleSeries
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Param:
+    """A strategy parameter: its type, default and inclusive range."""
+
+    name: str
+    kind: type[int] | type[float] | type[bool]
+    default: int | float | bool
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+    def coerce(self, value: Any) -> int | float | bool:
+        """Return value as this parameter's type, or raise ConfigError naming the parameter."""
+        try:
+            if self.kind is bool:
+                if isinstance(value, str):
+                    if value.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError(value)
+                    return value.lower() in ("true", "1")
+                return bool(value)
+            if self.kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                number: int | float = int(value)
+            else:
+                number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"parameter {self.name}: expected {self.kind.__name__}, got {value!r}"
+            ) from None
+        if self.minimum is not None and number < self.minimum:
+            raise ConfigError(f"parameter {self.name}: {number} is below {self.minimum}")
+        if self.maximum is not None and number > self.maximum:
+            raise ConfigError(f"parameter {self.name}: {number} is above {self.maximum}")
+        return number
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategySignal:
+    """What a strategy says about one closed candle."""
+
+    type: SignalType
+    strength: float  # 0-1
+    reason: str
+    indicators: Mapping[str, float] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """Base of every strategy. Subclasses declare name, parameters and implement evaluate().
+
+    A strategy is pure: it reads closed candles and the current position direction and returns
+    signals. It never places orders, reads the clock or keeps state that a restart would lose
+    (its indicators are recomputed from the candle window).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    parameters: ClassVar[tuple[Param, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        known = {p.name: p for p in self.parameters}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ConfigError(f"strategy {self.name}: unknown parameter(s) {', '.join(unknown)}")
+        self.params: dict[str, int | float | bool] = {
+            name: p.coerce(params[name]) if name in params else p.default
+            for name, p in known.items()
+        }
+        self.validate()
+
+    def validate(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
+        """Check relations between parameters; raise ConfigError when they do not hold."""
+
+    @property
+    @abstractmethod
+    def startup_candles(self) -> int:
+        """Closed candles needed before the strategy's signals are meaningful."""
+
+    @abstractmethod
+    def evaluate(
+        self, candles: CandleSeries, *, position: Direction | None, now: datetime
+    ) -> Sequence[StrategySignal]:
+        """Return the signals for the candle just closed (the last one of `candles`)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name, description and parameters with their current values (for the API and CLI)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": [
+                {
+                    "name": p.name,
+                    "type": p.kind.__name__,
+                    "default": p.default,
+                    "value": self.params[p.name],
+                    "minimum": p.minimum,
+                    "maximum": p.maximum,
+                    "description": p.description,
+                }
+                for p in self.parameters
+            ],
+        }

@@ -1,0 +1,42 @@
+"""Indicators over candle arrays, computed by TA-Lib (float64 arrays in, arrays out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import talib
+
+from upstox_bot.signals.series import FloatArray
+
+
+def ema(close: FloatArray, period: int) -> FloatArray:
+    """Exponential moving average (TA-Lib seeds it with the SMA of the first `period` values)."""
+    return np.asarray(talib.EMA(close, timeperiod=period), dtype=np.float64)
+
+
+def sma(close: FloatArray, period: int) -> FloatArray:
+    """Simple moving average."""
+    return np.asarray(talib.SMA(close, timeperiod=period), dtype=np.float64)
+
+
+def rsi(close: FloatArray, period: int) -> FloatArray:
+    """Wilder's relative strength index, 0-100."""
+    return np.asarray(talib.RSI(close, timeperiod=period), dtype=np.float64)
+
+
+def atr(high: FloatArray, low: FloatArray, close: FloatArray, period: int) -> FloatArray:
+    """Average true range."""
+    return np.asarray(talib.ATR(high, low, close, timeperiod=period), dtype=np.float64)
+
+
+def crossed_above(fast: FloatArray, slow: FloatArray) -> bool:
+    """True when fast was at or below slow on the previous value and is above it now."""
+    if len(fast) < 2 or np.isnan(fast[-2:]).any() or np.isnan(slow[-2:]).any():
+        return False
+    return bool(fast[-2] <= slow[-2] and fast[-1] > slow[-1])
+
+
+def crossed_below(fast: FloatArray, slow: FloatArray) -> bool:
+    """True when fast was at or above slow on the previous value and is below it now."""
+    if len(fast) < 2 or np.isnan(fast[-2:]).any() or np.isnan(slow[-2:]).any():
+        return False
+    return bool(fast[-2] >= slow[-2] and fast[-1] < slow[-1])

@@ -1,0 +1,693 @@
+"""The trading engine: events in (tick, timer, fill, rejection, command), order intents out.
+
+One engine serves one account. It owns the candle aggregation, the strategy's candle windows,
+the open positions and their exit state, the day's P&L and the risk state. It never talks to a
+broker or a database itself: intents go back to the caller (an executor), records go to the
+injected Journal. Time comes from the injected Clock; the harness advances it.
+
+Order pacing: every order, entry or exit, obeys the order rate limits. An exit is never refused:
+it waits in a queue and goes at the first slot, before any entry; while an exit waits, no entry
+is taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Protocol
+
+from upstox_bot.domain import (
+    IST,
+    AccountSnapshot,
+    AuditRecord,
+    Candle,
+    ClientOrderId,
+    Direction,
+    ExitReason,
+    Fill,
+    Instrument,
+    Order,
+    OrderIntent,
+    OrderPurpose,
+    OrderStatus,
+    Position,
+    RiskDecision,
+    RiskRule,
+    Signal,
+    SignalId,
+    SignalStatus,
+    Tick,
+    Trade,
+    ms_to_datetime,
+)
+from upstox_bot.errors import InvalidTransition, NotFound
+from upstox_bot.feed.candles import CandleResampler, TickAggregator
+from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
+from upstox_bot.signals.base import Strategy, StrategySignal
+from upstox_bot.signals.series import CandleSeries
+from upstox_bot.trading import order_state
+from upstox_bot.trading.exits import ExitManager
+from upstox_bot.trading.ports import ChargesModel, Journal
+
+log = logging.getLogger(__name__)
+
+MINUTE_MS = 60_000
+
+
+class EngineClock(Protocol):
+    def now(self) -> datetime: ...
+
+    def now_ms(self) -> int: ...
+
+
+def derive_id(prefix: str, *parts: object) -> str:
+    """A short stable id from its parts: the same cause always gives the same id."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+    return f"{prefix}-{digest}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    account: str
+    capital_paise: int  # capital at the start of the current day
+    candle_interval_s: int = 60
+    signal_cooldown_s: int = 300
+    kill_switch_square_off: bool = True
+    series_capacity: int = 300
+
+
+@dataclass(slots=True)
+class DayState:
+    trading_date: date
+    capital_paise: int
+    realised_paise: int = 0  # net of charges
+    charges_paise: int = 0
+    trades: int = 0
+    orders: int = 0
+    loss_limit_hit: bool = False
+    square_off_done: bool = False
+
+
+class Engine:
+    """The core trading loop for one account (plain Python, single-threaded)."""
+
+    def __init__(
+        self,
+        *,
+        config: EngineConfig,
+        instruments: Mapping[str, Instrument],
+        strategy: Strategy,
+        risk: RiskManager,
+        exits: ExitManager,
+        journal: Journal,
+        charges: ChargesModel,
+        clock: EngineClock,
+    ) -> None:
+        self.config = config
+        self.instruments = dict(instruments)
+        self.strategy = strategy
+        self.risk = risk
+        self.exits = exits
+        self.journal = journal
+        self.charges = charges
+        self.clock = clock
+        self.aggregator = TickAggregator(60)
+        self.resampler = (
+            CandleResampler(config.candle_interval_s) if config.candle_interval_s > 60 else None
+        )
+        self.series: dict[str, CandleSeries] = {}
+        self.last_price: dict[str, int] = {}
+        self.positions: dict[str, Position] = {}
+        self.orders: dict[str, Order] = {}  # orders not yet terminal
+        self.pending_entries: dict[str, OrderIntent] = {}  # by instrument
+        self.exit_queue: dict[str, ExitReason] = {}  # by instrument, oldest first
+        self.exit_attempts: dict[str, int] = {}
+        self.last_entry_signal_ms: dict[str, int] = {}
+        now = clock.now()
+        self.day = DayState(trading_date=_ist_date(now), capital_paise=config.capital_paise)
+        self._next_timer_ms = (clock.now_ms() // MINUTE_MS + 1) * MINUTE_MS
+        self._square_off = exits.rules.square_off
+
+    # --- queries ---------------------------------------------------------------------------
+
+    @property
+    def unrealised_paise(self) -> int:
+        return sum(p.unrealised_pnl_paise for p in self.positions.values())
+
+    @property
+    def day_pnl_paise(self) -> int:
+        return self.day.realised_paise + self.unrealised_paise
+
+    @property
+    def open_position_count(self) -> int:
+        return len(self.positions) + len(self.pending_entries)
+
+    def available_paise(self) -> int:
+        """Cash not tied up in open positions or entries on their way."""
+        used = sum(p.entry_price_paise * p.quantity for p in self.positions.values())
+        used += sum(i.reference_price_paise * i.quantity for i in self.pending_entries.values())
+        return self.day.capital_paise + self.day.realised_paise - used
+
+    def snapshot(self) -> AccountSnapshot:
+        return AccountSnapshot(
+            trading_date=self.day.trading_date.isoformat(),
+            capital_paise=self.day.capital_paise,
+            realised_pnl_paise=self.day.realised_paise,
+            unrealised_pnl_paise=self.unrealised_paise,
+            charges_paise=self.day.charges_paise,
+            open_positions=len(self.positions),
+            trades=self.day.trades,
+            orders=self.day.orders,
+            loss_limit_paise=self.risk.limits.daily_loss_limit_paise,
+            loss_limit_hit=self.day.loss_limit_hit,
+            kill_switch=self.risk.kill_switch.active,
+        )
+
+    # --- events ----------------------------------------------------------------------------
+
+    def on_tick(self, tick: Tick) -> list[OrderIntent]:
+        """Apply one tick: candles, exit checks, loss limit. Returns the orders to place now."""
+        intents: list[OrderIntent] = []
+        if tick.ts_ms >= self._next_timer_ms:
+            intents.extend(self.on_timer(tick.ts_ms))
+        key = tick.instrument_key
+        price = tick.ltp_paise
+        self.last_price[key] = price
+        closed = self.aggregator.on_tick(tick)
+        if closed is not None:
+            intents.extend(self._on_base_candle(closed))
+        position = self.positions.get(key)
+        if position is not None:
+            was_trailing = position.trailing_active
+            reason, changed = self.exits.on_price(position, price)
+            if changed:
+                self.journal.position_updated(position)
+                if not was_trailing:
+                    self._audit(
+                        "exit.trailing_armed",
+                        "position",
+                        key,
+                        self.clock.now(),
+                        {
+                            "price_paise": price,
+                            "target_paise": position.target_paise,
+                            "trail_stop_paise": position.trail_stop_paise,
+                        },
+                    )
+            if reason is not None and not position.exit_pending and key not in self.exit_queue:
+                self._queue_exit(key, reason)
+            self._check_loss_limit()
+        if self.exit_queue:
+            intents.extend(self._drain_exits())
+        return intents
+
+    def on_timer(self, now_ms: int) -> list[OrderIntent]:
+        """Advance market time: close candles, square off, roll the day, release queued exits."""
+        intents: list[OrderIntent] = []
+        now = ms_to_datetime(now_ms)
+        if _ist_date(now) != self.day.trading_date:
+            self._roll_day(_ist_date(now))
+        if self.exit_queue:
+            intents.extend(self._drain_exits())
+        for candle in self.aggregator.flush(now_ms):
+            intents.extend(self._on_base_candle(candle))
+        if self.resampler is not None:
+            for candle in self.resampler.flush(now_ms):
+                intents.extend(self._on_strategy_candle(candle))
+        if not self.day.square_off_done and _ist_time(now) >= self._square_off:
+            self.day.square_off_done = True
+            for key in list(self.positions):
+                self.request_exit(key, ExitReason.SQUARE_OFF)
+        if self.exit_queue:
+            intents.extend(self._drain_exits())
+        if now_ms >= self._next_timer_ms:
+            self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
+            if self.positions:
+                self.journal.account(self.snapshot())
+        return intents
+
+    def _on_base_candle(self, candle: Candle) -> list[OrderIntent]:
+        self.journal.candle(candle)
+        if self.resampler is None:
+            return self._on_strategy_candle(candle)
+        intents: list[OrderIntent] = []
+        for multiple in self.resampler.on_candle(candle):
+            self.journal.candle(multiple)
+            intents.extend(self._on_strategy_candle(multiple))
+        return intents
+
+    def _on_strategy_candle(self, candle: Candle) -> list[OrderIntent]:
+        key = candle.instrument_key
+        series = self.series.get(key)
+        if series is None:
+            series = CandleSeries(key, candle.interval_s, self.config.series_capacity)
+            self.series[key] = series
+        series.append(candle)
+        if len(series) < self.strategy.startup_candles or key not in self.instruments:
+            return []
+        position = self.positions.get(key)
+        now = self.clock.now()
+        try:
+            said = self.strategy.evaluate(
+                series, position=position.direction if position else None, now=now
+            )
+        except Exception:
+            # A strategy bug must not stop exits or other instruments: log, skip this candle.
+            log.exception("strategy.error", extra={"strategy": self.strategy.name, "key": key})
+            return []
+        intents: list[OrderIntent] = []
+        for s in said:
+            intent = self._on_signal(s, candle, now)
+            if intent is not None:
+                intents.append(intent)
+        return intents
+
+    def _on_signal(self, said: StrategySignal, candle: Candle, now: datetime) -> OrderIntent | None:
+        key = candle.instrument_key
+        signal = Signal(
+            signal_id=SignalId(
+                derive_id(
+                    "sg",
+                    self.config.account,
+                    self.strategy.name,
+                    key,
+                    candle.start_ms,
+                    candle.interval_s,
+                    said.type.value,
+                )
+            ),
+            instrument_key=key,
+            strategy=self.strategy.name,
+            type=said.type,
+            strength=min(1.0, max(0.0, said.strength)),
+            reason=said.reason,
+            price_paise=candle.close_paise,
+            candle_start_ms=candle.start_ms,
+            created_at=now,
+            indicators=dict(said.indicators),
+        )
+        if not said.type.is_entry:
+            position = self.positions.get(key)
+            if position is None or position.direction is not said.type.direction:
+                self.journal.signal(signal, SignalStatus.IGNORED)
+                return None
+            self.journal.signal(signal, SignalStatus.ACCEPTED)
+            self.request_exit(key, ExitReason.SIGNAL)
+            return None
+        now_ms = self.clock.now_ms()
+        last = self.last_entry_signal_ms.get(key)
+        cooldown_ms = self.config.signal_cooldown_s * 1000
+        if last is not None and now_ms - last < cooldown_ms:
+            self.journal.signal(signal, SignalStatus.IGNORED)
+            return None
+        self.last_entry_signal_ms[key] = now_ms
+        self.journal.signal(signal, SignalStatus.NEW)
+        return self._try_entry(signal, now, now_ms)
+
+    def _try_entry(self, signal: Signal, now: datetime, now_ms: int) -> OrderIntent | None:
+        key = signal.instrument_key
+        direction = signal.type.direction
+        price = self.last_price.get(key, 0)
+        stop, target = self.exits.rules.levels(direction, price) if price else (0, 0)
+        instrument = self.instruments[key]
+        book = BookState(
+            open_positions=self.open_position_count,
+            in_position=key in self.positions or key in self.pending_entries,
+            day_pnl_paise=self.day_pnl_paise,
+            loss_limit_hit=self.day.loss_limit_hit,
+            available_paise=self.available_paise(),
+        )
+        if self.exit_queue:
+            decision = RiskDecision(
+                approved=False,
+                rule=RiskRule.ORDER_SPACING,
+                reason="an exit is waiting for an order slot; exits go first",
+                instrument_key=key,
+                signal_id=signal.signal_id,
+                price_paise=price,
+                decided_at=now,
+            )
+        else:
+            decision = self.risk.check_entry(
+                EntryRequest(
+                    instrument_key=key,
+                    direction=direction,
+                    signal_id=signal.signal_id,
+                    price_paise=price,
+                    stop_paise=stop,
+                    target_paise=target,
+                    lot_size=instrument.lot_size,
+                    at=now,
+                    at_ms=now_ms,
+                ),
+                book,
+            )
+        self.journal.risk_decision(decision)
+        if not decision.approved:
+            self.journal.signal_status(signal.signal_id, SignalStatus.REJECTED)
+            self._audit(
+                "risk.refused",
+                "signal",
+                signal.signal_id,
+                now,
+                {
+                    "rule": decision.rule.value if decision.rule else None,
+                    "reason": decision.reason,
+                    "instrument_key": key,
+                },
+            )
+            return None
+        self.journal.signal_status(signal.signal_id, SignalStatus.ACCEPTED)
+        intent = OrderIntent(
+            client_order_id=ClientOrderId(
+                derive_id("ub", self.config.account, "entry", signal.signal_id)
+            ),
+            instrument_key=key,
+            side=direction.entry_side,
+            quantity=decision.quantity,
+            lots=decision.lots,
+            purpose=OrderPurpose.ENTRY,
+            reason=signal.reason,
+            created_at=now,
+            signal_id=signal.signal_id,
+            reference_price_paise=price,
+        )
+        self.risk.rate_limiter.record(now_ms)
+        self.pending_entries[key] = intent
+        self._audit(
+            "order.intent",
+            "order",
+            intent.client_order_id,
+            now,
+            {
+                "purpose": "entry",
+                "instrument_key": key,
+                "side": intent.side.value,
+                "quantity": intent.quantity,
+                "signal_id": signal.signal_id,
+            },
+        )
+        return intent
+
+    # --- exits -----------------------------------------------------------------------------
+
+    def request_exit(self, instrument_key: str, reason: ExitReason) -> None:
+        """Queue the exit of an open position (idempotent while one is queued or working).
+
+        Raises:
+            NotFound: no open position in that instrument.
+        """
+        position = self.positions.get(instrument_key)
+        if position is None:
+            raise NotFound(f"no open position in {instrument_key}")
+        if position.exit_pending or instrument_key in self.exit_queue:
+            return
+        self._queue_exit(instrument_key, reason)
+
+    def _queue_exit(self, key: str, reason: ExitReason) -> None:
+        self.exit_queue[key] = reason
+        position = self.positions[key]
+        self._audit(
+            "exit.triggered",
+            "position",
+            key,
+            self.clock.now(),
+            {
+                "reason": reason.value,
+                "price_paise": position.last_price_paise,
+                "stop_paise": position.stop_paise,
+                "trail_stop_paise": position.trail_stop_paise,
+                "target_paise": position.target_paise,
+            },
+        )
+
+    def _drain_exits(self) -> list[OrderIntent]:
+        intents: list[OrderIntent] = []
+        now_ms = self.clock.now_ms()
+        while self.exit_queue:
+            if not self.risk.rate_limiter.check(now_ms).allowed:
+                break
+            key, reason = next(iter(self.exit_queue.items()))
+            del self.exit_queue[key]
+            position = self.positions.get(key)
+            if position is None or position.exit_pending:
+                continue
+            attempt = self.exit_attempts.get(key, 0) + 1
+            self.exit_attempts[key] = attempt
+            now = self.clock.now()
+            intent = OrderIntent(
+                client_order_id=ClientOrderId(
+                    derive_id("ub", self.config.account, "exit", position.entry_order_id, attempt)
+                ),
+                instrument_key=key,
+                side=position.direction.exit_side,
+                quantity=position.quantity,
+                lots=position.lots,
+                purpose=OrderPurpose.EXIT,
+                reason=reason.value,
+                created_at=now,
+                exit_reason=reason,
+                reference_price_paise=position.last_price_paise,
+            )
+            position.exit_pending = True
+            self.journal.position_updated(position)
+            self.risk.rate_limiter.record(now_ms)
+            intents.append(intent)
+        return intents
+
+    # --- order lifecycle -------------------------------------------------------------------
+
+    def on_order_created(self, order: Order) -> None:
+        """Track an order the executor recorded (status PENDING or later)."""
+        self.orders[order.client_order_id] = order
+        self.day.orders += 1
+
+    def on_fill(self, fill: Fill) -> None:
+        """Apply a fill to its order, then to the position (open, or close into a trade)."""
+        order = self.orders.get(fill.client_order_id)
+        if order is None:
+            raise NotFound(f"fill for unknown order {fill.client_order_id}")
+        order_state.apply_fill(order, fill.quantity, fill.price_paise, fill.filled_at)
+        self.journal.order(order)
+        self.journal.fill(fill)
+        self._audit(
+            "order.filled" if order.status is OrderStatus.FILLED else "order.partial",
+            "order",
+            order.client_order_id,
+            fill.filled_at,
+            {
+                "quantity": fill.quantity,
+                "price_paise": fill.price_paise,
+                "filled_quantity": order.filled_quantity,
+            },
+        )
+        if order.purpose is OrderPurpose.ENTRY:
+            self._apply_entry_fill(order, fill)
+        elif order.status is OrderStatus.FILLED:
+            self._close_position(order, fill.filled_at)
+        if order.status.is_terminal:
+            del self.orders[order.client_order_id]
+
+    def _apply_entry_fill(self, order: Order, fill: Fill) -> None:
+        key = order.instrument_key
+        self.pending_entries.pop(key, None)
+        position = self.positions.get(key)
+        price = order.average_price_paise or fill.price_paise
+        direction = Direction.LONG if order.side.value == "buy" else Direction.SHORT
+        stop, target = self.exits.rules.levels(direction, price)
+        if position is None:
+            position = Position(
+                instrument_key=key,
+                direction=direction,
+                quantity=order.filled_quantity,
+                lots=order.filled_quantity // self.instruments[key].lot_size,
+                entry_price_paise=price,
+                entry_at=fill.filled_at,
+                entry_order_id=order.client_order_id,
+                stop_paise=stop,
+                target_paise=target,
+                best_price_paise=price,
+                last_price_paise=self.last_price.get(key, price),
+                strategy=self.strategy.name,
+            )
+            self.positions[key] = position
+            self.journal.position_opened(position)
+            event = "position.opened"
+        else:
+            position.quantity = order.filled_quantity
+            position.lots = order.filled_quantity // self.instruments[key].lot_size
+            position.entry_price_paise, position.stop_paise = price, stop
+            position.target_paise, position.best_price_paise = target, price
+            self.journal.position_updated(position)
+            event = "position.increased"
+        self._audit(
+            event,
+            "position",
+            key,
+            fill.filled_at,
+            {
+                "direction": direction.value,
+                "quantity": position.quantity,
+                "entry_price_paise": price,
+                "stop_paise": stop,
+                "target_paise": target,
+            },
+        )
+        self.journal.account(self.snapshot())
+
+    def _close_position(self, order: Order, at: datetime) -> None:
+        key = order.instrument_key
+        position = self.positions.pop(key)
+        exit_price = order.average_price_paise or position.last_price_paise
+        position.last_price_paise = exit_price
+        gross = position.direction.sign * (exit_price - position.entry_price_paise) * order.quantity
+        charges = self.charges(
+            direction=position.direction,
+            entry_price_paise=position.entry_price_paise,
+            exit_price_paise=exit_price,
+            quantity=order.quantity,
+            trading_date=self.day.trading_date,
+        )
+        trade = Trade(
+            trade_id=derive_id("tr", position.entry_order_id),
+            instrument_key=key,
+            direction=position.direction,
+            quantity=order.quantity,
+            lots=position.lots,
+            entry_price_paise=position.entry_price_paise,
+            exit_price_paise=exit_price,
+            entry_at=position.entry_at,
+            exit_at=at,
+            gross_pnl_paise=gross,
+            charges_paise=charges,
+            net_pnl_paise=gross - charges,
+            exit_reason=order.exit_reason or ExitReason.MANUAL,
+            entry_order_id=position.entry_order_id,
+            exit_order_id=order.client_order_id,
+            strategy=position.strategy,
+        )
+        self.day.realised_paise += trade.net_pnl_paise
+        self.day.charges_paise += charges
+        self.day.trades += 1
+        self.exit_attempts.pop(key, None)
+        self.journal.position_closed(position, trade)
+        self._audit(
+            "position.closed",
+            "position",
+            key,
+            at,
+            {
+                "exit_reason": trade.exit_reason.value,
+                "exit_price_paise": exit_price,
+                "gross_pnl_paise": gross,
+                "charges_paise": charges,
+                "net_pnl_paise": trade.net_pnl_paise,
+                "trade_id": trade.trade_id,
+            },
+        )
+        self._check_loss_limit()
+        self.journal.account(self.snapshot())
+
+    def on_order_rejected(self, client_order_id: str, reason: str) -> None:
+        """A broker refused an order: free the entry slot, or queue the exit again."""
+        order = self.orders.pop(client_order_id, None)
+        if order is None:
+            raise NotFound(f"rejection for unknown order {client_order_id}")
+        now = self.clock.now()
+        try:
+            order_state.transition(order, OrderStatus.REJECTED, now, reason=reason)
+        except InvalidTransition:
+            log.warning("order.reject.ignored", extra={"client_order_id": client_order_id})
+            return
+        self.journal.order(order)
+        self._audit("order.rejected", "order", client_order_id, now, {"reason": reason})
+        key = order.instrument_key
+        if order.purpose is OrderPurpose.ENTRY:
+            self.pending_entries.pop(key, None)
+            return
+        position = self.positions.get(key)
+        if position is not None:
+            # The position is still open: its exit goes back in the queue, never dropped.
+            position.exit_pending = False
+            self.journal.position_updated(position)
+            self._queue_exit(key, order.exit_reason or ExitReason.MANUAL)
+
+    # --- commands --------------------------------------------------------------------------
+
+    def set_kill_switch(self, active: bool, *, reason: str, by: str) -> None:
+        """Turn the kill switch on or off; on closes open positions when configured so."""
+        now = self.clock.now()
+        if self.risk.kill_switch.set(active, reason=reason, at=now, by=by):
+            self._audit(
+                "kill_switch." + ("on" if active else "off"),
+                "account",
+                self.config.account,
+                now,
+                {"reason": reason},
+                actor=by,
+            )
+        if active and self.config.kill_switch_square_off:
+            for key in list(self.positions):
+                self.request_exit(key, ExitReason.KILL_SWITCH)
+        self.journal.account(self.snapshot())
+
+    # --- day and loss limit ----------------------------------------------------------------
+
+    def _check_loss_limit(self) -> None:
+        if not self.day.loss_limit_hit and self.risk.loss_limit_breached(self.day_pnl_paise):
+            self.day.loss_limit_hit = True
+            now = self.clock.now()
+            self._audit(
+                "risk.daily_loss_limit_hit",
+                "account",
+                self.config.account,
+                now,
+                {
+                    "day_pnl_paise": self.day_pnl_paise,
+                    "limit_paise": self.risk.limits.daily_loss_limit_paise,
+                },
+            )
+            self.journal.account(self.snapshot())
+
+    def _roll_day(self, new_date: date) -> None:
+        self.journal.account(self.snapshot())
+        self.day = DayState(
+            trading_date=new_date,
+            capital_paise=self.day.capital_paise + self.day.realised_paise,
+        )
+        self.last_entry_signal_ms.clear()
+        self._audit(
+            "day.started",
+            "account",
+            self.config.account,
+            self.clock.now(),
+            {"trading_date": new_date.isoformat()},
+        )
+
+    # --- audit -----------------------------------------------------------------------------
+
+    def _audit(
+        self,
+        event: str,
+        entity: str,
+        entity_id: str,
+        at: datetime,
+        data: Mapping[str, object],
+        actor: str = "engine",
+    ) -> None:
+        self.journal.audit(
+            AuditRecord(
+                event=event, entity=entity, entity_id=entity_id, at=at, data=dict(data), actor=actor
+            )
+        )
+
+
+def _ist_date(at: datetime) -> date:
+    return at.astimezone(IST).date()
+
+
+def _ist_time(at: datetime) -> time:
+    return at.astimezone(IST).time()

@@ -1,0 +1,100 @@
+"""The order executor: records each intent as an order, sends it, and feeds the result back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from upstox_bot.domain import Fill, Order, OrderIntent, OrderStatus
+from upstox_bot.errors import BrokerUnavailable, OrderRejected
+from upstox_bot.trading import order_state
+from upstox_bot.trading.engine import Engine, derive_id
+from upstox_bot.trading.ports import Broker, Journal
+
+log = logging.getLogger(__name__)
+
+
+class OrderExecutor:
+    """Places intents through a broker, in order, recording state before each outside call.
+
+    `before_send` runs after an order is recorded as SUBMITTING and before the broker sees it:
+    the embedded harness commits the journal there, so a crash after the broker accepted an
+    order always finds the order on disk and looks it up by its tag instead of placing it again.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        broker: Broker,
+        journal: Journal,
+        before_send: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.journal = journal
+        self.before_send = before_send
+        self.unresolved: dict[str, Order] = {}  # sent, outcome unknown (broker unavailable)
+
+    def execute(self, intents: Iterable[OrderIntent]) -> None:
+        for intent in intents:
+            self._execute_one(intent)
+
+    def _execute_one(self, intent: OrderIntent) -> None:
+        order = Order.from_intent(intent)
+        now = self.engine.clock.now()
+        self.engine.on_order_created(order)
+        self.journal.order(order)
+        order_state.transition(order, OrderStatus.SUBMITTING, now)
+        self.journal.order(order)
+        self.journal.order_sent(order.client_order_id, now)
+        if self.before_send is not None:
+            self.before_send()
+        self._send(order)
+
+    def _send(self, order: Order) -> None:
+        try:
+            fills = self.broker.place(order)
+        except OrderRejected as exc:
+            log.warning(
+                "order.rejected",
+                extra={"client_order_id": order.client_order_id, "reason": str(exc)},
+            )
+            self.engine.on_order_rejected(order.client_order_id, str(exc))
+            return
+        except BrokerUnavailable:
+            log.warning("order.outcome_unknown", extra={"client_order_id": order.client_order_id})
+            self.unresolved[order.client_order_id] = order
+            return
+        if not fills and order.status is OrderStatus.SUBMITTING:
+            order_state.transition(order, OrderStatus.OPEN, self.engine.clock.now())
+            self.journal.order(order)
+        for fill in fills:
+            self.engine.on_fill(fill)
+
+    def resolve_unresolved(self) -> None:
+        """Settle orders whose outcome was unknown: look each up by tag; place it if absent."""
+        for client_order_id, order in list(self.unresolved.items()):
+            try:
+                known = self.broker.find_by_tag(client_order_id)
+            except BrokerUnavailable:
+                continue
+            del self.unresolved[client_order_id]
+            if known is None:
+                self._send(order)
+                continue
+            if known.status is OrderStatus.REJECTED:
+                self.engine.on_order_rejected(client_order_id, known.rejection_reason or "")
+            elif known.filled_quantity and known.average_price_paise is not None:
+                self.engine.on_fill(
+                    Fill(
+                        fill_id=derive_id("fill", client_order_id, "reconciled"),
+                        client_order_id=order.client_order_id,
+                        broker_order_id=known.broker_order_id or "",
+                        instrument_key=order.instrument_key,
+                        side=order.side,
+                        quantity=known.filled_quantity,
+                        price_paise=known.average_price_paise,
+                        filled_at=self.engine.clock.now(),
+                    )
+                )

@@ -1,0 +1,202 @@
+"""The engine end to end on scripted ticks: entries, exits, pacing, kill switch, loss limit."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tests.support.factories import (
+    ScriptedStrategy,
+    ist_ms,
+    make_engine,
+    make_instrument,
+    make_limits,
+    make_tick,
+)
+from upstox_bot.domain import ExitReason, OrderStatus, SignalStatus, SignalType
+from upstox_bot.trading.brokers.paper import PaperBroker
+from upstox_bot.trading.engine import Engine
+from upstox_bot.trading.execution import OrderExecutor
+from upstox_bot.trading.journal import MemoryJournal
+
+A = "NSE_EQ|A"
+B = "NSE_EQ|B"
+
+
+class Harness:
+    def __init__(self, script: dict[int, list[SignalType]] | None = None, **kw: object) -> None:
+        instruments = [make_instrument(instrument_key=A, trading_symbol="A"),
+                       make_instrument(instrument_key=B, trading_symbol="B")]
+        self.engine, self.journal, self.clock = make_engine(
+            ScriptedStrategy(script), instruments=instruments, **kw)  # type: ignore[arg-type]
+        self.broker = PaperBroker(last_price=self.engine.last_price.get, clock=self.clock,
+                                  slippage_bps=Decimal(0), tick_size_paise=lambda _k: 1)
+        self.executor = OrderExecutor(engine=self.engine, broker=self.broker,
+                                      journal=self.journal)
+
+    def tick(self, key: str, ms: int, price: int) -> None:
+        self.clock.set_ms(ms)
+        self.executor.execute(self.engine.on_tick(
+            make_tick(instrument_key=key, ts_ms=ms, ltp_paise=price)))
+
+    def timer(self, ms: int) -> None:
+        self.clock.set_ms(ms)
+        self.executor.execute(self.engine.on_timer(ms))
+
+
+def _enter_a_at_10(h: Harness, price: int = 10_000) -> None:
+    h.tick(A, ist_ms(10, 0, 1), price)
+    h.timer(ist_ms(10, 1))  # closes the 10:00 candle: scripted entry
+
+
+def test_entry_signal_becomes_a_filled_position_with_levels() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    position = h.engine.positions[A]
+    assert (position.quantity, position.entry_price_paise) == (300, 10_000)
+    assert (position.stop_paise, position.target_paise) == (9_500, 10_400)
+    (order,) = h.journal.orders.values()
+    assert order.status is OrderStatus.FILLED
+    (signal, status) = next(iter(h.journal.signals.values()))
+    assert status is SignalStatus.ACCEPTED
+    assert signal.indicators == {"close": 100.0}
+    assert h.journal.decisions[-1].approved
+
+
+def test_stop_loss_closes_the_position_and_books_the_trade() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    h.tick(A, ist_ms(10, 2), 9_600)
+    h.tick(A, ist_ms(10, 3), 9_500)
+    assert A not in h.engine.positions
+    (trade,) = h.journal.trades
+    assert trade.exit_reason is ExitReason.STOP_LOSS
+    assert trade.gross_pnl_paise == -500 * 300
+    assert h.engine.day.realised_paise == trade.net_pnl_paise
+
+
+def test_exit_waits_for_the_thirty_second_gap_then_goes() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)  # entry order at 10:01:00
+    h.tick(A, ist_ms(10, 1, 10), 9_000)  # stop hit 10 s later: must wait
+    assert A in h.engine.positions
+    assert A in h.engine.exit_queue
+    h.tick(A, ist_ms(10, 1, 29), 9_100)
+    assert A in h.engine.positions
+    h.tick(A, ist_ms(10, 1, 30), 9_200)
+    assert A not in h.engine.positions
+    (trade,) = h.journal.trades
+    assert trade.exit_reason is ExitReason.STOP_LOSS
+    assert trade.exit_price_paise == 9_200
+    sent = [at for _, at in h.journal.sent]
+    assert (sent[1] - sent[0]).total_seconds() == 30
+
+
+def test_queued_exit_goes_before_a_new_entry() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 1): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)  # entry at 10:01:00
+    h.tick(A, ist_ms(10, 1, 5), 9_400)  # stop hit: the exit must wait for 10:01:30
+    h.tick(B, ist_ms(10, 1, 6), 5_000)
+    h.timer(ist_ms(10, 2))  # no tick since: the exit goes now, then B's entry signal arrives
+    assert not h.engine.positions
+    assert h.journal.trades[0].exit_reason is ExitReason.STOP_LOSS
+    refused = h.journal.decisions[-1]
+    assert refused.instrument_key == B
+    assert refused.rule is not None
+    assert refused.rule.value == "order_spacing"
+
+
+def test_take_profit_then_trailing_exit() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    for second, price in ((10, 10_400), (20, 11_000), (40, 10_900), (50, 10_780)):
+        h.tick(A, ist_ms(10, 2, second), price)
+    (trade,) = h.journal.trades
+    assert trade.exit_reason is ExitReason.TRAILING_STOP
+    assert trade.exit_price_paise == 10_780
+    assert any(a.event == "exit.trailing_armed" for a in h.journal.audits)
+
+
+def test_square_off_at_fifteen_fifteen() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    h.tick(A, ist_ms(15, 14, 59), 10_100)
+    assert A in h.engine.positions
+    h.timer(ist_ms(15, 15))
+    (trade,) = h.journal.trades
+    assert trade.exit_reason is ExitReason.SQUARE_OFF
+
+
+def test_exit_signal_closes_the_position() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 5): [SignalType.EXIT_LONG]})
+    _enter_a_at_10(h)
+    h.tick(A, ist_ms(10, 5, 1), 10_050)
+    h.timer(ist_ms(10, 6))
+    (trade,) = h.journal.trades
+    assert trade.exit_reason is ExitReason.SIGNAL
+
+
+def test_kill_switch_blocks_entries_and_closes_positions() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 2): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    h.engine.set_kill_switch(True, reason="test", by="tester")
+    h.tick(A, ist_ms(10, 1, 30), 10_000)  # the queued kill-switch exit goes at the first slot
+    assert not h.engine.positions
+    assert h.journal.trades[0].exit_reason is ExitReason.KILL_SWITCH
+    h.tick(B, ist_ms(10, 2, 1), 5_000)
+    h.timer(ist_ms(10, 3))
+    assert not h.engine.positions
+    assert h.journal.decisions[-1].rule is not None
+    assert h.journal.decisions[-1].rule.value == "kill_switch"
+
+
+def test_no_entry_after_the_daily_loss_limit() -> None:
+    # capital Rs 10,000 -> loss limit Rs 200; 30% = Rs 3,000 = 30 shares at Rs 100
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 3): [SignalType.ENTRY_LONG]},
+                limits=make_limits(capital_paise=1_000_000))
+    _enter_a_at_10(h)
+    assert h.engine.positions[A].quantity == 30
+    h.tick(A, ist_ms(10, 2), 9_300)  # stop 9,500: loss Rs 210 > Rs 200 limit
+    assert h.engine.day.loss_limit_hit
+    h.tick(B, ist_ms(10, 3, 1), 5_000)
+    h.timer(ist_ms(10, 4))
+    assert h.journal.decisions[-1].rule is not None
+    assert h.journal.decisions[-1].rule.value == "daily_loss_limit"
+    assert any(a.event == "risk.daily_loss_limit_hit" for a in h.journal.audits)
+
+
+def test_same_candle_signal_is_not_raised_twice_and_cooldown_applies() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 2): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    h.tick(A, ist_ms(10, 2, 1), 10_000)
+    h.timer(ist_ms(10, 3))  # second entry signal within the 5-minute cooldown
+    statuses = [s for _, s in h.journal.signals.values()]
+    assert statuses == [SignalStatus.ACCEPTED, SignalStatus.IGNORED]
+
+
+def test_rejected_exit_is_queued_again_not_lost() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    h.engine.request_exit(A, ExitReason.MANUAL)
+    h.clock.set_ms(ist_ms(10, 1, 30))
+    intents = h.engine.on_timer(ist_ms(10, 1, 30))
+    (intent,) = intents
+    order = _created(h.engine, intent)
+    h.engine.on_order_rejected(order.client_order_id, "exchange down")
+    assert A in h.engine.exit_queue
+    assert not h.engine.positions[A].exit_pending
+
+
+def _created(engine: Engine, intent: object) -> object:
+    from upstox_bot.domain import Order
+
+    order = Order.from_intent(intent)  # type: ignore[arg-type]
+    engine.on_order_created(order)
+    return order
+
+
+def test_memory_journal_holds_every_audit_with_time() -> None:
+    journal = MemoryJournal()
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]}, journal=journal)
+    _enter_a_at_10(h)
+    events = [a.event for a in journal.audits]
+    assert events[:3] == ["order.intent", "order.filled", "position.opened"]
