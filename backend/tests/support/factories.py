@@ -26,7 +26,7 @@ from upstox_bot.trading.exits import ExitManager, ExitRules
 from upstox_bot.trading.journal import MemoryJournal
 
 IST = ZoneInfo("Asia/Kolkata")
-TRADING_DATE = date(2026, 11, 24)  # a Tuesday, not a holiday
+TRADING_DATE = date(2026, 11, 25)  # a Wednesday, an NSE trading day
 
 
 def ist(hour: int, minute: int = 0, second: int = 0, day: date = TRADING_DATE) -> datetime:
@@ -196,7 +196,11 @@ class ScriptedStrategy(Strategy):
         start = int(candles.start_ms[-1])
         self.seen.append(start)
         return [
-            StrategySignal(type=t, strength=0.5, reason=f"scripted {t.value}",
-                           indicators={"close": float(candles.close[-1])})
+            StrategySignal(
+                type=t,
+                strength=0.5,
+                reason=f"scripted {t.value}",
+                indicators={"close": float(candles.close[-1])},
+            )
             for t in self.script.get(start, [])
         ]

@@ -1,0 +1,1 @@
+"""Persistence adapter: SQLAlchemy models, sessions, migrations and repositories."""

@@ -1,0 +1,76 @@
+"""Turn settings into the core's frozen per-component configs (the composition root's half)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from upstox_bot.config import Settings
+from upstox_bot.domain import Direction, Side, rupees_to_paise
+from upstox_bot.risk.limits import RiskLimits
+from upstox_bot.signals import registry
+from upstox_bot.signals.base import Strategy
+from upstox_bot.trading.charges import BrokeragePlan, ChargeSegment, round_trip_charges
+from upstox_bot.trading.exits import ExitRules
+from upstox_bot.trading.ports import ChargesModel
+
+
+def risk_limits(settings: Settings, capital_paise: int | None = None) -> RiskLimits:
+    """The hard limits; capital defaults to ACCOUNT_SIZE."""
+    return RiskLimits(
+        capital_paise=capital_paise
+        if capital_paise is not None
+        else rupees_to_paise(settings.ACCOUNT_SIZE),
+        risk_per_trade_pct=settings.RISK_PER_TRADE,
+        position_size_pct=settings.POSITION_SIZE_PERCENT,
+        max_open_positions=settings.MAX_OPEN_POSITIONS,
+        daily_loss_limit_pct=settings.DAILY_LOSS_LIMIT,
+        max_orders_per_minute=settings.MAX_ORDERS_PER_MINUTE,
+        min_order_interval_s=settings.MIN_ORDER_INTERVAL_SECONDS,
+        entry_start=settings.ENTRY_START_TIME,
+        entry_end=settings.ENTRY_END_TIME,
+        allow_short=settings.ALLOW_SHORT,
+    )
+
+
+def exit_rules(settings: Settings) -> ExitRules:
+    return ExitRules(
+        stop_loss_pct=settings.STOP_LOSS_PERCENT,
+        take_profit_pct=settings.TAKE_PROFIT_PERCENT,
+        trailing_stop_pct=settings.TRAILING_STOP_PERCENT,
+        square_off=settings.SQUARE_OFF_TIME,
+    )
+
+
+def strategy(settings: Settings) -> Strategy:
+    return registry.create(settings.STRATEGY, settings.STRATEGY_PARAMS)
+
+
+class IntradayCharges:
+    """Charges of an equity intraday round trip on one contract note (Upstox standard plan)."""
+
+    def __init__(self, plan: BrokeragePlan) -> None:
+        self.plan = plan
+
+    def __call__(
+        self,
+        *,
+        direction: Direction,
+        entry_price_paise: int,
+        exit_price_paise: int,
+        quantity: int,
+        trading_date: date,
+    ) -> int:
+        breakdown = round_trip_charges(
+            segment=ChargeSegment.EQUITY_INTRADAY,
+            trade_date=trading_date,
+            entry_side=Side.BUY if direction is Direction.LONG else Side.SELL,
+            entry_price_paise=entry_price_paise,
+            exit_price_paise=exit_price_paise,
+            quantity=quantity,
+            plan=self.plan,
+        )
+        return breakdown.total_paise
+
+
+def charges_model(settings: Settings) -> ChargesModel:
+    return IntradayCharges(BrokeragePlan(flat_per_order=settings.BROKERAGE_PER_ORDER))

@@ -1,0 +1,1 @@
+"""Test support: builders and the local Upstox simulator."""

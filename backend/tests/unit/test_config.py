@@ -1,0 +1,66 @@
+"""Settings: defaults, validation with one clear line, and .env.example kept in step."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from upstox_bot.config import Settings, load_settings
+from upstox_bot.errors import ConfigError
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[3] / ".env.example"
+
+
+def test_defaults_are_the_trading_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.ACCOUNT_SIZE == Decimal(100000)
+    assert (settings.RISK_PER_TRADE, settings.POSITION_SIZE_PERCENT) == (5, 30)
+    assert (settings.MAX_OPEN_POSITIONS, settings.DAILY_LOSS_LIMIT) == (3, 2)
+    assert (settings.STOP_LOSS_PERCENT, settings.TAKE_PROFIT_PERCENT) == (5, 4)
+    assert settings.TRAILING_STOP_PERCENT == 2
+    assert (settings.MAX_ORDERS_PER_MINUTE, settings.MIN_ORDER_INTERVAL_SECONDS) == (10, 30)
+    assert settings.PAPER_TRADING and not settings.LIVE_TRADING_ENABLED
+    assert settings.database_url.endswith("var/upstox_bot.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("RISK_PER_TRADE", "abc"), ("RISK_PER_TRADE", "0"), ("MAX_OPEN_POSITIONS", "-1"),
+     ("DAILY_LOSS_LIMIT", "101"), ("SQUARE_OFF_TIME", "25:00"), ("ACCOUNT_SIZE", "NaN")],
+)
+def test_invalid_value_names_the_variable_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None)
+    message = str(info.value)
+    assert variable in message
+    assert "\n" not in message
+
+
+def test_live_trading_needs_the_explicit_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAPER_TRADING", "false")
+    with pytest.raises(ConfigError, match="LIVE_TRADING_ENABLED"):
+        load_settings(_env_file=None)
+
+
+def test_secret_values_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTOX_API_SECRET", "x" * 5)
+    monkeypatch.setenv("API_PORT", "99999")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None)
+    assert "xxxxx" not in str(info.value)
+    assert "API_PORT" in str(info.value)
+
+
+def test_env_example_documents_every_setting_and_loads() -> None:
+    text = ENV_EXAMPLE.read_text()
+    documented = set(re.findall(r"^#?\s?([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+    assert documented == set(Settings.model_fields)
+    settings = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
+    assert settings.HOLIDAYS_FILE is None
+    assert settings.STRATEGY_PARAMS == {}
