@@ -822,7 +822,7 @@ def test_rate_limit_log_rebuilds_the_window_of_allowed_orders(db_session: Sessio
 
 
 def test_session_scope_commits_on_success_and_rolls_back_on_error(tmp_path: Path) -> None:
-    url = f"sqlite:///{(tmp_path / 'scope.sqlite').as_posix()}"
+    url = f"sqlite:///{(tmp_path / 'var' / 'scope.sqlite').as_posix()}"  # make_engine adds var/
     migrate.upgrade(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)

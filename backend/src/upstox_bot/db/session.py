@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
@@ -36,17 +37,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """Build an engine for a PostgreSQL or SQLite URL.
 
     SQLite connections get WAL journalling, `synchronous=NORMAL`, enforced foreign keys, a
-    busy timeout, and real transactions (BEGIN on every unit of work, so that SAVEPOINTs and
-    DDL are transactional); PostgreSQL connections are pinged before use so that a restarted server
-    does not fail the next unit of work. Build engines per process (after a fork), never
-    at import time.
+    busy timeout and real transactions (BEGIN on every unit of work, so that SAVEPOINTs and
+    DDL are transactional); the folder of a SQLite file is created if missing. PostgreSQL
+    connections are pinged before use so that a restarted server does not fail the next
+    unit of work. Build engines per process (after a fork), never at import time.
 
     Args:
         url: SQLAlchemy URL, e.g. `postgresql+psycopg://user@host/db` or `sqlite:///path.sqlite`.
         **kwargs: passed to `sqlalchemy.create_engine` (e.g. `echo=True`).
     """
-    backend = make_url(url).get_backend_name()
-    if backend == "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
+            # The embedded harness keeps its file in DATA_DIR, which may not exist yet.
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)

@@ -223,7 +223,8 @@ def activity_profile(seconds: int) -> FloatArray:
     if seconds <= 0:
         raise ValueError("seconds must be positive")
     x = (np.arange(seconds, dtype=np.float64) + 0.5) / seconds
-    # Scales as fractions of a 375-minute session, so a shorter special session keeps the shape.
+    # Widths are fractions of the session (0.055 of 375 minutes is about 20), so a shorter
+    # special session keeps the shape.
     profile = 1.0 + 2.2 * np.exp(-x / 0.055) + 1.3 * np.exp(-(1.0 - x) / 0.05)
     normalised: FloatArray = profile / profile.mean()
     return normalised
@@ -337,7 +338,6 @@ class _Stream:
     mid_ticks: FloatArray  # mid price per session second, in ticks
     rng: np.random.Generator
     volume: int = 0
-    last_ltp_paise: int = 0
 
 
 class SimulatedMarket:
@@ -402,7 +402,13 @@ class SimulatedMarket:
         self._volatility_scale = volatility_scale
         self._trend_day_probability = trend_day_probability
         self.session_open_ms, self.session_close_ms = calendar.session_bounds_ms(trading_date)
-        self._closing: dict[str, int] | None = None
+        # Last traded prices: settled for finished chunks, plus the part of the current chunk
+        # that has been handed out (its merged instrument indices and prices, and a cursor).
+        self._last_ltp = dict(self._start_prices)
+        self._chunk_index: list[int] = []
+        self._chunk_ltp: list[int] = []
+        self._chunk_delivered = 0
+        self._finished = False
 
     @property
     def instruments(self) -> tuple[Instrument, ...]:
@@ -414,17 +420,26 @@ class SimulatedMarket:
         """The IST date of the simulated session."""
         return self._trading_date
 
+    @property
+    def finished(self) -> bool:
+        """Whether the latest `iter_ticks()` ran to the close."""
+        return self._finished
+
     def closing_prices(self) -> dict[str, int]:
-        """Last traded price (paise) of each instrument at the close, to seed the next day.
+        """Last traded price (paise) of each instrument among the ticks handed out so far.
 
-        An instrument that never traded keeps its previous close.
-
-        Raises:
-            RuntimeError: `iter_ticks()` has not yet been played to the end.
+        After a full play these are the day's closing prices, to seed the next day. If the
+        caller stopped early they are the prices at that point (the tick it stopped on counts);
+        an instrument that has not traded keeps its previous close.
         """
-        if self._closing is None:
-            raise RuntimeError("the session has not been played to the close")
-        return dict(self._closing)
+        prices = dict(self._last_ltp)
+        keys = [i.instrument_key for i in self._instruments]
+        delivered = self._chunk_delivered
+        for index, ltp in zip(
+            self._chunk_index[:delivered], self._chunk_ltp[:delivered], strict=True
+        ):
+            prices[keys[index]] = ltp
+        return prices
 
     def iter_ticks(self) -> Iterator[Tick]:
         """Yield the session's ticks of all instruments in non-decreasing `ts_ms` order.
@@ -433,7 +448,9 @@ class SimulatedMarket:
         volume; `close_paise` its previous close; bid and ask are one or two ticks apart and the
         trade printed at one of them.
         """
-        self._closing = None
+        self._last_ltp = dict(self._start_prices)
+        self._chunk_index, self._chunk_ltp, self._chunk_delivered = [], [], 0
+        self._finished = False
         session_ms = self.session_close_ms - self.session_open_ms
         seconds = -(-session_ms // 1000)
         activity = activity_profile(seconds)
@@ -451,7 +468,7 @@ class SimulatedMarket:
         for first in range(0, seconds, chunk_s):
             last = min(seconds, first + chunk_s)
             yield from self._chunk_ticks(streams, first, last, cumulative, boundary_ms)
-        self._closing = {s.key: s.last_ltp_paise or s.previous_close_paise for s in streams}
+        self._finished = True
 
     def _stream(self, instrument: Instrument, seconds: int, vol_profile: FloatArray) -> _Stream:
         key = instrument.instrument_key
@@ -490,10 +507,12 @@ class SimulatedMarket:
         boundary_ms: FloatArray,
     ) -> Iterator[Tick]:
         parts: list[tuple[IntArray, ...]] = []
+        chunk_closes: dict[str, int] = {}
         for index, stream in enumerate(streams):
             arrays = self._stream_chunk(stream, first, last, cumulative, boundary_ms)
             if arrays is not None:
                 parts.append((np.full(arrays[0].size, index, dtype=np.int64), *arrays))
+                chunk_closes[stream.key] = int(arrays[1][-1])
         if not parts:
             return
         columns = [np.concatenate(column) for column in zip(*parts, strict=True)]
@@ -505,10 +524,14 @@ class SimulatedMarket:
         closes = [s.previous_close_paise for s in streams]
         base = self.session_open_ms
         make = _make_tick
-        for i, ts, ltp, ltq, vol, bid, ask, bq, aq in zip(
-            index_l, ts_l, ltp_l, ltq_l, vol_l, bid_l, ask_l, bq_l, aq_l, strict=True
+        self._chunk_index, self._chunk_ltp, self._chunk_delivered = index_l, ltp_l, 0
+        for delivered, (i, ts, ltp, ltq, vol, bid, ask, bq, aq) in enumerate(
+            zip(index_l, ts_l, ltp_l, ltq_l, vol_l, bid_l, ask_l, bq_l, aq_l, strict=True), 1
         ):
+            self._chunk_delivered = delivered
             yield make(keys[i], base + ts, ltp, ltq, vol, closes[i], bid, ask, bq, aq)
+        self._last_ltp.update(chunk_closes)
+        self._chunk_index, self._chunk_ltp, self._chunk_delivered = [], [], 0
 
     @staticmethod
     def _stream_chunk(
@@ -544,7 +567,6 @@ class SimulatedMarket:
         volume = stream.volume + np.cumsum(ltq)
         quantities = rng.integers(1, 9, size=(2, count), dtype=np.int64) * lot
         stream.volume = int(volume[-1])
-        stream.last_ltp_paise = int(ltp_ticks[-1]) * tick
         return (
             ts,
             ltp_ticks * tick,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable
 from datetime import date, time
 from pathlib import Path
@@ -44,8 +45,11 @@ def market(
     )
 
 
+_ALL_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Tick)))
+
+
 def rows(ticks: Iterable[Tick]) -> list[tuple[object, ...]]:
-    return [dataclasses.astuple(t) for t in ticks]
+    return [_ALL_FIELDS(t) for t in ticks]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,20 +130,24 @@ def test_load_universe_rejects_a_non_positive_lot(tmp_path: Path) -> None:
 
 def test_same_seed_gives_identical_ticks_and_replays() -> None:
     first = market(4)
-    assert rows(first.iter_ticks()) == rows(market(4).iter_ticks())
-    assert rows(first.iter_ticks()) == rows(market(4).iter_ticks())  # a second play of one market
+    expected = rows(market(4).iter_ticks())
+    assert len(expected) > 80_000
+    assert rows(first.iter_ticks()) == expected
+    assert rows(first.iter_ticks()) == expected  # a second play of the same market
 
 
 def test_different_seed_or_day_gives_different_ticks() -> None:
-    base = rows(market(3).iter_ticks())
-    assert rows(market(3, seed=8).iter_ticks()) != base
-    assert rows(market(3, day=date(2026, 6, 17)).iter_ticks()) != base
+    base = rows(market(3, interval_ms=5000).iter_ticks())
+    assert rows(market(3, seed=8, interval_ms=5000).iter_ticks()) != base
+    assert rows(market(3, day=date(2026, 6, 17), interval_ms=5000).iter_ticks()) != base
 
 
 def test_an_instruments_ticks_do_not_depend_on_the_others() -> None:
     target = INSTRUMENTS[5]
-    alone = rows(market(instruments=[target]).iter_ticks())
-    crowd = [r for r in rows(market(8).iter_ticks()) if r[0] == target.instrument_key]
+    alone = rows(market(instruments=[target], interval_ms=2000).iter_ticks())
+    crowd = [
+        r for r in rows(market(8, interval_ms=2000).iter_ticks()) if r[0] == target.instrument_key
+    ]
     assert alone == crowd
 
 
@@ -213,15 +221,29 @@ def test_the_day_opens_with_a_gap_against_the_previous_close() -> None:
     assert max(gaps) < 0.1
 
 
-def test_closing_prices_are_the_last_trades_and_need_a_full_play() -> None:
+def test_closing_prices_are_the_last_trades_after_a_full_play() -> None:
     m = market(3)
-    with pytest.raises(RuntimeError, match="not been played"):
-        m.closing_prices()
+    assert m.closing_prices() == {
+        i.instrument_key: PRICES[i.instrument_key] for i in INSTRUMENTS[:3]
+    }
     last: dict[str, int] = {}
     for tick in m.iter_ticks():
         last[tick.instrument_key] = tick.ltp_paise
+    assert m.finished
     assert m.closing_prices() == last
     assert m.closing_prices() != {k: PRICES[k] for k in last}
+
+
+def test_closing_prices_after_stopping_early_are_the_prices_so_far() -> None:
+    m = market(3)
+    last = {i.instrument_key: PRICES[i.instrument_key] for i in INSTRUMENTS[:3]}
+    stop_ms = m.session_open_ms + 3 * 3_600_000
+    for tick in m.iter_ticks():  # stops in the middle of a generation chunk
+        last[tick.instrument_key] = tick.ltp_paise
+        if tick.ts_ms >= stop_ms:
+            break
+    assert not m.finished
+    assert m.closing_prices() == last
 
 
 def test_closing_prices_seed_the_next_day() -> None:
@@ -258,12 +280,16 @@ def _minute_closes(m: SimulatedMarket) -> dict[str, np.ndarray]:
 def test_ema_9_21_crossovers_fire_on_one_minute_candles_across_40_stocks() -> None:
     closes = _minute_closes(market(40, interval_ms=4000))
     crossings = 0
+    trending = 0
     for series in closes.values():
         assert len(series) > 360  # nearly every minute of 375 has a trade
         fast, slow = indicators.ema(series, 9), indicators.ema(series, 21)
         above = (fast > slow)[21:]
         crossings += int(np.count_nonzero(above[1:] != above[:-1]))
-    assert crossings >= 100  # several per stock on an ordinary day
+        hourly_move = np.abs(series[60:] / series[:-60] - 1)
+        trending += bool(hourly_move.max() >= 0.02)
+    assert crossings >= 200  # several per stock on an ordinary day
+    assert trending >= 5  # clear trends: 2 % within an hour
 
 
 def _excursions(seed: int) -> list[float]:

@@ -32,6 +32,7 @@ class ApiKeyRecord:
 
     @property
     def active(self) -> bool:
+        """Whether the key still works (not revoked)."""
         return self.revoked_at is None
 
 

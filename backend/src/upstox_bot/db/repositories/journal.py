@@ -65,7 +65,8 @@ class SqlJournal:
     Args:
         session: the caller's session (its transaction).
         account: the account every row is written for.
-        now: the clock for bookkeeping columns (`opened_at`, `updated_at`); aware UTC.
+        now: the clock for the `updated_at` columns (aware UTC); a position's `opened_at`
+            is its entry time.
     """
 
     def __init__(

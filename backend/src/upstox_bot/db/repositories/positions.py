@@ -62,7 +62,10 @@ def position_state_values(position: Position) -> dict[str, Any]:
 
 
 def position_values(position: Position, account: str, at: datetime) -> dict[str, Any]:
-    """Column values of a new open positions row for `position`, recorded at `at`."""
+    """Column values of a new open positions row for `position`, written at `at`.
+
+    `opened_at` is the entry time, so that a replayed or backtested run stores the same rows.
+    """
     return {
         "account": account,
         "instrument_key": position.instrument_key,
@@ -74,7 +77,7 @@ def position_values(position: Position, account: str, at: datetime) -> dict[str,
         "realised_pnl_paise": None,
         "entry_charges_paise": position.entry_charges_paise,
         "strategy": position.strategy,
-        "opened_at": at,
+        "opened_at": position.entry_at,
         "closed_at": None,
         "updated_at": at,
         **position_state_values(position),
