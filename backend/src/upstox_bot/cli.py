@@ -173,11 +173,11 @@ def greeks(
     if kind not in ("CE", "PE"):
         err_console.print("[bold red]error:[/] --type must be CE or PE")
         raise typer.Exit(2)
-    if sigma is None and price is None:
-        err_console.print("[bold red]error:[/] give --sigma or --price")
-        raise typer.Exit(2)
     vol = sigma
     if vol is None:
+        if price is None:
+            err_console.print("[bold red]error:[/] give --sigma or --price")
+            raise typer.Exit(2)
         vol = float(bs.implied_volatility(price, kind, spot, strike, t, r, q))
         if vol != vol:  # NaN: outside the no-arbitrage bounds
             err_console.print("[bold red]error:[/] --price is outside the no-arbitrage bounds")

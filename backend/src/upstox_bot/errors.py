@@ -28,7 +28,7 @@ class BrokerError(UpstoxBotError):
 
 
 class BrokerUnavailable(BrokerError):
-    """Transient broker failure (timeout, 5xx, 429): retry reads; look an order up before re-placing."""
+    """Transient failure (timeout, 5xx, 429): retry reads; look an order up before placing again."""
 
 
 class OrderRejected(BrokerError):

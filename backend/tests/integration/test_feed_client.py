@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+
 from tests.support.upstox_sim.feed import (
     DEFAULT_TOKEN,
     FeedSimulator,
@@ -19,7 +20,6 @@ from tests.support.upstox_sim.feed import (
     router,
     serve_app,
 )
-
 from upstox_bot.domain import Tick
 from upstox_bot.errors import ConfigError
 from upstox_bot.feed.upstox_v3 import (

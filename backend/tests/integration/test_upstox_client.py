@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from pydantic import SecretStr
-from tests.support.upstox_sim import FaultKind, RestSimulator, UpstoxSimulator, upstox_simulator
 
+from tests.support.upstox_sim import FaultKind, RestSimulator, UpstoxSimulator, upstox_simulator
 from upstox_bot.domain import OrderType, Product, Side
 from upstox_bot.upstox.auth import UpstoxOAuth, new_state, states_match
 from upstox_bot.upstox.client import OrderRequest, PlacementPolicy, RetryPolicy, UpstoxClient

@@ -16,20 +16,27 @@ ENV_EXAMPLE = Path(__file__).resolve().parents[3] / ".env.example"
 
 def test_defaults_are_the_trading_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.ACCOUNT_SIZE == Decimal(100000)
+    assert Decimal(100000) == settings.ACCOUNT_SIZE
     assert (settings.RISK_PER_TRADE, settings.POSITION_SIZE_PERCENT) == (5, 30)
     assert (settings.MAX_OPEN_POSITIONS, settings.DAILY_LOSS_LIMIT) == (3, 2)
     assert (settings.STOP_LOSS_PERCENT, settings.TAKE_PROFIT_PERCENT) == (5, 4)
     assert settings.TRAILING_STOP_PERCENT == 2
     assert (settings.MAX_ORDERS_PER_MINUTE, settings.MIN_ORDER_INTERVAL_SECONDS) == (10, 30)
-    assert settings.PAPER_TRADING and not settings.LIVE_TRADING_ENABLED
+    assert settings.PAPER_TRADING
+    assert not settings.LIVE_TRADING_ENABLED
     assert settings.database_url.endswith("var/upstox_bot.sqlite")
 
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("RISK_PER_TRADE", "abc"), ("RISK_PER_TRADE", "0"), ("MAX_OPEN_POSITIONS", "-1"),
-     ("DAILY_LOSS_LIMIT", "101"), ("SQUARE_OFF_TIME", "25:00"), ("ACCOUNT_SIZE", "NaN")],
+    [
+        ("RISK_PER_TRADE", "abc"),
+        ("RISK_PER_TRADE", "0"),
+        ("MAX_OPEN_POSITIONS", "-1"),
+        ("DAILY_LOSS_LIMIT", "101"),
+        ("SQUARE_OFF_TIME", "25:00"),
+        ("ACCOUNT_SIZE", "NaN"),
+    ],
 )
 def test_invalid_value_names_the_variable_in_one_line(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str

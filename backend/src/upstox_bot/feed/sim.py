@@ -168,7 +168,7 @@ def _fast_tick_factory() -> TickFactory | None:
     plain defaults, which is checked here.
     """
     fields = dataclasses.fields(Tick)
-    if hasattr(Tick, "__post_init__") or {f.name for f in fields} < set(_GIVEN_TICK_FIELDS):
+    if hasattr(Tick, "__post_init__") or not set(_GIVEN_TICK_FIELDS) <= {f.name for f in fields}:
         return None
     descriptors = {f.name: inspect.getattr_static(Tick, f.name, None) for f in fields}
     if not all(isinstance(d, types.MemberDescriptorType) for d in descriptors.values()):

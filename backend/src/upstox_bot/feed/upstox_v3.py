@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any, Final, TextIO
 
 import httpx
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs
+from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 

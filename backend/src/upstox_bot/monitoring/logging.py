@@ -37,8 +37,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Route every logger to stderr as JSON lines (fmt="json") or through Rich (console)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if fmt == "json":
         handler = logging.StreamHandler(sys.stderr)

@@ -88,7 +88,6 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
             app, host=settings.API_HOST, port=settings.API_PORT, log_config=None, lifespan="on"
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         server_task = asyncio.create_task(server.serve())
         console.print(
             f"API on http://{settings.API_HOST}:{settings.API_PORT} (docs at /docs)",

@@ -7,8 +7,9 @@ from upstox_bot.feed.candles import CandleResampler, TickAggregator
 
 
 def _tick(h: int, m: int, s: int, price: int, volume: int = 0, ltq: int = 1, key: str = "K"):  # type: ignore[no-untyped-def]
-    return make_tick(instrument_key=key, ts_ms=ist_ms(h, m, s), ltp_paise=price,
-                     volume=volume, ltq=ltq)
+    return make_tick(
+        instrument_key=key, ts_ms=ist_ms(h, m, s), ltp_paise=price, volume=volume, ltq=ltq
+    )
 
 
 def test_one_minute_candle_ohlcv_closes_on_next_minute_tick() -> None:
@@ -18,7 +19,11 @@ def test_one_minute_candle_ohlcv_closes_on_next_minute_tick() -> None:
     candle = agg.on_tick(_tick(9, 16, 0, 102))
     assert candle is not None
     assert (candle.open_paise, candle.high_paise, candle.low_paise, candle.close_paise) == (
-        100, 105, 98, 101)
+        100,
+        105,
+        98,
+        101,
+    )
     assert candle.volume == 4  # sum of ltq without cumulative volume
     assert candle.start_ms == ist_ms(9, 15)
     assert candle.ticks == 4
@@ -89,8 +94,11 @@ def test_next_day_starts_fresh() -> None:
     agg.on_tick(_tick(15, 29, 0, 100, volume=5_000))
     agg.flush(ist_ms(15, 30))
     next_day = TRADING_DATE.replace(day=TRADING_DATE.day + 1)
-    agg.on_tick(make_tick(instrument_key="K", ts_ms=ist_ms(9, 15, 0, day=next_day),
-                          ltp_paise=120, volume=200))
+    agg.on_tick(
+        make_tick(
+            instrument_key="K", ts_ms=ist_ms(9, 15, 0, day=next_day), ltp_paise=120, volume=200
+        )
+    )
     closed = agg.flush(ist_ms(9, 16, 0, day=next_day))
     assert closed[0].start_ms == ist_ms(9, 15, 0, day=next_day)
     assert closed[0].volume == 200
@@ -100,14 +108,27 @@ def test_five_minute_candles_align_to_session_open_and_roll_up() -> None:
     roller = CandleResampler(300)
     out = []
     for minute, price in zip(range(15, 20), (100, 104, 97, 101, 103), strict=True):
-        out += roller.on_candle(make_candle(instrument_key="K", start_ms=ist_ms(9, minute),
-                                            open_paise=price, high_paise=price + 1,
-                                            low_paise=price - 1, close_paise=price, volume=10))
+        out += roller.on_candle(
+            make_candle(
+                instrument_key="K",
+                start_ms=ist_ms(9, minute),
+                open_paise=price,
+                high_paise=price + 1,
+                low_paise=price - 1,
+                close_paise=price,
+                volume=10,
+            )
+        )
     assert len(out) == 1
     five = out[0]
     assert five.start_ms == ist_ms(9, 15)
     assert (five.open_paise, five.high_paise, five.low_paise, five.close_paise, five.volume) == (
-        100, 105, 96, 103, 50)
+        100,
+        105,
+        96,
+        103,
+        50,
+    )
 
 
 def test_multiple_closes_when_a_later_bucket_arrives_after_a_gap() -> None:

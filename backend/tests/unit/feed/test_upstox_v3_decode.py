@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 import pytest
-from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -16,22 +16,34 @@ from upstox_bot.risk.rate_limit import OrderRateLimiter
 
 def _manager(**limits: object) -> RiskManager:
     lim = make_limits(**limits)
-    return RiskManager(lim, OrderRateLimiter(lim.max_orders_per_minute, lim.min_order_interval_s),
-                       KillSwitch())
+    return RiskManager(
+        lim, OrderRateLimiter(lim.max_orders_per_minute, lim.min_order_interval_s), KillSwitch()
+    )
 
 
 def _request(hour: int = 10, minute: int = 0, second: int = 0, **kw: object) -> EntryRequest:
     values: dict[str, object] = {
-        "instrument_key": "K", "direction": Direction.LONG, "signal_id": None,
-        "price_paise": 10_000, "stop_paise": 9_500, "target_paise": 10_400, "lot_size": 1,
-        "at": ist(hour, minute, second), "at_ms": ist_ms(hour, minute, second),
+        "instrument_key": "K",
+        "direction": Direction.LONG,
+        "signal_id": None,
+        "price_paise": 10_000,
+        "stop_paise": 9_500,
+        "target_paise": 10_400,
+        "lot_size": 1,
+        "at": ist(hour, minute, second),
+        "at_ms": ist_ms(hour, minute, second),
     }
     values.update(kw)
     return EntryRequest(**values)  # type: ignore[arg-type]
 
 
-BOOK = BookState(open_positions=0, in_position=False, day_pnl_paise=0, loss_limit_hit=False,
-                 available_paise=10_000_000)
+BOOK = BookState(
+    open_positions=0,
+    in_position=False,
+    day_pnl_paise=0,
+    loss_limit_hit=False,
+    available_paise=10_000_000,
+)
 
 
 def test_entry_when_all_rules_hold_is_sized_by_position_cap() -> None:
@@ -77,8 +89,9 @@ def test_daily_loss_limit_at_two_percent(day_pnl: int, approved: bool) -> None:
 
 
 def test_loss_limit_flag_stays_for_the_day_even_after_recovery() -> None:
-    decision = _manager().check_entry(_request(), replace(BOOK, day_pnl_paise=50_000,
-                                                          loss_limit_hit=True))
+    decision = _manager().check_entry(
+        _request(), replace(BOOK, day_pnl_paise=50_000, loss_limit_hit=True)
+    )
     assert decision.rule is RiskRule.DAILY_LOSS_LIMIT
 
 

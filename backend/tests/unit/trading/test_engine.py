@@ -24,19 +24,26 @@ B = "NSE_EQ|B"
 
 class Harness:
     def __init__(self, script: dict[int, list[SignalType]] | None = None, **kw: object) -> None:
-        instruments = [make_instrument(instrument_key=A, trading_symbol="A"),
-                       make_instrument(instrument_key=B, trading_symbol="B")]
+        instruments = [
+            make_instrument(instrument_key=A, trading_symbol="A"),
+            make_instrument(instrument_key=B, trading_symbol="B"),
+        ]
         self.engine, self.journal, self.clock = make_engine(
-            ScriptedStrategy(script), instruments=instruments, **kw)  # type: ignore[arg-type]
-        self.broker = PaperBroker(last_price=self.engine.last_price.get, clock=self.clock,
-                                  slippage_bps=Decimal(0), tick_size_paise=lambda _k: 1)
-        self.executor = OrderExecutor(engine=self.engine, broker=self.broker,
-                                      journal=self.journal)
+            ScriptedStrategy(script), instruments=instruments, **kw
+        )  # type: ignore[arg-type]
+        self.broker = PaperBroker(
+            last_price=self.engine.last_price.get,
+            clock=self.clock,
+            slippage_bps=Decimal(0),
+            tick_size_paise=lambda _k: 1,
+        )
+        self.executor = OrderExecutor(engine=self.engine, broker=self.broker, journal=self.journal)
 
     def tick(self, key: str, ms: int, price: int) -> None:
         self.clock.set_ms(ms)
-        self.executor.execute(self.engine.on_tick(
-            make_tick(instrument_key=key, ts_ms=ms, ltp_paise=price)))
+        self.executor.execute(
+            self.engine.on_tick(make_tick(instrument_key=key, ts_ms=ms, ltp_paise=price))
+        )
 
     def timer(self, ms: int) -> None:
         self.clock.set_ms(ms)
@@ -151,8 +158,10 @@ def test_kill_switch_blocks_entries_and_closes_positions() -> None:
 
 def test_no_entry_after_the_daily_loss_limit() -> None:
     # capital Rs 10,000 -> loss limit Rs 200; 30% = Rs 3,000 = 30 shares at Rs 100
-    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 3): [SignalType.ENTRY_LONG]},
-                limits=make_limits(capital_paise=1_000_000))
+    h = Harness(
+        {ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 3): [SignalType.ENTRY_LONG]},
+        limits=make_limits(capital_paise=1_000_000),
+    )
     _enter_a_at_10(h)
     assert h.engine.positions[A].quantity == 30
     h.tick(A, ist_ms(10, 2), 9_300)  # stop 9,500: loss Rs 210 > Rs 200 limit

@@ -51,7 +51,7 @@ def symbols_for(session: Session, keys: Iterable[str]) -> dict[str, str]:
             SymbolRow.instrument_key.in_(wanted)
         )
     )
-    found: dict[str, str] = dict(rows.all())  # type: ignore[arg-type]
+    found: dict[str, str] = dict(rows.all())
     return {key: found.get(key, key) for key in wanted}
 
 
