@@ -156,7 +156,6 @@ class EmbeddedBot:
             clock=self.clock,
         )
         self.broker = PaperBroker(
-            last_price=self.engine.last_price.get,
             clock=self.clock,
             slippage_bps=settings.SLIPPAGE_BPS,
             tick_size_paise=lambda key: self.instruments[key].tick_size_paise,
@@ -279,12 +278,14 @@ class EmbeddedBot:
         speed = self.options.speed
         wall_start = walltime.monotonic()
         last_flush = wall_start
-        engine, executor = self.engine, self.executor
+        engine, executor, broker = self.engine, self.executor, self.broker
         count = 0
         for tick in market.iter_ticks():
             if tick.ts_ms >= end_ms or self._stop.is_set():
                 break
             self.clock.advance_to(tick.ts_ms)
+            if broker.working_count:
+                executor.apply_fills(broker.on_tick(tick))
             intents = engine.on_tick(tick)
             if intents:
                 executor.execute(intents)

@@ -72,6 +72,11 @@ class OrderExecutor:
         for fill in fills:
             self.engine.on_fill(fill)
 
+    def apply_fills(self, fills: Iterable[Fill]) -> None:
+        """Feed fills reported after placement (next tick, portfolio stream) to the engine."""
+        for fill in fills:
+            self.engine.on_fill(fill)
+
     def resolve_unresolved(self) -> None:
         """Settle orders whose outcome was unknown: look each up by tag; place it if absent."""
         for client_order_id, order in list(self.unresolved.items()):

@@ -32,18 +32,16 @@ class Harness:
             ScriptedStrategy(script), instruments=instruments, **kw
         )  # type: ignore[arg-type]
         self.broker = PaperBroker(
-            last_price=self.engine.last_price.get,
-            clock=self.clock,
-            slippage_bps=Decimal(0),
-            tick_size_paise=lambda _k: 1,
+            clock=self.clock, slippage_bps=Decimal(0), tick_size_paise=lambda _k: 1
         )
         self.executor = OrderExecutor(engine=self.engine, broker=self.broker, journal=self.journal)
 
     def tick(self, key: str, ms: int, price: int) -> None:
+        """One trade: working paper orders fill at it first, then the engine sees it."""
         self.clock.set_ms(ms)
-        self.executor.execute(
-            self.engine.on_tick(make_tick(instrument_key=key, ts_ms=ms, ltp_paise=price))
-        )
+        tick = make_tick(instrument_key=key, ts_ms=ms, ltp_paise=price)
+        self.executor.apply_fills(self.broker.on_tick(tick))
+        self.executor.execute(self.engine.on_tick(tick))
 
     def timer(self, ms: int) -> None:
         self.clock.set_ms(ms)
@@ -52,7 +50,8 @@ class Harness:
 
 def _enter_a_at_10(h: Harness, price: int = 10_000) -> None:
     h.tick(A, ist_ms(10, 0, 1), price)
-    h.timer(ist_ms(10, 1))  # closes the 10:00 candle: scripted entry
+    h.timer(ist_ms(10, 1))  # closes the 10:00 candle: scripted entry, order sent
+    h.tick(A, ist_ms(10, 1), price)  # the next trade fills it
 
 
 def test_entry_signal_becomes_a_filled_position_with_levels() -> None:
@@ -73,11 +72,13 @@ def test_stop_loss_closes_the_position_and_books_the_trade() -> None:
     h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
     _enter_a_at_10(h)
     h.tick(A, ist_ms(10, 2), 9_600)
-    h.tick(A, ist_ms(10, 3), 9_500)
+    h.tick(A, ist_ms(10, 3), 9_500)  # stop touched: exit order sent
+    assert h.engine.positions[A].exit_pending
+    h.tick(A, ist_ms(10, 3, 1), 9_480)  # filled at the next trade
     assert A not in h.engine.positions
     (trade,) = h.journal.trades
     assert trade.exit_reason is ExitReason.STOP_LOSS
-    assert trade.gross_pnl_paise == -500 * 300
+    assert trade.gross_pnl_paise == -520 * 300
     assert h.engine.day.realised_paise == trade.net_pnl_paise
 
 
@@ -89,11 +90,12 @@ def test_exit_waits_for_the_thirty_second_gap_then_goes() -> None:
     assert A in h.engine.exit_queue
     h.tick(A, ist_ms(10, 1, 29), 9_100)
     assert A in h.engine.positions
-    h.tick(A, ist_ms(10, 1, 30), 9_200)
+    h.tick(A, ist_ms(10, 1, 30), 9_200)  # the slot opens: exit sent
+    h.tick(A, ist_ms(10, 1, 31), 9_250)  # and filled
     assert A not in h.engine.positions
     (trade,) = h.journal.trades
     assert trade.exit_reason is ExitReason.STOP_LOSS
-    assert trade.exit_price_paise == 9_200
+    assert trade.exit_price_paise == 9_250
     sent = [at for _, at in h.journal.sent]
     assert (sent[1] - sent[0]).total_seconds() == 30
 
@@ -104,6 +106,7 @@ def test_queued_exit_goes_before_a_new_entry() -> None:
     h.tick(A, ist_ms(10, 1, 5), 9_400)  # stop hit: the exit must wait for 10:01:30
     h.tick(B, ist_ms(10, 1, 6), 5_000)
     h.timer(ist_ms(10, 2))  # no tick since: the exit goes now, then B's entry signal arrives
+    h.tick(A, ist_ms(10, 2, 1), 9_400)
     assert not h.engine.positions
     assert h.journal.trades[0].exit_reason is ExitReason.STOP_LOSS
     refused = h.journal.decisions[-1]
@@ -115,11 +118,12 @@ def test_queued_exit_goes_before_a_new_entry() -> None:
 def test_take_profit_then_trailing_exit() -> None:
     h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
     _enter_a_at_10(h)
-    for second, price in ((10, 10_400), (20, 11_000), (40, 10_900), (50, 10_780)):
+    prices = ((10, 10_400), (20, 11_000), (40, 10_900), (50, 10_780), (51, 10_770))
+    for second, price in prices:
         h.tick(A, ist_ms(10, 2, second), price)
     (trade,) = h.journal.trades
     assert trade.exit_reason is ExitReason.TRAILING_STOP
-    assert trade.exit_price_paise == 10_780
+    assert trade.exit_price_paise == 10_770
     assert any(a.event == "exit.trailing_armed" for a in h.journal.audits)
 
 
@@ -129,6 +133,7 @@ def test_square_off_at_fifteen_fifteen() -> None:
     h.tick(A, ist_ms(15, 14, 59), 10_100)
     assert A in h.engine.positions
     h.timer(ist_ms(15, 15))
+    h.tick(A, ist_ms(15, 15, 1), 10_100)
     (trade,) = h.journal.trades
     assert trade.exit_reason is ExitReason.SQUARE_OFF
 
@@ -138,6 +143,7 @@ def test_exit_signal_closes_the_position() -> None:
     _enter_a_at_10(h)
     h.tick(A, ist_ms(10, 5, 1), 10_050)
     h.timer(ist_ms(10, 6))
+    h.tick(A, ist_ms(10, 6, 1), 10_050)
     (trade,) = h.journal.trades
     assert trade.exit_reason is ExitReason.SIGNAL
 
@@ -147,6 +153,7 @@ def test_kill_switch_blocks_entries_and_closes_positions() -> None:
     _enter_a_at_10(h)
     h.engine.set_kill_switch(True, reason="test", by="tester")
     h.tick(A, ist_ms(10, 1, 30), 10_000)  # the queued kill-switch exit goes at the first slot
+    h.tick(A, ist_ms(10, 1, 31), 10_000)
     assert not h.engine.positions
     assert h.journal.trades[0].exit_reason is ExitReason.KILL_SWITCH
     h.tick(B, ist_ms(10, 2, 1), 5_000)

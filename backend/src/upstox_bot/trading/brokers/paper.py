@@ -1,4 +1,10 @@
-"""The paper broker: market orders fill at once at the last price, slipped against the trader."""
+"""The paper broker: a MARKET order fills in full at the first trade after it was placed.
+
+The fill price is that trade's price slipped against the trader and aligned to the tick size: a
+buy fills at or above it, a sell at or below it. Filling on the next trade (not on the price
+seen when the order was decided) is what a real market order does, and it is the same rule the
+backtester applies to bars (next bar's open), so a replayed session and a backtest agree.
+"""
 
 from __future__ import annotations
 
@@ -6,73 +12,80 @@ import copy
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from upstox_bot.domain import Fill, Order, OrderStatus, OrderType, Side
+from upstox_bot.domain import Fill, Order, OrderStatus, OrderType, Side, Tick
 from upstox_bot.errors import OrderRejected
 from upstox_bot.trading.engine import EngineClock, derive_id
 
 
 class PaperBroker:
-    """Fills MARKET orders in full at last price +/- slippage, aligned to the tick size.
-
-    A buy fills at or above the last price and a sell at or below it: slippage only ever costs.
-    """
+    """Simulated broker for MARKET orders, driven by the same ticks as the engine."""
 
     def __init__(
         self,
         *,
-        last_price: Callable[[str], int | None],
         clock: EngineClock,
         slippage_bps: Decimal = Decimal("5"),
         tick_size_paise: Callable[[str], int] = lambda _key: 5,
     ) -> None:
-        self._last_price = last_price
         self._clock = clock
         self._slippage = slippage_bps / Decimal(10_000)
         self._tick = tick_size_paise
-        self._orders: dict[str, Order] = {}
+        self._orders: dict[str, Order] = {}  # every order by tag, as the broker knows it
+        self._working: dict[str, list[Order]] = {}  # by instrument, oldest first
+
+    @property
+    def working_count(self) -> int:
+        return sum(len(orders) for orders in self._working.values())
 
     def fill_price(self, side: Side, price_paise: int, tick_paise: int) -> int:
-        """The price a market order fills at, given the last price (paise)."""
+        """The price a market order fills at, given the trade price (paise)."""
         slip = Decimal(price_paise) * self._slippage
         if side is Side.BUY:
-            raw = price_paise + slip
-            ticks = -(-raw // tick_paise)  # ceiling: never better than the slipped price
+            ticks = -(-(price_paise + slip) // tick_paise)  # ceiling: never better than slipped
         else:
-            raw = price_paise - slip
-            ticks = raw // tick_paise
+            ticks = (price_paise - slip) // tick_paise
         return max(int(ticks) * tick_paise, tick_paise)
 
     def place(self, order: Order) -> Sequence[Fill]:
+        """Accept a MARKET order; it fills on the instrument's next tick (no fill now)."""
         if order.client_order_id in self._orders:
-            # Same tag twice: the broker already has it; report no new fill (idempotent).
-            return ()
+            return ()  # the same tag twice: the broker already has it (idempotent)
         if order.order_type is not OrderType.MARKET:
             raise OrderRejected(f"paper broker fills MARKET orders only, got {order.order_type}")
-        price = self._last_price(order.instrument_key)
-        if not price:
-            raise OrderRejected(f"no last price for {order.instrument_key}")
-        fill_price = self.fill_price(order.side, price, self._tick(order.instrument_key))
-        now = self._clock.now()
-        broker_id = derive_id("paper", order.client_order_id)
         known = copy.copy(order)
-        known.broker_order_id = broker_id
-        known.status = OrderStatus.FILLED
-        known.filled_quantity = order.quantity
-        known.average_price_paise = fill_price
+        known.broker_order_id = derive_id("paper", order.client_order_id)
+        known.status = OrderStatus.OPEN
+        order.broker_order_id = known.broker_order_id
         self._orders[order.client_order_id] = known
-        order.broker_order_id = broker_id
-        return (
-            Fill(
-                fill_id=derive_id("fill", order.client_order_id, 1),
-                client_order_id=order.client_order_id,
-                broker_order_id=broker_id,
-                instrument_key=order.instrument_key,
-                side=order.side,
-                quantity=order.quantity,
-                price_paise=fill_price,
-                filled_at=now,
-            ),
-        )
+        self._working.setdefault(order.instrument_key, []).append(known)
+        return ()
+
+    def on_tick(self, tick: Tick) -> list[Fill]:
+        """Fill the instrument's working orders at this trade; return the fills, oldest first."""
+        working = self._working.pop(tick.instrument_key, None)
+        if not working:
+            return []
+        now = self._clock.now()
+        tick_paise = self._tick(tick.instrument_key)
+        fills = []
+        for known in working:
+            price = self.fill_price(known.side, tick.ltp_paise, tick_paise)
+            known.status = OrderStatus.FILLED
+            known.filled_quantity = known.quantity
+            known.average_price_paise = price
+            fills.append(
+                Fill(
+                    fill_id=derive_id("fill", known.client_order_id, 1),
+                    client_order_id=known.client_order_id,
+                    broker_order_id=known.broker_order_id or "",
+                    instrument_key=known.instrument_key,
+                    side=known.side,
+                    quantity=known.quantity,
+                    price_paise=price,
+                    filled_at=now,
+                )
+            )
+        return fills
 
     def find_by_tag(self, client_order_id: str) -> Order | None:
         known = self._orders.get(client_order_id)
