@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # --- API ----------------------------------------------------------------------------------
     API_HOST: str = "127.0.0.1"
     API_PORT: int = Field(8000, ge=0, le=65535)
+    CORS_ORIGINS: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the API, JSON list; [] = none (same origin).',
+    )
     LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     LOG_FORMAT: LogFormat = LogFormat.CONSOLE
 

@@ -48,9 +48,19 @@ class RiskManager:
         self.rate_limiter = rate_limiter
         self.kill_switch = kill_switch
 
+    @property
+    def limits(self) -> RiskLimits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: RiskLimits) -> None:
+        """Replace the limits (settings changed live); derived amounts are recomputed once."""
+        self._limits = limits
+        self._loss_limit_paise = limits.daily_loss_limit_paise
+
     def loss_limit_breached(self, day_pnl_paise: int) -> bool:
-        """True when today's P&L is at or below minus the daily loss limit."""
-        return day_pnl_paise <= -self.limits.daily_loss_limit_paise
+        """True when today's P&L is at or below minus the daily loss limit (per tick: O(1))."""
+        return day_pnl_paise <= -self._loss_limit_paise
 
     def check_entry(self, req: EntryRequest, book: BookState) -> RiskDecision:
         """Approve and size an entry, or refuse it naming the first rule it breaks."""

@@ -43,7 +43,7 @@ from upstox_bot.domain import (
     Trade,
     ms_to_datetime,
 )
-from upstox_bot.errors import InvalidTransition, NotFound
+from upstox_bot.errors import Conflict, InvalidTransition, NotFound
 from upstox_bot.feed.candles import CandleResampler, TickAggregator
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
 from upstox_bot.signals.base import Strategy, StrategySignal
@@ -126,6 +126,7 @@ class Engine:
         self.exit_queue: dict[str, ExitReason] = {}  # by instrument, oldest first
         self.exit_attempts: dict[str, int] = {}
         self.last_entry_signal_ms: dict[str, int] = {}
+        self._unrealised_paise = 0  # kept in step with the positions: O(1) per tick
         now = clock.now()
         self.day = DayState(trading_date=_ist_date(now), capital_paise=config.capital_paise)
         self._next_timer_ms = (clock.now_ms() // MINUTE_MS + 1) * MINUTE_MS
@@ -135,7 +136,8 @@ class Engine:
 
     @property
     def unrealised_paise(self) -> int:
-        return sum(p.unrealised_pnl_paise for p in self.positions.values())
+        """Unrealised P&L of the open positions at their last prices (gross of charges)."""
+        return self._unrealised_paise
 
     @property
     def day_pnl_paise(self) -> int:
@@ -182,6 +184,9 @@ class Engine:
         position = self.positions.get(key)
         if position is not None:
             was_trailing = position.trailing_active
+            self._unrealised_paise += (
+                position.direction.sign * (price - position.last_price_paise) * position.quantity
+            )
             reason, changed = self.exits.on_price(position, price)
             if changed:
                 self.journal.position_updated(position)
@@ -514,13 +519,16 @@ class Engine:
                 strategy=self.strategy.name,
             )
             self.positions[key] = position
+            self._unrealised_paise += position.unrealised_pnl_paise
             self.journal.position_opened(position)
             event = "position.opened"
         else:
+            self._unrealised_paise -= position.unrealised_pnl_paise
             position.quantity = order.filled_quantity
             position.lots = order.filled_quantity // self.instruments[key].lot_size
             position.entry_price_paise, position.stop_paise = price, stop
             position.target_paise, position.best_price_paise = target, price
+            self._unrealised_paise += position.unrealised_pnl_paise
             self.journal.position_updated(position)
             event = "position.increased"
         self._audit(
@@ -541,6 +549,7 @@ class Engine:
     def _close_position(self, order: Order, at: datetime) -> None:
         key = order.instrument_key
         position = self.positions.pop(key)
+        self._unrealised_paise -= position.unrealised_pnl_paise
         exit_price = order.average_price_paise or position.last_price_paise
         position.last_price_paise = exit_price
         gross = position.direction.sign * (exit_price - position.entry_price_paise) * order.quantity
@@ -614,6 +623,17 @@ class Engine:
             position.exit_pending = False
             self.journal.position_updated(position)
             self._queue_exit(key, order.exit_reason or ExitReason.MANUAL)
+
+    def restore_position(self, position: Position) -> None:
+        """Take over an open position recorded earlier (restart recovery), stop state intact.
+
+        Raises:
+            Conflict: a position in that instrument is already held.
+        """
+        if position.instrument_key in self.positions:
+            raise Conflict(f"a position in {position.instrument_key} is already held")
+        self.positions[position.instrument_key] = position
+        self._unrealised_paise += position.unrealised_pnl_paise
 
     # --- commands --------------------------------------------------------------------------
 

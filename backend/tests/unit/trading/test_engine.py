@@ -42,6 +42,9 @@ class Harness:
         tick = make_tick(instrument_key=key, ts_ms=ms, ltp_paise=price)
         self.executor.apply_fills(self.broker.on_tick(tick))
         self.executor.execute(self.engine.on_tick(tick))
+        # the running unrealised total never drifts from the positions it sums
+        expected = sum(p.unrealised_pnl_paise for p in self.engine.positions.values())
+        assert self.engine.unrealised_paise == expected
 
     def timer(self, ms: int) -> None:
         self.clock.set_ms(ms)

@@ -1,0 +1,134 @@
+"""API-key authentication: the X-API-Key header (or ?api_key= on the WebSocket) and scopes.
+
+A read key may call every GET and the live stream; a trade key may also change state (kill
+switch, settings, strategies, closing positions, manual trades). Keys are stored hashed
+(db/repositories/api_keys.py); a revoked key stops working on its next request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time as walltime
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import APIKeyHeader
+from sqlalchemy.orm import Session, sessionmaker
+
+from upstox_bot.api.deps import SessionDep
+from upstox_bot.api.errors import Forbidden, Unauthenticated
+from upstox_bot.config import Settings
+from upstox_bot.db import migrate
+from upstox_bot.db.models import ApiKeyScope
+from upstox_bot.db.repositories.api_keys import ApiKeyRecord, ApiKeyRepository, hash_key
+from upstox_bot.db.session import make_engine, make_session_factory, session_scope
+
+HEADER = "X-API-Key"
+QUERY = "api_key"
+LAST_USED_EVERY_S = 60.0  # write last_used_at at most this often per key
+LOCAL_KEY_NAME = "local"
+
+api_key_header = APIKeyHeader(
+    name=HEADER, auto_error=False, description="An API key from `upstox-bot apikey create`."
+)
+
+
+class _LastUsed:
+    """When each key's last use was written, so that a busy key is not written per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._written: dict[int, float] = {}
+
+    def due(self, key_id: int) -> bool:
+        now = walltime.monotonic()
+        with self._lock:
+            last = self._written.get(key_id)
+            if last is not None and now - last < LAST_USED_EVERY_S:
+                return False
+            self._written[key_id] = now
+            return True
+
+
+_last_used = _LastUsed()
+
+
+def check_key(session: Session, key: str | None) -> ApiKeyRecord:
+    """The active key record for `key`.
+
+    Raises:
+        Unauthenticated: no key, an unknown key or a revoked key.
+    """
+    if not key:
+        raise Unauthenticated(f"send an API key in the {HEADER} header")
+    repo = ApiKeyRepository(session)
+    record = repo.find_by_hash(hash_key(key))
+    if record is None:
+        raise Unauthenticated("unknown API key")
+    if not record.active:
+        raise Unauthenticated("this API key was revoked")
+    if _last_used.due(record.id):
+        repo.authenticate(key, datetime.now(UTC))
+    return record
+
+
+def current_key(
+    session: SessionDep, key: Annotated[str | None, Depends(api_key_header)]
+) -> ApiKeyRecord:
+    """The calling key (read scope is enough)."""
+    return check_key(session, key)
+
+
+def require_trade(key: Annotated[ApiKeyRecord, Depends(current_key)]) -> ApiKeyRecord:
+    """The calling key, which must have the trade scope.
+
+    Raises:
+        Forbidden: a read-scope key.
+    """
+    if key.scope is not ApiKeyScope.TRADE:
+        raise Forbidden(f"key {key.prefix}... has the read scope; this needs a trade-scope key")
+    return key
+
+
+def actor_of(key: ApiKeyRecord) -> str:
+    """How a key is named in the audit log: `apikey:<name>#<id>`."""
+    return f"apikey:{key.name}#{key.id}"
+
+
+def _trade_actor(key: Annotated[ApiKeyRecord, Depends(require_trade)]) -> str:
+    return actor_of(key)
+
+
+ReadKey = Annotated[ApiKeyRecord, Depends(current_key)]
+TradeActor = Annotated[str, Depends(_trade_actor)]
+
+
+def websocket_key(sessions: sessionmaker[Session], key: str | None) -> ApiKeyRecord:
+    """Authenticate a WebSocket handshake in its own short unit of work."""
+    with session_scope(sessions) as session:
+        return check_key(session, key)
+
+
+def ensure_local_key(settings: Settings) -> str | None:
+    """On the very first start (no API key ever created), create a trade-scope key "local".
+
+    The database is migrated first. Only the key's hash is stored; the key itself is returned
+    so the caller can show it once.
+
+    Returns:
+        The new key, or None when keys already exist (none is created then).
+    """
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            repo = ApiKeyRepository(session)
+            if repo.find():
+                return None
+            _record, key = repo.create(LOCAL_KEY_NAME, ApiKeyScope.TRADE, datetime.now(UTC))
+            return key
+    finally:
+        engine.dispose()
+

@@ -1,0 +1,111 @@
+"""Simple moving average crossover."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from upstox_bot.domain import Direction, SignalType
+from upstox_bot.errors import ConfigError
+from upstox_bot.signals import indicators
+from upstox_bot.signals.base import Param, Strategy, StrategySignal
+from upstox_bot.signals.series import CandleSeries
+
+
+class SmaCrossoverStrategy(Strategy):
+    """Long when SMA(fast) crosses above SMA(slow); flat when it crosses back below.
+
+    The short side mirrors it: a cross below is a short entry (taken only if the bot allows
+    shorts) and a cross above closes a short. Strength is 0.5 for a bare cross, growing to 1.0 as
+    the gap between the averages reaches 0.1 % of the close.
+    """
+
+    name = "sma_crossover"
+    description = "SMA(fast)/SMA(slow) crossover"
+    parameters = (
+        Param(
+            name="fast",
+            kind=int,
+            default=10,
+            minimum=2,
+            maximum=200,
+            description="fast SMA period (candles)",
+        ),
+        Param(
+            name="slow",
+            kind=int,
+            default=30,
+            minimum=3,
+            maximum=500,
+            description="slow SMA period (candles)",
+        ),
+    )
+
+    def validate(self) -> None:
+        if self.params["fast"] >= self.params["slow"]:
+            raise ConfigError("parameter fast: must be smaller than slow")
+
+    @property
+    def startup_candles(self) -> int:
+        # SMA(slow) on the last two candles: its first value is at index slow - 1.
+        return int(self.params["slow"]) + 1
+
+    def evaluate(
+        self, candles: CandleSeries, *, position: Direction | None, now: datetime
+    ) -> Sequence[StrategySignal]:
+        if len(candles) < self.startup_candles:
+            return ()
+        close = candles.close
+        fast_period, slow_period = int(self.params["fast"]), int(self.params["slow"])
+        fast = indicators.sma(close, fast_period)
+        slow = indicators.sma(close, slow_period)
+        up = indicators.crossed_above(fast, slow)
+        down = not up and indicators.crossed_below(fast, slow)
+        if not (up or down):
+            return ()
+        last_close = float(close[-1])
+        snapshot = {
+            "close": last_close,
+            "sma_fast": round(float(fast[-1]), 4),
+            "sma_slow": round(float(slow[-1]), 4),
+        }
+        gap = abs(float(fast[-1]) - float(slow[-1])) / last_close
+        strength = round(0.5 + 0.5 * min(1.0, gap * 1000), 4)
+        out: list[StrategySignal] = []
+        if up:
+            if position is Direction.SHORT:
+                out.append(
+                    StrategySignal(
+                        type=SignalType.EXIT_SHORT,
+                        strength=1.0,
+                        reason="SMA fast crossed above slow",
+                        indicators=snapshot,
+                    )
+                )
+            out.append(
+                StrategySignal(
+                    type=SignalType.ENTRY_LONG,
+                    strength=strength,
+                    reason=f"SMA{fast_period} crossed above SMA{slow_period}",
+                    indicators=snapshot,
+                )
+            )
+        else:
+            if position is Direction.LONG:
+                out.append(
+                    StrategySignal(
+                        type=SignalType.EXIT_LONG,
+                        strength=1.0,
+                        reason="SMA fast crossed below slow",
+                        indicators=snapshot,
+                    )
+                )
+            out.append(
+                StrategySignal(
+                    type=SignalType.ENTRY_SHORT,
+                    strength=strength,
+                    reason=f"SMA{fast_period} crossed below SMA{slow_period}",
+                    indicators=snapshot,
+                )
+            )
+        return out
