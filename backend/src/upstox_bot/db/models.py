@@ -377,6 +377,25 @@ class AccountDayRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class CheckpointRow(Base):
+    """How far a harness got in its market stream: where a restart resumes (one row per harness).
+
+    Written in the same transaction as everything the engine recorded up to that point.
+    """
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("account", "harness"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account: Mapped[str] = mapped_column(String(KEY))
+    harness: Mapped[str] = mapped_column(String(32))
+    trading_date: Mapped[date] = mapped_column(Date)
+    market_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ticks_processed: Mapped[int] = mapped_column(BigInteger)  # in this trading date's stream
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class AuditLogRow(Base):
     """One state change (domain.AuditRecord)."""
 
