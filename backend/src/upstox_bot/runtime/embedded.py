@@ -17,11 +17,13 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from upstox_bot import faults
 from upstox_bot.clock import NseCalendar
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.models import AccountMode
 from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.db.repositories.checkpoints import Checkpoint, CheckpointRepository
 from upstox_bot.db.repositories.journal import SqlJournal
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.repositories.ticks import TickRepository
@@ -41,6 +43,7 @@ from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime import components
+from upstox_bot.runtime.recovery import recover
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.engine import Engine, EngineConfig
 from upstox_bot.trading.execution import OrderExecutor
@@ -133,6 +136,8 @@ class EmbeddedBot:
         self._tick_buffer: list[Tick] = []
         self._tick_sampled_at: dict[str, int] = {}
         self._stop = asyncio.Event()
+        self._session: tuple[date, int] | None = None  # the session being played, and its seed
+        self._ticks_done = 0  # ticks of that session fully processed (the checkpoint)
         capital, kill = self._prepare_account()
         limits = components.risk_limits(settings, capital_paise=capital)
         self.engine = Engine(
@@ -198,7 +203,20 @@ class EmbeddedBot:
             count = self.journal.replay_into(SqlJournal(session, self.account))
             if ticks:
                 TickRepository(session).insert_many(ticks)
+            if self._session is not None:
+                day, seed = self._session
+                CheckpointRepository(session, self.account).save(
+                    Checkpoint(
+                        trading_date=day,
+                        market_at=self.clock.now(),
+                        ticks_processed=self._ticks_done,
+                        seed=seed,
+                    ),
+                    datetime.now(UTC),
+                )
         self.journal.forget(count)
+        if faults.ENABLED:
+            faults.point("flush.committed")
 
     def _sample_tick(self, tick: Tick) -> None:
         interval_ms = self.settings.TICK_STORE_INTERVAL_SECONDS * 1000
@@ -244,28 +262,41 @@ class EmbeddedBot:
             day = self.calendar.next_trading_day(day)
 
     async def run_market(self) -> None:
-        """Play simulated sessions until the duration is reached or stop() is called."""
+        """Play simulated sessions until the duration is reached or stop() is called.
+
+        After a restart the sessions already played are fast-forwarded (no trading), and the
+        session of the checkpoint resumes at the first tick after it, with the engine rebuilt
+        from the database (runtime/recovery.py): the run ends as an uninterrupted one would.
+        """
+        with session_scope(self.sessions) as session:
+            checkpoint = CheckpointRepository(session, self.account).get_or_none()
         remaining_ms = (
             None
             if self.options.duration_minutes is None
             else int(self.options.duration_minutes * 60_000)
         )
+        first = True
         for index, day in enumerate(self._sessions()):
             if self._stop.is_set() or (remaining_ms is not None and remaining_ms <= 0):
                 break
             session_ms = SESSION_MINUTES * 60_000
             play_ms = session_ms if remaining_ms is None else min(session_ms, remaining_ms)
-            await self._play_session(day, self.options.seed + index, play_ms)
+            seed = self.options.seed + index
+            if checkpoint is not None and day < checkpoint.trading_date:
+                self._fast_forward(day, seed)
+            else:
+                resume = None
+                if checkpoint is not None and day == checkpoint.trading_date:
+                    resume = checkpoint
+                await self._play_session(day, seed, play_ms, resume=resume, recover_first=first)
+                first = False
             if remaining_ms is not None:
                 remaining_ms -= play_ms
         self.flush()
         self.stats.finished = True
 
-    async def _play_session(self, day: date, seed: int, play_ms: int) -> None:
-        open_ms = datetime_to_ms(self.calendar.session_open(day))
-        end_ms = open_ms + play_ms
-        self.stats.trading_date = day
-        market = SimulatedMarket(
+    def _market(self, day: date, seed: int) -> SimulatedMarket:
+        return SimulatedMarket(
             list(self.instruments.values()),
             self.prices,
             seed=seed,
@@ -273,30 +304,84 @@ class EmbeddedBot:
             calendar=self.calendar,
             mean_tick_interval_ms=self.settings.SIM_TICK_INTERVAL_MS,
         )
+
+    def _fast_forward(self, day: date, seed: int) -> None:
+        """A session played before the restart: only its closing prices are needed."""
+        market = self._market(day, seed)
+        for _ in market.iter_ticks():
+            pass
+        self.prices = market.closing_prices()
+
+    def _recover(self, day: date) -> None:
+        with session_scope(self.sessions) as session:
+            report = recover(
+                session,
+                engine=self.engine,
+                executor=self.executor,
+                account=self.account,
+                trading_date=day,
+            )
+        if report.positions or report.orders_in_flight or report.realised_paise:
+            log.warning("recovery.resumed", extra={"summary": report.summary()})
+        self.flush()
+
+    async def _play_session(
+        self,
+        day: date,
+        seed: int,
+        play_ms: int,
+        *,
+        resume: Checkpoint | None = None,
+        recover_first: bool = False,
+    ) -> None:
+        open_ms = datetime_to_ms(self.calendar.session_open(day))
+        end_ms = open_ms + play_ms
+        self.stats.trading_date = day
+        market = self._market(day, seed)
+        ticks = market.iter_ticks()
+        engine, executor, broker = self.engine, self.executor, self.broker
         self.clock.advance_to(open_ms)
-        self.executor.execute(self.engine.on_timer(open_ms))
+        count = 0
+        if resume is not None:
+            # Ticks acted on before the restart rebuild the candles being built and last prices.
+            if resume.ticks_processed:
+                for tick in ticks:
+                    engine.warm_tick(tick)
+                    self.clock.advance_to(tick.ts_ms)
+                    count += 1
+                    if count >= resume.ticks_processed:
+                        break
+            resume_ms = datetime_to_ms(resume.market_at)
+            engine.warm_timer(resume_ms)
+            self.clock.advance_to(resume_ms)
+        self._session = (day, seed)
+        self._ticks_done = count
+        if recover_first:
+            self._recover(day)
+        if resume is None:
+            executor.execute(engine.on_timer(open_ms))
         speed = self.options.speed
         wall_start = walltime.monotonic()
+        market_start_ms = self.clock.now_ms()
         last_flush = wall_start
-        engine, executor, broker = self.engine, self.executor, self.broker
-        count = 0
-        for tick in market.iter_ticks():
+        for tick in ticks:
             if tick.ts_ms >= end_ms or self._stop.is_set():
                 break
             self.clock.advance_to(tick.ts_ms)
             if broker.working_count:
                 executor.apply_fills(broker.on_tick(tick))
             intents = engine.on_tick(tick)
+            count += 1
+            self._ticks_done = count
             if intents:
                 executor.execute(intents)
             self._sample_tick(tick)
-            count += 1
             if count % 256 == 0:
                 self.stats.ticks += 256
                 now_wall = walltime.monotonic()
                 self.stats.recent.append((now_wall, self.stats.ticks))
                 self.stats.market_now = self.clock.now()
-                ahead_s = (tick.ts_ms - open_ms) / 1000 / speed - (now_wall - wall_start)
+                ahead_s = (tick.ts_ms - market_start_ms) / 1000 / speed - (now_wall - wall_start)
                 if now_wall - last_flush >= FLUSH_EVERY_WALL_S:
                     self.flush()
                     last_flush = now_wall

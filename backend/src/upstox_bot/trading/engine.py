@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Protocol
 
+from upstox_bot import faults
 from upstox_bot.domain import (
     IST,
     AccountSnapshot,
@@ -461,6 +462,8 @@ class Engine:
             self.journal.position_updated(position)
             self.risk.rate_limiter.record(now_ms)
             intents.append(intent)
+            if faults.ENABLED:
+                faults.point("exit.sent")
         return intents
 
     # --- order lifecycle -------------------------------------------------------------------
@@ -478,6 +481,8 @@ class Engine:
         order_state.apply_fill(order, fill.quantity, fill.price_paise, fill.filled_at)
         self.journal.order(order)
         self.journal.fill(fill)
+        if faults.ENABLED:
+            faults.point("fill.applied")
         self._audit(
             "order.filled" if order.status is OrderStatus.FILLED else "order.partial",
             "order",
@@ -634,6 +639,87 @@ class Engine:
             raise Conflict(f"a position in {position.instrument_key} is already held")
         self.positions[position.instrument_key] = position
         self._unrealised_paise += position.unrealised_pnl_paise
+
+    # --- recovery: rebuilding state after a restart (runtime/recovery.py drives these) ---
+
+    def warm_tick(self, tick: Tick) -> None:
+        """Rebuild market state from a tick already acted on before a restart: the candles
+        being built (closing them exactly where on_tick did) and last prices, with no decision,
+        no candle emitted and nothing journaled."""
+        closed: list[Candle] = []
+        if tick.ts_ms >= self._next_timer_ms:
+            closed.extend(self.aggregator.flush(tick.ts_ms))
+            if self.resampler is not None:
+                self.resampler.flush(tick.ts_ms)
+            self._next_timer_ms = (tick.ts_ms // MINUTE_MS + 1) * MINUTE_MS
+        self.last_price[tick.instrument_key] = tick.ltp_paise
+        candle = self.aggregator.on_tick(tick)
+        if candle is not None:
+            closed.append(candle)
+        if self.resampler is not None:
+            for base in closed:
+                self.resampler.on_candle(base)
+
+    def warm_timer(self, now_ms: int) -> None:
+        """Rebuild the effect of an on_timer call made before a restart (candles it closed)."""
+        self.aggregator.flush(now_ms)
+        if self.resampler is not None:
+            self.resampler.flush(now_ms)
+        if now_ms >= self._next_timer_ms:
+            self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
+
+    def restore_candles(self, instrument_key: str, candles: list[Candle]) -> None:
+        """Refill the strategy's window of closed candles (oldest first)."""
+        series = CandleSeries(
+            instrument_key, self.config.candle_interval_s, self.config.series_capacity
+        )
+        for candle in candles[-self.config.series_capacity :]:
+            series.append(candle)
+        self.series[instrument_key] = series
+
+    def restore_order(self, order: Order, reference_price_paise: int) -> None:
+        """Track an order left in flight; an entry keeps its slot and its cash reserved."""
+        self.orders[order.client_order_id] = order
+        if order.purpose is OrderPurpose.ENTRY:
+            self.pending_entries[order.instrument_key] = OrderIntent(
+                client_order_id=order.client_order_id,
+                instrument_key=order.instrument_key,
+                side=order.side,
+                quantity=order.quantity,
+                lots=order.lots,
+                purpose=order.purpose,
+                reason=order.reason,
+                created_at=order.created_at,
+                signal_id=order.signal_id,
+                reference_price_paise=reference_price_paise,
+            )
+
+    def restore_exit(self, instrument_key: str, reason: ExitReason | None, attempts: int) -> None:
+        """Put back an exit that was waiting for an order slot, and the exit attempt count."""
+        if attempts:
+            self.exit_attempts[instrument_key] = attempts
+        if reason is not None and instrument_key in self.positions:
+            self.exit_queue[instrument_key] = reason
+
+    def restore_day(
+        self,
+        *,
+        realised_paise: int,
+        charges_paise: int,
+        trades: int,
+        orders: int,
+        loss_limit_hit: bool,
+        last_entry_signal_ms: Mapping[str, int],
+    ) -> None:
+        """Put back the day's counters and flags as they were recorded."""
+        self.day.realised_paise = realised_paise
+        self.day.charges_paise = charges_paise
+        self.day.trades = trades
+        self.day.orders = orders
+        self.day.loss_limit_hit = loss_limit_hit
+        self.day.square_off_done = _ist_time(self.clock.now()) >= self._square_off
+        self.last_entry_signal_ms.update(last_entry_signal_ms)
+        self._next_timer_ms = (self.clock.now_ms() // MINUTE_MS + 1) * MINUTE_MS
 
     # --- commands --------------------------------------------------------------------------
 

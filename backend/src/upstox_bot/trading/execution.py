@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
+from upstox_bot import faults
 from upstox_bot.domain import Fill, Order, OrderIntent, OrderStatus
 from upstox_bot.errors import BrokerUnavailable, OrderRejected
 from upstox_bot.trading import order_state
@@ -50,11 +51,15 @@ class OrderExecutor:
         self.journal.order_sent(order.client_order_id, now)
         if self.before_send is not None:
             self.before_send()
+        if faults.ENABLED:
+            faults.point("order.recorded")
         self._send(order)
 
     def _send(self, order: Order) -> None:
         try:
             fills = self.broker.place(order)
+            if faults.ENABLED:
+                faults.point("order.placed")
         except OrderRejected as exc:
             log.warning(
                 "order.rejected",
