@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +15,7 @@ from rich.console import Console
 from upstox_bot import __version__
 from upstox_bot.config import Settings, load_settings
 from upstox_bot.errors import ConfigError
+from upstox_bot.upstox import commands as upstox_commands
 
 app = typer.Typer(
     name="upstox-bot",
@@ -64,6 +66,12 @@ def run(
     ] = None,
     host: Annotated[str | None, typer.Option(help="API host (default API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="API port (default API_PORT).")] = None,
+    market: Annotated[
+        str | None, typer.Option(help="sim (default, MARKET) or replay (bars from --data).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="With --market replay: a bars CSV or a folder of them.")
+    ] = None,
     api: Annotated[bool, typer.Option(help="Serve the REST API while running.")] = True,
     live: Annotated[bool, typer.Option(help="Show the live console summary.")] = True,
 ) -> None:
@@ -86,6 +94,15 @@ def run(
     if speed is not None and speed <= 0:
         err_console.print("[bold red]error:[/] --speed must be positive")
         raise typer.Exit(2)
+    chosen = (market or settings.MARKET.value).lower()
+    if chosen not in ("sim", "replay"):
+        err_console.print(
+            f"[bold red]error:[/] --market {chosen}: the embedded bot runs on sim or replay"
+        )
+        raise typer.Exit(2)
+    if (chosen == "replay") != (data is not None):
+        err_console.print("[bold red]error:[/] --data goes with --market replay (and only it)")
+        raise typer.Exit(2)
     options = RunOptions(
         speed=speed if speed is not None else settings.SIM_SPEED,
         duration_minutes=duration,
@@ -93,7 +110,19 @@ def run(
         start_date=first,
         serve_api=api,
         live_console=live and console.is_terminal,
+        replay_data=data,
     )
+    if api:
+        from upstox_bot.api.auth import ensure_local_key
+
+        local_key = ensure_local_key(settings)
+        if local_key is not None:
+            console.print(
+                "first start: created the trade-scope API key 'local' (shown once, stored "
+                f"hashed): {local_key}",
+                highlight=False,
+                soft_wrap=True,
+            )
     try:
         code = asyncio.run(run_embedded(settings, options, console))
     except ConfigError as exc:
@@ -193,6 +222,126 @@ def greeks(
         "rho": float(g.rho),
     }
     sys.stdout.write(json.dumps(out) + "\n")
+
+
+alert_app = typer.Typer(help="Alerts to Telegram, a webhook and email.", no_args_is_help=True)
+app.add_typer(alert_app, name="alert")
+
+
+@alert_app.command("test")
+def alert_test(
+    channel: Annotated[
+        list[str] | None,
+        typer.Option(help="Channel to test (telegram, webhook, email); repeat; default all."),
+    ] = None,
+) -> None:
+    """Send a test alert on the configured channels; print ok or failed per channel."""
+    settings = _settings()
+    from upstox_bot.monitoring.alerts import send_test_alert
+
+    if not channel and not settings.ALERT_CHANNELS:
+        err_console.print("[bold red]error:[/] no alert channels: set ALERT_CHANNELS or --channel")
+        raise typer.Exit(2)
+    try:
+        results = send_test_alert(settings, channel or None)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    for result in results:
+        if result.ok:
+            console.print(f"{result.channel}: [green]ok[/]", highlight=False)
+        else:
+            console.print(f"{result.channel}: [red]failed[/]: {result.error}", highlight=False)
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+from upstox_bot.api.keys_cli import apikey_app  # noqa: E402 - sub-app registered last
+
+app.add_typer(apikey_app, name="apikey")
+
+from upstox_bot.backtest.cli import backtest, data_app  # noqa: E402 - sub-app registered last
+
+app.command("backtest")(backtest)
+app.add_typer(data_app, name="data")
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues: feed,ingest,signals,orders,default, all.")
+    ] = "all",
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes or threads.")] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
+    name: Annotated[str | None, typer.Option(help="Node name (default: worker@host).")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Health check: ping the workers, exit 0 if any answer.")
+    ] = False,
+) -> None:
+    """Run a Celery worker of the distributed harness (needs REDIS_URL and DATABASE_URL)."""
+    settings = _settings()
+    from upstox_bot.worker import queues as worker_queues
+
+    try:
+        chosen = worker_queues.parse_queues(queues)
+    except ValueError as exc:
+        err_console.print(f"[bold red]error:[/] --queues: {exc}")
+        raise typer.Exit(2) from None
+    if not settings.REDIS_URL:
+        err_console.print("[bold red]error:[/] the worker needs REDIS_URL")
+        raise typer.Exit(2)
+    from upstox_bot.worker.app import app as celery_app
+
+    if check:
+        destination = [name] if name else None
+        replies = celery_app.control.ping(destination=destination, timeout=2.0)
+        console.print(json.dumps(replies))
+        raise typer.Exit(0 if replies else 1)
+    argv = ["worker", "-Q", ",".join(chosen), "-c", str(concurrency), "-P", pool]
+    argv += ["-l", settings.LOG_LEVEL, "--without-gossip", "--without-mingle"]
+    if name:
+        argv += ["-n", name]
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat(
+    check: Annotated[
+        bool, typer.Option("--check", help="Health check: exit 0 if beat's heartbeat is fresh.")
+    ] = False,
+    max_age: Annotated[float, typer.Option(help="Seconds a heartbeat stays fresh.")] = 30.0,
+) -> None:
+    """Run Celery beat: the session's schedule (universe, token, square-off, reconciliation)."""
+    settings = _settings()
+    if not settings.REDIS_URL:
+        err_console.print("[bold red]error:[/] beat needs REDIS_URL")
+        raise typer.Exit(2)
+    if check:
+        import redis
+
+        from upstox_bot.worker.beat import heartbeat_age_s
+
+        age = heartbeat_age_s(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2))
+        console.print("no heartbeat" if age is None else f"heartbeat {age:.1f} s ago")
+        raise typer.Exit(0 if age is not None and age <= max_age else 1)
+    from upstox_bot.worker.app import app as celery_app
+
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    schedule_file = settings.DATA_DIR / "celerybeat-schedule"
+    celery_app.start(
+        [
+            "beat",
+            "-S",
+            "upstox_bot.worker.beat:HeartbeatScheduler",
+            "-s",
+            str(schedule_file),
+            "-l",
+            settings.LOG_LEVEL,
+        ]
+    )
+
+
+# universe refresh, feed, login, token status (upstox/commands.py)
+upstox_commands.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

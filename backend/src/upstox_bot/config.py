@@ -7,22 +7,30 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from upstox_bot.domain import InstrumentKind
 from upstox_bot.errors import ConfigError
 
 
 class MarketSource(StrEnum):
     SIM = "sim"
+    REPLAY = "replay"  # bars from CSV files played as trades (the backtester's path)
     UPSTOX = "upstox"
 
 
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
+
+
+class AlertChannel(StrEnum):
+    TELEGRAM = "telegram"
+    WEBHOOK = "webhook"
+    EMAIL = "email"
 
 
 class Settings(BaseSettings):
@@ -50,7 +58,7 @@ class Settings(BaseSettings):
     API_PORT: int = Field(8000, ge=0, le=65535)
     CORS_ORIGINS: list[str] = Field(
         default_factory=list,
-        description='Browser origins allowed to call the API, JSON list; [] = none (same origin).',
+        description="Browser origins allowed to call the API, JSON list; [] = none (same origin).",
     )
     LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     LOG_FORMAT: LogFormat = LogFormat.CONSOLE
@@ -98,6 +106,20 @@ class Settings(BaseSettings):
     SIGNAL_COOLDOWN_MINUTES: int = Field(
         5, ge=0, le=375, description="No new entry signal for a symbol this soon after its last."
     )
+    STRATEGIES_DIR: Path | None = Field(
+        None, description="Folder of the trader's own strategy files (*.py); unset = none."
+    )
+
+    # --- What to trade on a signal ----------------------------------------------------------
+    TRADE_INSTRUMENT: InstrumentKind = Field(
+        InstrumentKind.EQUITY, description="equity (the stock, intraday), future or option."
+    )
+    OPTION_MIN_DAYS_TO_EXPIRY: int = Field(
+        7, ge=0, le=90, description="Options: nearest expiry with more calendar days left."
+    )
+    EXPIRY_EXIT_SESSIONS: int = Field(
+        1, ge=1, le=10, description="F&O: close this many sessions before expiry (physical)."
+    )
 
     # --- Market -------------------------------------------------------------------------
     MARKET: MarketSource = MarketSource.SIM
@@ -118,6 +140,41 @@ class Settings(BaseSettings):
     UPSTOX_ACCESS_TOKEN: SecretStr | None = None
     UPSTOX_ALGO_NAME: str | None = None
     TOKEN_ENCRYPTION_KEY: SecretStr | None = None
+    FNO_BAN_LIST: str | None = Field(
+        None, description="NSE F&O ban list: a file path or http(s) URL (fo_secban.csv)."
+    )
+
+    # --- Alerts (monitoring/alerts.py; docs/operations.md) --------------------------------------
+    ALERT_CHANNELS: Annotated[list[AlertChannel], NoDecode] = Field(
+        default_factory=list, description="Comma list of telegram, webhook, email; empty = none."
+    )
+    ALERT_DEDUPE_SECONDS: int = Field(
+        300, ge=0, le=86400, description="The same alert (kind and key) sends once this long."
+    )
+    ALERT_RATE_PER_MINUTE: int = Field(10, ge=1, le=600, description="Per channel.")
+    ALERT_TIMEOUT_SECONDS: float = Field(10.0, gt=0, le=120)
+    TELEGRAM_API_BASE_URL: str = "https://api.telegram.org"
+    TELEGRAM_BOT_TOKEN: SecretStr | None = None
+    TELEGRAM_CHAT_ID: str | None = None
+    ALERT_WEBHOOK_URL: SecretStr | None = Field(
+        None, description="JSON POST target; secret, as such URLs often embed a token."
+    )
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(587, ge=1, le=65535, description="465 = implicit TLS.")
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_STARTTLS: bool = True
+    ALERT_EMAIL_FROM: str | None = None
+    ALERT_EMAIL_TO: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma list of recipients."
+    )
+
+    @field_validator("ALERT_CHANNELS", "ALERT_EMAIL_TO", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("STRATEGY_PARAMS", mode="before")
     @classmethod
@@ -144,6 +201,26 @@ class Settings(BaseSettings):
             )
         if not self.PAPER_TRADING and self.MARKET is MarketSource.SIM:
             raise ValueError("live trading (PAPER_TRADING=false) cannot run on MARKET=sim")
+        return self
+
+    @model_validator(mode="after")
+    def _alert_channels_ready(self) -> Settings:
+        needs: dict[AlertChannel, dict[str, object]] = {
+            AlertChannel.TELEGRAM: {
+                "TELEGRAM_BOT_TOKEN": self.TELEGRAM_BOT_TOKEN,
+                "TELEGRAM_CHAT_ID": self.TELEGRAM_CHAT_ID,
+            },
+            AlertChannel.WEBHOOK: {"ALERT_WEBHOOK_URL": self.ALERT_WEBHOOK_URL},
+            AlertChannel.EMAIL: {
+                "SMTP_HOST": self.SMTP_HOST,
+                "ALERT_EMAIL_FROM": self.ALERT_EMAIL_FROM,
+                "ALERT_EMAIL_TO": self.ALERT_EMAIL_TO,
+            },
+        }
+        for channel in self.ALERT_CHANNELS:
+            missing = [name for name, value in needs[channel].items() if not value]
+            if missing:
+                raise ValueError(f"ALERT_CHANNELS has {channel}: set {', '.join(missing)}")
         return self
 
     @property

@@ -126,6 +126,7 @@ class ExitReason(StrEnum):
     SIGNAL = "signal"
     MANUAL = "manual"
     KILL_SWITCH = "kill_switch"
+    EXPIRY = "expiry"  # a derivative closed before its expiry (physical settlement)
 
 
 class SignalType(StrEnum):
@@ -167,6 +168,9 @@ class RiskRule(StrEnum):
     SHORTS_DISABLED = "shorts_disabled"
     NO_PRICE = "no_price"
     MARKET_CLOSED = "market_closed"
+    NO_CONTRACT = "no_contract"  # no future or option fits the signal (TRADE_INSTRUMENT)
+    ENTRIES_PAUSED = "entries_paused"  # e.g. the Upstox token expired: exits go on, no entries
+    FNO_BAN = "fno_ban"  # the stock is in the NSE F&O ban period
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

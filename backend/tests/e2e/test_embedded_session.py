@@ -40,6 +40,7 @@ class Run:
     returncode: int
     output: str
     polled: list[dict[str, Any]] = field(default_factory=list)
+    api_key: str = ""
 
     def rows(self, sql: str) -> list[Any]:
         engine = create_engine(f"sqlite:///{self.data_dir / 'upstox_bot.sqlite'}")
@@ -79,6 +80,16 @@ def play(
         cmd.append("--no-api")
     full_env = {**os.environ, "DATA_DIR": str(tmp), "LOG_LEVEL": "WARNING", **(env or {})}
     full_env.pop("DATABASE_URL", None)
+    api_key = ""
+    if api:  # the API needs a key: a read key made with the CLI before the run
+        api_key = subprocess.run(
+            [sys.executable, "-m", "upstox_bot.cli", "apikey", "create", "--quiet"],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp,
+        ).stdout.strip()
     proc = subprocess.Popen(
         cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp
     )
@@ -89,14 +100,17 @@ def play(
             try:
                 sample = {}
                 for path in ("/health", "/api/v1/positions", "/api/v1/account"):
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    request = urllib.request.Request(
+                        f"http://127.0.0.1:{port}{path}", headers={"X-API-Key": api_key}
+                    )
+                    with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310 - loopback http
                         sample[path] = json.loads(r.read())
                 polled.append(sample)
             except OSError:
                 pass
             walltime.sleep(0.2)
     output, _ = proc.communicate(timeout=300)
-    return Run(tmp, proc.returncode, output, polled)
+    return Run(tmp, proc.returncode, output, polled, api_key)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +122,7 @@ def session_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 @pytest.fixture(scope="module")
 def api(session_run: Run) -> Iterator[TestClient]:
     settings = Settings(_env_file=None, DATA_DIR=session_run.data_dir)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers={"X-API-Key": session_run.api_key}) as client:
         yield client
 
 

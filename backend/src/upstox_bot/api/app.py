@@ -1,50 +1,143 @@
-"""The FastAPI application: /health, /api/v1 routers, error handlers."""
+"""The FastAPI application: /health, /ready, /metrics, the /api/v1 routers and the live stream."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from upstox_bot import __version__
+from upstox_bot.api import ws
+from upstox_bot.api.auth import HEADER, current_key
 from upstox_bot.api.errors import install_error_handlers
-from upstox_bot.api.routers import health, options, trading
+from upstox_bot.api.hub import EventHub
+from upstox_bot.api.routers import (
+    audit,
+    auth,
+    health,
+    market,
+    options,
+    risk,
+    strategies,
+    trading,
+    upstox_auth,
+)
+from upstox_bot.api.routers import (
+    settings as settings_router,
+)
+from upstox_bot.api.schemas.common import ERRORS
+from upstox_bot.api.schemas.control import RootRead
+from upstox_bot.api.settings_changes import LIVE, apply_live, changed_keys, effective_settings
 from upstox_bot.config import Settings
-from upstox_bot.db.session import make_engine, make_session_factory
+from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
+from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 
 if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
 
-DESCRIPTION = """
-REST API of upstox-bot: positions, trades, signals, orders and the account of the running bot.
-Money is in rupees as exact decimals (strings in JSON); times are ISO-8601 with a time zone.
+log = logging.getLogger(__name__)
+
+DESCRIPTION = f"""
+REST API of upstox-bot: positions, trades, signals, orders, the account, risk, settings and
+strategies of the running bot, and a live WebSocket stream at /api/v1/ws.
+
+Every /api/v1 route and /metrics need an API key in the `{HEADER}` header (create one with
+`upstox-bot apikey create`); a read key may call every GET and the stream, a trade key may
+also change state. Money is in rupees as exact decimals (strings in JSON); times are ISO-8601
+with a time zone. Errors are {{"error": code, "detail": text}}; request validation errors are
+FastAPI's 422 body, which names the field.
 """
 
 
-def create_app(settings: Settings, *, bot: EmbeddedBot | None = None) -> FastAPI:
-    """Build the app over the bot's database (embedded) or settings.database_url (alone)."""
-    app = FastAPI(title="upstox-bot", version=__version__, description=DESCRIPTION)
-    app.state.settings = settings
+def _with_overrides(app: FastAPI, settings: Settings) -> Settings:
+    try:
+        with session_scope(app.state.sessions) as session:
+            overrides = SettingsOverrideRepository(session).get_all()
+    except SQLAlchemyError:
+        log.warning("settings.overrides_unreadable", exc_info=True)
+        return settings
+    return effective_settings(settings, overrides) if overrides else settings
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    publisher = asyncio.create_task(ws.publish_snapshots(app))
+    try:
+        yield
+    finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        if app.state.own_db_engine is not None:  # the bot disposes of its own engine
+            app.state.own_db_engine.dispose()
+
+
+def create_app(
+    settings: Settings, *, bot: EmbeddedBot | None = None, hub: EventHub | None = None
+) -> FastAPI:
+    """Build the app over the bot's database (embedded) or settings.database_url (alone).
+
+    Args:
+        bot: the embedded bot, when the API runs in its process (commands reach its engine).
+        hub: the event hub the bot publishes to (a new one if not given), served at /api/v1/ws.
+    """
+    app = FastAPI(
+        title="upstox-bot", version=__version__, description=DESCRIPTION, lifespan=_lifespan
+    )
     app.state.bot = bot
+    app.state.hub = hub or EventHub()
+    app.state.latest_snapshots = {}
+    app.state.own_db_engine = None
     if bot is not None:
         app.state.sessions = bot.sessions
     else:
-        app.state.sessions = make_session_factory(make_engine(settings.database_url))
+        app.state.own_db_engine = make_engine(settings.database_url)
+        app.state.sessions = make_session_factory(app.state.own_db_engine)
+    app.state.settings = _with_overrides(app, settings)
+    if bot is not None:
+        # Changes made through the API earlier win over the environment: the running engine
+        # takes those it can apply live (create_app runs on the bot's event loop thread).
+        live = changed_keys(settings, app.state.settings, LIVE)
+        if live:
+            apply_live(bot, app.state.settings, live)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[HEADER, "Content-Type"],
+            expose_headers=["X-Total-Count"],
+        )
     install_error_handlers(app)
     app.include_router(health.router)
-    v1 = APIRouter(prefix="/api/v1")
-    v1.include_router(trading.router)
-    v1.include_router(options.router)
+    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(current_key)], responses=ERRORS)
+    for module in (trading, market, strategies, settings_router, risk, audit, auth, options):
+        v1.include_router(module.router)
+
+    @v1.get("", response_model=RootRead, tags=["health"])
+    def api_root() -> RootRead:
+        """Where to start."""
+        return RootRead(
+            name="upstox-bot",
+            version=__version__,
+            docs="/docs",
+            health="/health",
+            stream="/api/v1/ws",
+        )
+
     app.include_router(v1)
+    app.include_router(ws.router, prefix="/api/v1")
+    app.include_router(upstox_auth.router, prefix="/api/v1")  # browser login: no API key
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/docs")
-
-    @app.get("/api/v1", tags=["health"])
-    def api_root() -> dict[str, str]:
-        """Where to start."""
-        return {"name": "upstox-bot", "version": __version__, "docs": "/docs", "health": "/health"}
 
     return app

@@ -12,7 +12,7 @@ import time as walltime
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,8 +54,14 @@ class _LastUsed:
 _last_used = _LastUsed()
 
 
-def check_key(session: Session, key: str | None) -> ApiKeyRecord:
-    """The active key record for `key`.
+def check_key(
+    session: Session, key: str | None, sessions: sessionmaker[Session] | None = None
+) -> ApiKeyRecord:
+    """The active key record for `key`; its last use is recorded at most once a minute.
+
+    The last use is written in its own short unit of work (from `sessions`, else in
+    `session`): a request must never hold SQLite's write lock while its route runs, or the
+    trading loop, which writes on the same event loop, would wait for it.
 
     Raises:
         Unauthenticated: no key, an unknown key or a revoked key.
@@ -69,15 +75,19 @@ def check_key(session: Session, key: str | None) -> ApiKeyRecord:
     if not record.active:
         raise Unauthenticated("this API key was revoked")
     if _last_used.due(record.id):
-        repo.authenticate(key, datetime.now(UTC))
+        if sessions is None:
+            repo.authenticate(key, datetime.now(UTC))
+        else:
+            with session_scope(sessions) as own:
+                ApiKeyRepository(own).authenticate(key, datetime.now(UTC))
     return record
 
 
 def current_key(
-    session: SessionDep, key: Annotated[str | None, Depends(api_key_header)]
+    request: Request, session: SessionDep, key: Annotated[str | None, Depends(api_key_header)]
 ) -> ApiKeyRecord:
     """The calling key (read scope is enough)."""
-    return check_key(session, key)
+    return check_key(session, key, request.app.state.sessions)
 
 
 def require_trade(key: Annotated[ApiKeyRecord, Depends(current_key)]) -> ApiKeyRecord:
@@ -107,7 +117,7 @@ TradeActor = Annotated[str, Depends(_trade_actor)]
 def websocket_key(sessions: sessionmaker[Session], key: str | None) -> ApiKeyRecord:
     """Authenticate a WebSocket handshake in its own short unit of work."""
     with session_scope(sessions) as session:
-        return check_key(session, key)
+        return check_key(session, key, sessions)
 
 
 def ensure_local_key(settings: Settings) -> str | None:
@@ -131,4 +141,3 @@ def ensure_local_key(settings: Settings) -> str | None:
             return key
     finally:
         engine.dispose()
-

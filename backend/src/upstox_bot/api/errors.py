@@ -102,6 +102,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if not isinstance(exc.detail, str):
+            # A structured detail (e.g. a route's own 422 naming fields) keeps FastAPI's shape.
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 

@@ -1,0 +1,1 @@
+"""Backtests: the live engine driven over historical bars on a simulated clock."""

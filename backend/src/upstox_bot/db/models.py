@@ -441,3 +441,7 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+# The Upstox adapter keeps its tables in their own module; importing it registers them.
+from upstox_bot.db import models_upstox as models_upstox  # noqa: E402

@@ -47,6 +47,8 @@ class RiskManager:
         self.limits = limits
         self.rate_limiter = rate_limiter
         self.kill_switch = kill_switch
+        self.entries_paused: str | None = None  # why new entries wait (token expired, ...)
+        self.banned: frozenset[str] = frozenset()  # instrument keys in the F&O ban period
 
     @property
     def limits(self) -> RiskLimits:
@@ -81,6 +83,10 @@ class RiskManager:
 
         if self.kill_switch.active:
             return refuse(RiskRule.KILL_SWITCH, f"kill switch on: {self.kill_switch.reason}")
+        if self.entries_paused is not None:
+            return refuse(RiskRule.ENTRIES_PAUSED, f"new entries paused: {self.entries_paused}")
+        if req.instrument_key in self.banned:
+            return refuse(RiskRule.FNO_BAN, "the stock is in the NSE F&O ban period")
         clock_time = req.at.astimezone(IST).time()
         if not (limits.entry_start <= clock_time <= limits.entry_end):
             return refuse(

@@ -42,7 +42,9 @@ def exit_rules(settings: Settings) -> ExitRules:
 
 
 def strategy(settings: Settings) -> Strategy:
-    return registry.create(settings.STRATEGY, settings.STRATEGY_PARAMS)
+    return registry.create(
+        settings.STRATEGY, settings.STRATEGY_PARAMS, strategies_dir=settings.STRATEGIES_DIR
+    )
 
 
 class IntradayCharges:

@@ -82,8 +82,10 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
         import uvicorn
 
         from upstox_bot.api.app import create_app
+        from upstox_bot.api.hub import EventHub
 
-        app = create_app(settings, bot=bot)
+        bot.hub = EventHub()
+        app = create_app(bot.settings, bot=bot, hub=bot.hub)
         config = uvicorn.Config(
             app, host=settings.API_HOST, port=settings.API_PORT, log_config=None, lifespan="on"
         )
@@ -120,6 +122,7 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
         if server is not None and server_task is not None:
             server.should_exit = True
             await server_task
+        bot.close()
     snap = bot.engine.snapshot()
     console.print(
         f"done: {snap.trades} trades today, realised Rs {paise_to_rupees(snap.realised_pnl_paise)}"

@@ -13,11 +13,25 @@ import time as walltime
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot import faults
+from upstox_bot.api.hub import (
+    CANDLES,
+    ORDERS,
+    SIGNALS,
+    TICKS,
+    EventHub,
+    candle_payload,
+    order_payload,
+    signal_payload,
+    tick_payload,
+)
+from upstox_bot.api.settings_changes import effective_settings
+from upstox_bot.backtest.data import Dataset, load_bars
 from upstox_bot.clock import NseCalendar
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
@@ -25,6 +39,8 @@ from upstox_bot.db.models import AccountMode
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.checkpoints import Checkpoint, CheckpointRepository
 from upstox_bot.db.repositories.journal import SqlJournal
+from upstox_bot.db.repositories.orders import OrderRepository
+from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.repositories.ticks import TickRepository
 from upstox_bot.db.repositories.trades import TradeRepository
@@ -34,21 +50,31 @@ from upstox_bot.domain import (
     AuditRecord,
     ExitReason,
     Instrument,
+    InstrumentKind,
+    OrderPurpose,
+    OrderStatus,
     Tick,
     datetime_to_ms,
     rupees_to_paise,
 )
+from upstox_bot.errors import ConfigError
+from upstox_bot.feed.derivatives import ChainPricer, DerivativeTicks, WatchSpan
+from upstox_bot.feed.replay import ReplayMarket
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
+from upstox_bot.monitoring.alerts import dispatcher_from_settings, end_of_day_summary
+from upstox_bot.options.chain import simulate_fno_chain
 from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime import components
 from upstox_bot.runtime.recovery import recover
+from upstox_bot.screening.universe import banned_instrument_keys
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.engine import Engine, EngineConfig
 from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.exits import ExitManager
 from upstox_bot.trading.journal import BufferedJournal
+from upstox_bot.trading.routing import ContractBook
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +107,7 @@ class RunOptions:
     start_date: date | None = None  # first simulated session; default: today or next open
     serve_api: bool = True
     live_console: bool = True
+    replay_data: Path | None = None  # bars to replay instead of the simulated market
 
 
 @dataclass(slots=True)
@@ -105,21 +132,30 @@ class EmbeddedBot:
     """Wires settings into the engine, the simulated market, SQLite and the API."""
 
     def __init__(self, settings: Settings, options: RunOptions) -> None:
-        self.settings = settings
         self.options = options
         self.stats = LiveStats()
-        self.calendar = (
-            NseCalendar.from_csv(settings.HOLIDAYS_FILE)
-            if settings.HOLIDAYS_FILE
-            else NseCalendar.default()
-        )
+        self.hub: EventHub | None = None  # the API's live stream, when the API runs here
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         url = settings.database_url
         migrate.upgrade(url)
         self.db_engine = make_engine(url)
         self.sessions: sessionmaker[Session] = make_session_factory(self.db_engine)
+        with session_scope(self.sessions) as session:
+            # Settings changed through the API (PATCH /api/v1/settings) outlive a restart.
+            settings = effective_settings(settings, SettingsOverrideRepository(session).get_all())
+        self.settings = settings
+        self.calendar = (
+            NseCalendar.from_csv(settings.HOLIDAYS_FILE)
+            if settings.HOLIDAYS_FILE
+            else NseCalendar.default()
+        )
         self.account = settings.ACCOUNT_NAME
-        universe = load_universe(limit=settings.SIM_SYMBOLS)
+        self.replay: Dataset | None = None
+        if options.replay_data is not None:
+            self.replay = load_bars(options.replay_data)
+            universe = [(series.instrument, int(series.open[0])) for series in self.replay.series]
+        else:
+            universe = load_universe(limit=settings.SIM_SYMBOLS)
         # The bot trades the stock itself (cash, intraday): one share is the unit. The F&O lot
         # of each stock is kept for trading its future or option.
         self.fno_lot_sizes = {i.instrument_key: i.lot_size for i, _ in universe}
@@ -128,7 +164,12 @@ class EmbeddedBot:
         }
         self.prices: dict[str, int] = {i.instrument_key: p for i, p in universe}
         first = options.start_date or self._default_start_date()
-        if not self.calendar.is_trading_day(first):
+        if self.replay is not None:
+            dates = [d for d in self._replay_dates() if d >= (options.start_date or date.min)]
+            if not dates:
+                raise ConfigError(f"{options.replay_data}: no bars on or after {first}")
+            first = dates[0]
+        elif not self.calendar.is_trading_day(first):
             first = self.calendar.next_trading_day(first)
         self.first_date = first
         self.clock = MarketClock(datetime_to_ms(self.calendar.session_open(first)))
@@ -136,8 +177,23 @@ class EmbeddedBot:
         self._tick_buffer: list[Tick] = []
         self._tick_sampled_at: dict[str, int] = {}
         self._stop = asyncio.Event()
+        self.alerts = dispatcher_from_settings(settings)
+        self.alerts.start()
         self._session: tuple[date, int] | None = None  # the session being played, and its seed
         self._ticks_done = 0  # ticks of that session fully processed (the checkpoint)
+        # --- F&O: trade each stock's future or option (TRADE_INSTRUMENT) -------------------
+        self.router: ContractBook | None = None
+        self.pricer = ChainPricer()
+        if settings.TRADE_INSTRUMENT is not InstrumentKind.EQUITY:
+            self.router = ContractBook(
+                self.instruments.values(),
+                trade=settings.TRADE_INSTRUMENT,
+                calendar=self.calendar,
+                pricer=self.pricer,
+                option_min_days_to_expiry=settings.OPTION_MIN_DAYS_TO_EXPIRY,
+                expiry_exit_sessions=settings.EXPIRY_EXIT_SESSIONS,
+            )
+        # --- end F&O ----------------------------------------------------------------------
         capital, kill = self._prepare_account()
         limits = components.risk_limits(settings, capital_paise=capital)
         self.engine = Engine(
@@ -159,20 +215,28 @@ class EmbeddedBot:
             journal=self.journal,
             charges=components.charges_model(settings),
             clock=self.clock,
+            router=self.router,
         )
         self.broker = PaperBroker(
             clock=self.clock,
             slippage_bps=settings.SLIPPAGE_BPS,
-            tick_size_paise=lambda key: self.instruments[key].tick_size_paise,
+            tick_size_paise=self._tick_size_paise,
         )
         self.executor = OrderExecutor(
             engine=self.engine, broker=self.broker, journal=self.journal, before_send=self.flush
         )
+        with session_scope(self.sessions) as session:
+            # `upstox-bot universe refresh --ban-list` marks them; no new entry in any of them.
+            self.engine.risk.banned = frozenset(banned_instrument_keys(session))
 
     # --- set-up ----------------------------------------------------------------------------
 
     def _default_start_date(self) -> date:
         return datetime.now(IST).date()
+
+    def _tick_size_paise(self, key: str) -> int:
+        contract = self.router.instrument_or_none(key) if self.router is not None else None
+        return (contract or self.instruments[key]).tick_size_paise
 
     def _prepare_account(self) -> tuple[int, KillSwitch]:
         """Create the account and symbols if new; return today's capital and the kill switch."""
@@ -214,9 +278,30 @@ class EmbeddedBot:
                     ),
                     datetime.now(UTC),
                 )
+        audits = self.journal.audit_records(count)
+        if self.hub is not None:
+            self._publish(self.hub, count)
         self.journal.forget(count)
+        for record in audits:
+            self.alerts.on_audit(record)
         if faults.ENABLED:
             faults.point("flush.committed")
+
+    def _publish(self, hub: EventHub, count: int) -> None:
+        """Stream what was just committed (never before: a client sees only durable facts)."""
+        for name, args in self.journal.ops(count):
+            if name == "candle" and hub.has_subscribers(CANDLES):
+                candle = args[0]
+                symbol = self._symbol(candle.instrument_key)
+                hub.publish(CANDLES, candle_payload(candle, symbol))
+            elif name == "signal" and hub.has_subscribers(SIGNALS):
+                hub.publish(SIGNALS, signal_payload(args[0], args[1]))
+            elif name == "order" and hub.has_subscribers(ORDERS):
+                hub.publish(ORDERS, order_payload(args[0]))
+
+    def _symbol(self, key: str) -> str:
+        instrument = self.instruments.get(key)
+        return instrument.trading_symbol if instrument is not None else key
 
     def _sample_tick(self, tick: Tick) -> None:
         interval_ms = self.settings.TICK_STORE_INTERVAL_SECONDS * 1000
@@ -253,9 +338,21 @@ class EmbeddedBot:
     def stop(self) -> None:
         self._stop.set()
 
+    def close(self) -> None:
+        """Release what the bot holds: pending alerts are sent (bounded wait), the DB closed."""
+        self.alerts.close()
+        self.db_engine.dispose()
+
     # --- the market loop -------------------------------------------------------------------
 
+    def _replay_dates(self) -> list[date]:
+        assert self.replay is not None
+        return sorted({d for series in self.replay.series for d in series.trading_dates()})
+
     def _sessions(self) -> Iterator[date]:
+        if self.replay is not None:
+            yield from (d for d in self._replay_dates() if d >= self.first_date)
+            return
         day = self.first_date
         while True:
             yield day
@@ -295,7 +392,9 @@ class EmbeddedBot:
         self.flush()
         self.stats.finished = True
 
-    def _market(self, day: date, seed: int) -> SimulatedMarket:
+    def _market(self, day: date, seed: int) -> SimulatedMarket | ReplayMarket:
+        if self.replay is not None:
+            return ReplayMarket(self.replay.series, trading_date=day)
         return SimulatedMarket(
             list(self.instruments.values()),
             self.prices,
@@ -339,7 +438,9 @@ class EmbeddedBot:
         self.stats.trading_date = day
         market = self._market(day, seed)
         ticks = market.iter_ticks()
-        engine, executor, broker = self.engine, self.executor, self.broker
+        if self.router is not None:  # F&O: the day's chain, and ticks of the watched contracts
+            ticks = self._fno_ticks(day, ticks, resume)
+        engine, executor, broker, hub = self.engine, self.executor, self.broker, self.hub
         self.clock.advance_to(open_ms)
         count = 0
         if resume is not None:
@@ -376,6 +477,8 @@ class EmbeddedBot:
             if intents:
                 executor.execute(intents)
             self._sample_tick(tick)
+            if hub is not None and hub.has_subscribers(TICKS):
+                hub.publish(TICKS, tick_payload(tick, self._symbol(tick.instrument_key)))
             if count % 256 == 0:
                 self.stats.ticks += 256
                 now_wall = walltime.monotonic()
@@ -394,6 +497,12 @@ class EmbeddedBot:
         self.journal.account(engine.snapshot())
         self.prices = market.closing_prices()
         self.flush()
+        if close_ms >= datetime_to_ms(self.calendar.session_close(day)):
+            with session_scope(self.sessions) as session:
+                trades = TradeRepository(session, self.account).find(
+                    start_date=day, end_date=day, limit=100_000
+                )
+            self.alerts.send(end_of_day_summary(engine.snapshot(), trades))
         log.info(
             "session.done",
             extra={
@@ -403,3 +512,73 @@ class EmbeddedBot:
                 "realised_paise": engine.day.realised_paise,
             },
         )
+
+    # --- F&O (TRADE_INSTRUMENT future or option) -----------------------------------------------
+
+    def _fno_ticks(
+        self, day: date, ticks: Iterator[Tick], resume: Checkpoint | None
+    ) -> Iterator[Tick]:
+        """Learn the day's simulated chain (strikes around the opening prices) and wrap the
+        stock ticks with ticks of the contracts held or being entered. After a restart the
+        watched set before the checkpoint is rebuilt from the orders and trades recorded, so
+        the replayed stream is the one played before."""
+        router = self.router
+        if router is None:
+            return ticks
+        for key, instrument in self.instruments.items():
+            router.add_contracts(
+                simulate_fno_chain(
+                    instrument,
+                    self.prices[key],
+                    day,
+                    self.calendar,
+                    lot_size=self.fno_lot_sizes[key],
+                )
+            )
+        history: list[WatchSpan] = []
+        until_ms = None
+        if resume is not None:
+            until_ms = datetime_to_ms(resume.market_at)
+            with session_scope(self.sessions) as session:
+                history = self._watch_history(session, day, router)
+        engine = self.engine
+        feed = DerivativeTicks(
+            router,
+            self.pricer,
+            lambda: engine.positions.keys() | engine.pending_entries.keys(),
+            history=history,
+            history_until_ms=until_ms,
+        )
+        return feed.wrap(ticks)
+
+    def _watch_history(self, session: Session, day: date, router: ContractBook) -> list[WatchSpan]:
+        """When each contract was watched on `day`: from its entry order's creation to the
+        close of its position (or the entry's rejection); open-ended while still held."""
+        start = datetime.combine(day, time(0), tzinfo=IST)
+        closed_at = {
+            trade.entry_order_id: trade.exit_at
+            for trade in TradeRepository(session, self.account).find(
+                start_date=day, end_date=day, limit=1_000_000
+            )
+        }
+        spans: list[WatchSpan] = []
+        orders = OrderRepository(session, self.account).find(
+            since=start, until=start + timedelta(days=1), limit=1_000_000
+        )
+        for order in orders:
+            if order.purpose is not OrderPurpose.ENTRY:
+                continue
+            if router.instrument_or_none(order.instrument_key) is None:
+                continue
+            if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+                until: datetime | None = order.updated_at
+            else:
+                until = closed_at.get(order.client_order_id)
+            spans.append(
+                WatchSpan(
+                    order.instrument_key,
+                    round(order.created_at.timestamp() * 1000),
+                    None if until is None else round(until.timestamp() * 1000),
+                )
+            )
+        return spans

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import talib
 
@@ -28,15 +30,26 @@ def atr(high: FloatArray, low: FloatArray, close: FloatArray, period: int) -> Fl
     return np.asarray(talib.ATR(high, low, close, timeperiod=period), dtype=np.float64)
 
 
+def _last_two(fast: FloatArray, slow: FloatArray) -> tuple[float, float, float, float] | None:
+    if len(fast) < 2 or len(slow) < 2:
+        return None
+    values = (float(fast[-2]), float(fast[-1]), float(slow[-2]), float(slow[-1]))
+    return None if any(math.isnan(v) for v in values) else values
+
+
 def crossed_above(fast: FloatArray, slow: FloatArray) -> bool:
     """True when fast was at or below slow on the previous value and is above it now."""
-    if len(fast) < 2 or np.isnan(fast[-2:]).any() or np.isnan(slow[-2:]).any():
+    last = _last_two(fast, slow)
+    if last is None:
         return False
-    return bool(fast[-2] <= slow[-2] and fast[-1] > slow[-1])
+    f0, f1, s0, s1 = last
+    return f0 <= s0 and f1 > s1
 
 
 def crossed_below(fast: FloatArray, slow: FloatArray) -> bool:
     """True when fast was at or above slow on the previous value and is below it now."""
-    if len(fast) < 2 or np.isnan(fast[-2:]).any() or np.isnan(slow[-2:]).any():
+    last = _last_two(fast, slow)
+    if last is None:
         return False
-    return bool(fast[-2] >= slow[-2] and fast[-1] < slow[-1])
+    f0, f1, s0, s1 = last
+    return f0 >= s0 and f1 < s1

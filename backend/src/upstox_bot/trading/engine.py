@@ -30,6 +30,7 @@ from upstox_bot.domain import (
     ExitReason,
     Fill,
     Instrument,
+    InstrumentKind,
     Order,
     OrderIntent,
     OrderPurpose,
@@ -45,13 +46,15 @@ from upstox_bot.domain import (
     ms_to_datetime,
 )
 from upstox_bot.errors import Conflict, InvalidTransition, NotFound
-from upstox_bot.feed.candles import CandleResampler, TickAggregator
+from upstox_bot.feed.candles import DAY_MS, IST_OFFSET_MS, CandleResampler, TickAggregator
+from upstox_bot.options.selection import check_smallest_lot
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
 from upstox_bot.signals.base import Strategy, StrategySignal
 from upstox_bot.signals.series import CandleSeries
 from upstox_bot.trading import order_state
 from upstox_bot.trading.exits import ExitManager
 from upstox_bot.trading.ports import ChargesModel, Journal
+from upstox_bot.trading.routing import InstrumentRouter, StockRouter
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class EngineConfig:
     candle_interval_s: int = 60
     signal_cooldown_s: int = 300
     kill_switch_square_off: bool = True
+    snapshot_every_minute: bool = True  # journal the account each minute with positions open
     series_capacity: int = 300
 
 
@@ -106,7 +110,10 @@ class Engine:
         journal: Journal,
         charges: ChargesModel,
         clock: EngineClock,
+        router: InstrumentRouter | None = None,
     ) -> None:
+        """Wire the engine. `instruments` are the stocks strategies watch; `router` says what is
+        traded on their signals (default: the stock itself, StockRouter)."""
         self.config = config
         self.instruments = dict(instruments)
         self.strategy = strategy
@@ -115,6 +122,7 @@ class Engine:
         self.journal = journal
         self.charges = charges
         self.clock = clock
+        self.router: InstrumentRouter = router if router is not None else StockRouter()
         self.aggregator = TickAggregator(60)
         self.resampler = (
             CandleResampler(config.candle_interval_s) if config.candle_interval_s > 60 else None
@@ -131,7 +139,13 @@ class Engine:
         now = clock.now()
         self.day = DayState(trading_date=_ist_date(now), capital_paise=config.capital_paise)
         self._next_timer_ms = (clock.now_ms() // MINUTE_MS + 1) * MINUTE_MS
-        self._square_off = exits.rules.square_off
+        square_off = exits.rules.square_off
+        self._square_off_ms: int | None = (
+            None
+            if square_off is None
+            else ((square_off.hour * 60 + square_off.minute) * 60 + square_off.second) * 1000
+        )
+        self._day_index = -1
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -213,9 +227,16 @@ class Engine:
     def on_timer(self, now_ms: int) -> list[OrderIntent]:
         """Advance market time: close candles, square off, roll the day, release queued exits."""
         intents: list[OrderIntent] = []
-        now = ms_to_datetime(now_ms)
-        if _ist_date(now) != self.day.trading_date:
-            self._roll_day(_ist_date(now))
+        # IST day and time of day by integer arithmetic: this runs once a minute, and once a
+        # bar in backtests, so no datetime is built unless the day changes.
+        day_index, ms_of_day = divmod(now_ms + IST_OFFSET_MS, DAY_MS)
+        if day_index != self._day_index:
+            self._day_index = day_index
+            new_date = ms_to_datetime(now_ms).astimezone(IST).date()
+            if new_date != self.day.trading_date:
+                self._roll_day(new_date)
+        if self.positions:
+            self._check_expiry_exits()
         if self.exit_queue:
             intents.extend(self._drain_exits())
         for candle in self.aggregator.flush(now_ms):
@@ -223,7 +244,11 @@ class Engine:
         if self.resampler is not None:
             for candle in self.resampler.flush(now_ms):
                 intents.extend(self._on_strategy_candle(candle))
-        if not self.day.square_off_done and _ist_time(now) >= self._square_off:
+        if (
+            not self.day.square_off_done
+            and self._square_off_ms is not None
+            and ms_of_day >= self._square_off_ms
+        ):
             self.day.square_off_done = True
             for key in list(self.positions):
                 self.request_exit(key, ExitReason.SQUARE_OFF)
@@ -231,7 +256,7 @@ class Engine:
             intents.extend(self._drain_exits())
         if now_ms >= self._next_timer_ms:
             self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
-            if self.positions:
+            if self.positions and self.config.snapshot_every_minute:
                 self.journal.account(self.snapshot())
         return intents
 
@@ -254,12 +279,10 @@ class Engine:
         series.append(candle)
         if len(series) < self.strategy.startup_candles or key not in self.instruments:
             return []
-        position = self.positions.get(key)
+        held = self._held_for(key)
         now = self.clock.now()
         try:
-            said = self.strategy.evaluate(
-                series, position=position.direction if position else None, now=now
-            )
+            said = self.strategy.evaluate(series, position=held[1] if held else None, now=now)
         except Exception:
             # A strategy bug must not stop exits or other instruments: log, skip this candle.
             log.exception("strategy.error", extra={"strategy": self.strategy.name, "key": key})
@@ -296,12 +319,14 @@ class Engine:
             indicators=dict(said.indicators),
         )
         if not said.type.is_entry:
-            position = self.positions.get(key)
-            if position is None or position.direction is not said.type.direction:
+            # An exit signal on the stock closes what its entry opened: the stock, its future,
+            # or the option (a call for EXIT_LONG, a put for EXIT_SHORT).
+            held = self._held_for(key)
+            if held is None or held[1] is not said.type.direction:
                 self.journal.signal(signal, SignalStatus.IGNORED)
                 return None
             self.journal.signal(signal, SignalStatus.ACCEPTED)
-            self.request_exit(key, ExitReason.SIGNAL)
+            self.request_exit(held[0], ExitReason.SIGNAL)
             return None
         now_ms = self.clock.now_ms()
         last = self.last_entry_signal_ms.get(key)
@@ -313,15 +338,41 @@ class Engine:
         self.journal.signal(signal, SignalStatus.NEW)
         return self._try_entry(signal, now, now_ms)
 
+    def _held_for(self, underlying_key: str) -> tuple[str, Direction] | None:
+        """The position held on a stock (itself or one of its contracts): its key and the
+        signal direction it stands for."""
+        router = self.router
+        for key, position in self.positions.items():
+            if router.underlying_key(key) == underlying_key:
+                return key, router.signal_direction(key, position.direction)
+        return None
+
+    def _holds(self, underlying_key: str) -> bool:
+        """Whether a position or an entry on its way is on this stock or one of its contracts."""
+        router = self.router
+        return any(
+            router.underlying_key(key) == underlying_key
+            for keys in (self.positions, self.pending_entries)
+            for key in keys
+        )
+
     def _try_entry(self, signal: Signal, now: datetime, now_ms: int) -> OrderIntent | None:
-        key = signal.instrument_key
-        direction = signal.type.direction
-        price = self.last_price.get(key, 0)
+        underlying_key = signal.instrument_key
+        route = self.router.route(
+            self.instruments[underlying_key],
+            direction=signal.type.direction,
+            spot_paise=self.last_price.get(underlying_key, 0),
+            at_ms=now_ms,
+            trading_date=self.day.trading_date,
+        )
+        instrument = route.instrument
+        key = instrument.instrument_key if instrument is not None else underlying_key
+        direction = route.direction or signal.type.direction
+        price = route.price_paise
         stop, target = self.exits.rules.levels(direction, price) if price else (0, 0)
-        instrument = self.instruments[key]
         book = BookState(
             open_positions=self.open_position_count,
-            in_position=key in self.positions or key in self.pending_entries,
+            in_position=self._holds(underlying_key),
             day_pnl_paise=self.day_pnl_paise,
             loss_limit_hit=self.day.loss_limit_hit,
             available_paise=self.available_paise(),
@@ -336,20 +387,28 @@ class Engine:
                 price_paise=price,
                 decided_at=now,
             )
+        elif instrument is None:
+            decision = RiskDecision(
+                approved=False,
+                rule=route.rule or RiskRule.NO_CONTRACT,
+                reason=route.reason,
+                instrument_key=key,
+                signal_id=signal.signal_id,
+                decided_at=now,
+            )
+        elif instrument.kind is not InstrumentKind.EQUITY and price > 0 and stop == price:
+            decision = RiskDecision(
+                approved=False,
+                rule=RiskRule.NO_PRICE,
+                reason=f"{instrument.trading_symbol} at {price} paise is too cheap for a stop",
+                instrument_key=key,
+                signal_id=signal.signal_id,
+                price_paise=price,
+                decided_at=now,
+            )
         else:
-            decision = self.risk.check_entry(
-                EntryRequest(
-                    instrument_key=key,
-                    direction=direction,
-                    signal_id=signal.signal_id,
-                    price_paise=price,
-                    stop_paise=stop,
-                    target_paise=target,
-                    lot_size=instrument.lot_size,
-                    at=now,
-                    at_ms=now_ms,
-                ),
-                book,
+            decision = self._check_routed_entry(
+                instrument, direction, signal, price, stop, target, book, now, now_ms
             )
         self.journal.risk_decision(decision)
         if not decision.approved:
@@ -363,6 +422,7 @@ class Engine:
                     "rule": decision.rule.value if decision.rule else None,
                     "reason": decision.reason,
                     "instrument_key": key,
+                    **({"underlying_key": underlying_key} if key != underlying_key else {}),
                 },
             )
             return None
@@ -394,9 +454,54 @@ class Engine:
                 "side": intent.side.value,
                 "quantity": intent.quantity,
                 "signal_id": signal.signal_id,
+                **(
+                    {"underlying_key": underlying_key, "route": route.reason}
+                    if key != underlying_key
+                    else {}
+                ),
             },
         )
         return intent
+
+    def _check_routed_entry(
+        self,
+        instrument: Instrument,
+        direction: Direction,
+        signal: Signal,
+        price: int,
+        stop: int,
+        target: int,
+        book: BookState,
+        now: datetime,
+        now_ms: int,
+    ) -> RiskDecision:
+        if instrument.kind is not InstrumentKind.EQUITY and price > 0:
+            # F&O trade in whole lots: a contract whose one lot breaks the position cap or the
+            # risk per trade is refused naming that rule, whatever the book looks like.
+            smallest = check_smallest_lot(
+                contract=instrument,
+                price_paise=price,
+                stop_paise=stop,
+                limits=self.risk.limits,
+                signal_id=signal.signal_id,
+                at=now,
+            )
+            if not smallest.approved:
+                return smallest
+        return self.risk.check_entry(
+            EntryRequest(
+                instrument_key=instrument.instrument_key,
+                direction=direction,
+                signal_id=signal.signal_id,
+                price_paise=price,
+                stop_paise=stop,
+                target_paise=target,
+                lot_size=instrument.lot_size,
+                at=now,
+                at_ms=now_ms,
+            ),
+            book,
+        )
 
     # --- exits -----------------------------------------------------------------------------
 
@@ -513,7 +618,7 @@ class Engine:
                 instrument_key=key,
                 direction=direction,
                 quantity=order.filled_quantity,
-                lots=order.filled_quantity // self.instruments[key].lot_size,
+                lots=order.filled_quantity // self._lot_size(key),
                 entry_price_paise=price,
                 entry_at=fill.filled_at,
                 entry_order_id=order.client_order_id,
@@ -530,7 +635,7 @@ class Engine:
         else:
             self._unrealised_paise -= position.unrealised_pnl_paise
             position.quantity = order.filled_quantity
-            position.lots = order.filled_quantity // self.instruments[key].lot_size
+            position.lots = order.filled_quantity // self._lot_size(key)
             position.entry_price_paise, position.stop_paise = price, stop
             position.target_paise, position.best_price_paise = target, price
             self._unrealised_paise += position.unrealised_pnl_paise
@@ -550,6 +655,12 @@ class Engine:
             },
         )
         self.journal.account(self.snapshot())
+
+    def _lot_size(self, key: str) -> int:
+        instrument = self.instruments.get(key) or self.router.instrument_or_none(key)
+        if instrument is None:
+            raise NotFound(f"unknown instrument {key}")
+        return instrument.lot_size
 
     def _close_position(self, order: Order, at: datetime) -> None:
         key = order.instrument_key
@@ -717,7 +828,10 @@ class Engine:
         self.day.trades = trades
         self.day.orders = orders
         self.day.loss_limit_hit = loss_limit_hit
-        self.day.square_off_done = _ist_time(self.clock.now()) >= self._square_off
+        ms_of_day = (self.clock.now_ms() + IST_OFFSET_MS) % DAY_MS
+        self.day.square_off_done = (
+            self._square_off_ms is not None and ms_of_day >= self._square_off_ms
+        )
         self.last_entry_signal_ms.update(last_entry_signal_ms)
         self._next_timer_ms = (self.clock.now_ms() // MINUTE_MS + 1) * MINUTE_MS
 
@@ -741,6 +855,16 @@ class Engine:
         self.journal.account(self.snapshot())
 
     # --- day and loss limit ----------------------------------------------------------------
+
+    def _check_expiry_exits(self) -> None:
+        # Stock F&O settle physically: a contract is closed on its expiry exit date.
+        today = self.day.trading_date
+        for key, position in self.positions.items():
+            exit_date = self.router.exit_date(key)
+            if exit_date is None or exit_date > today:
+                continue
+            if not position.exit_pending and key not in self.exit_queue:
+                self._queue_exit(key, ExitReason.EXPIRY)
 
     def _check_loss_limit(self) -> None:
         if not self.day.loss_limit_hit and self.risk.loss_limit_breached(self.day_pnl_paise):

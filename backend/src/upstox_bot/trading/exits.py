@@ -24,7 +24,7 @@ class ExitRules:
     stop_loss_pct: Decimal
     take_profit_pct: Decimal
     trailing_stop_pct: Decimal
-    square_off: time  # IST
+    square_off: time | None  # IST; None: positions are carried (no intraday square-off)
 
     def levels(self, direction: Direction, entry_paise: int) -> tuple[int, int]:
         """(stop, target) in paise for an entry price."""

@@ -142,6 +142,14 @@ class BufferedJournal:
             getattr(target, name)(*args)
         return len(ops)
 
+    def ops(self, count: int) -> list[tuple[str, tuple[Any, ...]]]:
+        """The first `count` buffered calls as (method name, arguments)."""
+        return list(self._ops[:count])
+
+    def audit_records(self, count: int) -> list[AuditRecord]:
+        """The audit records among the first `count` buffered calls (to alert on them)."""
+        return [args[0] for name, args in self._ops[:count] if name == "audit"]
+
     def forget(self, count: int) -> None:
         """Drop the first `count` buffered calls (those a committed transaction holds)."""
         del self._ops[:count]

@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from . import rest
+from . import portfolio, rest
 from .rest import RestSimulator
 
 _FEED_MODULE = f"{__package__}.feed"
@@ -33,6 +33,7 @@ def build_app(rest_sim: RestSimulator, feed_sim: Any | None = None) -> FastAPI:
     """
     app = FastAPI(title="Upstox simulator", docs_url=None, redoc_url=None, openapi_url=None)
     rest.install(app, rest_sim)
+    portfolio.install(app, rest_sim)  # the portfolio stream watches the REST order book
     feed = _feed_module()
     if feed is not None:
         feed_sim = feed_sim if feed_sim is not None else feed.FeedSimulator()
@@ -71,6 +72,7 @@ class UpstoxSimulator:
         self.rest = rest_sim or RestSimulator()
         self.app = build_app(self.rest, feed_sim)
         self.feed: Any | None = getattr(self.app.state, "feed_sim", None)
+        self.portfolio: portfolio.PortfolioSimulator = self.app.state.portfolio_sim
         self._host = host
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

@@ -153,3 +153,20 @@ def test_capital_refuses_when_cash_is_tied_up() -> None:
 def test_entry_window_is_configurable() -> None:
     decision = _manager(entry_start=time(10, 30)).check_entry(_request(10, 0), BOOK)
     assert decision.rule is RiskRule.ENTRY_WINDOW
+
+
+def test_paused_entries_are_refused_with_the_reason() -> None:
+    manager = _manager()
+    manager.entries_paused = "Upstox token expired"
+    decision = manager.check_entry(_request(), BOOK)
+    assert decision.rule is RiskRule.ENTRIES_PAUSED
+    assert "token expired" in decision.reason
+    manager.entries_paused = None
+    assert manager.check_entry(_request(), BOOK).approved
+
+
+def test_stock_in_the_fno_ban_takes_no_entry() -> None:
+    manager = _manager()
+    manager.banned = frozenset({"K"})
+    assert manager.check_entry(_request(), BOOK).rule is RiskRule.FNO_BAN
+    assert manager.check_entry(_request(instrument_key="OTHER"), BOOK).approved

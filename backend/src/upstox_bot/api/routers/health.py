@@ -1,26 +1,45 @@
-"""Liveness."""
+"""Liveness, readiness and the Prometheus metrics."""
 
 from __future__ import annotations
 
+import time as walltime
+
 from fastapi import APIRouter, Request
-from sqlalchemy import text
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot import __version__
-from upstox_bot.api.deps import BotDep
+from upstox_bot.api.auth import ReadKey
+from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
+from upstox_bot.api.schemas.common import ERRORS
+from upstox_bot.api.schemas.control import CheckRead, ReadyRead
 from upstox_bot.api.schemas.trading import HealthRead
+from upstox_bot.config import MarketSource, Settings
+from upstox_bot.db.models import OrderRow
+from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.monitoring.metrics import CONTENT_TYPE, MetricsSnapshot, render
 
 router = APIRouter(tags=["health"])
+
+FEED_SILENCE_S = 15.0  # no tick batch for this long: the feed is not ticking
+REDIS_TIMEOUT_S = 1.0
+
+
+def _database(sessions: sessionmaker[Session]) -> str:
+    try:
+        with sessions() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:  # a health check reports, it does not raise
+        return f"error: {type(exc).__name__}"
+    return "ok"
 
 
 @router.get("/health", response_model=HealthRead)
 def health(request: Request, bot: BotDep) -> HealthRead:
-    """Is the process up, can it reach its database, and is the market loop moving?"""
-    try:
-        with request.app.state.sessions() as session:
-            session.execute(text("SELECT 1"))
-        database = "ok"
-    except Exception as exc:  # a health check reports, it does not raise
-        database = f"error: {type(exc).__name__}"
+    """Liveness: is the process up, can it reach its database, is the market loop moving?"""
+    database = _database(request.app.state.sessions)
     return HealthRead(
         status="ok" if database == "ok" else "degraded",
         version=__version__,
@@ -30,3 +49,115 @@ def health(request: Request, bot: BotDep) -> HealthRead:
         ticks=None if bot is None else bot.stats.ticks,
         ticks_per_second=None if bot is None else round(bot.stats.ticks_per_second(), 1),
     )
+
+
+def _redis(url: str) -> CheckRead:
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return CheckRead(ok=False, detail=f"unreachable: {type(exc).__name__}")
+    finally:
+        client.close()
+    return CheckRead(ok=True, detail="ok")
+
+
+def _checks(request: Request, settings: Settings) -> dict[str, CheckRead]:
+    checks: dict[str, CheckRead] = {}
+    database = _database(request.app.state.sessions)
+    checks["database"] = CheckRead(ok=database == "ok", detail=database)
+    if settings.REDIS_URL:
+        checks["redis"] = _redis(settings.REDIS_URL)
+    bot = request.app.state.bot
+    if bot is not None:
+        stats = bot.stats
+        last = stats.recent[-1][0] if stats.recent else stats.started_wall
+        silent = walltime.monotonic() - last
+        if stats.finished:
+            checks["feed"] = CheckRead(ok=False, detail="the market loop has finished")
+        elif silent > FEED_SILENCE_S:
+            checks["feed"] = CheckRead(ok=False, detail=f"no ticks for {silent:.0f} s")
+        else:
+            checks["feed"] = CheckRead(ok=True, detail=f"{stats.ticks} ticks")
+    if settings.MARKET is MarketSource.UPSTOX:
+        present = settings.UPSTOX_ACCESS_TOKEN is not None
+        checks["upstox_token"] = CheckRead(
+            ok=present, detail="present" if present else "no UPSTOX_ACCESS_TOKEN: log in first"
+        )
+    return checks
+
+
+@router.get("/ready", response_model=ReadyRead, responses={503: {"model": ReadyRead}})
+async def ready(request: Request, settings: SettingsDep) -> JSONResponse:
+    """Readiness: database, Redis (when REDIS_URL is set), the feed (when the bot runs here)
+    and the Upstox token (when MARKET=upstox). 503 while any of them fails."""
+    checks = await run_in_threadpool(_checks, request, settings)
+    body = ReadyRead(ready=all(c.ok for c in checks.values()), checks=checks)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."},
+        **ERRORS,
+    },
+)
+async def metrics(
+    request: Request, bot: BotDep, session: SessionDep, account: AccountDep, _key: ReadKey
+) -> Response:
+    """Prometheus metrics: ticks, orders by state, open positions, the day's P&L and the
+    loss-limit headroom, the kill switch, WebSocket clients."""
+
+    def stored() -> tuple[dict[str, int], MetricsSnapshot | None]:
+        counts = dict(
+            session.execute(
+                select(OrderRow.status, func.count())
+                .where(OrderRow.account == account)
+                .group_by(OrderRow.status)
+            ).all()
+        )
+        if bot is not None:
+            return counts, None
+        snap = AccountRepository(session).latest_snapshot(account)
+        record = AccountRepository(session).get_or_none(account)
+        return counts, MetricsSnapshot(
+            ticks=None,
+            open_positions=snap.open_positions if snap else 0,
+            day_pnl_paise=snap.day_pnl_paise if snap else 0,
+            loss_limit_paise=snap.loss_limit_paise if snap else 0,
+            kill_switch=record.kill_switch if record else False,
+        )
+
+    counts, from_db = await run_in_threadpool(stored)
+    hub = request.app.state.hub
+    if bot is not None:
+        snap = bot.engine.snapshot()
+        snapshot = MetricsSnapshot(
+            ticks=bot.stats.ticks,
+            orders_by_status=counts,
+            open_positions=snap.open_positions,
+            day_pnl_paise=snap.day_pnl_paise,
+            loss_limit_paise=snap.loss_limit_paise,
+            kill_switch=snap.kill_switch,
+            ws_clients=hub.subscriber_count,
+            ws_dropped=hub.dropped,
+        )
+    else:
+        assert from_db is not None
+        snapshot = MetricsSnapshot(
+            ticks=None,
+            orders_by_status=counts,
+            open_positions=from_db.open_positions,
+            day_pnl_paise=from_db.day_pnl_paise,
+            loss_limit_paise=from_db.loss_limit_paise,
+            kill_switch=from_db.kill_switch,
+            ws_clients=hub.subscriber_count,
+            ws_dropped=hub.dropped,
+        )
+    return Response(render(snapshot), media_type=CONTENT_TYPE)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from upstox_bot import __version__
+from upstox_bot.api import commands
+from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
-from upstox_bot.api.schemas.common import ErrorBody, Page
+from upstox_bot.api.queries import aware, page
+from upstox_bot.api.schemas.common import ERRORS, ErrorBody, Page
+from upstox_bot.api.schemas.control import (
+    AccountDayRead,
+    CommandRead,
+    ManualTradeCreate,
+    ManualTradeRead,
+    PnlDayRead,
+    PnlRead,
+)
 from upstox_bot.api.schemas.trading import (
     AccountRead,
     OrderRead,
@@ -22,23 +32,31 @@ from upstox_bot.api.schemas.trading import (
     TradeRead,
     snapshot_fields,
 )
-from upstox_bot.db.models import SymbolRow
+from upstox_bot.db.models import OrderRow, SignalRow, SymbolRow, TradeRow
 from upstox_bot.db.repositories.accounts import AccountRepository
-from upstox_bot.db.repositories.orders import OrderRepository
+from upstox_bot.db.repositories.orders import OrderRepository, order_from_row
 from upstox_bot.db.repositories.positions import PositionRepository
-from upstox_bot.db.repositories.signals import SignalRecord, SignalRepository
-from upstox_bot.db.repositories.trades import TradeRepository
+from upstox_bot.db.repositories.signals import SignalRecord, SignalRepository, signal_from_row
+from upstox_bot.db.repositories.trades import TradeRepository, trade_from_row
 from upstox_bot.domain import (
     OrderStatus,
     SignalStatus,
     SignalType,
+    ms_to_datetime,
     paise_to_rupees,
 )
+from upstox_bot.errors import Conflict, NotFound
 
-router = APIRouter(tags=["trading"])
+if TYPE_CHECKING:
+    from upstox_bot.runtime.embedded import EmbeddedBot
+
+router = APIRouter(tags=["trading"], responses=ERRORS)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items.")]
-Offset = Annotated[int, Query(ge=0, description="Skip this many items.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Skip this many items.")]
+TOTAL_HEADER = "X-Total-Count"
+TOTAL_DOC = {"headers": {TOTAL_HEADER: {"description": "Items matching the filters."}}}
+EPOCH = date(1970, 1, 1)
 
 
 def symbols_for(session: Session, keys: Iterable[str]) -> dict[str, str]:
@@ -55,23 +73,95 @@ def symbols_for(session: Session, keys: Iterable[str]) -> dict[str, str]:
     return {key: found.get(key, key) for key in wanted}
 
 
+# --- positions ---------------------------------------------------------------------------------
+
+
+def live_positions(bot: EmbeddedBot) -> list[PositionRead]:
+    """The running engine's positions (call on the loop thread)."""
+    return [
+        PositionRead.of(p, bot.instruments[p.instrument_key].trading_symbol)
+        for p in bot.engine.positions.values()
+    ]
+
+
+def stored_positions(session: Session, account: str) -> list[PositionRead]:
+    """The open positions as last written to the database."""
+    positions = PositionRepository(session, account).open_positions()
+    names = symbols_for(session, (p.instrument_key for p in positions))
+    return [PositionRead.of(p, names[p.instrument_key]) for p in positions]
+
+
 @router.get("/positions", response_model=list[PositionRead])
 async def list_positions(
     bot: BotDep, session: SessionDep, account: AccountDep
 ) -> list[PositionRead]:
     """Open positions with their stop state and P&L (live prices when the bot runs here)."""
     if bot is not None:
-        return [
-            PositionRead.of(p, bot.instruments[p.instrument_key].trading_symbol)
-            for p in bot.engine.positions.values()
-        ]
+        return live_positions(bot)
+    return await run_in_threadpool(stored_positions, session, account)
 
-    def read() -> list[PositionRead]:
-        positions = PositionRepository(session, account).open_positions()
-        names = symbols_for(session, (p.instrument_key for p in positions))
-        return [PositionRead.of(p, names[p.instrument_key]) for p in positions]
+
+@router.get(
+    "/positions/{instrument_key}",
+    response_model=PositionRead,
+    responses={404: {"model": ErrorBody}},
+)
+async def read_position(
+    instrument_key: str, bot: BotDep, session: SessionDep, account: AccountDep
+) -> PositionRead:
+    """The open position in one instrument (key, e.g. NSE_EQ|INE002A01018, or trading symbol)."""
+    if bot is not None:
+        for p in bot.engine.positions.values():
+            symbol = bot.instruments[p.instrument_key].trading_symbol
+            if instrument_key in (p.instrument_key, symbol):
+                return PositionRead.of(p, symbol)
+        raise NotFound(f"no open position in {instrument_key!r}")
+
+    def read() -> PositionRead:
+        for p in stored_positions(session, account):
+            if instrument_key in (p.instrument_key, p.trading_symbol):
+                return p
+        raise NotFound(f"no open position in {instrument_key!r}")
 
     return await run_in_threadpool(read)
+
+
+@router.post(
+    "/positions/{instrument_key}/close",
+    response_model=CommandRead,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def close_position(instrument_key: str, bot: BotDep, actor: TradeActor) -> CommandRead:
+    """Close an open position at market (queued like every exit: never refused, only paced)."""
+    running = commands.require_bot(bot, "closing a position")
+    key = _instrument_key(running, instrument_key)
+    commands.close_position(running, key, by=actor)
+    return CommandRead(status="exit_queued", detail=f"exit of {key} queued at market")
+
+
+def _instrument_key(bot: EmbeddedBot, key_or_symbol: str) -> str:
+    if key_or_symbol in bot.instruments:
+        return key_or_symbol
+    for key, instrument in bot.instruments.items():
+        if instrument.trading_symbol == key_or_symbol:
+            return key
+    return key_or_symbol
+
+
+# --- trades ------------------------------------------------------------------------------------
+
+TRADE_SORT = {
+    "exit_at": TradeRow.exit_at,
+    "entry_at": TradeRow.entry_at,
+    "net_pnl": TradeRow.net_pnl_paise,
+    "instrument_key": TradeRow.instrument_key,
+}
+TradeSort = Literal[
+    "exit_at", "-exit_at", "entry_at", "-entry_at", "net_pnl", "-net_pnl", "instrument_key"
+]
+StartDate = Annotated[date | None, Query(alias="from", description="IST trading date, inclusive")]
+EndDate = Annotated[date | None, Query(alias="to", description="IST trading date, inclusive")]
 
 
 @router.get("/trades", response_model=Page[TradeRead])
@@ -80,24 +170,26 @@ def list_trades(
     account: AccountDep,
     instrument_key: str | None = None,
     strategy: str | None = None,
-    start_date: Annotated[date | None, Query(alias="from", description="IST trading date")] = None,
-    end_date: Annotated[date | None, Query(alias="to", description="IST trading date")] = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+    sort: TradeSort = "-exit_at",
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[TradeRead]:
-    """Closed trades, newest exit first, with gross P&L, charges and net P&L."""
-    repo = TradeRepository(session, account)
-    trades = repo.find(
-        instrument_key=instrument_key,
-        strategy=strategy,
-        start_date=start_date,
-        end_date=end_date,
-        limit=limit,
-        offset=offset,
+    """Closed trades (newest exit first by default) with gross P&L, charges and net P&L."""
+    where: list[ColumnElement[bool]] = [TradeRow.account == account]
+    if instrument_key is not None:
+        where.append(TradeRow.instrument_key == instrument_key)
+    if strategy is not None:
+        where.append(TradeRow.strategy == strategy)
+    if start_date is not None:
+        where.append(TradeRow.trading_date >= start_date)
+    if end_date is not None:
+        where.append(TradeRow.trading_date <= end_date)
+    rows, total = page(
+        session, TradeRow, where=where, sort=sort, columns=TRADE_SORT, limit=limit, offset=offset
     )
-    total = repo.count(
-        instrument_key=instrument_key, strategy=strategy, start_date=start_date, end_date=end_date
-    )
+    trades = [trade_from_row(row) for row in rows]
     names = symbols_for(session, (t.instrument_key for t in trades))
     return Page(
         items=[TradeRead.of(t, names[t.instrument_key]) for t in trades],
@@ -114,7 +206,35 @@ def read_trade(trade_id: str, session: SessionDep, account: AccountDep) -> Trade
     return TradeRead.of(trade, symbols_for(session, [trade.instrument_key])[trade.instrument_key])
 
 
-def _signal_read(record: SignalRecord, symbol: str) -> SignalRead:
+@router.post(
+    "/trades",
+    response_model=ManualTradeRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def submit_trade(body: ManualTradeCreate, bot: BotDep, actor: TradeActor) -> ManualTradeRead:
+    """Enter a position by hand: sized and vetted by the same risk rules as a strategy's entry,
+    sent at market and managed by the same exits. 409 names the rule that refused it."""
+    running = commands.require_bot(bot, "a manual trade")
+    key = _instrument_key(running, body.instrument_key)
+    entry = commands.manual_entry(running, key, body.direction, reason=body.reason, by=actor)
+    return ManualTradeRead(
+        accepted=True,
+        client_order_id=entry.intent.client_order_id,
+        instrument_key=key,
+        direction=entry.direction,
+        quantity=entry.intent.quantity,
+        price=paise_to_rupees(entry.price_paise),
+        stop=paise_to_rupees(entry.stop_paise),
+        target=paise_to_rupees(entry.target_paise),
+    )
+
+
+# --- signals -----------------------------------------------------------------------------------
+
+
+def signal_read(record: SignalRecord, symbol: str) -> SignalRead:
+    """The API view of a stored signal (NaN indicators become null)."""
     s = record.signal
     return SignalRead(
         signal_id=s.signal_id,
@@ -126,14 +246,23 @@ def _signal_read(record: SignalRecord, symbol: str) -> SignalRead:
         status=record.status,
         reason=s.reason,
         price=paise_to_rupees(s.price_paise),
-        candle_start_at=datetime.fromtimestamp(s.candle_start_ms / 1000, tz=s.created_at.tzinfo),
+        candle_start_at=ms_to_datetime(s.candle_start_ms),
         created_at=s.created_at,
         indicators={k: (None if v != v else v) for k, v in s.indicators.items()},
     )
 
 
-@router.get("/signals", response_model=list[SignalRead])
+SIGNAL_SORT = {
+    "created_at": SignalRow.created_at,
+    "strength": SignalRow.strength,
+    "instrument_key": SignalRow.instrument_key,
+}
+SignalSort = Literal["created_at", "-created_at", "strength", "-strength", "instrument_key"]
+
+
+@router.get("/signals", response_model=list[SignalRead], responses={200: TOTAL_DOC})
 def list_signals(
+    response: Response,
     session: SessionDep,
     account: AccountDep,
     instrument_key: str | None = None,
@@ -142,22 +271,32 @@ def list_signals(
     type: SignalType | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    sort: SignalSort = "-created_at",
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[SignalRead]:
-    """Recent signals, newest first, with their status and indicator snapshot."""
-    records = SignalRepository(session, account).recent(
-        instrument_key=instrument_key,
-        strategy=strategy,
-        status=status,
-        signal_type=type,
-        since=since,
-        until=until,
-        limit=limit,
-        offset=offset,
+    """Recent signals (newest first by default) with their status and indicator snapshot.
+    The X-Total-Count header holds how many match."""
+    where: list[ColumnElement[bool]] = [SignalRow.account == account]
+    if instrument_key is not None:
+        where.append(SignalRow.instrument_key == instrument_key)
+    if strategy is not None:
+        where.append(SignalRow.strategy == strategy)
+    if status is not None:
+        where.append(SignalRow.status == status.value)
+    if type is not None:
+        where.append(SignalRow.type == type.value)
+    if since is not None:
+        where.append(SignalRow.created_at >= aware(since))
+    if until is not None:
+        where.append(SignalRow.created_at < aware(until))
+    rows, total = page(
+        session, SignalRow, where=where, sort=sort, columns=SIGNAL_SORT, limit=limit, offset=offset
     )
+    response.headers[TOTAL_HEADER] = str(total)
+    records = [signal_from_row(row) for row in rows]
     names = symbols_for(session, (r.signal.instrument_key for r in records))
-    return [_signal_read(r, names[r.signal.instrument_key]) for r in records]
+    return [signal_read(r, names[r.signal.instrument_key]) for r in records]
 
 
 @router.get(
@@ -167,29 +306,50 @@ def read_signal(signal_id: str, session: SessionDep, account: AccountDep) -> Sig
     """One signal."""
     record = SignalRepository(session, account).get(signal_id)
     key = record.signal.instrument_key
-    return _signal_read(record, symbols_for(session, [key])[key])
+    return signal_read(record, symbols_for(session, [key])[key])
 
 
-@router.get("/orders", response_model=list[OrderRead])
+# --- orders ------------------------------------------------------------------------------------
+
+ORDER_SORT = {
+    "created_at": OrderRow.created_at,
+    "updated_at": OrderRow.updated_at,
+    "instrument_key": OrderRow.instrument_key,
+    "status": OrderRow.status,
+}
+OrderSort = Literal[
+    "created_at", "-created_at", "updated_at", "-updated_at", "instrument_key", "status"
+]
+
+
+@router.get("/orders", response_model=list[OrderRead], responses={200: TOTAL_DOC})
 def list_orders(
+    response: Response,
     session: SessionDep,
     account: AccountDep,
     instrument_key: str | None = None,
     status: OrderStatus | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    sort: OrderSort = "-created_at",
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[OrderRead]:
-    """Orders, newest first."""
-    orders = OrderRepository(session, account).find(
-        instrument_key=instrument_key,
-        status=status,
-        since=since,
-        until=until,
-        limit=limit,
-        offset=offset,
+    """Orders (newest first by default); X-Total-Count holds how many match."""
+    where: list[ColumnElement[bool]] = [OrderRow.account == account]
+    if instrument_key is not None:
+        where.append(OrderRow.instrument_key == instrument_key)
+    if status is not None:
+        where.append(OrderRow.status == status.value)
+    if since is not None:
+        where.append(OrderRow.created_at >= aware(since))
+    if until is not None:
+        where.append(OrderRow.created_at < aware(until))
+    rows, total = page(
+        session, OrderRow, where=where, sort=sort, columns=ORDER_SORT, limit=limit, offset=offset
     )
+    response.headers[TOTAL_HEADER] = str(total)
+    orders = [order_from_row(row) for row in rows]
     names = symbols_for(session, (o.instrument_key for o in orders))
     return [OrderRead.of(o, names[o.instrument_key]) for o in orders]
 
@@ -204,12 +364,35 @@ def read_order(client_order_id: str, session: SessionDep, account: AccountDep) -
     return OrderRead.of(order, symbols_for(session, [key])[key])
 
 
+@router.post(
+    "/orders/{client_order_id}/cancel",
+    response_model=CommandRead,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def cancel_order(
+    client_order_id: str, bot: BotDep, session: SessionDep, account: AccountDep, actor: TradeActor
+) -> CommandRead:
+    """Cancel a working order through the bot's broker. A finished order answers 409."""
+    order = await run_in_threadpool(OrderRepository(session, account).get_or_none, client_order_id)
+    if order is None and (bot is None or client_order_id not in bot.engine.orders):
+        raise NotFound(f"order {client_order_id!r} not found")
+    if order is not None and order.status.is_terminal:
+        raise Conflict(f"order {client_order_id!r} is already {order.status.value}")
+    running = commands.require_bot(bot, "cancelling an order")
+    commands.cancel_order(running, client_order_id)
+    return CommandRead(status="cancelled", detail=f"order {client_order_id} cancelled by {actor}")
+
+
+# --- account -----------------------------------------------------------------------------------
+
+
 @router.get("/account", response_model=AccountRead, responses={404: {"model": ErrorBody}})
 async def read_account(
     bot: BotDep, session: SessionDep, account: AccountDep, settings: SettingsDep
 ) -> AccountRead:
     """The account now: capital, the day's P&L against the loss limit, switches."""
     live = bot.engine.snapshot() if bot is not None else None
+    kill = bot.engine.risk.kill_switch.active if bot is not None else None
 
     def read() -> AccountRead:
         accounts = AccountRepository(session)
@@ -218,7 +401,7 @@ async def read_account(
         fields = snapshot_fields(snap)
         limit_paise = snap.loss_limit_paise if snap else 0
         headroom = max(0, limit_paise + (snap.day_pnl_paise if snap else 0))
-        total = TradeRepository(session, account).net_pnl_paise(date(1970, 1, 1))
+        total = TradeRepository(session, account).net_pnl_paise(EPOCH, date(9999, 12, 31))
         return AccountRead(
             account=record.name,
             mode=record.mode.value,
@@ -226,7 +409,7 @@ async def read_account(
             capital=paise_to_rupees(snap.capital_paise if snap else record.starting_capital_paise),
             daily_loss_limit=paise_to_rupees(limit_paise),
             loss_limit_headroom=paise_to_rupees(headroom),
-            kill_switch=bot.engine.risk.kill_switch.active if bot else record.kill_switch,
+            kill_switch=record.kill_switch if kill is None else kill,
             kill_switch_reason=record.kill_switch_reason,
             paper_trading=settings.PAPER_TRADING,
             total_realised_pnl=paise_to_rupees(total),
@@ -236,4 +419,92 @@ async def read_account(
     return await run_in_threadpool(read)
 
 
-__all__ = ["__version__", "router"]
+@router.get("/account/days", response_model=list[AccountDayRead])
+def account_days(
+    session: SessionDep,
+    account: AccountDep,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+) -> list[AccountDayRead]:
+    """The account's figures per trading date (oldest first), from the daily snapshots."""
+    snaps = AccountRepository(session).snapshots(
+        account, start_date or EPOCH, end_date or date(9999, 12, 31)
+    )
+    return [
+        AccountDayRead(
+            trading_date=date.fromisoformat(s.trading_date),
+            capital=paise_to_rupees(s.capital_paise),
+            realised_pnl=paise_to_rupees(s.realised_pnl_paise),
+            unrealised_pnl=paise_to_rupees(s.unrealised_pnl_paise),
+            day_pnl=paise_to_rupees(s.day_pnl_paise),
+            charges=paise_to_rupees(s.charges_paise),
+            open_positions=s.open_positions,
+            trades=s.trades,
+            orders=s.orders,
+            daily_loss_limit=paise_to_rupees(s.loss_limit_paise),
+            loss_limit_hit=s.loss_limit_hit,
+            kill_switch=s.kill_switch,
+        )
+        for s in snaps
+    ]
+
+
+@router.get("/account/pnl", response_model=PnlRead)
+def account_pnl(
+    session: SessionDep,
+    account: AccountDep,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+) -> PnlRead:
+    """Realised P&L of the closed trades in a date range: totals, win rate and per day."""
+    where: list[ColumnElement[bool]] = [TradeRow.account == account]
+    if start_date is not None:
+        where.append(TradeRow.trading_date >= start_date)
+    if end_date is not None:
+        where.append(TradeRow.trading_date <= end_date)
+    rows = session.execute(
+        select(
+            TradeRow.trading_date,
+            func.count(),
+            func.coalesce(func.sum(TradeRow.gross_pnl_paise), 0),
+            func.coalesce(func.sum(TradeRow.charges_paise), 0),
+            func.coalesce(func.sum(TradeRow.net_pnl_paise), 0),
+            func.coalesce(func.sum(case((TradeRow.net_pnl_paise > 0, 1), else_=0)), 0),
+            func.max(TradeRow.net_pnl_paise),
+            func.min(TradeRow.net_pnl_paise),
+        )
+        .where(*where)
+        .group_by(TradeRow.trading_date)
+        .order_by(TradeRow.trading_date)
+    ).all()
+    by_day = [
+        PnlDayRead(
+            trading_date=day,
+            trades=int(n),
+            gross_pnl=paise_to_rupees(int(gross)),
+            charges=paise_to_rupees(int(charges)),
+            net_pnl=paise_to_rupees(int(net)),
+        )
+        for day, n, gross, charges, net, _wins, _best, _worst in rows
+    ]
+    trades = sum(int(r[1]) for r in rows)
+    wins = sum(int(r[5]) for r in rows)
+    losses = session.scalar(
+        select(func.count()).select_from(TradeRow).where(*where, TradeRow.net_pnl_paise < 0)
+    )
+    best = max((int(r[6]) for r in rows), default=None)
+    worst = min((int(r[7]) for r in rows), default=None)
+    return PnlRead(
+        start_date=start_date,
+        end_date=end_date,
+        trades=trades,
+        wins=wins,
+        losses=int(losses or 0),
+        win_rate=wins / trades if trades else None,
+        gross_pnl=paise_to_rupees(sum(int(r[2]) for r in rows)),
+        charges=paise_to_rupees(sum(int(r[3]) for r in rows)),
+        net_pnl=paise_to_rupees(sum(int(r[4]) for r in rows)),
+        best_trade=None if best is None else paise_to_rupees(best),
+        worst_trade=None if worst is None else paise_to_rupees(worst),
+        by_day=by_day,
+    )

@@ -21,3 +21,9 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "No API key, an unknown one or a revoked one."},
+    403: {"model": ErrorBody, "description": "The key's scope does not allow this."},
+}

@@ -55,8 +55,9 @@ class SmaCrossoverStrategy(Strategy):
     ) -> Sequence[StrategySignal]:
         if len(candles) < self.startup_candles:
             return ()
-        close = candles.close
         fast_period, slow_period = int(self.params["fast"]), int(self.params["slow"])
+        # Only the last two values of each average matter: slow + 1 closes define them.
+        close = candles.close[-(slow_period + 1) :]
         fast = indicators.sma(close, fast_period)
         slow = indicators.sma(close, slow_period)
         up = indicators.crossed_above(fast, slow)

@@ -1,0 +1,146 @@
+"""Commands the API sends to a running bot. Call them on the bot's event loop thread.
+
+Each one goes through the engine (risk checks, order pacing, audit) and commits the journal
+before it returns, so that what the API answers is on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from upstox_bot.api.errors import BotNotRunning, RiskRefused
+from upstox_bot.db.models import AuditLogRow
+from upstox_bot.db.session import session_scope
+from upstox_bot.domain import (
+    AuditRecord,
+    Direction,
+    OrderIntent,
+    RiskRule,
+    Signal,
+    SignalId,
+    SignalStatus,
+    SignalType,
+)
+from upstox_bot.errors import Conflict, NotFound
+from upstox_bot.trading.engine import derive_id
+
+if TYPE_CHECKING:
+    from upstox_bot.runtime.embedded import EmbeddedBot
+
+MANUAL_STRATEGY = "manual"
+
+
+def require_bot(bot: EmbeddedBot | None, what: str) -> EmbeddedBot:
+    """The running bot, or BotNotRunning naming the command."""
+    if bot is None:
+        raise BotNotRunning(
+            f"{what} needs the running bot: start it with `upstox-bot run` and call the API it "
+            "serves (this API runs without a trading engine)"
+        )
+    return bot
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManualEntry:
+    intent: OrderIntent
+    direction: Direction
+    price_paise: int
+    stop_paise: int
+    target_paise: int
+
+
+def _refusal(bot: EmbeddedBot, signal_id: str) -> tuple[RiskRule | None, str]:
+    with session_scope(bot.sessions) as session:
+        row = session.scalar(
+            select(AuditLogRow)
+            .where(AuditLogRow.entity_id == signal_id, AuditLogRow.event == "risk.refused")
+            .order_by(AuditLogRow.id.desc())
+            .limit(1)
+        )
+    if row is None:
+        return None, "refused by the risk checks"
+    rule = row.data.get("rule")
+    return (RiskRule(rule) if rule else None), str(row.data.get("reason", ""))
+
+
+def manual_entry(
+    bot: EmbeddedBot, instrument_key: str, direction: Direction, *, reason: str, by: str
+) -> ManualEntry:
+    """Enter a position by hand through the engine's risk checks, sizing and order pacing.
+
+    Raises:
+        NotFound: the bot does not trade that instrument.
+        RiskRefused: a risk rule refused the entry (the detail names it).
+    """
+    engine = bot.engine
+    if instrument_key not in engine.instruments:
+        raise NotFound(f"the bot does not trade {instrument_key!r}")
+    now = engine.clock.now()
+    now_ms = engine.clock.now_ms()
+    price = engine.last_price.get(instrument_key, 0)
+    signal_type = SignalType.ENTRY_LONG if direction is Direction.LONG else SignalType.ENTRY_SHORT
+    signal = Signal(
+        signal_id=SignalId(
+            derive_id("sg", engine.config.account, "manual", instrument_key, now_ms)
+        ),
+        instrument_key=instrument_key,
+        strategy=MANUAL_STRATEGY,
+        type=signal_type,
+        strength=1.0,
+        reason=f"{reason} ({by})",
+        price_paise=price,
+        candle_start_ms=now_ms,
+        created_at=now,
+    )
+    engine.journal.signal(signal, SignalStatus.NEW)
+    engine.journal.audit(
+        AuditRecord(
+            event="order.manual_requested",
+            entity="signal",
+            entity_id=signal.signal_id,
+            at=now,
+            data={"instrument_key": instrument_key, "direction": direction.value, "reason": reason},
+            actor=by,
+        )
+    )
+    # The engine has no public manual-entry command yet; its entry path takes a Signal.
+    intent = engine._try_entry(signal, now, now_ms)
+    if intent is None:
+        bot.flush()
+        rule, why = _refusal(bot, signal.signal_id)
+        raise RiskRefused(f"{rule.value if rule else 'risk'}: {why}")
+    stop, target = engine.exits.rules.levels(direction, price)
+    bot.executor.execute([intent])
+    bot.flush()
+    return ManualEntry(
+        intent=intent, direction=direction, price_paise=price, stop_paise=stop, target_paise=target
+    )
+
+
+def close_position(bot: EmbeddedBot, instrument_key: str, *, by: str) -> None:
+    """Queue the manual exit of an open position.
+
+    Raises:
+        NotFound: no open position in that instrument.
+    """
+    bot.close_position(instrument_key, by=by)
+
+
+def cancel_order(bot: EmbeddedBot, client_order_id: str) -> None:
+    """Cancel a working order through the bot's broker.
+
+    Raises:
+        NotFound: the engine has no working order with that id.
+        Conflict: the broker cannot cancel orders.
+    """
+    order = bot.engine.orders.get(client_order_id)
+    if order is None:
+        raise NotFound(f"no working order {client_order_id!r}")
+    broker = type(bot.broker).__name__
+    raise Conflict(
+        f"the {broker} cannot cancel orders: its MARKET orders fill on the next trade; "
+        "close the position instead once it is filled"
+    )

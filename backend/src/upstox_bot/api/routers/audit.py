@@ -1,0 +1,73 @@
+"""The audit log: every state change, who made it and with what data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter
+from sqlalchemy import ColumnElement
+
+from upstox_bot.api.deps import SessionDep
+from upstox_bot.api.queries import aware, page
+from upstox_bot.api.routers.trading import Limit, Offset
+from upstox_bot.api.schemas.common import ERRORS, Page
+from upstox_bot.api.schemas.control import AuditRead
+from upstox_bot.db.models import AuditLogRow
+
+router = APIRouter(tags=["audit"], responses=ERRORS)
+
+AUDIT_SORT = {"at": AuditLogRow.at, "event": AuditLogRow.event}
+AuditSort = Literal["-at", "at", "event"]
+
+
+@router.get("/audit", response_model=Page[AuditRead])
+def list_audit(
+    session: SessionDep,
+    entity: str | None = None,
+    entity_id: str | None = None,
+    event: str | None = None,
+    event_prefix: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sort: AuditSort = "-at",
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[AuditRead]:
+    """Audit records (newest first by default), filtered by entity, event (or event prefix,
+    e.g. "order."), actor and time."""
+    where: list[ColumnElement[bool]] = []
+    if entity is not None:
+        where.append(AuditLogRow.entity == entity)
+    if entity_id is not None:
+        where.append(AuditLogRow.entity_id == entity_id)
+    if event is not None:
+        where.append(AuditLogRow.event == event)
+    if event_prefix is not None:
+        where.append(AuditLogRow.event.startswith(event_prefix, autoescape=True))
+    if actor is not None:
+        where.append(AuditLogRow.actor == actor)
+    if since is not None:
+        where.append(AuditLogRow.at >= aware(since))
+    if until is not None:
+        where.append(AuditLogRow.at < aware(until))
+    rows, total = page(
+        session, AuditLogRow, where=where, sort=sort, columns=AUDIT_SORT, limit=limit, offset=offset
+    )
+    return Page(
+        items=[
+            AuditRead(
+                at=r.at,
+                event=r.event,
+                entity=r.entity,
+                entity_id=r.entity_id,
+                actor=r.actor,
+                data=r.data if isinstance(r.data, dict) else {"value": r.data},
+            )
+            for r in rows
+        ],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )

@@ -1,0 +1,218 @@
+"""Models of the control endpoints: settings, strategies, risk, kill switch, commands, audit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from upstox_bot.domain import Direction, RiskRule
+
+
+class OverrideRead(BaseModel):
+    key: str
+    value: Any
+    updated_at: datetime
+    updated_by: str
+
+
+class SettingsRead(BaseModel):
+    values: dict[str, Any] = Field(description="Effective settings; secrets are never shown.")
+    overrides: list[OverrideRead] = Field(description="Settings changed at runtime.")
+    changeable: list[str] = Field(description="Settings PATCH /settings accepts.")
+    live: list[str] = Field(description="Of those, the ones applied to a running bot at once.")
+
+
+class SettingsPatch(BaseModel):
+    changes: dict[str, Any] = Field(
+        min_length=1,
+        description='New values by setting name, e.g. {"MAX_OPEN_POSITIONS": 2}.',
+    )
+    force: bool = Field(
+        False, description="Switch live trading on before the paper-trading period is over."
+    )
+    reason: str | None = Field(
+        None, max_length=500, description="Why; required with force, recorded in the audit log."
+    )
+
+
+class SettingChangeRead(BaseModel):
+    key: str
+    old: Any
+    new: Any
+    applied: Literal["live", "restart", "stored"] = Field(
+        description="live: the running bot uses it now; restart: on the next start; "
+        "stored: no bot runs here, it applies when one starts."
+    )
+
+
+class SettingsPatchRead(BaseModel):
+    changes: list[SettingChangeRead]
+    forced: bool
+
+
+class ParamRead(BaseModel):
+    name: str
+    type: str
+    default: int | float | bool
+    value: int | float | bool
+    minimum: float | None
+    maximum: float | None
+    description: str
+
+
+class StrategyRead(BaseModel):
+    name: str
+    description: str
+    active: bool = Field(description="The strategy the bot trades (the STRATEGY setting).")
+    enabled: bool = Field(description="Same as active: one strategy trades at a time.")
+    startup_candles: int
+    parameters: list[ParamRead]
+
+
+class StrategyParamsUpdate(BaseModel):
+    params: dict[str, Any] = Field(description="Parameter values; omitted ones take defaults.")
+
+
+class KillSwitchUpdate(BaseModel):
+    active: bool
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class KillSwitchRead(BaseModel):
+    active: bool
+    reason: str | None
+    changed_at: datetime | None
+    changed_by: str | None
+    applied_to_running_bot: bool
+    positions_closing: int = Field(description="Open positions whose exit is queued.")
+
+
+class RiskStatusRead(BaseModel):
+    source: Literal["engine", "database"]
+    at: datetime
+    kill_switch: bool
+    kill_switch_reason: str | None
+    open_positions: int
+    max_open_positions: int
+    day_pnl: Decimal
+    daily_loss_limit: Decimal
+    loss_limit_headroom: Decimal
+    loss_limit_hit: bool
+    orders_last_minute: int
+    max_orders_per_minute: int
+    min_order_interval_seconds: int
+    seconds_until_next_order: float = Field(description="0 when an order may go now.")
+    entry_window: str = Field(description="IST, e.g. 09:20-14:45.")
+    allow_short: bool
+
+
+class AuditRead(BaseModel):
+    at: datetime
+    event: str
+    entity: str
+    entity_id: str
+    actor: str
+    data: dict[str, Any]
+
+
+class UpstoxAuthRead(BaseModel):
+    market: str
+    api_key_configured: bool
+    access_token_present: bool
+    paper_trading: bool
+
+
+class ApiKeyRead(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scope: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class AuthStatusRead(BaseModel):
+    upstox: UpstoxAuthRead
+    api_key: ApiKeyRead
+
+
+class ManualTradeCreate(BaseModel):
+    instrument_key: str = Field(min_length=1, max_length=64)
+    direction: Direction = Direction.LONG
+    reason: str = Field("manual entry", min_length=1, max_length=200)
+
+
+class ManualTradeRead(BaseModel):
+    accepted: bool
+    client_order_id: str
+    instrument_key: str
+    direction: Direction
+    quantity: int
+    price: Decimal = Field(description="Last price the decision was made on.")
+    stop: Decimal
+    target: Decimal
+    rule: RiskRule | None = None
+
+
+class CommandRead(BaseModel):
+    status: str = Field(description="What was done, e.g. exit_queued, cancelled.")
+    detail: str
+
+
+class AccountDayRead(BaseModel):
+    trading_date: date
+    capital: Decimal
+    realised_pnl: Decimal
+    unrealised_pnl: Decimal
+    day_pnl: Decimal
+    charges: Decimal
+    open_positions: int
+    trades: int
+    orders: int
+    daily_loss_limit: Decimal
+    loss_limit_hit: bool
+    kill_switch: bool
+
+
+class PnlDayRead(BaseModel):
+    trading_date: date
+    trades: int
+    gross_pnl: Decimal
+    charges: Decimal
+    net_pnl: Decimal
+
+
+class PnlRead(BaseModel):
+    start_date: date | None
+    end_date: date | None
+    trades: int
+    wins: int
+    losses: int
+    win_rate: float | None = Field(description="Winning trades / trades (0-1).")
+    gross_pnl: Decimal
+    charges: Decimal
+    net_pnl: Decimal
+    best_trade: Decimal | None
+    worst_trade: Decimal | None
+    by_day: list[PnlDayRead]
+
+
+class CheckRead(BaseModel):
+    ok: bool
+    detail: str
+
+
+class ReadyRead(BaseModel):
+    ready: bool
+    checks: dict[str, CheckRead]
+
+
+class RootRead(BaseModel):
+    name: str
+    version: str
+    docs: str
+    health: str
+    stream: str

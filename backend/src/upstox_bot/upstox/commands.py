@@ -1,0 +1,251 @@
+"""The Upstox commands of the ``upstox-bot`` CLI: universe refresh, feed, login, token status.
+
+``cli.py`` mounts them with :func:`register`; heavy imports happen inside each command so that
+``upstox-bot --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from upstox_bot.config import Settings, load_settings
+from upstox_bot.errors import ConfigError, UpstoxBotError
+
+if TYPE_CHECKING:
+    from upstox_bot.feed.upstox_v3 import FeedMode
+    from upstox_bot.upstox.token_store import TokenStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+universe_app = typer.Typer(help="The NSE F&O stock universe (symbols table).", no_args_is_help=True)
+token_app = typer.Typer(help="The Upstox access token.", no_args_is_help=True)
+
+LOGIN_PATH = "/api/v1/auth/upstox/login"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@universe_app.command("refresh")
+def universe_refresh(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", help="A local instrument file (.json.gz or .json) instead of the download."
+        ),
+    ] = None,
+    ban_list: Annotated[
+        str | None, typer.Option(help="F&O ban list path or URL (default FNO_BAN_LIST).")
+    ] = None,
+) -> None:
+    """Download the Upstox instrument master (or read --file) and store the F&O stock universe."""
+    settings = _settings()
+    from upstox_bot.db import migrate
+    from upstox_bot.db.session import make_engine, make_session_factory, session_scope
+    from upstox_bot.screening.universe import refresh_universe
+
+    if file is not None and not file.is_file():
+        raise _fail(f"--file: no such file: {file}")
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            report = asyncio.run(
+                refresh_universe(session, settings, source=file, ban_source=ban_list)
+            )
+    except (UpstoxBotError, OSError, ValueError) as exc:
+        raise _fail(f"universe refresh failed: {exc}", 1) from None
+    finally:
+        engine.dispose()
+    console.print(
+        f"{report.stocks} F&O stocks, {report.futures} futures, {report.options} options "
+        f"from {report.source} (trading date {report.trading_date})",
+        highlight=False,
+    )
+    console.print(f"index underlyings excluded: {', '.join(report.excluded_indices) or 'none'}")
+    console.print(f"ranked by {report.ranked_by}; most liquid: {', '.join(report.top)}")
+    if report.deactivated:
+        console.print(f"{report.deactivated} instruments no longer in the file were deactivated")
+    if report.ban is not None:
+        stale = " (STALE: not today's list)" if report.ban.stale else ""
+        console.print(
+            f"F&O ban list{stale}: {', '.join(report.ban.symbols) or 'none'}", highlight=False
+        )
+
+
+def _token(settings: Settings) -> str | None:
+    """The usable token: the stored login, else UPSTOX_ACCESS_TOKEN."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from upstox_bot.db.session import make_engine, make_session_factory
+    from upstox_bot.upstox.token_store import token_store_from_settings
+
+    engine = make_engine(settings.database_url)
+    try:
+        store = token_store_from_settings(settings, make_session_factory(engine))
+        token = store.access_token(datetime.now(UTC))
+    except SQLAlchemyError:
+        env = settings.UPSTOX_ACCESS_TOKEN
+        return env.get_secret_value() if env is not None else None
+    finally:
+        engine.dispose()
+    return token.get_secret_value() if token is not None else None
+
+
+def feed(
+    instruments: Annotated[
+        str, typer.Option(help="Comma-separated instrument keys, e.g. NSE_EQ|INE002A01018.")
+    ],
+    mode: Annotated[str, typer.Option(help="ltpc, option_greeks, full or full_d30.")] = "full",
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON object per tick.")] = False,
+    max_messages: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many ticks.")
+    ] = None,
+) -> None:
+    """Stream decoded ticks from Upstox Market Data Feed V3 (a first check that it works)."""
+    from upstox_bot.feed.upstox_v3 import FeedMode
+
+    settings = _settings()
+    keys = [k.strip() for k in instruments.split(",") if k.strip()]
+    if not keys or any("|" not in k for k in keys):
+        raise _fail("--instruments: give instrument keys like NSE_EQ|INE002A01018")
+    try:
+        feed_mode = FeedMode(mode)
+    except ValueError:
+        raise _fail(f"--mode: one of {', '.join(m.value for m in FeedMode)}") from None
+    token = _token(settings)
+    if not token:
+        raise _fail("no Upstox token: run `upstox-bot login` or set UPSTOX_ACCESS_TOKEN")
+    try:
+        asyncio.run(_stream(settings, token, keys, feed_mode, jsonl, max_messages))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except UpstoxBotError as exc:
+        raise _fail(f"feed stopped: {exc}", 1) from None
+
+
+async def _stream(
+    settings: Settings,
+    token: str,
+    keys: list[str],
+    mode: FeedMode,
+    jsonl: bool,
+    max_messages: int | None,
+) -> None:
+    from upstox_bot.clock import NseCalendar
+    from upstox_bot.feed.upstox_v3 import MarketDataFeedV3Client, stream_jsonl, tick_to_json
+
+    calendar = NseCalendar.default()
+    client = MarketDataFeedV3Client(
+        api_base_url=settings.UPSTOX_API_BASE_URL,
+        access_token=token,
+        clock=lambda: datetime.now(UTC),
+        is_market_open=calendar.is_open,
+    )
+    await client.subscribe(keys, mode)
+    await client.start()
+    try:
+        if jsonl:
+            await stream_jsonl(client, sys.stdout, max_messages)
+            return
+        shown = 0
+        async for frame in client.frames():
+            for tick in frame.ticks:
+                values = tick_to_json(tick, frame.quote(tick.instrument_key))
+                text = " ".join(f"{k}={v}" for k, v in values.items() if k != "instrument_key")
+                sys.stdout.write(f"{tick.instrument_key} {text}\n")
+                sys.stdout.flush()
+                shown += 1
+                if max_messages is not None and shown >= max_messages:
+                    return
+    finally:
+        await client.close()
+
+
+def login() -> None:
+    """Print where to log in to Upstox today, and check the settings the login needs."""
+    settings = _settings()
+    host = "127.0.0.1" if settings.API_HOST in ("0.0.0.0", "::") else settings.API_HOST  # noqa: S104
+    url = f"http://{host}:{settings.API_PORT}{LOGIN_PATH}"
+    problems = []
+    if not settings.UPSTOX_API_KEY or settings.UPSTOX_API_SECRET is None:
+        problems.append("UPSTOX_API_KEY and UPSTOX_API_SECRET are not both set")
+    if settings.TOKEN_ENCRYPTION_KEY is None:
+        problems.append("TOKEN_ENCRYPTION_KEY is not set (the token is only stored encrypted)")
+    console.print(f"Open this in your browser while the bot's API runs:\n\n  {url}\n")
+    console.print(
+        "It sends you to Upstox's login page. After you log in, Upstox sends your browser back\n"
+        f"to UPSTOX_REDIRECT_URI = {settings.UPSTOX_REDIRECT_URI}\n"
+        "(it must be exactly the Redirect URL of your Upstox app), where the bot exchanges the\n"
+        "code for today's access token and stores it encrypted. The token dies at 03:30 IST:\n"
+        "log in again every trading day before 09:15. Check it with `upstox-bot token status`.",
+        highlight=False,
+    )
+    for problem in problems:
+        err_console.print(f"[bold yellow]warning:[/] {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(2)
+
+
+def _describe(status: TokenStatus) -> str:
+    from upstox_bot.domain import IST
+
+    parts = [f"state: {status.state.value}"]
+    if status.source is not None:
+        parts.append(f"source: {status.source.value}")
+    if status.user_id:
+        parts.append(f"user: {status.user_id}")
+    if status.expires_at is not None:
+        parts.append(f"expires: {status.expires_at.astimezone(IST):%Y-%m-%d %H:%M} IST")
+    if status.reason:
+        parts.append(status.reason)
+    return "\n".join(parts)
+
+
+@token_app.command("status")
+def token_status() -> None:
+    """Show the Upstox token the bot would use (exit 1 when it is expired or missing)."""
+    settings = _settings()
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from upstox_bot.db.session import make_engine, make_session_factory
+    from upstox_bot.upstox.token_store import token_store_from_settings
+
+    engine = make_engine(settings.database_url)
+    try:
+        store = token_store_from_settings(settings, make_session_factory(engine))
+        status = store.status(datetime.now(UTC))
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot read the database (run `upstox-bot db upgrade`): {exc}", 1) from None
+    finally:
+        engine.dispose()
+    console.print(_describe(status), highlight=False)
+    if not status.entries_allowed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the Upstox commands on the CLI app."""
+    app.add_typer(universe_app, name="universe")
+    app.add_typer(token_app, name="token")
+    app.command("feed")(feed)
+    app.command("login")(login)

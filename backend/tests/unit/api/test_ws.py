@@ -1,0 +1,174 @@
+"""/api/v1/ws: authentication, subscriptions, symbol filters, and dropping a slow client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.unit.api.conftest import Keys
+from upstox_bot.api.app import create_app
+from upstox_bot.api.hub import EventHub, tick_payload
+from upstox_bot.config import Settings
+from upstox_bot.domain import Tick
+
+
+def _tick(key: str, ltp_paise: int) -> dict[str, Any]:
+    return tick_payload(Tick(instrument_key=key, ts_ms=1_764_000_000_000, ltp_paise=ltp_paise))
+
+
+def test_connecting_without_a_valid_key_is_refused(settings: Settings, keys: Keys) -> None:
+    client = TestClient(create_app(settings))
+    for url in ("/api/v1/ws", "/api/v1/ws?api_key=nope", f"/api/v1/ws?api_key={keys.revoked}"):
+        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect(url):
+            pass
+        assert info.value.code == 1008
+
+
+def test_positions_and_account_snapshots_stream_to_a_subscriber(
+    client: TestClient, keys: Keys
+) -> None:
+    stored = client.get("/api/v1/positions").json()
+    with client.websocket_connect(f"/api/v1/ws?api_key={keys.read}") as ws:
+        ws.send_json({"action": "subscribe", "channels": ["positions", "account"]})
+        assert ws.receive_json() == {
+            "type": "subscribed",
+            "channels": ["account", "positions"],
+            "symbols": [],
+        }
+        got: dict[str, Any] = {}
+        while len(got) < 2:
+            message = ws.receive_json()
+            got[message["channel"]] = message["data"]
+    assert got["positions"]["positions"] == stored
+    assert got["account"]["open_positions"] == len(stored)
+
+
+def test_ticks_reach_only_the_chosen_symbols_and_errors_are_answered(
+    client: TestClient, keys: Keys
+) -> None:
+    hub: EventHub = client.app.state.hub  # type: ignore[attr-defined]
+    url = f"/api/v1/ws?channels=ticks&symbols=NSE_EQ|A&api_key={keys.read}"
+    with client.websocket_connect(url) as ws:
+        assert ws.receive_json()["symbols"] == ["NSE_EQ|A"]
+        ws.send_json({"action": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+        hub.publish_threadsafe("ticks", _tick("NSE_EQ|B", 100))
+        hub.publish_threadsafe("ticks", _tick("NSE_EQ|A", 12345))
+        message = ws.receive_json()
+        assert message["channel"] == "ticks"
+        assert message["data"]["instrument_key"] == "NSE_EQ|A"
+        assert message["data"]["ltp"] == "123.45"
+        ws.send_json({"action": "subscribe", "channels": ["nope"]})
+        assert ws.receive_json()["type"] == "error"
+        ws.send_text("not json")
+        assert ws.receive_json() == {"type": "error", "detail": "send a JSON object"}
+        ws.send_json({"action": "unsubscribe", "channels": ["ticks"]})
+        assert ws.receive_json()["channels"] == []
+        assert not hub.has_subscribers("ticks")
+
+
+def test_hub_drops_a_full_subscriber_and_keeps_serving_the_others() -> None:
+    import asyncio
+
+    async def scenario() -> tuple[int, int, bool, int]:
+        hub = EventHub(queue_size=4)
+        slow, fast = hub.subscribe(), hub.subscribe()
+        slow.channels.add("orders")
+        fast.channels.add("orders")
+        received = 0
+        for n in range(10):
+            hub.publish("orders", {"n": n})
+            while not fast.queue.empty():
+                fast.queue.get_nowait()
+                received += 1
+        return received, hub.dropped, slow.dropped.is_set(), hub.subscriber_count
+
+    received, dropped, slow_dropped, left = asyncio.run(scenario())
+    assert received == 10
+    assert (dropped, slow_dropped, left) == (1, True, 1)
+
+
+# --- a real server: a client that stops reading is dropped, the other keeps receiving --------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[tuple[str, EventHub]]:
+    hub = EventHub(queue_size=8)
+    app = create_app(settings, hub=hub)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started
+    yield f"ws://127.0.0.1:{port}/api/v1/ws", hub
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(
+    served: tuple[str, EventHub], keys: Keys
+) -> None:
+    url, hub = served
+    count, payload = 300, "x" * 65_536
+    # A small receive buffer stands for a client on a slow link (loopback buffers are large).
+    slow_socket = socket.socket()
+    slow_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
+    slow_socket.connect(("127.0.0.1", int(url.split(":")[2].split("/")[0])))
+    with (
+        connect(
+            f"{url}?api_key={keys.read}&channels=orders",
+            sock=slow_socket,
+            max_queue=4,
+            compression=None,
+        ) as slow,
+        connect(
+            f"{url}?api_key={keys.read}&channels=orders", max_size=None, compression=None
+        ) as fast,
+    ):
+        assert json.loads(slow.recv(timeout=5))["type"] == "subscribed"
+        assert json.loads(fast.recv(timeout=5))["type"] == "subscribed"
+        got: list[int] = []
+
+        def read_fast() -> None:
+            while len(got) < count:
+                got.append(json.loads(fast.recv(timeout=10))["data"]["n"])
+
+        reader = threading.Thread(target=read_fast)
+        reader.start()
+        for n in range(count):  # about 20 MB for each client, published at a steady pace
+            hub.publish_threadsafe("orders", {"n": n, "pad": payload})
+            time.sleep(0.002)
+        reader.join(timeout=30)
+
+        assert got == list(range(count))
+        assert hub.dropped == 1
+
+        def drain_slow() -> None:
+            while True:
+                slow.recv(timeout=10)
+
+        with pytest.raises(ConnectionClosed) as info:
+            drain_slow()
+        assert info.value.rcvd is None or info.value.rcvd.code == 1013
