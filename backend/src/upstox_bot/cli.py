@@ -95,10 +95,8 @@ def run(
         err_console.print("[bold red]error:[/] --speed must be positive")
         raise typer.Exit(2)
     chosen = (market or settings.MARKET.value).lower()
-    if chosen not in ("sim", "replay"):
-        err_console.print(
-            f"[bold red]error:[/] --market {chosen}: the embedded bot runs on sim or replay"
-        )
+    if chosen not in ("sim", "replay", "upstox"):
+        err_console.print(f"[bold red]error:[/] --market {chosen}: use sim, replay or upstox")
         raise typer.Exit(2)
     if (chosen == "replay") != (data is not None):
         err_console.print("[bold red]error:[/] --data goes with --market replay (and only it)")
@@ -111,6 +109,7 @@ def run(
         serve_api=api,
         live_console=live and console.is_terminal,
         replay_data=data,
+        market=chosen,
     )
     if api:
         from upstox_bot.api.auth import ensure_local_key

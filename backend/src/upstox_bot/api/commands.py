@@ -106,8 +106,7 @@ def manual_entry(
             actor=by,
         )
     )
-    # The engine has no public manual-entry command yet; its entry path takes a Signal.
-    intent = engine._try_entry(signal, now, now_ms)
+    intent = engine.request_entry(signal)
     if intent is None:
         bot.flush()
         rule, why = _refusal(bot, signal.signal_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from upstox_bot.config import Settings
-from upstox_bot.domain import Direction, Side, rupees_to_paise
+from upstox_bot.domain import Direction, InstrumentKind, Side, rupees_to_paise
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.signals import registry
 from upstox_bot.signals.base import Strategy
@@ -48,10 +48,14 @@ def strategy(settings: Settings) -> Strategy:
 
 
 class IntradayCharges:
-    """Charges of an equity intraday round trip on one contract note (Upstox standard plan)."""
+    """Charges of an intraday round trip on one contract note (Upstox standard plan), in the
+    segment of what is traded: the stock (equity intraday), its future or its option."""
 
-    def __init__(self, plan: BrokeragePlan) -> None:
+    def __init__(
+        self, plan: BrokeragePlan, segment: ChargeSegment = ChargeSegment.EQUITY_INTRADAY
+    ) -> None:
         self.plan = plan
+        self.segment = segment
 
     def __call__(
         self,
@@ -63,7 +67,7 @@ class IntradayCharges:
         trading_date: date,
     ) -> int:
         breakdown = round_trip_charges(
-            segment=ChargeSegment.EQUITY_INTRADAY,
+            segment=self.segment,
             trade_date=trading_date,
             entry_side=Side.BUY if direction is Direction.LONG else Side.SELL,
             entry_price_paise=entry_price_paise,
@@ -74,5 +78,15 @@ class IntradayCharges:
         return breakdown.total_paise
 
 
+SEGMENT_OF_TRADE = {
+    InstrumentKind.EQUITY: ChargeSegment.EQUITY_INTRADAY,
+    InstrumentKind.FUTURE: ChargeSegment.FUTURES,
+    InstrumentKind.OPTION: ChargeSegment.OPTIONS,
+}
+
+
 def charges_model(settings: Settings) -> ChargesModel:
-    return IntradayCharges(BrokeragePlan(flat_per_order=settings.BROKERAGE_PER_ORDER))
+    return IntradayCharges(
+        BrokeragePlan(flat_per_order=settings.BROKERAGE_PER_ORDER),
+        SEGMENT_OF_TRADE[settings.TRADE_INSTRUMENT],
+    )

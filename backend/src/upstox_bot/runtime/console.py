@@ -96,7 +96,8 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
             highlight=False,
         )
     console.print(
-        f"paper trading {len(bot.instruments)} simulated stocks from "
+        f"{'paper' if settings.PAPER_TRADING else 'LIVE'} trading {len(bot.instruments)} stocks "
+        f"({options.market} market) from "
         f"{bot.first_date.isoformat()}, seed {options.seed}, speed x{options.speed:g}; "
         f"database {settings.database_url}",
         highlight=False,

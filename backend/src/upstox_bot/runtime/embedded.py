@@ -108,6 +108,7 @@ class RunOptions:
     serve_api: bool = True
     live_console: bool = True
     replay_data: Path | None = None  # bars to replay instead of the simulated market
+    market: str = "sim"  # sim | replay | upstox
 
 
 @dataclass(slots=True)
@@ -154,6 +155,10 @@ class EmbeddedBot:
         if options.replay_data is not None:
             self.replay = load_bars(options.replay_data)
             universe = [(series.instrument, int(series.open[0])) for series in self.replay.series]
+        elif options.market == "upstox":
+            from upstox_bot.runtime.live_market import universe_instruments
+
+            universe = [(i, 0) for i in universe_instruments(self.sessions, settings.SIM_SYMBOLS)]
         else:
             universe = load_universe(limit=settings.SIM_SYMBOLS)
         # The bot trades the stock itself (cash, intraday): one share is the unit. The F&O lot
@@ -172,7 +177,12 @@ class EmbeddedBot:
         elif not self.calendar.is_trading_day(first):
             first = self.calendar.next_trading_day(first)
         self.first_date = first
-        self.clock = MarketClock(datetime_to_ms(self.calendar.session_open(first)))
+        if options.market == "upstox":
+            # The real market: its time is the wall clock's (and today is the trading date).
+            self.first_date = datetime.now(IST).date()
+            self.clock = MarketClock(datetime_to_ms(datetime.now(UTC)))
+        else:
+            self.clock = MarketClock(datetime_to_ms(self.calendar.session_open(first)))
         self.journal = BufferedJournal()
         self._tick_buffer: list[Tick] = []
         self._tick_sampled_at: dict[str, int] = {}
@@ -303,7 +313,8 @@ class EmbeddedBot:
         instrument = self.instruments.get(key)
         return instrument.trading_symbol if instrument is not None else key
 
-    def _sample_tick(self, tick: Tick) -> None:
+    def sample_tick(self, tick: Tick) -> None:
+        """Keep one tick per instrument every TICK_STORE_INTERVAL_SECONDS for storage."""
         interval_ms = self.settings.TICK_STORE_INTERVAL_SECONDS * 1000
         if not interval_ms:
             return
@@ -338,6 +349,14 @@ class EmbeddedBot:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def recover_today(self) -> None:
+        """Rebuild the engine from the database for the clock's trading date (live feed)."""
+        self._recover(self.calendar.trading_date(self.clock.now()))
+
     def close(self) -> None:
         """Release what the bot holds: pending alerts are sent (bounded wait), the DB closed."""
         self.alerts.close()
@@ -365,6 +384,11 @@ class EmbeddedBot:
         session of the checkpoint resumes at the first tick after it, with the engine rebuilt
         from the database (runtime/recovery.py): the run ends as an uninterrupted one would.
         """
+        if self.options.market == "upstox":
+            from upstox_bot.runtime.live_market import play_upstox
+
+            await play_upstox(self)
+            return
         with session_scope(self.sessions) as session:
             checkpoint = CheckpointRepository(session, self.account).get_or_none()
         remaining_ms = (
@@ -476,7 +500,7 @@ class EmbeddedBot:
             self._ticks_done = count
             if intents:
                 executor.execute(intents)
-            self._sample_tick(tick)
+            self.sample_tick(tick)
             if hub is not None and hub.has_subscribers(TICKS):
                 hub.publish(TICKS, tick_payload(tick, self._symbol(tick.instrument_key)))
             if count % 256 == 0:

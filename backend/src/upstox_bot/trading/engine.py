@@ -356,6 +356,17 @@ class Engine:
             for key in keys
         )
 
+    def request_entry(self, signal: Signal) -> OrderIntent | None:
+        """Run an entry signal raised outside the strategy (a manual trade) through the same
+        routing, risk checks and pacing; the caller journals the signal first.
+
+        Returns:
+            The order intent to execute, or None when a rule refused it (decision journaled).
+        """
+        if not signal.type.is_entry:
+            raise ValueError("request_entry takes an entry signal")
+        return self._try_entry(signal, self.clock.now(), self.clock.now_ms())
+
     def _try_entry(self, signal: Signal, now: datetime, now_ms: int) -> OrderIntent | None:
         underlying_key = signal.instrument_key
         route = self.router.route(

@@ -1,0 +1,198 @@
+"""The embedded harness on the real Upstox feed (`upstox-bot run --market upstox`).
+
+Ticks come from Market Data Feed V3 for the ranked F&O stocks of the universe (refresh it first
+with `upstox-bot universe refresh`). Orders go to the paper broker, or to Upstox when the trader
+has switched live trading on (PAPER_TRADING=false and LIVE_TRADING_ENABLED=true). Market time
+is the later of the wall clock and the last trade time. Once a second the loop runs the engine's
+timer, pauses or resumes entries from the token's state, applies the live broker's fills and
+closures, and commits; once a minute it reconciles with Upstox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time as walltime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from upstox_bot.api.hub import TICKS, tick_payload
+from upstox_bot.db.repositories.symbols import SymbolRepository
+from upstox_bot.db.session import session_scope
+from upstox_bot.domain import Instrument, InstrumentKind, Order, OrderPurpose, Tick
+from upstox_bot.errors import ConfigError
+from upstox_bot.monitoring.alerts import AlertKind
+from upstox_bot.trading.brokers.paper import PaperBroker
+from upstox_bot.trading.brokers.upstox import OrderClosed, UpstoxBroker
+from upstox_bot.upstox.client import UpstoxClient
+from upstox_bot.upstox.live import UpstoxOrderGateway, UpstoxTickSource, reconcile
+from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from upstox_bot.runtime.embedded import EmbeddedBot
+
+log = logging.getLogger(__name__)
+
+TIMER_S = 1.0
+RECONCILE_S = 60.0
+
+
+def universe_instruments(sessions: sessionmaker[Session], limit: int) -> list[Instrument]:
+    """The ranked F&O stocks of the stored universe, most liquid first.
+
+    Raises:
+        ConfigError: the universe was never refreshed.
+    """
+    with session_scope(sessions) as session:
+        records = SymbolRepository(session).find(
+            kind=InstrumentKind.EQUITY, ranked_only=True, exclude_banned=False, limit=limit
+        )
+    if not records:
+        raise ConfigError(
+            "no F&O universe in the database: run `upstox-bot universe refresh` first"
+        )
+    return [r.instrument for r in records]
+
+
+def _now_ms() -> int:
+    return int(walltime.time() * 1000)
+
+
+async def play_upstox(bot: EmbeddedBot) -> None:
+    """Trade on the real feed until stop() is called (or the duration, in market minutes)."""
+    settings = bot.settings
+    store = token_store_from_settings(settings, bot.sessions)
+    guard = TokenGuard(store, alerts=bot.alerts)
+
+    def token() -> str:
+        secret = store.access_token(datetime.now(UTC))
+        return secret.get_secret_value() if secret is not None else ""
+
+    live_broker: UpstoxBroker | None = None
+    if not settings.PAPER_TRADING and settings.LIVE_TRADING_ENABLED:
+        client = UpstoxClient(
+            access_token=token,
+            api_base_url=settings.UPSTOX_API_BASE_URL,
+            algo_name=settings.UPSTOX_ALGO_NAME,
+        )
+        gateway = UpstoxOrderGateway(
+            client,
+            access_token=token,
+            api_base_url=settings.UPSTOX_API_BASE_URL,
+            on_auth_failure=lambda reason: guard.report_rejected(datetime.now(UTC), reason),
+        )
+
+        def can_place(order: Order) -> str | None:
+            if order.purpose is OrderPurpose.EXIT or guard.entries_allowed(datetime.now(UTC)):
+                return None
+            return "Upstox token expired or missing: log in again"
+
+        live_broker = UpstoxBroker(gateway, clock=lambda: datetime.now(UTC), can_place=can_place)
+        live_broker.start()
+        bot.broker = live_broker  # type: ignore[assignment]
+        bot.executor.broker = live_broker
+        log.warning("live.trading", extra={"broker": "upstox"})
+
+    bot.clock.advance_to(_now_ms())
+    bot.recover_today()
+    if live_broker is not None:
+        for order in list(bot.engine.orders.values()):
+            live_broker.track(order)
+
+    end_ms: int | None = None
+    if bot.options.duration_minutes is not None:
+        end_ms = bot.clock.now_ms() + int(bot.options.duration_minutes * 60_000)
+    source = UpstoxTickSource(
+        api_base_url=settings.UPSTOX_API_BASE_URL,
+        access_token=token,
+        instrument_keys=list(bot.instruments),
+        clock=lambda: datetime.now(UTC),
+        is_market_open=bot.calendar.is_open,
+    )
+
+    async def consume() -> None:
+        async with source:
+            async for tick in source.ticks():
+                _on_tick(bot, tick)
+
+    feed = asyncio.create_task(consume())
+    timer = asyncio.create_task(_timer(bot, guard, live_broker, end_ms))
+    try:
+        # The timer ends when stop() is called or the duration is over; a feed that fails for
+        # good (e.g. the token is refused) ends the run too, and its error is raised.
+        done, _ = await asyncio.wait({feed, timer}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        bot.stop()
+        for task in (feed, timer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        bot.flush()
+        if live_broker is not None:
+            live_broker.stop()
+        bot.stats.finished = True
+
+
+def _on_tick(bot: EmbeddedBot, tick: Tick) -> None:
+    bot.clock.advance_to(max(tick.ts_ms, _now_ms()))
+    broker = bot.broker
+    if isinstance(broker, PaperBroker) and broker.working_count:
+        bot.executor.apply_fills(broker.on_tick(tick))
+    intents = bot.engine.on_tick(tick)
+    if intents:
+        bot.executor.execute(intents)
+    bot.sample_tick(tick)
+    bot.stats.ticks += 1
+    bot.stats.market_now = bot.clock.now()
+    hub = bot.hub
+    if hub is not None and hub.has_subscribers(TICKS):
+        instrument = bot.instruments.get(tick.instrument_key)
+        hub.publish(TICKS, tick_payload(tick, instrument.trading_symbol if instrument else None))
+
+
+async def _timer(
+    bot: EmbeddedBot, guard: TokenGuard, live_broker: UpstoxBroker | None, end_ms: int | None
+) -> None:
+    last_reconcile = walltime.monotonic()
+    while not bot.stopping:
+        await asyncio.sleep(TIMER_S)
+        now = datetime.now(UTC)
+        bot.clock.advance_to(_now_ms())
+        allowed = guard.entries_allowed(now)
+        bot.engine.risk.entries_paused = None if allowed else guard.token_state(now).value
+        if live_broker is not None:
+            for event in live_broker.drain():
+                if isinstance(event, OrderClosed):
+                    if event.filled_quantity == 0:  # rejected or cancelled with nothing filled
+                        bot.engine.on_order_rejected(event.client_order_id, event.reason)
+                    else:  # a partial fill then cancelled: the filled part stands (logged)
+                        log.warning(
+                            "order.closed_partially_filled",
+                            extra={
+                                "client_order_id": event.client_order_id,
+                                "status": event.status.value,
+                            },
+                        )
+                else:
+                    bot.executor.apply_fills([event])
+        bot.executor.execute(bot.engine.on_timer(bot.clock.now_ms()))
+        bot.stats.recent.append((walltime.monotonic(), bot.stats.ticks))
+        bot.flush()
+        if live_broker is not None and walltime.monotonic() - last_reconcile >= RECONCILE_S:
+            last_reconcile = walltime.monotonic()
+            with session_scope(bot.sessions) as session:
+                report = reconcile(session, live_broker, account=bot.account, now=now)
+            if not report.clean:
+                bot.alerts.notify(
+                    AlertKind.RECONCILIATION_MISMATCH,
+                    f"{len(report.orders)} order and {len(report.positions)} position "
+                    "difference(s) with Upstox",
+                )
+            bot.executor.resolve_unresolved()
+        if end_ms is not None and bot.clock.now_ms() >= end_ms:
+            bot.stop()
