@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     STRATEGIES_DIR: Path | None = Field(
         None, description="Folder of the trader's own strategy files (*.py); unset = none."
     )
+    BACKTEST_DATA_DIRS: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of folders that API backtests may read besides DATA_DIR.",
+    )
 
     # --- What to trade on a signal ----------------------------------------------------------
     TRADE_INSTRUMENT: InstrumentKind = Field(
@@ -169,7 +173,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma list of recipients."
     )
 
-    @field_validator("ALERT_CHANNELS", "ALERT_EMAIL_TO", mode="before")
+    @field_validator("ALERT_CHANNELS", "ALERT_EMAIL_TO", "BACKTEST_DATA_DIRS", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

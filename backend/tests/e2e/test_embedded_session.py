@@ -105,6 +105,11 @@ def play(
                     )
                     with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310 - loopback http
                         sample[path] = json.loads(r.read())
+                metrics = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/metrics", headers={"X-API-Key": api_key}
+                )
+                with urllib.request.urlopen(metrics, timeout=5) as r:  # noqa: S310 - loopback http
+                    sample["/metrics"] = r.read().decode()
                 polled.append(sample)
             except OSError:
                 pass
@@ -142,6 +147,34 @@ def test_api_answered_during_the_session(session_run: Run) -> None:
     assert max(len(s["/api/v1/positions"]) for s in session_run.polled) <= 3
     times = [s["/health"]["market_time"] for s in session_run.polled if s["/health"]["market_time"]]
     assert times == sorted(times)
+
+
+def _metric(text: str, name: str) -> list[float]:
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    ]
+
+
+def test_metrics_are_scraped_during_the_session(session_run: Run) -> None:
+    scrapes = [s["/metrics"] for s in session_run.polled]
+    assert len(scrapes) >= 5
+    ticks = [_metric(text, "upstox_bot_ticks_total")[0] for text in scrapes]
+    assert ticks == sorted(ticks)
+    assert ticks[-1] > ticks[0] > 0  # ticks in, growing while the session plays
+    last = scrapes[-1]
+    for name in (
+        "upstox_bot_feed_lag_seconds",
+        "upstox_bot_orders{",
+        "upstox_bot_rejections{",
+        "upstox_bot_day_pnl_rupees",
+        "upstox_bot_loss_limit_headroom_rupees",
+        "upstox_bot_candle_to_order_seconds{",
+        "upstox_bot_open_positions",
+    ):
+        assert _metric(last, name), f"{name} missing from /metrics"
+    assert all(0 <= v < 60 for v in _metric(last, "upstox_bot_feed_lag_seconds"))
 
 
 def test_never_more_than_three_open_positions(session_run: Run) -> None:

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
 from upstox_bot import __version__
@@ -21,6 +23,7 @@ from upstox_bot.api.hub import EventHub
 from upstox_bot.api.routers import (
     audit,
     auth,
+    backtests,
     health,
     market,
     options,
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
 
 log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 DESCRIPTION = f"""
 REST API of upstox-bot: positions, trades, signals, orders, the account, risk, settings and
@@ -120,6 +125,7 @@ def create_app(
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(current_key)], responses=ERRORS)
     for module in (trading, market, strategies, settings_router, risk, audit, auth, options):
         v1.include_router(module.router)
+    v1.include_router(backtests.router)
 
     @v1.get("", response_model=RootRead, tags=["health"])
     def api_root() -> RootRead:
@@ -136,8 +142,11 @@ def create_app(
     app.include_router(ws.router, prefix="/api/v1")
     app.include_router(upstox_auth.router, prefix="/api/v1")  # browser login: no API key
 
+    # The dashboard: a static page that asks for the key itself, so it needs none to load.
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    def root() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app

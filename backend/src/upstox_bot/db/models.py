@@ -443,5 +443,7 @@ class ApiKeyRow(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-# The Upstox adapter keeps its tables in their own module; importing it registers them.
+# The Upstox adapter and the backtests keep their tables in their own modules; importing
+# them registers them.
+from upstox_bot.db import models_backtest as models_backtest  # noqa: E402
 from upstox_bot.db import models_upstox as models_upstox  # noqa: E402

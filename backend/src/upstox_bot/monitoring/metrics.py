@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -22,6 +22,10 @@ class MetricsSnapshot:
     kill_switch: bool = False
     ws_clients: int = 0
     ws_dropped: int = 0
+    rejections_by_rule: Mapping[str, int] = field(default_factory=dict)
+    feed_lag_s: float | None = None  # wall seconds since the engine processed its last tick
+    candle_to_order_s: Sequence[float] = ()  # recent latencies, wall seconds
+    queue_depth: Mapping[str, int] = field(default_factory=dict)  # Celery queues (Redis)
 
 
 def render(snapshot: MetricsSnapshot) -> bytes:
@@ -59,4 +63,38 @@ def render(snapshot: MetricsSnapshot) -> bytes:
     Counter(
         "upstox_bot_ws_dropped", "WebSocket clients dropped for being slow.", registry=registry
     ).inc(snapshot.ws_dropped)
+    rejections = Gauge(
+        "upstox_bot_rejections",
+        "Entries refused by the risk manager, by the rule that refused them.",
+        ["rule"],
+        registry=registry,
+    )
+    for rule, count in sorted(snapshot.rejections_by_rule.items()):
+        rejections.labels(rule=rule).set(count)
+    if snapshot.feed_lag_s is not None:
+        Gauge(
+            "upstox_bot_feed_lag_seconds",
+            "Seconds since the engine processed its last tick (a dead feed grows it).",
+            registry=registry,
+        ).set(snapshot.feed_lag_s)
+    latency = Gauge(
+        "upstox_bot_candle_to_order_seconds",
+        "Wall time from the tick that closed a candle to its entry orders being sent.",
+        ["quantile"],
+        registry=registry,
+    )
+    if snapshot.candle_to_order_s:
+        ordered = sorted(snapshot.candle_to_order_s)
+        for q in (0.5, 0.9, 0.99):
+            latency.labels(quantile=str(q)).set(
+                ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+            )
+    depth = Gauge(
+        "upstox_bot_queue_depth",
+        "Tasks waiting in each Celery queue.",
+        ["queue"],
+        registry=registry,
+    )
+    for queue, waiting in sorted(snapshot.queue_depth.items()):
+        depth.labels(queue=queue).set(waiting)
     return generate_latest(registry)

@@ -121,6 +121,9 @@ class LiveStats:
     market_now: datetime | None = None
     trading_date: date | None = None
     finished: bool = False
+    last_tick_wall: float | None = None  # monotonic time the last tick was processed
+    # wall seconds from the tick that closed a candle to its entry orders being sent
+    candle_to_order_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
     def ticks_per_second(self) -> float:
         if len(self.recent) < 2:
@@ -493,6 +496,7 @@ class EmbeddedBot:
             if tick.ts_ms >= end_ms or self._stop.is_set():
                 break
             self.clock.advance_to(tick.ts_ms)
+            started = walltime.perf_counter()
             if broker.working_count:
                 executor.apply_fills(broker.on_tick(tick))
             intents = engine.on_tick(tick)
@@ -500,6 +504,8 @@ class EmbeddedBot:
             self._ticks_done = count
             if intents:
                 executor.execute(intents)
+                if any(intent.signal_id for intent in intents):
+                    self.stats.candle_to_order_s.append(walltime.perf_counter() - started)
             self.sample_tick(tick)
             if hub is not None and hub.has_subscribers(TICKS):
                 hub.publish(TICKS, tick_payload(tick, self._symbol(tick.instrument_key)))
@@ -507,6 +513,7 @@ class EmbeddedBot:
                 self.stats.ticks += 256
                 now_wall = walltime.monotonic()
                 self.stats.recent.append((now_wall, self.stats.ticks))
+                self.stats.last_tick_wall = now_wall
                 self.stats.market_now = self.clock.now()
                 ahead_s = (tick.ts_ms - market_start_ms) / 1000 / speed - (now_wall - wall_start)
                 if now_wall - last_flush >= FLUSH_EVERY_WALL_S:

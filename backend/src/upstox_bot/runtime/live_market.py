@@ -148,6 +148,7 @@ def _on_tick(bot: EmbeddedBot, tick: Tick) -> None:
         bot.executor.execute(intents)
     bot.sample_tick(tick)
     bot.stats.ticks += 1
+    bot.stats.last_tick_wall = walltime.monotonic()
     bot.stats.market_now = bot.clock.now()
     hub = bot.hub
     if hub is not None and hub.has_subscribers(TICKS):

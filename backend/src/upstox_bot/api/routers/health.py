@@ -17,7 +17,7 @@ from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import CheckRead, ReadyRead
 from upstox_bot.api.schemas.trading import HealthRead
 from upstox_bot.config import MarketSource, Settings
-from upstox_bot.db.models import OrderRow
+from upstox_bot.db.models import OrderRow, RiskDecisionRow
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.monitoring.metrics import CONTENT_TYPE, MetricsSnapshot, render
 
@@ -100,6 +100,19 @@ async def ready(request: Request, settings: SettingsDep) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
 
+def queue_depths(settings: Settings) -> dict[str, int]:
+    """Tasks waiting in each Celery queue (distributed harness); {} without Redis."""
+    if not settings.REDIS_URL:
+        return {}
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1)
+        return {q: int(client.llen(q)) for q in ("feed", "ingest", "signals", "orders", "default")}
+    except redis.RedisError:
+        return {}
+
+
 @router.get(
     "/metrics",
     response_class=Response,
@@ -122,6 +135,19 @@ async def metrics(
                 .group_by(OrderRow.status)
             ).all()
         )
+        rejected.update(
+            (str(rule), int(count))
+            for rule, count in session.execute(
+                select(RiskDecisionRow.rule, func.count())
+                .where(
+                    RiskDecisionRow.account == account,
+                    RiskDecisionRow.approved.is_(False),
+                    RiskDecisionRow.rule.is_not(None),
+                )
+                .group_by(RiskDecisionRow.rule)
+            )
+        )
+        depth.update(queue_depths(request.app.state.settings))
         if bot is not None:
             return counts, None
         snap = AccountRepository(session).latest_snapshot(account)
@@ -134,6 +160,8 @@ async def metrics(
             kill_switch=record.kill_switch if record else False,
         )
 
+    rejected: dict[str, int] = {}
+    depth: dict[str, int] = {}
     counts, from_db = await run_in_threadpool(stored)
     hub = request.app.state.hub
     if bot is not None:
@@ -147,6 +175,14 @@ async def metrics(
             kill_switch=snap.kill_switch,
             ws_clients=hub.subscriber_count,
             ws_dropped=hub.dropped,
+            rejections_by_rule=rejected,
+            feed_lag_s=(
+                None
+                if bot.stats.last_tick_wall is None
+                else round(walltime.monotonic() - bot.stats.last_tick_wall, 3)
+            ),
+            candle_to_order_s=tuple(bot.stats.candle_to_order_s),
+            queue_depth=depth,
         )
     else:
         assert from_db is not None
@@ -159,5 +195,7 @@ async def metrics(
             kill_switch=from_db.kill_switch,
             ws_clients=hub.subscriber_count,
             ws_dropped=hub.dropped,
+            rejections_by_rule=rejected,
+            queue_depth=depth,
         )
     return Response(render(snapshot), media_type=CONTENT_TYPE)

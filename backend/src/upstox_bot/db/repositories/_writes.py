@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Executable, Table
+from sqlalchemy import ColumnElement, CursorResult, Executable, Table, TextClause
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ def insert_ignore(
     values: Values | Sequence[Values],
     *,
     conflict: Sequence[str],
-    conflict_where: ColumnElement[bool] | None = None,
+    conflict_where: ColumnElement[bool] | TextClause | None = None,
 ) -> int:
     """Insert rows, skipping those that collide on the unique key `conflict`.
 

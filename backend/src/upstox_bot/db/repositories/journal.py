@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from upstox_bot.db.models import (
@@ -190,7 +190,9 @@ class SqlJournal:
             PositionRow,
             values,
             conflict=["account", "instrument_key"],
-            conflict_where=PositionRow.status == _OPEN,
+            # A literal predicate: a bound parameter here stops matching the partial index once
+            # psycopg prepares the statement (after five runs on a connection).
+            conflict_where=text("status = 'open'"),
         )
         if inserted:
             return

@@ -1,0 +1,237 @@
+"""The dashboard in headless Chromium against the embedded bot on the simulated market.
+
+The system Chromium drives the page (never a browser downloaded by Playwright); without it the
+tests skip, except under CI, where they fail. Screenshots go to backend/artifacts/ and one to
+docs/dashboard.png for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time as walltime
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BACKEND = Path(__file__).resolve().parents[2]
+ARTIFACTS = BACKEND / "artifacts"
+README_SHOT = BACKEND.parent / "docs" / "dashboard.png"
+SESSION_DATE = "2026-11-25"
+SPEED = 300  # simulated seconds per second: the entry window (09:20-14:45) lasts about 65 s
+TIMEOUT_MS = 20_000
+
+if not CHROMIUM.exists():
+    reason = f"the dashboard tests need the system Chromium at {CHROMIUM}: apt-get install chromium"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Bot:
+    """The running bot: where it listens and a trade-scope key."""
+
+    url: str
+    key: str
+
+    def get(self, path: str) -> Any:
+        headers = {"X-API-Key": self.key}
+        request = urllib.request.Request(self.url + path, headers=headers)  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    # A loss limit out of reach, so that the kill switch is what stops new entries.
+    env = {**os.environ, "DATA_DIR": str(tmp), "LOG_LEVEL": "WARNING", "DAILY_LOSS_LIMIT": "50"}
+    env.pop("DATABASE_URL", None)
+    cli = [sys.executable, "-m", "upstox_bot.cli"]
+    key = subprocess.run(
+        [*cli, "apikey", "create", "--scope", "trade", "--quiet"],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    port = _free_port()
+    run = [*cli, "run", "--speed", str(SPEED), "--seed", "7", "--date", SESSION_DATE]
+    run += ["--port", str(port), "--no-live"]
+    log = (tmp / "bot.log").open("w")
+    proc = subprocess.Popen(run, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    served = Bot(f"http://127.0.0.1:{port}", key)
+    deadline = walltime.monotonic() + 60
+    while True:
+        assert proc.poll() is None, (tmp / "bot.log").read_text()
+        try:
+            served.get("/health")
+            break
+        except (OSError, urllib.error.URLError):
+            assert walltime.monotonic() < deadline, "the bot's API did not come up"
+            walltime.sleep(0.2)
+    try:
+        yield served
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, bot: Bot) -> Iterator[Page]:
+    """One logged-in page, shared: the tests follow one trading day in order."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(bot.url + "/")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#api-key", bot.key)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#app")).to_be_visible()
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _confirm(page: Page) -> None:
+    expect(page.locator("#confirm")).to_be_visible()
+    page.click("#confirm-ok")
+    expect(page.locator("#confirm")).to_be_hidden()
+
+
+def test_a_wrong_key_is_refused_on_the_login_form(browser: Browser, bot: Bot) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(bot.url + "/")
+    page.fill("#api-key", "ubk_not-a-key")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("unknown API key")
+    expect(page.locator("#app")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    context.close()
+
+
+def test_the_page_loads_logs_in_and_goes_live(page: Page) -> None:
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(page.locator("#key-info")).to_contain_text("(trade)")
+    assert page.evaluate("localStorage.length") == 0, "the key must stay in sessionStorage"
+    assert page.evaluate("sessionStorage.getItem('upstox-bot.api-key')")
+    expect(page.locator("#universe tbody tr").first).to_be_visible()
+    expect(page.locator("#universe tbody tr[data-symbol=SBIN] td.last")).to_contain_text("₹")
+    # This API serves backtests: the section shows, empty on a fresh database.
+    expect(page.locator("#backtests-section")).to_be_visible()
+    expect(page.locator("#backtests-empty")).to_be_visible()
+
+
+def test_positions_appear_after_trades(page: Page, bot: Bot) -> None:
+    rows = page.locator("#positions tbody tr")
+    expect(rows.first).to_be_visible(timeout=45_000)
+    symbol = rows.first.locator("td").first.inner_text()
+    held = {p["trading_symbol"] for p in bot.get("/api/v1/positions")}
+    assert symbol in held or bot.get("/api/v1/trades")["total"] > 0
+    expect(rows.first.locator("td.last")).to_contain_text("₹")
+    expect(page.locator("#orders tbody tr").first).to_be_visible()
+    expect(page.locator("#signals tbody tr").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-positions.png"), full_page=True)
+    README_SHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(README_SHOT))
+
+
+def test_the_pnl_updates_live(page: Page) -> None:
+    pnl = page.locator("#day-pnl")
+    expect(pnl).to_contain_text("₹")
+    first = pnl.inner_text()
+    page.wait_for_function(
+        "before => document.querySelector('#day-pnl').textContent !== before",
+        arg=first,
+        timeout=TIMEOUT_MS,
+    )
+    assert pnl.inner_text() != first
+
+
+def test_an_invalid_setting_shows_the_api_error(page: Page, bot: Bot) -> None:
+    page.select_option("#setting-name", "RISK_PER_TRADE")
+    page.fill("#setting-value", "500")
+    page.click("#setting-form button[type=submit]")
+    _confirm(page)
+    error = page.locator("#control-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("RISK_PER_TRADE")
+    assert bot.get("/api/v1/settings")["values"]["RISK_PER_TRADE"] != "500"
+    page.screenshot(path=str(ARTIFACTS / "dashboard-invalid-setting.png"))
+
+
+def test_the_kill_switch_stops_new_entries(page: Page, bot: Bot) -> None:
+    page.click("#kill-switch")
+    _confirm(page)
+    expect(page.locator("#control-ok")).to_contain_text("Kill switch on")
+    expect(page.locator("#kill-state")).to_contain_text("ON")
+    risk = bot.get("/api/v1/risk")
+    assert risk["kill_switch"] is True
+    assert bot.get("/api/v1/account")["kill_switch"] is True
+    switched_at = risk["at"]
+    walltime.sleep(6)  # half an hour of simulated trading
+    later = bot.get("/api/v1/risk")["at"]
+    assert later > switched_at, "the simulated market should have moved on"
+    entries = [
+        o
+        for o in bot.get("/api/v1/orders?limit=1000")
+        if o["purpose"] == "entry" and o["created_at"] > switched_at
+    ]
+    assert entries == [], f"entry orders after the kill switch: {entries}"
+    wanted = [
+        s
+        for s in bot.get("/api/v1/signals?limit=1000")
+        if s["type"].startswith("entry") and s["created_at"] > switched_at
+    ]
+    assert wanted, "the strategy should have asked for entries that the switch refused"
+    assert all(s["status"] != "accepted" for s in wanted), wanted
+    expect(page.locator("#positions-empty")).to_be_visible()  # squared off, nothing new
+    page.screenshot(path=str(ARTIFACTS / "dashboard-kill-switch.png"), full_page=True)
