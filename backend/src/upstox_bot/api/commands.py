@@ -18,6 +18,7 @@ from upstox_bot.domain import (
     AuditRecord,
     Direction,
     OrderIntent,
+    OrderPurpose,
     RiskRule,
     Signal,
     SignalId,
@@ -128,7 +129,7 @@ def close_position(bot: EmbeddedBot, instrument_key: str, *, by: str) -> None:
     bot.close_position(instrument_key, by=by)
 
 
-def cancel_order(bot: EmbeddedBot, client_order_id: str) -> None:
+def cancel_order(bot: EmbeddedBot, client_order_id: str, *, by: str) -> None:
     """Cancel a working order through the bot's broker.
 
     Raises:
@@ -138,8 +139,12 @@ def cancel_order(bot: EmbeddedBot, client_order_id: str) -> None:
     order = bot.engine.orders.get(client_order_id)
     if order is None:
         raise NotFound(f"no working order {client_order_id!r}")
-    broker = type(bot.broker).__name__
-    raise Conflict(
-        f"the {broker} cannot cancel orders: its MARKET orders fill on the next trade; "
-        "close the position instead once it is filled"
-    )
+    if order.purpose is OrderPurpose.EXIT:
+        raise Conflict("an exit order is not cancelled: a stop must never be lost")
+    cancel = getattr(bot.broker, "cancel", None)
+    if cancel is None:
+        raise Conflict(f"the {type(bot.broker).__name__} cannot cancel orders")
+    if not cancel(client_order_id):
+        raise Conflict(f"order {client_order_id!r} is no longer working (filled or closed)")
+    bot.engine.on_order_cancelled(client_order_id, by=by)
+    bot.flush()

@@ -60,6 +60,35 @@ class StrategySignal:
     indicators: Mapping[str, float] = field(default_factory=dict)
 
 
+def reversal_signals(
+    turn: Direction,
+    *,
+    position: Direction | None,
+    strength: float,
+    entry_reason: str,
+    exit_reason: str,
+    indicators: Mapping[str, float],
+) -> list[StrategySignal]:
+    """The signals of a turn to `turn`: close a position held the other way, then enter.
+
+    The built-in trend strategies share this convention: the exit comes first so that the
+    engine frees the slot before it judges the entry.
+    """
+    out: list[StrategySignal] = []
+    if position is not None and position is not turn:
+        exit_type = SignalType.EXIT_LONG if position is Direction.LONG else SignalType.EXIT_SHORT
+        out.append(
+            StrategySignal(type=exit_type, strength=1.0, reason=exit_reason, indicators=indicators)
+        )
+    entry_type = SignalType.ENTRY_LONG if turn is Direction.LONG else SignalType.ENTRY_SHORT
+    out.append(
+        StrategySignal(
+            type=entry_type, strength=strength, reason=entry_reason, indicators=indicators
+        )
+    )
+    return out
+
+
 class Strategy(ABC):
     """Base of every strategy. Subclasses declare name, parameters and implement evaluate().
 

@@ -727,6 +727,25 @@ class Engine:
         self._check_loss_limit()
         self.journal.account(self.snapshot())
 
+    def on_order_cancelled(self, client_order_id: str, *, by: str) -> None:
+        """A working entry order was cancelled at the broker: free its slot and its cash.
+
+        Raises:
+            NotFound: no working order with that id.
+            Conflict: it is an exit (an exit is never dropped: close the position instead).
+        """
+        order = self.orders.get(client_order_id)
+        if order is None:
+            raise NotFound(f"no working order {client_order_id}")
+        if order.purpose is OrderPurpose.EXIT:
+            raise Conflict("an exit order is not cancelled: a stop must never be lost")
+        now = self.clock.now()
+        order_state.transition(order, OrderStatus.CANCELLED, now)
+        del self.orders[client_order_id]
+        self.pending_entries.pop(order.instrument_key, None)
+        self.journal.order(order)
+        self._audit("order.cancelled", "order", client_order_id, now, {}, actor=by)
+
     def on_order_rejected(self, client_order_id: str, reason: str) -> None:
         """A broker refused an order: free the entry slot, or queue the exit again."""
         order = self.orders.pop(client_order_id, None)

@@ -326,17 +326,19 @@ def test_cancelling_a_filled_order_is_a_409(client: TestClient) -> None:
     _error(client.post("/api/v1/orders/nope/cancel"), 404, "not_found")
 
 
-def test_cancelling_a_working_paper_order_explains_why_not(bot_app: BotApp) -> None:
+def test_cancelling_a_working_exit_order_is_refused(bot_app: BotApp) -> None:
     engine = bot_app.bot.engine
     key = next(iter(engine.positions))
     engine.risk.rate_limiter.restore([])
     bot_app.client.post(f"/api/v1/positions/{key}/close")
-    working = next(iter(engine.orders))
+    working = next(
+        order_id for order_id, order in engine.orders.items() if order.purpose.value == "exit"
+    )
 
     response = bot_app.client.post(f"/api/v1/orders/{working}/cancel")
 
     _error(response, 409, "conflict")
-    assert "cannot cancel" in response.json()["detail"]
+    assert "exit order is not cancelled" in response.json()["detail"]  # a stop is never lost
     assert working in engine.orders
 
 

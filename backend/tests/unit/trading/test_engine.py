@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from tests.support.factories import (
     ScriptedStrategy,
     ist_ms,
@@ -13,6 +15,7 @@ from tests.support.factories import (
     make_tick,
 )
 from upstox_bot.domain import ExitReason, OrderStatus, SignalStatus, SignalType
+from upstox_bot.errors import Conflict
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.engine import Engine
 from upstox_bot.trading.execution import OrderExecutor
@@ -219,3 +222,27 @@ def test_memory_journal_holds_every_audit_with_time() -> None:
     _enter_a_at_10(h)
     events = [a.event for a in journal.audits]
     assert events[:3] == ["order.intent", "order.filled", "position.opened"]
+
+
+def test_a_working_entry_can_be_cancelled_and_frees_its_slot() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    h.tick(A, ist_ms(10, 0, 1), 10_000)
+    h.timer(ist_ms(10, 1))  # entry sent; it would fill at the next trade
+    (order_id,) = list(h.engine.orders)
+    assert h.broker.cancel(order_id)
+    h.engine.on_order_cancelled(order_id, by="tester")
+    assert A not in h.engine.pending_entries
+    h.tick(A, ist_ms(10, 1, 1), 10_000)  # the next trade fills nothing
+    assert not h.engine.positions
+    assert h.journal.orders[order_id].status.value == "cancelled"
+    assert not h.broker.cancel(order_id)  # already closed
+
+
+def test_an_exit_order_is_never_cancelled() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)
+    h.tick(A, ist_ms(10, 2), 9_400)  # stop: exit sent
+    (exit_id,) = list(h.engine.orders)
+    with pytest.raises(Conflict):
+        h.engine.on_order_cancelled(exit_id, by="tester")
+    assert h.engine.positions[A].exit_pending

@@ -379,7 +379,7 @@ async def cancel_order(
     if order is not None and order.status.is_terminal:
         raise Conflict(f"order {client_order_id!r} is already {order.status.value}")
     running = commands.require_bot(bot, "cancelling an order")
-    commands.cancel_order(running, client_order_id)
+    commands.cancel_order(running, client_order_id, by=actor)
     return CommandRead(status="cancelled", detail=f"order {client_order_id} cancelled by {actor}")
 
 

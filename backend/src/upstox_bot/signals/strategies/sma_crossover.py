@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from upstox_bot.domain import Direction, SignalType
+from upstox_bot.domain import Direction
 from upstox_bot.errors import ConfigError
 from upstox_bot.signals import indicators
-from upstox_bot.signals.base import Param, Strategy, StrategySignal
+from upstox_bot.signals.base import Param, Strategy, StrategySignal, reversal_signals
 from upstox_bot.signals.series import CandleSeries
 
 
@@ -72,41 +72,12 @@ class SmaCrossoverStrategy(Strategy):
         }
         gap = abs(float(fast[-1]) - float(slow[-1])) / last_close
         strength = round(0.5 + 0.5 * min(1.0, gap * 1000), 4)
-        out: list[StrategySignal] = []
-        if up:
-            if position is Direction.SHORT:
-                out.append(
-                    StrategySignal(
-                        type=SignalType.EXIT_SHORT,
-                        strength=1.0,
-                        reason="SMA fast crossed above slow",
-                        indicators=snapshot,
-                    )
-                )
-            out.append(
-                StrategySignal(
-                    type=SignalType.ENTRY_LONG,
-                    strength=strength,
-                    reason=f"SMA{fast_period} crossed above SMA{slow_period}",
-                    indicators=snapshot,
-                )
-            )
-        else:
-            if position is Direction.LONG:
-                out.append(
-                    StrategySignal(
-                        type=SignalType.EXIT_LONG,
-                        strength=1.0,
-                        reason="SMA fast crossed below slow",
-                        indicators=snapshot,
-                    )
-                )
-            out.append(
-                StrategySignal(
-                    type=SignalType.ENTRY_SHORT,
-                    strength=strength,
-                    reason=f"SMA{fast_period} crossed below SMA{slow_period}",
-                    indicators=snapshot,
-                )
-            )
-        return out
+        word = "above" if up else "below"
+        return reversal_signals(
+            Direction.LONG if up else Direction.SHORT,
+            position=position,
+            strength=strength,
+            entry_reason=f"SMA{fast_period} crossed {word} SMA{slow_period}",
+            exit_reason=f"SMA fast crossed {word} slow",
+            indicators=snapshot,
+        )

@@ -9,9 +9,9 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from upstox_bot.domain import Direction, SignalType
+from upstox_bot.domain import Direction
 from upstox_bot.signals import indicators
-from upstox_bot.signals.base import Param, Strategy, StrategySignal
+from upstox_bot.signals.base import Param, Strategy, StrategySignal, reversal_signals
 from upstox_bot.signals.series import CandleSeries, FloatArray
 
 Int8Array = npt.NDArray[np.int8]
@@ -136,41 +136,12 @@ class SupertrendStrategy(Strategy):
         }
         beyond = abs(last_close - last_line) / last_atr if last_atr > 0 else 1.0
         strength = round(0.5 + 0.5 * min(1.0, beyond), 4)
-        out: list[StrategySignal] = []
-        if after == 1:
-            if position is Direction.SHORT:
-                out.append(
-                    StrategySignal(
-                        type=SignalType.EXIT_SHORT,
-                        strength=1.0,
-                        reason="supertrend flipped up",
-                        indicators=snapshot,
-                    )
-                )
-            out.append(
-                StrategySignal(
-                    type=SignalType.ENTRY_LONG,
-                    strength=strength,
-                    reason=f"supertrend flipped up: close {last_close:g} above {last_line:.2f}",
-                    indicators=snapshot,
-                )
-            )
-        else:
-            if position is Direction.LONG:
-                out.append(
-                    StrategySignal(
-                        type=SignalType.EXIT_LONG,
-                        strength=1.0,
-                        reason="supertrend flipped down",
-                        indicators=snapshot,
-                    )
-                )
-            out.append(
-                StrategySignal(
-                    type=SignalType.ENTRY_SHORT,
-                    strength=strength,
-                    reason=f"supertrend flipped down: close {last_close:g} below {last_line:.2f}",
-                    indicators=snapshot,
-                )
-            )
-        return out
+        word, side = ("up", "above") if after == 1 else ("down", "below")
+        return reversal_signals(
+            Direction.LONG if after == 1 else Direction.SHORT,
+            position=position,
+            strength=strength,
+            entry_reason=f"supertrend flipped {word}: close {last_close:g} {side} {last_line:.2f}",
+            exit_reason=f"supertrend flipped {word}",
+            indicators=snapshot,
+        )

@@ -87,6 +87,18 @@ class PaperBroker:
             )
         return fills
 
+    def cancel(self, client_order_id: str) -> bool:
+        """Cancel a working order; False when it is unknown or already filled."""
+        known = self._orders.get(client_order_id)
+        if known is None or known.status is not OrderStatus.OPEN:
+            return False
+        working = self._working.get(known.instrument_key, [])
+        self._working[known.instrument_key] = [
+            o for o in working if o.client_order_id != client_order_id
+        ]
+        known.status = OrderStatus.CANCELLED
+        return True
+
     def find_by_tag(self, client_order_id: str) -> Order | None:
         known = self._orders.get(client_order_id)
         return copy.copy(known) if known else None
