@@ -141,7 +141,7 @@ def test_session_exits_zero_and_trades(session_run: Run) -> None:
 
 
 def test_api_answered_during_the_session(session_run: Run) -> None:
-    assert len(session_run.polled) >= 5, "the API should answer while the session plays"
+    assert len(session_run.polled) >= 3, "the API should answer while the session plays"
     assert all(s["/health"]["status"] == "ok" for s in session_run.polled)
     assert any(s["/api/v1/positions"] for s in session_run.polled)
     assert max(len(s["/api/v1/positions"]) for s in session_run.polled) <= 3
@@ -159,7 +159,7 @@ def _metric(text: str, name: str) -> list[float]:
 
 def test_metrics_are_scraped_during_the_session(session_run: Run) -> None:
     scrapes = [s["/metrics"] for s in session_run.polled]
-    assert len(scrapes) >= 5
+    assert len(scrapes) >= 3
     ticks = [_metric(text, "upstox_bot_ticks_total")[0] for text in scrapes]
     assert ticks == sorted(ticks)
     assert ticks[-1] > ticks[0] > 0  # ticks in, growing while the session plays

@@ -26,6 +26,7 @@ TASK_MODULES = [
     "upstox_bot.worker.tasks.signals",
     "upstox_bot.worker.tasks.orders",
     "upstox_bot.worker.tasks.default",
+    "upstox_bot.worker.tasks.backtests",
 ]
 VISIBILITY_TIMEOUT_S = 3600  # an unacked message returns to its queue after this (Redis)
 
