@@ -94,6 +94,7 @@ def play(
         cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp
     )
     polled: list[dict[str, Any]] = []
+    errors: list[str] = []
     if api:
         deadline = walltime.monotonic() + 120
         while proc.poll() is None and walltime.monotonic() < deadline:
@@ -111,17 +112,19 @@ def play(
                 with urllib.request.urlopen(metrics, timeout=5) as r:  # noqa: S310 - loopback http
                     sample["/metrics"] = r.read().decode()
                 polled.append(sample)
-            except OSError:
-                pass
+            except OSError as exc:  # not up yet, or finished: kept for the failure message
+                errors.append(repr(exc))
             walltime.sleep(0.2)
     output, _ = proc.communicate(timeout=300)
+    if errors:
+        output += "\npolling errors (last 5): " + "; ".join(errors[-5:])
     return Run(tmp, proc.returncode, output, polled, api_key)
 
 
 @pytest.fixture(scope="module")
 def session_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    # speed 2000: the 375-minute session takes about 11 s, so the API can be polled during it
-    return play(tmp_path_factory.mktemp("session"), speed=2000, api=True)
+    # speed 1000: the 375-minute session takes about 23 s, so the API can be polled during it
+    return play(tmp_path_factory.mktemp("session"), speed=1000, api=True)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +144,7 @@ def test_session_exits_zero_and_trades(session_run: Run) -> None:
 
 
 def test_api_answered_during_the_session(session_run: Run) -> None:
-    assert len(session_run.polled) >= 3, "the API should answer while the session plays"
+    assert len(session_run.polled) >= 3, session_run.output[-3000:]
     assert all(s["/health"]["status"] == "ok" for s in session_run.polled)
     assert any(s["/api/v1/positions"] for s in session_run.polled)
     assert max(len(s["/api/v1/positions"]) for s in session_run.polled) <= 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -170,8 +171,13 @@ def run_grid(
         raise ConfigError(f"the grid has {len(params)} combinations, at most {MAX_COMBINATIONS}")
     requests = [replace(base, params={**base.params, **p}) for p in params]
     runs: list[GridRun | None] = [None] * len(requests)
+    # "spawn", not the platform's "fork": forking a process that runs threads (an API server,
+    # the alert dispatcher, a test client) can copy a held lock into the child, which then hangs.
     with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(base, settings)
+        max_workers=workers,
+        initializer=_init_worker,
+        initargs=(base, settings),
+        mp_context=multiprocessing.get_context("spawn"),
     ) as pool:
         futures = {pool.submit(_run_combination, r): i for i, r in enumerate(requests)}
         for done, future in enumerate(as_completed(futures), start=1):
