@@ -13,6 +13,7 @@ from rich.text import Text
 
 from upstox_bot.config import Settings
 from upstox_bot.domain import IST, paise_to_rupees
+from upstox_bot.errors import ConfigError
 from upstox_bot.runtime.embedded import EmbeddedBot, RunOptions
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,15 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
         )
         server = uvicorn.Server(config)
         server_task = asyncio.create_task(server.serve())
+        # Trade only once the API is up: a bot the trader cannot reach or stop is refused.
+        while not server.started:
+            if server_task.done():
+                bot.close()
+                raise ConfigError(
+                    f"the API could not start on {settings.API_HOST}:{settings.API_PORT} "
+                    "(port in use?); use --port, or --no-api"
+                )
+            await asyncio.sleep(0.05)
         console.print(
             f"API on http://{settings.API_HOST}:{settings.API_PORT} (docs at /docs)",
             highlight=False,
