@@ -81,7 +81,14 @@ def test_feed_streams_flushed_json_lines_and_stops_after_max_messages(
         # the subscription snapshot arrives before any live trade: each line is flushed at once
         first = json.loads(proc.stdout.readline())
         pusher.set()
-        out, err = proc.communicate(timeout=30)
+        # Read the rest through the same buffered reader: communicate() reads the raw pipe and
+        # would lose a line that readline() had already buffered.
+        out = proc.stdout.read()
+        proc.wait(timeout=30)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
     finally:
         if proc.poll() is None:
             proc.kill()
