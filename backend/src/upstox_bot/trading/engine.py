@@ -16,7 +16,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime
 from typing import Protocol
 
 from upstox_bot import faults
@@ -947,7 +947,3 @@ class Engine:
 
 def _ist_date(at: datetime) -> date:
     return at.astimezone(IST).date()
-
-
-def _ist_time(at: datetime) -> time:
-    return at.astimezone(IST).time()
