@@ -13,19 +13,20 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from upstox_bot.api.app import create_app
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.models import ApiKeyScope
-from upstox_bot.db.models_upstox import UpstoxTokenRow
+from upstox_bot.db.models_upstox import UpstoxLoginStateRow, UpstoxTokenRow
 from upstox_bot.db.repositories.api_keys import ApiKeyRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.monitoring.alerts import AlertKind
 from upstox_bot.upstox.auth import TokenGrant
 from upstox_bot.upstox.client import UpstoxClient
+from upstox_bot.upstox.login_states import LoginStateStore, state_digest
 from upstox_bot.upstox.token_store import (
     TokenGuard,
     TokenSource,
@@ -156,6 +157,67 @@ def test_callback_with_a_spent_or_foreign_state_is_refused(env: Env) -> None:
     assert len(stored_rows(env.settings)) == 1
 
 
+def upstox_redirect(env: Env) -> str:
+    """Start a login on ``env``'s API process; the callback path Upstox sends the browser to."""
+    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    assert start.status_code == 302, start.text
+    dialog = httpx.get(start.headers["location"], follow_redirects=False)
+    back = urlsplit(dialog.headers["location"])
+    return f"{back.path}?{back.query}"
+
+
+def test_a_state_issued_by_one_api_process_is_spent_once_by_another(env: Env) -> None:
+    with TestClient(create_app(env.settings)) as second:  # another process, same database
+        callback = upstox_redirect(env)
+
+        first = second.get(callback)
+        assert first.status_code == 200, first.text
+        replay_here = second.get(callback)
+        replay_there = env.client.get(callback)
+
+    assert replay_here.status_code == 400
+    assert replay_there.status_code == 400
+    assert replay_there.json()["error"] == "invalid_login_state"
+    assert len(stored_rows(env.settings)) == 1
+
+
+def test_an_expired_state_is_refused_by_every_api_process(env: Env) -> None:
+    callback = upstox_redirect(env)
+    engine = make_engine(env.settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            session.execute(
+                update(UpstoxLoginStateRow).values(
+                    expires_at=datetime.now(UTC) - timedelta(seconds=1)
+                )
+            )
+    finally:
+        engine.dispose()
+
+    with TestClient(create_app(env.settings)) as second:
+        refused = second.get(callback)
+    again = env.client.get(callback)
+
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_login_state"
+    assert again.status_code == 400
+    assert stored_rows(env.settings) == []
+
+
+def test_the_database_keeps_only_a_digest_of_each_state(env: Env) -> None:
+    callback = upstox_redirect(env)
+    state = parse_qs(urlsplit(callback).query)["state"][0]
+
+    engine = make_engine(env.settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            (row,) = session.scalars(select(UpstoxLoginStateRow))
+    finally:
+        engine.dispose()
+    assert row.state_sha256 == state_digest(state)
+    assert state not in row.state_sha256
+
+
 def test_upstox_refusing_the_code_stores_nothing(env: Env) -> None:
     start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
     state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
@@ -273,3 +335,44 @@ def test_guard_survives_an_unreadable_store(tmp_path: Path) -> None:
     assert not guard.entries_allowed(datetime.now(UTC))  # no table: reported, not raised
     assert guard.token_state(datetime.now(UTC)) is TokenState.MISSING
     assert [kind for kind, _ in alerts.sent] == [AlertKind.TOKEN_EXPIRED]
+
+
+# --- the login state store ------------------------------------------------------------------
+
+
+def state_sessions(tmp_path: Path) -> Any:
+    url = f"sqlite:///{(tmp_path / 'states.sqlite').as_posix()}"
+    migrate.upgrade(url)
+    return make_session_factory(make_engine(url))
+
+
+def test_state_store_spends_a_state_once_and_refuses_it_after_its_ttl(tmp_path: Path) -> None:
+    sessions = state_sessions(tmp_path)
+    now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    with session_scope(sessions) as session:
+        fresh = LoginStateStore(session).issue(now)
+        stale = LoginStateStore(session).issue(now)
+
+    with session_scope(sessions) as session:
+        store = LoginStateStore(session)
+        assert store.consume(fresh, now + timedelta(minutes=9))
+        assert not store.consume(fresh, now + timedelta(minutes=9))
+        assert not store.consume(stale, now + timedelta(minutes=10))  # expired: spent for good
+        assert not store.consume(stale, now)
+        assert not store.consume(None, now)
+        assert not store.consume("", now)
+        assert store.pending() == 0
+
+
+def test_state_store_purges_expired_states_and_caps_the_pending_ones(tmp_path: Path) -> None:
+    sessions = state_sessions(tmp_path)
+    now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    with session_scope(sessions) as session:
+        store = LoginStateStore(session, max_pending=3)
+        old = store.issue(now - timedelta(hours=1))
+        states = [store.issue(now + timedelta(seconds=i)) for i in range(4)]
+        assert store.pending() == 3  # the expired one purged, the oldest live one dropped
+
+        assert not store.consume(old, now)
+        assert not store.consume(states[0], now)
+        assert all(store.consume(s, now + timedelta(seconds=5)) for s in states[1:])

@@ -1,4 +1,4 @@
-"""Tables of the Upstox adapter: the encrypted access tokens of the daily login."""
+"""Tables of the Upstox adapter: the daily login's encrypted tokens and its pending states."""
 
 from __future__ import annotations
 
@@ -29,3 +29,19 @@ class UpstoxTokenRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class UpstoxLoginStateRow(Base):
+    """One pending OAuth ``state`` of the daily login, shared by every API process.
+
+    Only the SHA-256 of the state is kept: the state itself travels in the browser's URL and is
+    the callback's only proof that this bot started the login. A row is deleted when the
+    callback spends it, and expired rows are purged when a new login starts.
+    """
+
+    __tablename__ = "upstox_login_states"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    state_sha256: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)

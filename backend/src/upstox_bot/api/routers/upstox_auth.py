@@ -1,24 +1,25 @@
 """The daily Upstox login: redirect to Upstox's dialog, take the callback, store the token.
 
 ``GET /api/v1/auth/upstox/login`` sends the browser to Upstox's authorization dialog with a fresh
-``state`` kept in this process for :data:`STATE_TTL`; Upstox sends the browser back to
-``UPSTOX_REDIRECT_URI`` (``/api/v1/auth/upstox/callback``), which checks and spends the state,
-exchanges the code once, and stores the token encrypted (TOKEN_ENCRYPTION_KEY) with its expiry.
+``state``, pending in the database for ten minutes (``upstox.login_states``); Upstox sends
+the browser back to ``UPSTOX_REDIRECT_URI`` (``/api/v1/auth/upstox/callback``), which spends the
+state, exchanges the code once, and stores the token encrypted (TOKEN_ENCRYPTION_KEY) with its
+expiry.
 
 Both routes are reached by a browser, which sends no API key: they are mounted outside the
-keyed ``/api/v1`` router. The callback is protected by the single-use, unguessable state that
-only this process handed out; a login must start and end on the same API process. Keep the API
-on localhost or behind your own authenticating proxy (docs/upstox.md). The token status route
-needs an API key like every other ``/api/v1`` route.
+keyed ``/api/v1`` router. The callback is protected by the single-use, unguessable, expiring
+state that this bot handed out; since the states live in the database, the callback may land on
+any API process of the deployment. Keep the API on localhost or behind your own authenticating
+proxy (docs/upstox.md). The token status route needs an API key like every other ``/api/v1``
+route.
 """
 
 from __future__ import annotations
 
-import secrets
-import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from pydantic import SecretStr
 
@@ -27,16 +28,16 @@ from upstox_bot.api.deps import SessionDep, SettingsDep
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.upstox_auth import UpstoxLoginRead, UpstoxTokenStatusRead
 from upstox_bot.config import Settings
+from upstox_bot.db.session import session_scope
 from upstox_bot.errors import ConfigError, UpstoxBotError
-from upstox_bot.upstox.auth import UpstoxOAuth, new_state
+from upstox_bot.upstox.auth import UpstoxOAuth
+from upstox_bot.upstox.login_states import LoginStateStore
 from upstox_bot.upstox.token_store import (
     require_cipher,
     store_grant,
     token_store_from_settings,
 )
 
-STATE_TTL = timedelta(minutes=10)
-MAX_PENDING_STATES = 64
 LOGIN_PATH = "/api/v1/auth/upstox/login"
 
 router = APIRouter(prefix="/auth/upstox", tags=["auth"])
@@ -48,48 +49,16 @@ class LoginStateInvalid(UpstoxBotError):
     code = "invalid_login_state"
 
 
-class LoginStates:
-    """Pending login states of this process: issued with an expiry, spent once."""
-
-    def __init__(self, ttl: timedelta = STATE_TTL) -> None:
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._pending: dict[str, datetime] = {}
-
-    def issue(self, now: datetime) -> str:
-        """A new state, valid until ``now + ttl``."""
-        state = new_state()
-        with self._lock:
-            self._drop_expired(now)
-            while len(self._pending) >= MAX_PENDING_STATES:
-                self._pending.pop(next(iter(self._pending)))
-            self._pending[state] = now + self._ttl
-        return state
-
-    def consume(self, state: str | None, now: datetime) -> bool:
-        """Spend ``state``: True once for a state issued here and not yet expired."""
-        if not state:
-            return False
-        with self._lock:
-            self._drop_expired(now)
-            match = next((s for s in self._pending if secrets.compare_digest(s, state)), None)
-            if match is None:
-                return False
-            del self._pending[match]
-            return True
-
-    def _drop_expired(self, now: datetime) -> None:
-        for state, expires_at in list(self._pending.items()):
-            if expires_at <= now:
-                del self._pending[state]
+def _issue_state(request: Request, now: datetime) -> str:
+    # Committed before the redirect leaves: the callback may land on another API process.
+    with session_scope(request.app.state.sessions) as session:
+        return LoginStateStore(session).issue(now)
 
 
-def _states(request: Request) -> LoginStates:
-    states: LoginStates | None = getattr(request.app.state, "upstox_login_states", None)
-    if states is None:
-        states = LoginStates()
-        request.app.state.upstox_login_states = states
-    return states
+def _consume_state(request: Request, state: str | None, now: datetime) -> bool:
+    # Committed on its own: a failed code exchange must not make the state usable again.
+    with session_scope(request.app.state.sessions) as session:
+        return LoginStateStore(session).consume(state, now)
 
 
 def oauth_from_settings(settings: Settings) -> UpstoxOAuth:
@@ -124,7 +93,7 @@ def login(request: Request, settings: SettingsDep) -> RedirectResponse:
     """
     oauth = oauth_from_settings(settings)
     require_cipher(settings.TOKEN_ENCRYPTION_KEY)
-    state = _states(request).issue(datetime.now(UTC))
+    state = _issue_state(request, datetime.now(UTC))
     return RedirectResponse(oauth.authorization_url(state), status_code=302)
 
 
@@ -147,7 +116,7 @@ async def callback(
     """Where Upstox sends the browser back: check the state, exchange the code, store the token
     encrypted. The code is exchanged once; on any failure start again at the login route."""
     now = datetime.now(UTC)
-    if not _states(request).consume(state, now):
+    if not await run_in_threadpool(_consume_state, request, state, now):
         raise LoginStateInvalid(
             f"unknown or expired login state: start the login again at {LOGIN_PATH}"
         )
