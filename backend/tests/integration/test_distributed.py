@@ -52,14 +52,29 @@ REDIS_START = (
 # --- fixtures: a Redis database, PostgreSQL databases, worker processes ---------------------------
 
 
+# The databases this test run holds. A Redis restart loses every claim key, so a claim is also
+# remembered here and re-asserted after a restart: otherwise a later test could take the database
+# of a cluster whose workers still run, and two sets of workers would share one set of queues.
+_CLAIMED: set[int] = set()
+
+
 def _claim_redis_db() -> int:
     for db in range(15, 7, -1):
+        if db in _CLAIMED:
+            continue
         client = redis.Redis.from_url(f"{REDIS_SERVER}/{db}")
         if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=3600):
             client.close()
+            _CLAIMED.add(db)
             return db
         client.close()
     pytest.fail("no free Redis database (8-15) for this test run")
+
+
+def _reassert_claims() -> None:
+    """After a Redis restart: mark every database this run holds as taken again."""
+    for db in _CLAIMED:
+        redis.Redis.from_url(f"{REDIS_SERVER}/{db}").set(CLAIM_KEY, os.getpid(), ex=3600)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +97,7 @@ def redis_dbs() -> Iterator[Callable[[], str]]:
     yield claim
     for url in claimed:
         redis.Redis.from_url(url).flushdb()
+        _CLAIMED.discard(int(url.rsplit("/", 1)[1]))
 
 
 def _flush(url: str) -> redis.Redis:
@@ -405,12 +421,14 @@ def test_same_tasks_delivered_twice_change_nothing(played: Cluster) -> None:
     assert after.sent == before.sent + 1
 
 
-def test_worker_health_check_pings_the_running_workers(played: Cluster) -> None:
+def test_worker_health_check_pings_the_running_workers(
+    played: Cluster, redis_dbs: Callable[[], str]
+) -> None:
     check = [*CLI, "worker", "--check"]
     result = subprocess.run(check, env=played.env, cwd=played.workdir, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert b"orders@test" in result.stdout
-    idle = {**played.env, "REDIS_URL": f"{REDIS_SERVER}/{_claim_redis_db()}"}
+    idle = {**played.env, "REDIS_URL": redis_dbs()}
     result = subprocess.run(check, env=idle, cwd=played.workdir, capture_output=True)
     assert result.returncode == 1  # nobody answers on a broker without workers
 
@@ -463,9 +481,9 @@ def test_redis_restart_in_the_session_loses_and_doubles_nothing(
     cluster.wait_applied(40)
     try:
         _restart_redis()
-        redis.Redis.from_url(cluster.redis_url).set(CLAIM_KEY, os.getpid(), ex=3600)
     finally:
         _start_redis()
+        _reassert_claims()
     cluster.wait_finished(specs, timeout_s=150)
     got = Book.read(cluster.pg_url)
     got.assert_consistent()
