@@ -19,9 +19,11 @@ The result: one seed gives the same orders, trades and positions as the embedded
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import socket
 import time as walltime
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,7 +45,7 @@ from upstox_bot.api.hub import (
     tick_payload,
 )
 from upstox_bot.clock import NseCalendar
-from upstox_bot.config import Settings
+from upstox_bot.config import MarketSource, Settings
 from upstox_bot.db.models import AccountMode, SignalRow
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.audit import AuditRepository
@@ -77,6 +79,15 @@ from upstox_bot.domain import (
 )
 from upstox_bot.errors import ConfigError, NotFound
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
+from upstox_bot.feed.upstox_v3 import (
+    DecodedFrame,
+    FeedMode,
+    FeedUnauthorized,
+    FrameType,
+    MarketDataFeedV3Client,
+    plan_shards,
+)
+from upstox_bot.monitoring.alerts import AlertDispatcher, AlertKind, dispatcher_from_settings
 from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.runtime import components
@@ -92,7 +103,9 @@ from upstox_bot.trading.recovery import (
     restore,
     warm_candles,
 )
+from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
 from upstox_bot.worker import events
+from upstox_bot.worker.locks import Lease
 from upstox_bot.worker.state import (
     Keys,
     RedisOrderRateLimiter,
@@ -114,6 +127,9 @@ FEED_STALL_S = 3.0  # no engine progress for this long: store and enqueue the ba
 FEED_FINAL_WAIT_S = 600.0
 DB_RETRY_S = 90.0  # ride out a PostgreSQL restart before giving a commit up
 WARM_UP_MAX_MS = 5 * 60_000  # how far back a rebuilt engine replays ticks into its candles
+MARKET_SIM = "sim"
+MARKET_UPSTOX = "upstox"
+LATENCY_SAMPLES = 1000  # candle-close-to-order latencies kept in Redis per account
 
 Enqueue = Callable[[str, Sequence[Any]], None]
 _T = TypeVar("_T")
@@ -297,6 +313,22 @@ def sim_universe(settings: Settings) -> tuple[dict[str, Instrument], dict[str, i
     return instruments, {i.instrument_key: p for i, p in universe}
 
 
+def account_instruments(resources: Resources) -> dict[str, Instrument]:
+    """What the account's engine trades: the simulated universe, or (MARKET=upstox) the ranked
+    F&O stocks of the stored universe, as the embedded harness picks them.
+
+    Raises:
+        ConfigError: MARKET=upstox and the universe was never refreshed.
+    """
+    settings = resources.settings
+    if settings.MARKET is not MarketSource.UPSTOX:
+        return sim_universe(settings)[0]
+    from upstox_bot.runtime.live_market import universe_instruments
+
+    ranked = universe_instruments(resources.sessions, settings.SIM_SYMBOLS)
+    return {i.instrument_key: i for i in ranked}
+
+
 def calendar_of(settings: Settings) -> NseCalendar:
     if settings.HOLIDAYS_FILE:
         return NseCalendar.from_csv(settings.HOLIDAYS_FILE)
@@ -324,9 +356,12 @@ class AccountRuntime:
         self.token = uuid.uuid4().hex
         self.number = 0  # checkpoints this instance committed
         self.cursors: dict[str, tuple[int, int]] = {}
+        # wall seconds from the feed cutting the batch with a candle's closing tick to the
+        # entry orders it caused being sent (the embedded harness's candle_to_order_s)
+        self.latencies: list[float] = []
         self.first_seen: dict[str, None] = {}  # ordered: the aggregator's instrument order
         self.clock = MarketClock(clock_ms)
-        self.instruments, _ = sim_universe(settings)
+        self.instruments = account_instruments(resources)
         symbols = {k: i.trading_symbol for k, i in self.instruments.items()}
         self.buffer = BufferedJournal()
         self.journal = EventJournal(self.buffer, symbols)
@@ -636,6 +671,15 @@ class AccountRuntime:
                 pipe.execute()
             except redis.RedisError:
                 log.warning("positions.snapshot_failed", extra={"account": self.account})
+        if self.latencies:
+            samples, self.latencies = self.latencies, []
+            try:
+                pipe = client.pipeline(transaction=False)
+                pipe.lpush(Keys.latencies(self.account), *(f"{x:.6f}" for x in samples))
+                pipe.ltrim(Keys.latencies(self.account), 0, LATENCY_SAMPLES - 1)
+                pipe.execute()
+            except redis.RedisError:
+                log.warning("latency.record_failed", extra={"account": self.account})
         try:
             mirror: dict[str, str] = {
                 "token": self.token,
@@ -679,6 +723,9 @@ class AccountRuntime:
         seen = self.first_seen
         seq = int(batch["seq"])
         rows = batch["ticks"]
+        if "entries_paused" in batch:  # live batches: the feed's view of the Upstox token
+            engine.risk.entries_paused = batch["entries_paused"]
+        cut_at = batch.get("cut_at")  # wall time (epoch s) the feed cut the batch
         open_ms = batch.get("open_ms")
         if start == 0 and open_ms is not None:
             clock.advance_to(open_ms)
@@ -696,6 +743,12 @@ class AccountRuntime:
                 # The tick is done once its intents are on record: resume after it.
                 self.cursors[shard] = (seq, index + 1)
                 executor.execute(intents)
+                if cut_at is not None and any(i.signal_id for i in intents):
+                    self.latencies.append(walltime.time() - float(cut_at))
+        timer_ms = batch.get("timer_ms")
+        if timer_ms is not None:  # live batches carry the engine's once-a-second timer
+            clock.advance_to(int(timer_ms))
+            executor.execute(engine.on_timer(clock.now_ms()))
         close_ms = batch.get("close_ms")
         if close_ms is not None:
             clock.advance_to(close_ms)
@@ -802,7 +855,7 @@ def drop_runtime(resources: Resources, account: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeedSpec:
-    """One shard of one simulated session: what the feed task plays."""
+    """One shard of one session: what the feed task plays (simulated) or holds (live)."""
 
     account: str
     shard: str
@@ -811,6 +864,12 @@ class FeedSpec:
     minutes: float  # simulated minutes from the open (375 = the whole session)
     instrument_keys: tuple[str, ...] = ()  # empty: the whole simulated universe
     batch_ticks: int = BATCH_TICKS
+    market: str = MARKET_SIM  # "sim": play the simulated market; "upstox": the live V3 feed
+    end_ms: int | None = None  # live shards: when the session ends (epoch ms; None = the close)
+
+    @property
+    def live(self) -> bool:
+        return self.market == MARKET_UPSTOX
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -821,6 +880,8 @@ class FeedSpec:
             "minutes": self.minutes,
             "instrument_keys": list(self.instrument_keys),
             "batch_ticks": self.batch_ticks,
+            "market": self.market,
+            "end_ms": self.end_ms,
         }
 
     @classmethod
@@ -833,6 +894,8 @@ class FeedSpec:
             minutes=float(data["minutes"]),
             instrument_keys=tuple(data.get("instrument_keys") or ()),
             batch_ticks=int(data.get("batch_ticks") or BATCH_TICKS),
+            market=str(data.get("market") or MARKET_SIM),
+            end_ms=int(data["end_ms"]) if data.get("end_ms") is not None else None,
         )
 
 
@@ -952,6 +1015,7 @@ class FeedShard:
                 "shard": spec.shard,
                 "open_ms": open_ms if seq == 1 else None,
                 "close_ms": close_ms if finished else None,
+                "cut_at": walltime.time(),
                 "ticks": encode_ticks(chunk),
             }
             raw = json.dumps(batch, separators=(",", ":")).encode()
@@ -1019,6 +1083,341 @@ class FeedShard:
             walltime.sleep(0.02)
 
 
+# --- the live feed: one Upstox Market Data Feed V3 connection per shard -----------------------
+
+LIVE_BATCH_S = 0.05  # a live shard cuts a batch of what arrived this often
+LIVE_TIMER_S = 1.0  # ...and at least this often without ticks, carrying the engine's timer
+LIVE_RETRY_S = 5.0  # a feed refused for its token (or given up) is tried again this often
+LIVE_MODE = FeedMode.FULL  # the embedded harness's mode: LTPC, depth, OHLC, OI
+
+# Store a batch and the shard's state only while the caller's lease value is the current one:
+# a holder that lost the lease (paused past its ttl, then woke up) can never write a batch that
+# its successor numbers too. ARGV: lease value, batch, ttl (s), then field/value pairs.
+_FENCED_STORE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+return 1
+"""
+
+
+def _wall_ms() -> int:
+    return int(walltime.time() * 1000)
+
+
+class FeedAlerts:
+    """Where a live feed's alerts go: the configured channels and the API's live stream."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.dispatcher: AlertDispatcher | None = None
+        try:
+            self.dispatcher = dispatcher_from_settings(settings)
+            self.dispatcher.start()
+        except ConfigError:
+            log.exception("alerts.unavailable")
+
+    def notify(self, kind: AlertKind, message: str, *, key: str | None = None) -> None:
+        """Send an alert; never raises."""
+        events.publish(self.client, [(events.ACCOUNT, {"alert": kind.value, "message": message})])
+        if self.dispatcher is not None:
+            self.dispatcher.notify(kind, message, key=key)
+
+    def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+
+
+class LiveFeedShard:
+    """Holds one shard's Upstox V3 websocket under the shard's lease for the session.
+
+    What arrives is cut into the same numbered batches the simulated shards make (every
+    LIVE_BATCH_S while ticks come, every LIVE_TIMER_S without), each stored under the lease's
+    fencing check and followed by an apply and an ingest task. Each batch also tells the engine
+    whether entries are paused (the Upstox token is unusable) and, once a second, runs its timer.
+
+    A live feed cannot replay: on a takeover the new holder connects and subscribes at once and
+    numbers its batches on from the shard's state; the ticks Upstox sent while nobody held the
+    shard are lost (the gap is recorded as `last_gap_ms`). A refused or expired token pauses
+    entries and alerts; the shard stays held and connects again once a usable token exists.
+    """
+
+    def __init__(
+        self,
+        resources: Resources,
+        spec: FeedSpec,
+        enqueue: Enqueue,
+        *,
+        wall_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        """Args:
+        resources: this process's settings and clients.
+        spec: the live shard (market "upstox").
+        enqueue: sends a task by name with its arguments (the Celery app's send_task).
+        wall_ms: the wall clock (epoch ms).
+        """
+        self.resources = resources
+        self.spec = spec
+        self.enqueue = enqueue
+        self.wall_ms = wall_ms
+        self.redis = resources.redis
+        self.outstanding: dict[int, bytes] = {}
+        self.pending: list[Tick] = []
+        self.seq = 1
+        self.ticks_done = 0
+        self.last_tick_ms = 0
+        self._applied = -1
+        self._applied_moved = walltime.monotonic()
+
+    def run(self) -> str:
+        """Hold the shard until the session ends; returns "done", "held" (another task has the
+        lease), "lost" (the lease was taken over) or "stalled" (the engine stopped applying)."""
+        from upstox_bot.worker.locks import Lease
+
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        lease = Lease(
+            self.redis, Keys.feed_lease(self.spec.shard), ttl_ms=FEED_LEASE_MS, owner=owner
+        )
+        if not lease.acquire():
+            log.info("feed.lease_held", extra={"shard": self.spec.shard})
+            return "held"
+        lease.start_renewing()
+        try:
+            return asyncio.run(self._hold(lease))
+        finally:
+            lease.release()
+
+    async def _hold(self, lease: Lease) -> str:
+        spec, settings = self.spec, self.resources.settings
+        progress = feed_progress(self.redis, spec.account, spec.shard)
+        if progress.last_seq is not None:
+            return await self._wait_applied(lease)
+        calendar = calendar_of(settings)
+        end_ms = spec.end_ms or datetime_to_ms(calendar.session_close(spec.trading_date))
+        state = progress.extra
+        self.seq, self.ticks_done = progress.next_seq, progress.ticks_done
+        self.last_tick_ms = int(state.get("last_tick_ms") or 0)
+        first: dict[str, str | int] = {"holder": lease.value or ""}
+        if self.seq == 1:
+            first["open_ms"] = self.wall_ms()
+        else:
+            gap_ms = self.wall_ms() - int(state.get("last_cut_ms") or self.wall_ms())
+            first["takeovers"] = int(state.get("takeovers") or 0) + 1
+            first["last_gap_ms"] = gap_ms
+            log.warning(
+                "feed.takeover",
+                extra={"shard": spec.shard, "next_seq": self.seq, "gap_ms": gap_ms},
+            )
+        store = token_store_from_settings(settings, self.resources.sessions)
+        alerts = FeedAlerts(self.redis, settings)
+        guard = TokenGuard(store, alerts=alerts)
+
+        def token() -> str:
+            secret = store.access_token(datetime.now(UTC))
+            return secret.get_secret_value() if secret is not None else ""
+
+        def connect() -> MarketDataFeedV3Client:
+            return MarketDataFeedV3Client(
+                api_base_url=settings.UPSTOX_API_BASE_URL,
+                access_token=token,
+                clock=lambda: datetime.now(UTC),
+                is_market_open=calendar.is_open,
+                on_frame=self._on_frame,
+            )
+
+        client: MarketDataFeedV3Client | None = None
+        retry_at = 0.0
+        last_timer = 0.0
+        try:
+            while True:
+                await asyncio.sleep(LIVE_BATCH_S)
+                if lease.lost.is_set():
+                    log.error("feed.lease_lost", extra={"shard": spec.shard})
+                    return "lost"
+                now = datetime.now(UTC)
+                if client is not None and client.error is not None:
+                    error = client.error
+                    await client.close()
+                    client = None
+                    retry_at = walltime.monotonic() + LIVE_RETRY_S
+                    if isinstance(error, FeedUnauthorized):
+                        guard.report_rejected(now, str(error))
+                    else:
+                        log.error("feed.live.stopped", extra={"shard": spec.shard})
+                allowed = guard.entries_allowed(now)
+                if client is None and allowed and walltime.monotonic() >= retry_at:
+                    client = connect()
+                    await client.start()
+                    # Sent as soon as the connection opens, and again on every reconnect.
+                    await client.subscribe(list(spec.instrument_keys), LIVE_MODE)
+                    log.info("feed.live.connecting", extra={"shard": spec.shard})
+                now_ms = self.wall_ms()
+                finished = now_ms >= end_ms or self._stop_requested()
+                due_timer = walltime.monotonic() - last_timer >= LIVE_TIMER_S
+                if not (self.pending or due_timer or finished):
+                    continue
+                paused = None if allowed else guard.token_state(now).value
+                outcome = self._cut(
+                    lease, now_ms, paused, timer=due_timer, finished=finished, extra=first
+                )
+                if outcome == "lost":
+                    return "lost"
+                if outcome == "ok":
+                    first = {}
+                    if due_timer:
+                        last_timer = walltime.monotonic()
+                    if finished:
+                        break
+                self._check_engine(lease)
+        finally:
+            if client is not None:
+                await client.close()
+            alerts.close()
+        return await self._wait_applied(lease)
+
+    def _on_frame(self, frame: DecodedFrame) -> None:
+        for tick in frame.ticks:
+            # The snapshot sent on (re)subscription repeats the last trade: after a takeover
+            # it may be a tick the previous holder already batched.
+            if frame.type is FrameType.INITIAL_FEED and tick.ts_ms <= self.last_tick_ms:
+                continue
+            self.pending.append(tick)
+
+    def _stop_requested(self) -> bool:
+        try:
+            return bool(self.redis.hget(Keys.feed_state(self.spec.shard), "stop_requested"))
+        except redis.RedisError:
+            return False
+
+    def _cut(
+        self,
+        lease: Lease,
+        now_ms: int,
+        paused: str | None,
+        *,
+        timer: bool,
+        finished: bool,
+        extra: Mapping[str, str | int],
+    ) -> str:
+        """Store the ticks that arrived as the next batch; "ok", "lost" or "retry" (Redis)."""
+        spec = self.spec
+        chunk = self.pending
+        seq = self.seq
+        batch: dict[str, Any] = {
+            "seq": seq,
+            "shard": spec.shard,
+            "open_ms": extra.get("open_ms"),
+            "close_ms": now_ms if finished else None,
+            "cut_at": walltime.time(),
+            "timer_ms": now_ms if timer else None,
+            "entries_paused": paused,
+            "ticks": encode_ticks(chunk),
+        }
+        raw = json.dumps(batch, separators=(",", ":")).encode()
+        last_tick_ms = max([self.last_tick_ms, *(t.ts_ms for t in chunk)])
+        state: dict[str, str | int] = {
+            **extra,
+            "next_seq": seq + 1,
+            "ticks_done": self.ticks_done + len(chunk),
+            "last_tick_ms": last_tick_ms,
+            "last_cut_ms": now_ms,
+            "entries_paused": paused or "",
+        }
+        if finished:
+            state["last_seq"] = seq
+        value = lease.value
+        if value is None:
+            return "lost"
+        pairs = [str(x) for kv in state.items() for x in kv]
+        try:
+            stored = int(
+                self.redis.eval(
+                    _FENCED_STORE,
+                    3,
+                    Keys.feed_lease(spec.shard),
+                    Keys.batch(spec.account, spec.shard, seq),
+                    Keys.feed_state(spec.shard),
+                    value,
+                    raw,
+                    BATCH_TTL_S,
+                    *pairs,
+                )
+            )
+        except redis.RedisError:
+            log.warning("feed.store_failed", extra={"shard": spec.shard, "seq": seq})
+            return "retry"  # the ticks stay pending for the next cut
+        if not stored:
+            log.error("feed.fenced_out", extra={"shard": spec.shard, "seq": seq})
+            lease.lost.set()
+            return "lost"
+        self.pending = []
+        self.seq, self.ticks_done, self.last_tick_ms = (
+            seq + 1,
+            self.ticks_done + len(chunk),
+            last_tick_ms,
+        )
+        self.outstanding[seq] = raw
+        self.enqueue("orders.apply_ticks", (spec.account, spec.shard, seq))
+        if chunk:
+            self.enqueue("ingest.ticks", (spec.account, spec.shard, seq))
+            latest = {t.instrument_key: t for t in chunk}
+            events.publish(self.redis, ((events.TICKS, tick_payload(t)) for t in latest.values()))
+        return "ok"
+
+    def _check_engine(self, lease: Lease) -> bool:
+        """Forget applied batches; re-store and kick the engine when it stalls. True when the
+        shard is finished and applied."""
+        spec = self.spec
+        try:
+            progress = feed_progress(self.redis, spec.account, spec.shard)
+        except redis.RedisError:
+            return False
+        for seq in [s for s in self.outstanding if s <= progress.applied_seq]:
+            del self.outstanding[seq]
+        now = walltime.monotonic()
+        if progress.applied_seq != self._applied:
+            self._applied, self._applied_moved = progress.applied_seq, now
+        elif self.outstanding and now - self._applied_moved > FEED_STALL_S:
+            # Apply messages or batches may have been lost (a Redis restart): store the
+            # unapplied batches again and enqueue a drain; a duplicate drain is a no-op.
+            if lease.held():
+                for seq, raw in self.outstanding.items():
+                    self.redis.set(Keys.batch(spec.account, spec.shard, seq), raw, ex=BATCH_TTL_S)
+            self.enqueue("orders.apply_ticks", (spec.account, spec.shard, progress.applied_seq + 1))
+            log.warning(
+                "feed.engine_stalled",
+                extra={"shard": spec.shard, "applied_seq": progress.applied_seq},
+            )
+            self._applied_moved = now
+        return progress.finished
+
+    async def _wait_applied(self, lease: Lease) -> str:
+        started = walltime.monotonic()
+        while not self._check_engine(lease):
+            if lease.lost.is_set():
+                return "lost"
+            if walltime.monotonic() - started > FEED_FINAL_WAIT_S:
+                return "stalled"
+            await asyncio.sleep(0.05)
+        return "done"
+
+
+def request_stop(client: redis.Redis, shard: str) -> None:
+    """Ask a live shard to end its session now (it sends its last batch and finishes)."""
+    client.hset(Keys.feed_state(shard), "stop_requested", "1")
+
+
+def run_feed_shard(resources: Resources, spec: FeedSpec, enqueue: Enqueue) -> str:
+    """Play a simulated shard or hold a live one, as its market says."""
+    if spec.live:
+        return LiveFeedShard(resources, spec, enqueue).run()
+    return FeedShard(resources, spec, enqueue).run()
+
+
 # --- session control (beat, CLI, tests) ---------------------------------------------------------
 
 
@@ -1050,6 +1449,32 @@ def supervise_feeds(client: redis.Redis, enqueue: Enqueue) -> list[str]:
             enqueue("feed.run_shard", (spec.to_json(),))
             started.append(spec.shard)
     return started
+
+
+def upstox_session_specs(
+    resources: Resources, trading_date: date, *, end_ms: int | None = None
+) -> list[FeedSpec]:
+    """The live shards of one session: the ranked universe over as few V3 connections as the
+    plan's limits allow (`plan_shards`), one feed task each.
+
+    Raises:
+        ConfigError: the universe was never refreshed, or it exceeds the plan's limits.
+    """
+    settings = resources.settings
+    keys = list(account_instruments(resources))
+    return [
+        FeedSpec(
+            account=settings.ACCOUNT_NAME,
+            shard=f"{trading_date.isoformat()}-live-{n}",
+            trading_date=trading_date,
+            seed=0,
+            minutes=375,
+            instrument_keys=tuple(part),
+            market=MARKET_UPSTOX,
+            end_ms=end_ms,
+        )
+        for n, part in enumerate(plan_shards(keys, LIVE_MODE))
+    ]
 
 
 def sim_session_specs(

@@ -90,6 +90,11 @@ class Keys:
     def ingest_sampled(shard: str) -> str:
         return f"{PREFIX}:ingest:{shard}:sampled"
 
+    @staticmethod
+    def latencies(account: str) -> str:
+        """List: recent candle-close-to-order latencies (wall seconds), newest first."""
+        return f"{PREFIX}:metrics:{account}:candle_to_order"
+
     beat_heartbeat = f"{PREFIX}:beat:heartbeat"
 
 

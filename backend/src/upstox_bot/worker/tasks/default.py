@@ -12,12 +12,14 @@ from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import AuditRecord
+from upstox_bot.errors import ConfigError
 from upstox_bot.runtime.distributed import (
     calendar_of,
     now_ist,
     sim_session_specs,
     start_session,
     supervise_feeds,
+    upstox_session_specs,
     with_db_retry,
 )
 from upstox_bot.worker import events
@@ -42,11 +44,17 @@ def start_todays_session() -> list[str]:
     if not calendar_of(settings).is_trading_day(today):
         log.info("session.holiday", extra={"date": today.isoformat()})
         return []
-    if settings.MARKET is not MarketSource.SIM:
-        # The Upstox V3 websocket source is not wired into the feed task yet.
+    if settings.MARKET is MarketSource.UPSTOX:
+        try:
+            specs = upstox_session_specs(res, today)
+        except ConfigError:
+            log.exception("session.not_started", extra={"market": settings.MARKET.value})
+            return []
+    elif settings.MARKET is MarketSource.SIM:
+        specs = sim_session_specs(settings, today)
+    else:
         log.error("session.market_source_unavailable", extra={"market": settings.MARKET.value})
         return []
-    specs = sim_session_specs(settings, today)
     start_session(res.redis, enqueue, specs)
     return [s.shard for s in specs]
 

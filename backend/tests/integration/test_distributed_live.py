@@ -1,0 +1,284 @@
+"""The distributed harness on the live Upstox feed: real Celery worker processes on the real Redis
+and PostgreSQL hold the shard's Market Data Feed V3 connection to the protocol simulator; its
+ticks reach the engine and PostgreSQL, a SIGKILLed feed worker's shard is taken over by another
+feed worker, and a refused token pauses entries without killing anything."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from tests.integration.test_distributed import (  # the cluster and its claimed databases
+    ACCOUNT,
+    CLI,
+    Cluster,
+    _session,
+    cluster_factory,
+    redis_dbs,
+)
+from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
+from upstox_bot.config import Settings
+from upstox_bot.db import migrate
+from upstox_bot.domain import IST
+from upstox_bot.runtime.distributed import (
+    MARKET_UPSTOX,
+    FeedSpec,
+    LiveFeedShard,
+    Resources,
+    feed_progress,
+    request_stop,
+    start_session,
+)
+from upstox_bot.runtime.live_market import universe_instruments
+from upstox_bot.worker import events
+from upstox_bot.worker.state import Keys
+
+__all__ = ["cluster_factory", "redis_dbs"]  # fixtures used here, defined with the cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SAMPLE = resources.files("upstox_bot.data").joinpath("upstox_instruments_sample.json.gz")
+SHARD = "live-0"
+KEYS = 4  # instruments in the shard
+
+sim = pytest.fixture(upstox_simulator)
+
+
+def _wait(
+    what: str, check: Callable[[], bool], timeout_s: float, logs: Cluster | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            tail = ""
+            if logs is not None:
+                tail = str({p.name: p.read_text()[-3000:] for p in logs.workdir.glob("*.log")})
+            pytest.fail(f"{what} did not happen in {timeout_s} s {tail}")
+        time.sleep(0.1)
+
+
+class Market:
+    """Pushes a trade of every instrument every 50 ms, at prices around `base` rupees."""
+
+    def __init__(self, sim: UpstoxSimulator, keys: list[str]) -> None:
+        assert sim.feed is not None
+        self.feed = sim.feed
+        self.keys = keys
+        self.base = 1000.0
+        self.pushed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        step = 0
+        while not self._stop.wait(0.05):
+            step += 1
+            offset = (step % 20) * 0.05
+            prices = {k: round(self.base + offset + n, 2) for n, k in enumerate(self.keys)}
+            self.pushed += self.feed.push_prices(prices, ltq=5)
+
+    def __enter__(self) -> Market:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _refresh_universe(cluster: Cluster) -> list[str]:
+    result = subprocess.run(
+        [*CLI, "universe", "refresh", "--file", str(SAMPLE)],
+        env=cluster.env,
+        cwd=cluster.workdir,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    settings = Settings(DATABASE_URL=cluster.pg_url, REDIS_URL=cluster.redis_url)
+    return [i.instrument_key for i in universe_instruments(Resources(settings).sessions, KEYS)]
+
+
+def _live_spec(keys: list[str], *, minutes: float = 15) -> FeedSpec:
+    now = datetime.now(UTC)
+    return FeedSpec(
+        account=ACCOUNT,
+        shard=SHARD,
+        trading_date=now.astimezone(IST).date(),
+        seed=0,
+        minutes=375,
+        instrument_keys=tuple(keys),
+        market=MARKET_UPSTOX,
+        end_ms=int((now + timedelta(minutes=minutes)).timestamp() * 1000),
+    )
+
+
+def _stored_ticks(cluster: Cluster, at_least_paise: int) -> int:
+    with _session(cluster.pg_url) as session:
+        return int(
+            session.execute(
+                text("SELECT count(*) FROM ticks WHERE ltp_paise >= :p"), {"p": at_least_paise}
+            ).scalar_one()
+        )
+
+
+def _state(cluster: Cluster) -> dict[str, str]:
+    try:
+        return feed_progress(cluster.redis, ACCOUNT, SHARD).extra
+    except redis.RedisError:
+        return {}
+
+
+def _holder_pid(cluster: Cluster) -> int | None:
+    raw = cluster.redis.get(Keys.feed_lease(SHARD))
+    if raw is None:
+        return None
+    value = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return int(value.split(":")[-2])  # "<host>:<pid>:<fencing token>"
+
+
+@pytest.fixture
+def live_cluster(
+    cluster_factory: Callable[..., Cluster], sim: UpstoxSimulator
+) -> tuple[Cluster, list[str]]:
+    cluster = cluster_factory(
+        MARKET="upstox",
+        UPSTOX_API_BASE_URL=sim.base_url,
+        UPSTOX_ACCESS_TOKEN=sim.rest.issue_token(),
+        TICK_STORE_INTERVAL_SECONDS="1",
+        SIM_SYMBOLS=str(KEYS),
+    )
+    keys = _refresh_universe(cluster)
+    assert len(keys) == KEYS
+    return cluster, keys
+
+
+def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
+    live_cluster: tuple[Cluster, list[str]], sim: UpstoxSimulator
+) -> None:
+    cluster, keys = live_cluster
+    feeds = {"feed-a": cluster.start_worker("feed-a", "feed")}
+    feeds["feed-b"] = cluster.start_worker("feed-b", "feed")
+    cluster.start_worker("orders", "orders")
+    cluster.start_worker("misc", "ingest,default")
+    with (cluster.workdir / "beat.log").open("ab") as log:  # supervises the feeds every 2 s
+        cluster.procs["beat"] = subprocess.Popen(
+            [*CLI, "beat"], env=cluster.env, cwd=cluster.workdir, stdout=log, stderr=log
+        )
+    cluster.wait_ready("feed-a", "feed-b", "orders", "misc")
+    assert sim.feed is not None
+    with Market(sim, keys) as market:
+        start_session(cluster.redis, cluster.enqueue, [_live_spec(keys)])
+        # Ticks of the first holder reach the engine and PostgreSQL.
+        _wait("ticks stored", lambda: _stored_ticks(cluster, 100_000) > 0, 120, cluster)
+        first = _holder_pid(cluster)
+        assert first is not None
+        _wait("the engine applying", lambda: cluster.applied(SHARD) > 0, 60, cluster)
+        (doomed,) = [n for n, p in feeds.items() if p.pid == first]
+        feeds[doomed].send_signal(signal.SIGKILL)
+        assert feeds[doomed].wait(timeout=30) == -signal.SIGKILL
+        killed_at = time.monotonic()
+        market.base = 2000.0  # what is traded after the kill is told apart in the store
+        (survivor,) = [p for n, p in feeds.items() if n != doomed]
+        _wait("takeover", lambda: _holder_pid(cluster) == survivor.pid, 60, cluster)
+        took_s = time.monotonic() - killed_at
+        _wait("ticks after the takeover", lambda: _stored_ticks(cluster, 200_000) > 0, 60, cluster)
+        state = _state(cluster)
+        assert state["takeovers"] == "1"
+        assert int(state["last_gap_ms"]) >= 0
+        assert sim.feed.connections_opened >= 2  # the new holder connected and subscribed
+        resubscribed = {
+            k
+            for r in sim.feed.requests
+            if r.accepted and r.message and r.connection_id > 1
+            for k in r.message["data"]["instrumentKeys"]
+        }
+        assert resubscribed == set(keys)
+        request_stop(cluster.redis, SHARD)
+        _wait(
+            "the session end",
+            lambda: feed_progress(cluster.redis, ACCOUNT, SHARD).finished,
+            60,
+            cluster,
+        )
+    progress = feed_progress(cluster.redis, ACCOUNT, SHARD)
+    assert progress.applied_seq == progress.last_seq  # every batch applied, none skipped
+    assert took_s < 30, "a dead holder's shard is taken over within seconds"
+    with _session(cluster.pg_url) as session:
+        checkpoints = session.execute(
+            text("SELECT count(*) FROM audit_logs WHERE event = 'engine.checkpoint'")
+        ).scalar_one()
+    assert checkpoints > 0
+
+
+def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
+    new_postgres_url: Callable[[], str], redis_dbs: Callable[[], str], sim: UpstoxSimulator
+) -> None:
+    pg_url = new_postgres_url()
+    migrate.upgrade(pg_url)
+    settings = Settings(
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_dbs(),
+        ACCOUNT_NAME=ACCOUNT,
+        MARKET="upstox",
+        UPSTOX_API_BASE_URL=sim.base_url,
+        UPSTOX_ACCESS_TOKEN="a-token-upstox-refuses",
+        ALERT_CHANNELS=[],
+    )
+    res = Resources(settings)
+    sent: list[tuple[str, Any]] = []
+    watcher = res.redis.pubsub()  # type: ignore[no-untyped-call]
+    watcher.subscribe(events.redis_channel(events.ACCOUNT))
+    shard = LiveFeedShard(
+        res, _live_spec(["NSE_EQ|INE002A01018"]), lambda n, a: sent.append((n, a))
+    )
+    outcome: list[str] = []
+    runner = threading.Thread(target=lambda: outcome.append(shard.run()), daemon=True)
+    runner.start()
+    feed = sim.feed
+    assert feed is not None
+    _wait("a refused authorize", lambda: feed.authorize_refusals >= 1, 30)
+
+    def paused() -> bool:
+        return feed_progress(res.redis, ACCOUNT, SHARD).extra.get("entries_paused") == "expired"
+
+    _wait("entries paused", paused, 30)
+    alerts: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not alerts and time.monotonic() < deadline:
+        message = watcher.get_message(timeout=0.5)
+        if message and message["type"] == "message":
+            data = json.loads(message["data"])["data"]
+            if data.get("alert") == "token_expired":
+                alerts.append(data)
+    assert alerts, "the expired token raised an alert"
+    assert runner.is_alive(), "the feed keeps holding its shard"
+    seq = feed_progress(res.redis, ACCOUNT, SHARD).next_seq - 1
+    batch = json.loads(res.redis.get(Keys.batch(ACCOUNT, SHARD, seq)) or b"{}")
+    assert batch["entries_paused"] == "expired"
+    assert ("orders.apply_ticks", (ACCOUNT, SHARD, seq)) in sent
+    refusals = feed.authorize_refusals
+    request_stop(res.redis, SHARD)
+    _wait(
+        "the last batch", lambda: feed_progress(res.redis, ACCOUNT, SHARD).last_seq is not None, 30
+    )
+    last = feed_progress(res.redis, ACCOUNT, SHARD).last_seq
+    assert last is not None
+    res.redis.hset(Keys.engine(ACCOUNT), f"cursor:{SHARD}", f"{last + 1}:0")  # as if applied
+    runner.join(timeout=30)
+    assert outcome == ["done"]
+    assert feed.authorize_refusals == refusals, "no retry with a refused token"
+    watcher.close()
