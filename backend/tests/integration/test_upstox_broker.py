@@ -17,6 +17,7 @@ from upstox_bot.db.repositories.journal import SqlJournal
 from upstox_bot.domain import (
     ClientOrderId,
     Direction,
+    ExitReason,
     Fill,
     Order,
     OrderIntent,
@@ -28,7 +29,9 @@ from upstox_bot.domain import (
 )
 from upstox_bot.errors import BrokerUnavailable, OrderRejected
 from upstox_bot.trading.brokers.upstox import OrderClosed, UpstoxBroker
+from upstox_bot.trading.engine import derive_id
 from upstox_bot.trading.execution import OrderExecutor
+from upstox_bot.trading.ports import CancelOutcome
 from upstox_bot.upstox.client import PlacementPolicy, RetryPolicy, UpstoxClient
 from upstox_bot.upstox.live import UpstoxOrderGateway, reconcile
 
@@ -327,3 +330,171 @@ def test_reconcile_resolves_a_submitted_order_and_reports_a_position_mismatch(
     assert positions[RELIANCE].broker_quantity == 0
     assert positions[SBIN].bot_quantity == 0  # filled at Upstox, not yet applied by the bot
     assert positions[SBIN].broker_quantity == 10
+
+
+# --- cancel, and orders that end part filled --------------------------------------------------
+
+
+class Trading:
+    """An engine and executor on the live broker; :meth:`pump` is the live harness's timer."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.engine, self.journal, self.clock = make_engine(
+            ScriptedStrategy({}), instruments=[make_instrument()]
+        )
+        self.executor = OrderExecutor(
+            engine=self.engine, broker=harness.broker, journal=self.journal
+        )
+
+    def enter(self, tag: str, quantity: int = 10, **intent: Any) -> Order:
+        self.executor.execute(
+            [
+                OrderIntent(
+                    client_order_id=ClientOrderId(tag),
+                    instrument_key=SBIN,
+                    side=Side.BUY,
+                    quantity=quantity,
+                    lots=quantity,
+                    purpose=OrderPurpose.ENTRY,
+                    reason="test",
+                    created_at=utc_now(),
+                    reference_price_paise=80_000,
+                    **intent,
+                )
+            ]
+        )
+        return self.engine.orders[tag]
+
+    def pump(self, count: int) -> list[Fill | OrderClosed]:
+        """Drain ``count`` broker events and apply them as live_market's timer does."""
+        events = self.harness.drain_until(count)
+        for event in events:
+            if isinstance(event, OrderClosed):
+                self.engine.on_order_closed(
+                    event.client_order_id,
+                    event.status,
+                    event.reason,
+                    by=event.requested_by or "broker",
+                )
+            else:
+                self.executor.apply_fills([event])
+        return events
+
+
+def test_cancel_goes_to_upstox_and_the_engine_changes_only_when_upstox_confirms(
+    harness: Harness,
+) -> None:
+    t = Trading(harness)
+    working = t.enter("ub-cancel-1", order_type=OrderType.LIMIT, limit_price_paise=70_000)
+    (sim_order,) = harness.upstox.rest.orders_with_tag("ub-cancel-1")
+    harness.wait_for(lambda: sim_order.status == "open")
+    harness.drain_until(0)  # the broker has seen it open
+
+    assert harness.broker.request_cancel("ub-cancel-1", by="tester") is CancelOutcome.REQUESTED
+
+    assert harness.upstox.rest.requests_to("/v3/order/cancel", "DELETE")
+    assert working.status is OrderStatus.OPEN  # not optimistic: nothing applied yet
+    assert "ub-cancel-1" in t.engine.orders
+    (closed,) = t.pump(1)
+    assert closed == OrderClosed(
+        client_order_id=ClientOrderId("ub-cancel-1"),
+        status=OrderStatus.CANCELLED,
+        reason="Cancelled by user",
+        filled_quantity=0,
+        requested_by="tester",
+    )
+    assert t.journal.orders["ub-cancel-1"].status is OrderStatus.CANCELLED
+    assert not t.engine.pending_entries
+    assert not t.engine.orders
+    cancelled = next(a for a in t.journal.audits if a.event == "order.cancelled")
+    assert cancelled.actor == "tester"
+    assert harness.broker.request_cancel("ub-cancel-1", by="tester") is CancelOutcome.NOT_WORKING
+
+
+def test_a_cancel_that_loses_the_race_to_the_fill_ends_filled(harness: Harness) -> None:
+    t = Trading(harness)
+    t.enter("ub-race-1", order_type=OrderType.LIMIT, limit_price_paise=79_000)
+    (sim_order,) = harness.upstox.rest.orders_with_tag("ub-race-1")
+    harness.wait_for(lambda: sim_order.status == "open")
+    harness.drain_until(0)
+    harness.upstox.portfolio.pause()  # the fill happens, the bot does not hear of it yet
+    harness.upstox.rest.set_price(SBIN, Decimal("789.00"))
+    walltime.sleep(0.1)
+
+    outcome = harness.broker.request_cancel("ub-race-1", by="tester")
+
+    assert outcome is CancelOutcome.NOT_WORKING  # Upstox refused: the order is complete
+    harness.upstox.portfolio.pause(False)
+    harness.upstox.portfolio.drop_connections()
+    (fill,) = t.pump(1)
+    assert isinstance(fill, Fill)
+    assert t.journal.orders["ub-race-1"].status is OrderStatus.FILLED
+    assert t.engine.positions[SBIN].quantity == 10
+
+
+def test_entry_part_filled_then_cancelled_at_upstox_keeps_the_filled_part(
+    harness: Harness,
+) -> None:
+    t = Trading(harness)
+    harness.upstox.rest.script_partial_fill("ub-part-1", 4, then_cancel="IOC remainder")
+
+    t.enter("ub-part-1")
+    fill, closed = t.pump(2)
+
+    assert isinstance(fill, Fill)
+    assert fill.quantity == 4
+    assert closed == OrderClosed(
+        client_order_id=ClientOrderId("ub-part-1"),
+        status=OrderStatus.CANCELLED,
+        reason="IOC remainder",
+        filled_quantity=4,
+    )
+    position = t.engine.positions[SBIN]
+    assert (position.quantity, position.entry_price_paise) == (4, 80_120)
+    assert position.stop_paise == 76_114  # 5% under the fill price
+    assert t.journal.orders["ub-part-1"].status is OrderStatus.CANCELLED
+    assert not t.engine.pending_entries
+    assert not t.engine.orders
+
+
+def test_exit_part_filled_then_cancelled_at_upstox_queues_an_exit_for_the_rest(
+    harness: Harness,
+) -> None:
+    t = Trading(harness)
+    t.enter("ub-held-1")
+    t.pump(1)
+    assert t.engine.positions[SBIN].quantity == 10
+    first_exit = derive_id("ub", t.engine.config.account, "exit", "ub-held-1", 1)
+    harness.upstox.rest.script_partial_fill(first_exit, 6, then_cancel="Cancelled by exchange")
+    harness.upstox.rest.set_price(SBIN, Decimal("790.00"))
+
+    t.engine.request_exit(SBIN, ExitReason.MANUAL)
+    t.executor.execute(t.engine.on_timer(t.clock.now_ms()))
+    fill, closed = t.pump(2)
+
+    assert isinstance(fill, Fill)
+    assert (fill.client_order_id, fill.quantity) == (first_exit, 6)
+    assert isinstance(closed, OrderClosed)
+    assert closed.filled_quantity == 6
+    position = t.engine.positions[SBIN]
+    assert position.quantity == 4
+    (part,) = t.journal.trades
+    assert (part.quantity, part.exit_price_paise) == (6, 79_000)
+    assert t.engine.exit_queue == {SBIN: ExitReason.MANUAL}
+
+    t.clock.set_ms(t.clock.now_ms() + 30_000)  # the next order slot
+    t.executor.execute(t.engine.on_timer(t.clock.now_ms()))
+    (last,) = t.pump(1)
+    assert isinstance(last, Fill)
+    assert last.quantity == 4
+    assert SBIN not in t.engine.positions
+    assert [tr.quantity for tr in t.journal.trades] == [6, 4]
+    assert (
+        sum(
+            o.filled_quantity
+            for o in harness.upstox.rest.orders.values()
+            if o.transaction_type == "SELL"
+        )
+        == 10
+    )

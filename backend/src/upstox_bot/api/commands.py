@@ -27,6 +27,7 @@ from upstox_bot.domain import (
 )
 from upstox_bot.errors import Conflict, NotFound
 from upstox_bot.trading.engine import derive_id
+from upstox_bot.trading.ports import CancelOutcome
 
 if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
@@ -129,18 +130,30 @@ def close_position(bot: EmbeddedBot, instrument_key: str, *, by: str) -> None:
     bot.close_position(instrument_key, by=by)
 
 
-def cancel_order(bot: EmbeddedBot, client_order_id: str, *, by: str) -> None:
-    """Cancel a working order through the bot's broker.
+def cancel_order(bot: EmbeddedBot, client_order_id: str, *, by: str) -> CancelOutcome:
+    """Cancel a working entry order through the bot's broker.
+
+    The paper broker cancels at once and the engine follows (CANCELLED). The live broker sends
+    the cancel to Upstox (REQUESTED) and the engine changes only when Upstox confirms it, in the
+    order update: a part filled before keeps that part as the position; an order that filled
+    first simply fills.
 
     Raises:
         NotFound: the engine has no working order with that id.
-        Conflict: the broker cannot cancel orders.
+        Conflict: an exit order, a broker that cannot cancel, or an order no longer working.
+        BrokerUnavailable: Upstox could not be asked.
     """
     order = bot.engine.orders.get(client_order_id)
     if order is None:
         raise NotFound(f"no working order {client_order_id!r}")
     if order.purpose is OrderPurpose.EXIT:
         raise Conflict("an exit order is not cancelled: a stop must never be lost")
+    request_cancel = getattr(bot.broker, "request_cancel", None)
+    if request_cancel is not None:
+        outcome: CancelOutcome = request_cancel(client_order_id, by=by)
+        if outcome is CancelOutcome.NOT_WORKING:
+            raise Conflict(f"order {client_order_id!r} is no longer working (filled or closed)")
+        return outcome
     cancel = getattr(bot.broker, "cancel", None)
     if cancel is None:
         raise Conflict(f"the {type(bot.broker).__name__} cannot cancel orders")
@@ -148,3 +161,4 @@ def cancel_order(bot: EmbeddedBot, client_order_id: str, *, by: str) -> None:
         raise Conflict(f"order {client_order_id!r} is no longer working (filled or closed)")
     bot.engine.on_order_cancelled(client_order_id, by=by)
     bot.flush()
+    return CancelOutcome.CANCELLED

@@ -169,16 +169,13 @@ async def _timer(
         if live_broker is not None:
             for event in live_broker.drain():
                 if isinstance(event, OrderClosed):
-                    if event.filled_quantity == 0:  # rejected or cancelled with nothing filled
-                        bot.engine.on_order_rejected(event.client_order_id, event.reason)
-                    else:  # a partial fill then cancelled: the filled part stands (logged)
-                        log.warning(
-                            "order.closed_partially_filled",
-                            extra={
-                                "client_order_id": event.client_order_id,
-                                "status": event.status.value,
-                            },
-                        )
+                    # cancelled or rejected at Upstox, after the fills it had (drained first)
+                    bot.engine.on_order_closed(
+                        event.client_order_id,
+                        event.status,
+                        event.reason,
+                        by=event.requested_by or "broker",
+                    )
                 else:
                     bot.executor.apply_fills([event])
         bot.executor.execute(bot.engine.on_timer(bot.clock.now_ms()))

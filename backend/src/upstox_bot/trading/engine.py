@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Protocol
 
@@ -160,12 +160,18 @@ class Engine:
 
     @property
     def open_position_count(self) -> int:
-        return len(self.positions) + len(self.pending_entries)
+        # An entry partly filled and still working is one position, not two.
+        if not self.pending_entries:
+            return len(self.positions)
+        return len(self.positions.keys() | self.pending_entries.keys())
 
     def available_paise(self) -> int:
-        """Cash not tied up in open positions or entries on their way."""
+        """Cash not tied up in open positions or entries on their way (their unfilled part)."""
         used = sum(p.entry_price_paise * p.quantity for p in self.positions.values())
-        used += sum(i.reference_price_paise * i.quantity for i in self.pending_entries.values())
+        for intent in self.pending_entries.values():
+            order = self.orders.get(intent.client_order_id)
+            unfilled = intent.quantity - (order.filled_quantity if order is not None else 0)
+            used += intent.reference_price_paise * max(unfilled, 0)
         return self.day.capital_paise + self.day.realised_paise - used
 
     def snapshot(self) -> AccountSnapshot:
@@ -619,7 +625,9 @@ class Engine:
 
     def _apply_entry_fill(self, order: Order, fill: Fill) -> None:
         key = order.instrument_key
-        self.pending_entries.pop(key, None)
+        if order.status is OrderStatus.FILLED:
+            # A part-filled entry keeps the rest reserved until it fills or ends (on_order_closed).
+            self.pending_entries.pop(key, None)
         position = self.positions.get(key)
         price = order.average_price_paise or fill.price_paise
         direction = Direction.LONG if order.side.value == "buy" else Direction.SHORT
@@ -745,6 +753,134 @@ class Engine:
         self.pending_entries.pop(order.instrument_key, None)
         self.journal.order(order)
         self._audit("order.cancelled", "order", client_order_id, now, {}, actor=by)
+
+    def on_order_closed(
+        self, client_order_id: str, status: OrderStatus, reason: str, *, by: str = "broker"
+    ) -> None:
+        """An order ended at the broker without filling in full (cancelled there, or rejected
+        for the rest); the fills it had were applied before. Settle what it leaves.
+
+        Nothing filled: a rejection is :meth:`on_order_rejected`; a cancelled entry frees its
+        slot and cash, a cancelled exit goes back in the queue. Part filled: an entry's filled
+        quantity stays the position (opened by its fills, stop and target from their price) and
+        the rest is released; an exit's filled quantity is realised as a trade (charges on that
+        part), the rest of the position stays open and its exit is queued again: an exit is
+        never dropped. An order the engine no longer follows is ignored (a repeated report).
+
+        Args:
+            status: REJECTED or CANCELLED, as the broker ended it.
+            reason: the broker's message (audited).
+            by: who asked for the cancel (audit actor); ``broker`` when nobody here did.
+        """
+        order = self.orders.get(client_order_id)
+        if order is None:
+            log.warning("order.close.ignored", extra={"client_order_id": client_order_id})
+            return
+        if order.filled_quantity == 0 and status is OrderStatus.REJECTED:
+            self.on_order_rejected(client_order_id, reason)
+            return
+        now = self.clock.now()
+        order_state.transition(order, OrderStatus.CANCELLED, now)
+        del self.orders[client_order_id]
+        self.journal.order(order)
+        key = order.instrument_key
+        self._audit(
+            "order.cancelled",
+            "order",
+            client_order_id,
+            now,
+            {
+                "reason": reason,
+                "broker_status": status.value,
+                "filled_quantity": order.filled_quantity,
+                "released_quantity": order.quantity - order.filled_quantity,
+                "average_price_paise": order.average_price_paise,
+            },
+            actor=by,
+        )
+        if order.purpose is OrderPurpose.ENTRY:
+            self.pending_entries.pop(key, None)
+            if order.filled_quantity:
+                self.journal.account(self.snapshot())
+            return
+        position = self.positions.get(key)
+        if position is None:
+            return
+        if order.filled_quantity:
+            self._reduce_position(position, order, now)
+        position.exit_pending = False
+        self.journal.position_updated(position)
+        self._queue_exit(key, order.exit_reason or ExitReason.MANUAL)
+        if order.filled_quantity:
+            self.journal.account(self.snapshot())
+
+    def _reduce_position(self, position: Position, order: Order, at: datetime) -> None:
+        # The filled part of an exit that ended early: a trade of its own (the position row
+        # closes with that part) and the rest of the position opens again under the same entry.
+        key = position.instrument_key
+        filled = min(order.filled_quantity, position.quantity - 1)
+        lot = self._lot_size(key)
+        exit_price = order.average_price_paise or position.last_price_paise
+        self._unrealised_paise -= position.unrealised_pnl_paise
+        gross = position.direction.sign * (exit_price - position.entry_price_paise) * filled
+        charges = self.charges(
+            direction=position.direction,
+            entry_price_paise=position.entry_price_paise,
+            exit_price_paise=exit_price,
+            quantity=filled,
+            trading_date=self.day.trading_date,
+        )
+        part = replace(
+            position,
+            quantity=filled,
+            lots=filled // lot,
+            last_price_paise=exit_price,
+            exit_pending=False,
+        )
+        trade = Trade(
+            trade_id=derive_id("tr", position.entry_order_id, order.client_order_id),
+            instrument_key=key,
+            direction=position.direction,
+            quantity=filled,
+            lots=part.lots,
+            entry_price_paise=position.entry_price_paise,
+            exit_price_paise=exit_price,
+            entry_at=position.entry_at,
+            exit_at=at,
+            gross_pnl_paise=gross,
+            charges_paise=charges,
+            net_pnl_paise=gross - charges,
+            exit_reason=order.exit_reason or ExitReason.MANUAL,
+            entry_order_id=position.entry_order_id,
+            exit_order_id=order.client_order_id,
+            strategy=position.strategy,
+        )
+        self.day.realised_paise += trade.net_pnl_paise
+        self.day.charges_paise += charges
+        self.day.trades += 1
+        self.journal.position_closed(part, trade)
+        position.quantity -= filled
+        position.lots = position.quantity // lot
+        position.exit_pending = False
+        self._unrealised_paise += position.unrealised_pnl_paise
+        self.journal.position_opened(position)
+        self._audit(
+            "position.reduced",
+            "position",
+            key,
+            at,
+            {
+                "exit_reason": trade.exit_reason.value,
+                "closed_quantity": filled,
+                "open_quantity": position.quantity,
+                "exit_price_paise": exit_price,
+                "gross_pnl_paise": gross,
+                "charges_paise": charges,
+                "net_pnl_paise": trade.net_pnl_paise,
+                "trade_id": trade.trade_id,
+            },
+        )
+        self._check_loss_limit()
 
     def on_order_rejected(self, client_order_id: str, reason: str) -> None:
         """A broker refused an order: free the entry slot, or queue the exit again."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Protocol
 
 from upstox_bot.domain import (
@@ -35,6 +36,31 @@ class Broker(Protocol):
 
     def find_by_tag(self, client_order_id: str) -> Order | None:
         """Return the broker's view of the order carrying this tag, or None if it never arrived."""
+        ...
+
+
+class CancelOutcome(StrEnum):
+    """What a broker did with a cancel request."""
+
+    CANCELLED = "cancelled"  # done and final now (paper): apply it to the engine at once
+    REQUESTED = "requested"  # sent; the broker's confirmation arrives later as an order update
+    NOT_WORKING = "not_working"  # unknown to the broker, filled or already ended: nothing to do
+
+
+class ConfirmingBroker(Protocol):
+    """A broker whose cancels are confirmed later (the live broker).
+
+    The engine's order changes only when the broker's order update says so: a cancel confirmed
+    becomes ``Engine.on_order_closed``; a cancel that lost the race to a fill leaves the fill.
+    """
+
+    def request_cancel(self, client_order_id: str, *, by: str) -> CancelOutcome:
+        """Ask the broker to cancel the order's unfilled part.
+
+        Raises:
+            Conflict: the order is not acknowledged by the broker yet (try again).
+            BrokerUnavailable: the broker could not be asked (the order may still work).
+        """
         ...
 
 

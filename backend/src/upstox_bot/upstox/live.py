@@ -146,6 +146,22 @@ class UpstoxOrderGateway:
             raise BrokerUnavailable(f"order {order.client_order_id}: {exc}") from exc
         return placed.order_ids
 
+    async def cancel(self, broker_order_id: str) -> None:
+        """Cancel one Upstox order (``DELETE /v3/order/cancel``); Upstox confirms on the stream.
+
+        Raises:
+            OrderRejected: Upstox refused: unknown order, or already complete/cancelled/rejected.
+            BrokerUnavailable: no conclusive answer, or the token was refused.
+        """
+        try:
+            await self._client.cancel_order(broker_order_id)
+        except UpstoxAuthError as exc:
+            raise self._auth_failed(exc) from exc
+        except (OrderRejected, BrokerUnavailable):
+            raise
+        except UpstoxApiError as exc:  # e.g. UDAPI100010 unknown order id: nothing to cancel
+            raise OrderRejected(f"cancel of {broker_order_id}: {exc}") from exc
+
     async def reports_for_tag(self, tag: str) -> Sequence[BrokerOrderReport]:
         """Today's Upstox orders carrying ``tag``."""
         records = await self._read(self._client.find_orders_by_tag(tag))

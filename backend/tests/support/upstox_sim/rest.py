@@ -638,6 +638,7 @@ class RestSimulator:
         self._trade_seq = itertools.count(1)
         self.orders: dict[str, SimOrder] = {}
         self.trades: list[SimTrade] = []
+        self.partial_fills: dict[str, tuple[int, str | None]] = {}  # tag -> (cap, cancel message)
         self.place_requests = 0
         today = self.now().astimezone(IST).date()
         self.instruments, self.prices = sample_instruments(today)
@@ -694,6 +695,24 @@ class RestSimulator:
                 retry_after_s=retry_after_s,
             )
         )
+
+    def script_partial_fill(
+        self, tag: str, quantity: int, *, then_cancel: str | None = None
+    ) -> None:
+        """The orders tagged ``tag`` fill at most ``quantity`` when their price comes; the rest
+        keeps working (``open``, as API.md 5.7 shows a partial fill), or is cancelled at once
+        with ``then_cancel`` as the message (an IOC remainder, or the exchange cancelling it)."""
+        with self.lock:
+            self.partial_fills[tag] = (quantity, then_cancel)
+
+    def fill_part(self, order_id: str, quantity: int, price: Decimal | str | None = None) -> None:
+        """Fill ``quantity`` more of a working order (at ``price``, or its last price) now."""
+        with self.lock:
+            order = self._get_order(order_id)
+            fill_price = (
+                Decimal(str(price)) if price is not None else self.prices[order.instrument_key]
+            )
+            self._fill(order, fill_price, quantity)
 
     def issue_token(self, *, expires_at: datetime | None = None) -> str:
         """Make a valid access token without the login flow."""
@@ -1277,13 +1296,30 @@ class RestSimulator:
                 if order.status != "open":
                     order.set_status("open")
                 return
-        self._fill(order, ltp)
+        scripted = self.partial_fills.get(order.tag or "")
+        if scripted is None:
+            self._fill(order, ltp)
+            return
+        cap, cancel_message = scripted
+        room = cap - order.filled_quantity
+        if room > 0:
+            self._fill(order, ltp, min(room, order.quantity - order.filled_quantity))
+        if not order.terminal and cancel_message is not None:
+            order.set_status("cancelled", cancel_message)
+        elif not order.terminal and order.status != "open":
+            order.set_status("open")
 
-    def _fill(self, order: SimOrder, price: Decimal) -> None:
-        quantity = order.quantity - order.filled_quantity
-        order.filled_quantity = order.quantity
-        order.average_price = price
-        order.set_status("complete")
+    def _fill(self, order: SimOrder, price: Decimal, quantity: int | None = None) -> None:
+        rest = order.quantity - order.filled_quantity
+        quantity = rest if quantity is None else min(quantity, rest)
+        if quantity <= 0:
+            return
+        total = order.filled_quantity + quantity
+        order.average_price = (
+            (order.average_price * order.filled_quantity + price * quantity) / total
+        ).quantize(Decimal("0.01"))
+        order.filled_quantity = total
+        order.set_status("complete" if total == order.quantity else "open")
         self.trades.append(
             SimTrade(
                 trade_id=f"{next(self._trade_seq):08d}",

@@ -46,6 +46,7 @@ from upstox_bot.domain import (
     paise_to_rupees,
 )
 from upstox_bot.errors import Conflict, NotFound
+from upstox_bot.trading.ports import CancelOutcome
 
 if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
@@ -367,19 +368,41 @@ def read_order(client_order_id: str, session: SessionDep, account: AccountDep) -
 @router.post(
     "/orders/{client_order_id}/cancel",
     response_model=CommandRead,
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    responses={
+        202: {"model": CommandRead, "description": "Sent to Upstox; confirmed later."},
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        503: {"model": ErrorBody, "description": "Upstox could not be asked."},
+    },
 )
 async def cancel_order(
-    client_order_id: str, bot: BotDep, session: SessionDep, account: AccountDep, actor: TradeActor
+    client_order_id: str,
+    bot: BotDep,
+    session: SessionDep,
+    account: AccountDep,
+    actor: TradeActor,
+    response: Response,
 ) -> CommandRead:
-    """Cancel a working order through the bot's broker. A finished order answers 409."""
+    """Cancel a working entry order through the bot's broker. A finished order or an exit
+    answers 409.
+
+    Paper: cancelled at once (200, ``cancelled``). Upstox: the cancel is sent (202,
+    ``cancel_requested``) and the order changes only when Upstox confirms it; a part filled
+    before stays the position, and an order that filled first stays filled."""
     order = await run_in_threadpool(OrderRepository(session, account).get_or_none, client_order_id)
     if order is None and (bot is None or client_order_id not in bot.engine.orders):
         raise NotFound(f"order {client_order_id!r} not found")
     if order is not None and order.status.is_terminal:
         raise Conflict(f"order {client_order_id!r} is already {order.status.value}")
     running = commands.require_bot(bot, "cancelling an order")
-    commands.cancel_order(running, client_order_id, by=actor)
+    outcome = commands.cancel_order(running, client_order_id, by=actor)
+    if outcome is CancelOutcome.REQUESTED:
+        response.status_code = status.HTTP_202_ACCEPTED
+        return CommandRead(
+            status="cancel_requested",
+            detail=f"cancel of order {client_order_id} sent to the broker by {actor}; "
+            "it is cancelled when the broker confirms",
+        )
     return CommandRead(status="cancelled", detail=f"order {client_order_id} cancelled by {actor}")
 
 

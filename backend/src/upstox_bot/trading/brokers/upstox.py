@@ -41,8 +41,9 @@ from upstox_bot.domain import (
     Position,
     Side,
 )
-from upstox_bot.errors import BrokerUnavailable, OrderRejected
+from upstox_bot.errors import BrokerUnavailable, Conflict, OrderRejected
 from upstox_bot.trading.engine import derive_id
+from upstox_bot.trading.ports import CancelOutcome
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class OrderClosed:
     status: OrderStatus  # REJECTED or CANCELLED
     reason: str
     filled_quantity: int  # filled before it ended (fills were reported separately)
+    requested_by: str | None = None  # who asked for the cancel here (None: the broker's doing)
 
 
 BrokerEvent = Fill | OrderClosed
@@ -99,6 +101,15 @@ class OrderGateway(Protocol):
 
     async def place(self, order: Order) -> Sequence[str]:
         """Place the order (its client id as tag); return the broker's order ids."""
+        ...
+
+    async def cancel(self, broker_order_id: str) -> None:
+        """Ask the broker to cancel one of its orders (the answer is not the confirmation).
+
+        Raises:
+            OrderRejected: the broker refused: the order is unknown or already finished.
+            BrokerUnavailable: no conclusive answer.
+        """
         ...
 
     async def reports_for_tag(self, tag: str) -> Sequence[BrokerOrderReport]:
@@ -160,6 +171,7 @@ class _Tracked:
     filled: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (qty, avg paise)
     reported_quantity: int = 0  # total handed out as fills (after the skip)
     closed: bool = False
+    cancel_by: str | None = None  # a cancel was requested here, by whom
 
 
 def _copy(order: Order) -> Order:
@@ -282,6 +294,7 @@ class UpstoxBroker:
         self.untracked_reports = 0
         self.polls = 0
         self.poll_failures = 0
+        self.cancels_requested = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -373,6 +386,49 @@ class UpstoxBroker:
                 self._apply(report)
         return found
 
+    def request_cancel(self, client_order_id: str, *, by: str) -> CancelOutcome:
+        """Ask Upstox to cancel every working slice of the order; nothing changes here yet.
+
+        The confirmation comes as an order update (stream or poll) and is drained as an
+        :class:`OrderClosed` carrying ``requested_by=by``, after the fills that came first; a
+        slice that filled before the cancel reached Upstox drains as its fill.
+
+        Returns:
+            REQUESTED when at least one slice was asked to cancel, NOT_WORKING when the order
+            is not followed, has ended, or every slice had finished at Upstox.
+
+        Raises:
+            Conflict: the order is not acknowledged by Upstox yet (no order id): try again.
+            BrokerUnavailable: Upstox could not be asked; the order may still work.
+        """
+        with self._lock:
+            tracked = self._tracked.get(client_order_id)
+            if tracked is None or tracked.closed:
+                return CancelOutcome.NOT_WORKING
+            working = [i for i, r in tracked.children.items() if not r.status.is_terminal]
+            known = tracked.order.broker_order_id
+            if known and known not in tracked.children:
+                working.append(known)
+        if not working:
+            if not tracked.children:
+                raise Conflict(f"order {client_order_id} is not acknowledged by Upstox yet")
+            return CancelOutcome.NOT_WORKING
+        asked = 0
+        for broker_order_id in working:
+            try:
+                self._run(self._gateway.cancel(broker_order_id))
+            except OrderRejected as exc:  # that slice finished first (filled or ended)
+                log.info(
+                    "broker.cancel.refused",
+                    extra={"client_order_id": client_order_id, "reason": str(exc)},
+                )
+                continue
+            asked += 1
+            with self._lock:
+                tracked.cancel_by = by
+        self.cancels_requested += asked
+        return CancelOutcome.REQUESTED if asked else CancelOutcome.NOT_WORKING
+
     # --- reports in, events out -----------------------------------------------------------
 
     def track(self, order: Order) -> None:
@@ -457,6 +513,9 @@ class UpstoxBroker:
         if tracked.order.broker_order_id and tracked.order.broker_order_id not in known_ids:
             return  # the placed slice we know of has not reported yet
         filled = sum(c.filled_quantity for c in children)
+        priced = sum(tracked.filled.get(i, (0, 0))[0] for i in known_ids)
+        if filled > priced:
+            return  # a fill without its price yet: close after it, never before
         total = sum(c.quantity for c in children)
         tracked.closed = True
         if filled >= total and filled > 0:
@@ -471,6 +530,7 @@ class UpstoxBroker:
                 status=OrderStatus.REJECTED if rejected else OrderStatus.CANCELLED,
                 reason=reason,
                 filled_quantity=filled,
+                requested_by=tracked.cancel_by,
             )
         )
 
