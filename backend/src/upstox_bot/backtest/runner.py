@@ -5,25 +5,54 @@ The loop is the embedded harness's market loop (runtime/embedded.py) fed with th
 trade the clock moves to it, the paper broker fills the working orders at it, the engine sees it
 and the executor places what the engine decided. A replayed session therefore trades exactly as
 a backtest over the same bars.
+
+With `RunConfig.fast_path` (the default) and a strategy that has a vectorised form, only the
+minutes where something can happen are stepped this way; the others are skipped with the
+engine left exactly as their ticks would leave it (see backtest/fastpath.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
+import numpy as np
+
 from upstox_bot.backtest.data import Dataset
+from upstox_bot.backtest.fastpath import FastPlan
 from upstox_bot.backtest.models import BacktestTrade, EquityPoint, OpenPosition
 from upstox_bot.backtest.rules import BacktestExitManager, BacktestExitRules, BacktestRiskManager
 from upstox_bot.clock import SimClock
-from upstox_bot.domain import AccountSnapshot, AuditRecord, Instrument, Tick, ms_to_datetime
-from upstox_bot.feed.replay import SESSION_MS, ist_date_of_ms, replay_trades, session_open_ms
+from upstox_bot.domain import (
+    AccountSnapshot,
+    AuditRecord,
+    Direction,
+    Fill,
+    Instrument,
+    Order,
+    Position,
+    RiskDecision,
+    Signal,
+    SignalStatus,
+    Tick,
+    Trade,
+    ms_to_datetime,
+)
+from upstox_bot.feed.replay import (
+    SESSION_MS,
+    ReplayTrade,
+    bar_path,
+    ist_date_of_ms,
+    replay_trades,
+    session_open_ms,
+)
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
-from upstox_bot.signals.base import Strategy
+from upstox_bot.signals.base import Strategy, StrategySignal
+from upstox_bot.signals.series import CandleSeries
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.engine import Engine, EngineConfig
 from upstox_bot.trading.execution import OrderExecutor
@@ -36,16 +65,70 @@ _PROGRESS_EVERY = 1 << 15  # trades between two progress reports
 
 
 class BacktestJournal(MemoryJournal):
-    """A MemoryJournal that drops account snapshots and audit records (a long run makes
-    millions of them and nothing in a backtest result reads them)."""
+    """A MemoryJournal that keeps only the closed trades: a long run makes millions of
+    signals, decisions, order states, snapshots and audit records, and nothing in a backtest
+    result reads them (the open positions are read from the engine)."""
 
     __slots__ = ()
+
+    def signal(self, signal: Signal, status: SignalStatus) -> None:
+        return None
+
+    def signal_status(self, signal_id: str, status: SignalStatus) -> None:
+        return None
+
+    def risk_decision(self, decision: RiskDecision) -> None:
+        return None
+
+    def order(self, order: Order) -> None:
+        return None
+
+    def order_sent(self, client_order_id: str, at: datetime) -> None:
+        return None
+
+    def fill(self, fill: Fill) -> None:
+        return None
+
+    def position_opened(self, position: Position) -> None:
+        return None
+
+    def position_updated(self, position: Position) -> None:
+        return None
+
+    def position_closed(self, position: Position, trade: Trade) -> None:
+        self.trades.append(trade)
 
     def account(self, snapshot: AccountSnapshot) -> None:
         return None
 
     def audit(self, record: AuditRecord) -> None:
         return None
+
+
+class _CandidateGate(Strategy):
+    """The run's strategy, evaluated only on the candles its vectorised form marked: on the
+    others `signal_candidates` promised that `evaluate` says nothing."""
+
+    name = "candidate_gate"
+
+    def __init__(self, inner: Strategy, candidates: Mapping[str, frozenset[int]]) -> None:
+        # No Strategy.__init__: the inner strategy has validated its parameters.
+        self.name = inner.name  # type: ignore[misc]
+        self.params = inner.params
+        self.inner = inner
+        self._candidates = candidates
+
+    @property
+    def startup_candles(self) -> int:
+        return self.inner.startup_candles
+
+    def evaluate(
+        self, candles: CandleSeries, *, position: Direction | None, now: datetime
+    ) -> Sequence[StrategySignal]:
+        marked = self._candidates.get(candles.instrument_key)
+        if marked is None or int(candles.start_ms[-1]) not in marked:
+            return ()
+        return self.inner.evaluate(candles, position=position, now=now)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +149,9 @@ class RunConfig:
     # Leave out the repeat trades of a bar path when nothing is waiting to fill or to exit:
     # such a trade is a no-op for the trades (it only counts in the candle's tick count).
     skip_idle_repeats: bool = True
+    # Step only the minutes where a decision, a fill or an exit can happen, when the strategy
+    # has a vectorised form (same trades; False steps every bar, for tests and comparisons).
+    fast_path: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +163,7 @@ class RunOutput:
     equity: tuple[EquityPoint, ...]
     exposure: float  # 0-1
     unfilled_orders: int
-    trades_replayed: int  # trades fed to the engine
+    trades_replayed: int  # trades fed to the engine (the fast path skips quiet bars' trades)
 
 
 class Backtest:
@@ -92,6 +178,7 @@ class Backtest:
             s.instrument.instrument_key: s.instrument for s in self.series
         }
         self.keys = [s.instrument.instrument_key for s in self.series]
+        self._index_of = {key: index for index, key in enumerate(self.keys)}
         self.symbols: Mapping[str, str] = {
             s.instrument.instrument_key: s.instrument.trading_symbol for s in self.series
         }
@@ -134,6 +221,8 @@ class Backtest:
         self._exposed_ms = 0
         self._market_ms = 0
         self._last_ts = 0
+        self._count = 0
+        self._strategy = strategy
 
     def _open_session(self, day: date) -> None:
         open_ms = session_open_ms(day)
@@ -153,7 +242,38 @@ class Backtest:
         self._equity.append(EquityPoint(day=day, equity_paise=equity))
 
     def run(self, progress: Callable[[float], None] | None = None) -> RunOutput:
-        """Replay every bar through the engine; `progress` gets the fraction done (0-1)."""
+        """Replay the bars through the engine; `progress` gets the fraction done (0-1)."""
+        plan = (
+            FastPlan.build_or_none(
+                self.series,
+                self._strategy,
+                candle_interval_s=self.config.candle_interval_s,
+                window=self.config.series_capacity,
+            )
+            if self.config.fast_path
+            else None
+        )
+        if plan is None:
+            self._run_full(progress)
+        else:
+            self.engine.strategy = _CandidateGate(self._strategy, plan.candidates)
+            try:
+                self._run_fast(plan, progress)
+            finally:
+                self.engine.strategy = self._strategy
+        if progress is not None:
+            progress(1.0)
+        return RunOutput(
+            trades=tuple(self._trades()),
+            open_positions=tuple(self._open_positions()),
+            equity=tuple(self._equity),
+            exposure=self._exposed_ms / self._market_ms if self._market_ms else 0.0,
+            unfilled_orders=self.broker.working_count,
+            trades_replayed=self._count,
+        )
+
+    def _run_full(self, progress: Callable[[float], None] | None) -> None:
+        """Every trade of every bar path, in time order."""
         engine, broker, executor, clock = self.engine, self.broker, self.executor, self.clock
         keys = self.keys
         skip_repeats = self.config.skip_idle_repeats
@@ -189,16 +309,222 @@ class Backtest:
                 progress(min(1.0, (ts - self.first_ms) / span))
         if day is not None:
             self._close_session(day)
-        if progress is not None:
-            progress(1.0)
-        return RunOutput(
-            trades=tuple(self._trades()),
-            open_positions=tuple(self._open_positions()),
-            equity=tuple(self._equity),
-            exposure=self._exposed_ms / self._market_ms if self._market_ms else 0.0,
-            unfilled_orders=broker.working_count,
-            trades_replayed=count,
+        self._count = count
+
+    # --- the fast path ---------------------------------------------------------------------
+
+    def _run_fast(self, plan: FastPlan, progress: Callable[[float], None] | None) -> None:
+        """Step the minutes that matter, skip the quiet ones (see backtest/fastpath.py)."""
+        engine, broker = self.engine, self.broker
+        next_must, build, full = plan.next_must, plan.build, plan.full
+        cursors = [0] * len(self.series)
+        square_off = self.config.exits.square_off
+        days = len(plan.days)
+        for number, (day, lo, hi) in enumerate(plan.days):
+            self._open_session(day)
+            square_off_at = plan.square_off_index(lo, hi, square_off)
+            j = lo
+            while j < hi:
+                if not full[j] and not broker.working_count and not engine.exit_queue:
+                    # Skip to the next minute that must step; a candidate minute at the end
+                    # of the span has its candle built from its trades, outside the engine.
+                    end = min(int(next_must[j]), hi)
+                    if end < hi and build[end] and not full[end]:
+                        end += 1
+                    if engine.positions:
+                        end = self._quiet_end(plan, cursors, j, end, square_off_at)
+                    if end > j:
+                        self._skip(plan, cursors, j, end, bool(build[end - 1]))
+                        j = end
+                        continue
+                self._step_minute(plan, cursors, j)
+                j += 1
+            self._close_session(day)
+            if progress is not None and not number % 64:
+                progress(number / days)
+
+    def _step_minute(self, plan: FastPlan, cursors: list[int], j: int) -> None:
+        """Feed the trades of every bar starting at minute j, in time order, as the full loop
+        does."""
+        minute = int(plan.minutes[j])
+        trades: list[ReplayTrade] = []
+        for index, s in enumerate(self.series):
+            i = cursors[index]
+            if i < len(s) and int(s.start_ms[i]) == minute:
+                cursors[index] = i + 1
+                volume = int(s.volume[i])
+                for offset, price, repeat in bar_path(
+                    int(s.open[i]), int(s.high[i]), int(s.low[i]), int(s.close[i]), s.span_ms
+                ):
+                    trades.append(
+                        (minute + offset, index, price, volume if offset == 0 else 0, repeat)
+                    )
+        if len(self.series) > 1:
+            trades.sort()
+        engine, broker, executor, clock, keys = (
+            self.engine,
+            self.broker,
+            self.executor,
+            self.clock,
+            self.keys,
         )
+        skip_repeats = self.config.skip_idle_repeats
+        working = broker.working_count
+        for ts, index, price, quantity, repeat in trades:
+            if repeat and skip_repeats and not working and not engine.exit_queue:
+                continue
+            clock.advance_to(ts)
+            if engine.positions:
+                self._exposed_ms += ts - self._last_ts
+            self._last_ts = ts
+            tick = Tick(instrument_key=keys[index], ts_ms=ts, ltp_paise=price, ltq=quantity)
+            if working:
+                executor.apply_fills(broker.on_tick(tick))
+                working = broker.working_count
+            intents = engine.on_tick(tick)
+            if intents:
+                executor.execute(intents)
+                working = broker.working_count
+            self._count += 1
+
+    def _quiet_end(
+        self, plan: FastPlan, cursors: list[int], j: int, end: int, square_off_at: int
+    ) -> int:
+        """How far from minute j the open positions let the run skip: before the first bar
+        that could reach an exit level, the square-off or the daily loss limit (j: none)."""
+        engine = self.engine
+        if not engine.day.square_off_done:
+            end = min(end, square_off_at)
+        if end <= j:
+            return j
+        rules = self.config.exits
+        until = int(plan.minutes[end]) if end < len(plan.minutes) else None
+        worst_pnl = engine.day.realised_paise
+        for key, position in engine.positions.items():
+            if engine.router.exit_date(key) is not None:
+                return j
+            index = self._index_of.get(key)
+            if index is None:
+                return j  # not a replayed instrument: step, never guess
+            arrays = plan.series[index]
+            lo = cursors[index]
+            hi = (
+                len(arrays.start_ms)
+                if until is None
+                else int(np.searchsorted(arrays.start_ms, until, "left"))
+            )
+            high = arrays.max_paise[lo:hi]
+            low = arrays.min_paise[lo:hi]
+            long = position.direction is Direction.LONG
+            touch = np.zeros(hi - lo, dtype=np.bool_)
+            if rules.take_profit:
+                if rules.trailing_stop and position.trailing_active:
+                    best = position.best_price_paise
+                    touch |= high > best if long else low < best
+                else:
+                    target = position.target_paise
+                    touch |= high >= target if long else low <= target
+            if rules.stop_loss:
+                touch |= low <= position.stop_paise if long else high >= position.stop_paise
+            trail = position.trail_stop_paise
+            if trail is not None:
+                touch |= low <= trail if long else high >= trail
+            if hi > lo and touch.any():
+                first = lo + int(np.argmax(touch))
+                end = min(end, int(np.searchsorted(plan.minutes, arrays.start_ms[first])))
+                hi = first
+            worst = position.last_price_paise
+            if hi > lo:
+                worst = (
+                    min(worst, int(low[: hi - lo].min()))
+                    if long
+                    else max(worst, int(high[: hi - lo].max()))
+                )
+            worst_pnl += (
+                position.direction.sign * (worst - position.entry_price_paise) * (position.quantity)
+            )
+            if end <= j:
+                return j
+        if not engine.day.loss_limit_hit and engine.risk.loss_limit_breached(worst_pnl):
+            return j
+        return end
+
+    def _skip(self, plan: FastPlan, cursors: list[int], j: int, end: int, build: bool) -> None:
+        """Leave the engine as the trades of minutes [j, end) would, none of which can take a
+        decision: the timer of minute j (it closes the last stepped candle), the bars'
+        candles into the windows and their closes as last prices. With `build`, the bars of
+        the last minute are not closed: their trades go to the candle aggregator, which then
+        holds their candles open as it would after stepping them."""
+        engine, clock = self.engine, self.clock
+        minute = int(plan.minutes[j])
+        clock.advance_to(minute)
+        if minute >= engine.next_timer_ms and (engine.on_timer(minute) or engine.exit_queue):
+            raise RuntimeError("backtest fast path: a skipped minute took a decision")
+        capacity = self.config.series_capacity
+        skip_repeats = self.config.skip_idle_repeats
+        count = len(plan.minutes)
+        prices: dict[str, int] = {}
+        last_ts = self._last_ts
+        built: list[ReplayTrade] = []
+        for index, arrays in enumerate(plan.series):
+            lo = cursors[index]
+            hi = int(plan.bar_at[index][end]) if end < count else len(arrays.start_ms)
+            if hi <= lo:
+                continue
+            cursors[index] = hi
+            key = self.keys[index]
+            last = hi - 1
+            start = int(arrays.start_ms[last])
+            closed = hi
+            if build and start == int(plan.minutes[end - 1]):
+                closed = last
+                built.append((start, index, 0, 0, False))
+            first = max(lo, closed - capacity)
+            if closed > first:
+                engine.extend_candles(
+                    key,
+                    arrays.start_ms[first:closed],
+                    arrays.open_rupees[first:closed],
+                    arrays.high_rupees[first:closed],
+                    arrays.low_rupees[first:closed],
+                    arrays.close_rupees[first:closed],
+                    arrays.volume[first:closed],
+                )
+            prices[key] = int(arrays.close_paise[last])
+            offset = int(arrays.last_offset_ms[last])
+            if not skip_repeats and offset != self.series[index].span_ms - 1000:
+                offset += 1  # the last trade is the repeat of the last extreme
+            last_ts = max(last_ts, start + offset)
+        if built:
+            self._build_candles(built, skip_repeats)
+        engine.apply_quiet_prices(prices)
+        if engine.positions:
+            self._exposed_ms += last_ts - self._last_ts
+        self._last_ts = last_ts
+        clock.advance_to(last_ts)
+
+    def _build_candles(self, bars: list[ReplayTrade], skip_repeats: bool) -> None:
+        """Feed the trades of these bars (start ms, series index) to the candle aggregator
+        alone, in time order: a quiet minute's trades change nothing else in the engine."""
+        trades: list[ReplayTrade] = []
+        for start, index, _price, _quantity, _repeat in bars:
+            s = self.series[index]
+            i = int(np.searchsorted(s.start_ms, start))
+            volume = int(s.volume[i])
+            for offset, price, repeat in bar_path(
+                int(s.open[i]), int(s.high[i]), int(s.low[i]), int(s.close[i]), s.span_ms
+            ):
+                if not (repeat and skip_repeats):
+                    trades.append(
+                        (start + offset, index, price, volume if offset == 0 else 0, repeat)
+                    )
+        if len(bars) > 1:
+            trades.sort()
+        aggregator, keys = self.engine.aggregator, self.keys
+        for ts, index, price, quantity, _repeat in trades:
+            tick = Tick(instrument_key=keys[index], ts_ms=ts, ltp_paise=price, ltq=quantity)
+            if aggregator.on_tick(tick) is not None:
+                raise RuntimeError("backtest fast path: a built candle closed another")
 
     def _trades(self) -> list[BacktestTrade]:
         return [

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+import numpy as np
+import numpy.typing as npt
+
 from upstox_bot.domain import Direction, SignalType
 from upstox_bot.errors import ConfigError
 from upstox_bot.signals.series import CandleSeries
@@ -48,6 +51,25 @@ class Param:
         if self.maximum is not None and number > self.maximum:
             raise ConfigError(f"parameter {self.name}: {number} is above {self.maximum}")
         return number
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CandleHistory:
+    """Every closed candle of one instrument, oldest first, as parallel int64 arrays (paise).
+
+    What a backtest hands to `Strategy.signal_candidates`: the candles the engine's window will
+    have held, one after the other.
+    """
+
+    start_ms: npt.NDArray[np.int64]
+    open_paise: npt.NDArray[np.int64]
+    high_paise: npt.NDArray[np.int64]
+    low_paise: npt.NDArray[np.int64]
+    close_paise: npt.NDArray[np.int64]
+    volume: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.start_ms)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +147,19 @@ class Strategy(ABC):
         self, candles: CandleSeries, *, position: Direction | None, now: datetime
     ) -> Sequence[StrategySignal]:
         """Return the signals for the candle just closed (the last one of `candles`)."""
+
+    def signal_candidates(
+        self, history: CandleHistory, *, window: int
+    ) -> npt.NDArray[np.bool_] | None:
+        """The candles after whose close `evaluate` may return a signal, all at once (optional).
+
+        A backtest uses it to step the engine only where a decision can be taken. The answer
+        must be a superset: True wherever `evaluate`, given the last `window` candles up to and
+        including that one (whatever the position and the time), could return anything;
+        False promises it returns nothing. None (the default) means the strategy has no such
+        form, and the backtest evaluates every candle.
+        """
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Name, description and parameters with their current values (for the API and CLI)."""

@@ -74,6 +74,44 @@ class CandleSeries:
         else:
             self._n += 1
 
+    def extend(
+        self,
+        start_ms: npt.NDArray[np.int64],
+        open_: FloatArray,
+        high: FloatArray,
+        low: FloatArray,
+        close: FloatArray,
+        volume: FloatArray,
+    ) -> None:
+        """Add closed candles at once (prices in rupees, oldest first), as `append` one by one
+        would: the window ends up holding the same last `capacity` candles."""
+        count = len(start_ms)
+        if not count:
+            return
+        if self._n and int(start_ms[0]) <= int(self._start_ms[self._start + self._n - 1]):
+            raise ValueError("candles must be appended in time order")
+        columns = (
+            (self._open, open_),
+            (self._high, high),
+            (self._low, low),
+            (self._close, close),
+            (self._volume, volume),
+            (self._start_ms, start_ms),
+        )
+        keep = min(self._n, self.capacity - min(count, self.capacity))
+        take = min(count, self.capacity)
+        end = self._start + self._n
+        if end + take > len(self._close):
+            # Slide what is kept to the front, then write the new candles after it.
+            for arr, _new in columns:
+                arr[:keep] = arr[end - keep : end]
+            self._start, end = 0, keep
+        else:
+            self._start = end - keep
+        for arr, new in columns:
+            arr[end : end + take] = new[count - take :]
+        self._n = keep + take
+
     def __len__(self) -> int:
         return self._n
 

@@ -19,6 +19,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from upstox_bot import faults
 from upstox_bot.domain import (
     IST,
@@ -953,6 +956,47 @@ class Engine:
         for candle in candles[-self.config.series_capacity :]:
             series.append(candle)
         self.series[instrument_key] = series
+
+    # --- backtest fast path: bars proved to change nothing but the candles and prices ---
+
+    @property
+    def next_timer_ms(self) -> int:
+        """The time from which the next tick runs `on_timer` first."""
+        return self._next_timer_ms
+
+    def extend_candles(
+        self,
+        instrument_key: str,
+        start_ms: npt.NDArray[np.int64],
+        open_: npt.NDArray[np.float64],
+        high: npt.NDArray[np.float64],
+        low: npt.NDArray[np.float64],
+        close: npt.NDArray[np.float64],
+        volume: npt.NDArray[np.float64],
+    ) -> None:
+        """Add closed strategy candles (rupees) that the caller knows make no signal, without
+        evaluating them: the window ends up as if each had closed in turn."""
+        series = self.series.get(instrument_key)
+        if series is None:
+            series = CandleSeries(
+                instrument_key, self.config.candle_interval_s, self.config.series_capacity
+            )
+            self.series[instrument_key] = series
+        series.extend(start_ms, open_, high, low, close, volume)
+
+    def apply_quiet_prices(self, prices: Mapping[str, int]) -> None:
+        """Move last prices (and the open positions' unrealised P&L) to where ticks the caller
+        proved to touch no exit level and no loss limit left them."""
+        for key, price in prices.items():
+            self.last_price[key] = price
+            position = self.positions.get(key)
+            if position is not None:
+                self._unrealised_paise += (
+                    position.direction.sign
+                    * (price - position.last_price_paise)
+                    * position.quantity
+                )
+                position.last_price_paise = price
 
     def restore_order(self, order: Order, reference_price_paise: int) -> None:
         """Track an order left in flight; an entry keeps its slot and its cash reserved."""

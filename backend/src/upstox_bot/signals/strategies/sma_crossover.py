@@ -5,11 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
+import numpy.typing as npt
+
 from upstox_bot.domain import Direction
 from upstox_bot.errors import ConfigError
 from upstox_bot.signals import indicators
-from upstox_bot.signals.base import Param, Strategy, StrategySignal, reversal_signals
+from upstox_bot.signals.base import (
+    CandleHistory,
+    Param,
+    Strategy,
+    StrategySignal,
+    reversal_signals,
+)
 from upstox_bot.signals.series import CandleSeries
+
+# Unit roundoff of float64: the error bound of one rounded operation, relative to its result.
+_ROUNDOFF = 2.0**-53
 
 
 class SmaCrossoverStrategy(Strategy):
@@ -81,3 +93,40 @@ class SmaCrossoverStrategy(Strategy):
             exit_reason=f"SMA fast crossed {word} slow",
             indicators=snapshot,
         )
+
+    def signal_candidates(
+        self, history: CandleHistory, *, window: int
+    ) -> npt.NDArray[np.bool_] | None:
+        """Candles where the averages may cross, by exact integer sums with a float margin.
+
+        `evaluate` compares TA-Lib averages of float rupees, whose last bits depend on the
+        window they are summed over; here the sums are exact (integer paise), and a candle is
+        a candidate when the exact comparison, moved by more than the float error can move
+        it, could still read as a cross. Away from ties that is exactly the crossing candles.
+        """
+        count = len(history)
+        fast_n, slow_n = int(self.params["fast"]), int(self.params["slow"])
+        candidates = np.zeros(count, dtype=np.bool_)
+        if window < self.startup_candles or count < self.startup_candles:
+            return candidates
+        close = history.close_paise.astype(np.int64)
+        sums = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(close)))
+        # gap[i] = fast_n * slow_n * (SMA fast - SMA slow) at candle i in paise, exactly
+        # (defined from i = slow_n - 1 on).
+        at = np.arange(slow_n - 1, count)
+        fast_sum = sums[at + 1] - sums[at + 1 - fast_n]
+        slow_sum = sums[at + 1] - sums[at + 1 - slow_n]
+        gap = fast_sum * slow_n - slow_sum * fast_n
+        # evaluate() sums slow_n + 1 closes in a running total (adds and subtracts): each SMA
+        # is off by at most (2 * length + 2) roundoffs of the largest close, the difference by
+        # twice that; the margin is twice that again, in the units of `gap`.
+        length = slow_n + 1
+        largest_rupees = float(close.max()) / 100 + 1
+        margin = 4 * (2 * length + 2) * _ROUNDOFF * largest_rupees * 100 * fast_n * slow_n
+        before, now = gap[:-1], gap[1:]
+        up = (before <= margin) & (now > -margin)
+        down = (before >= -margin) & (now < margin)
+        # gap[k] belongs to candle k + slow_n - 1; a cross needs the previous value too, so the
+        # first candidate is candle slow_n (the startup_candles-th candle).
+        candidates[slow_n:] = up | down
+        return candidates

@@ -1,0 +1,186 @@
+"""The fast path's plan: which minutes of a backtest must be stepped tick by tick.
+
+Stepping a bar through the engine costs tens of microseconds; most bars of a long backtest
+change nothing but the candle window and the last price. Before the loop, a strategy that has
+an exact vectorised form (`Strategy.signal_candidates`) says after which candles it may signal;
+the minute of such a candle and the next one (where the candle closes, is evaluated and the
+order fills) are always stepped. The rest is stepped only while something is pending (a working
+order, a queued exit) or an open position could reach an exit level, the square-off time or the
+daily loss limit inside the bar; otherwise the runner skips it with `Engine.extend_candles` and
+`Engine.apply_quiet_prices`, which leave the engine as the ticks would have.
+
+Only 1-minute bars traded as 1-minute candles, aligned to the minute and inside the session,
+take this path: there each bar is exactly one candle of the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, time
+
+import numpy as np
+import numpy.typing as npt
+
+from upstox_bot.feed.replay import BarSeries, ist_date_of_ms, path_offsets
+from upstox_bot.signals.base import CandleHistory, Strategy
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+_IST_OFFSET_MS = 19_800_000
+_DAY_MS = 86_400_000
+_MINUTE_MS = 60_000
+_SESSION_OPEN_MS = (9 * 60 + 15) * _MINUTE_MS  # after IST midnight
+_SESSION_CLOSE_MS = (15 * 60 + 30) * _MINUTE_MS
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesArrays:
+    """One series' bars as the candles the engine builds from their ticks."""
+
+    start_ms: IntArray
+    close_paise: IntArray
+    last_offset_ms: IntArray  # offset of the bar path's last trade that is not a repeat
+    min_paise: IntArray  # lowest trade of the bar's path: min(open, high, low, close)
+    max_paise: IntArray  # highest trade of the path
+    open_rupees: FloatArray  # the candle window's values: paise / 100
+    high_rupees: FloatArray
+    low_rupees: FloatArray
+    close_rupees: FloatArray
+    volume: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class FastPlan:
+    """The minutes of the run (every bar start of every series, in order) and which must step."""
+
+    minutes: IntArray
+    days: tuple[tuple[date, int, int], ...]  # (IST date, first minute index, end index)
+    next_must: IntArray  # for each minute index, the first index >= it in `build` or `full`
+    build: BoolArray  # minutes whose candles must be built from their trades (candidates)
+    full: BoolArray  # minutes that must be stepped through the engine (decisions, fills)
+    bar_at: tuple[IntArray, ...]  # per series: index of its first bar at or after each minute
+    series: tuple[SeriesArrays, ...]
+    candidates: Mapping[str, frozenset[int]]  # start ms of the candles that may signal, by key
+
+    @classmethod
+    def build_or_none(
+        cls,
+        series: Sequence[BarSeries],
+        strategy: Strategy,
+        *,
+        candle_interval_s: int,
+        window: int,
+    ) -> FastPlan | None:
+        """The plan, or None when the run must step every bar (no vectorised form, or bars
+        that are not one engine candle each)."""
+        if candle_interval_s != 60 or any(s.interval_s != 60 for s in series):
+            return None
+        for s in series:
+            ms_of_day = (s.start_ms + _IST_OFFSET_MS) % _DAY_MS
+            if (
+                np.any(s.start_ms % _MINUTE_MS)
+                or np.any(ms_of_day < _SESSION_OPEN_MS)
+                or np.any(ms_of_day >= _SESSION_CLOSE_MS)
+                or np.any(np.diff(s.start_ms) <= 0)
+            ):
+                return None
+        masks: list[BoolArray] = []
+        for s in series:
+            history = CandleHistory(
+                start_ms=s.start_ms,
+                open_paise=s.open,
+                high_paise=s.high,
+                low_paise=s.low,
+                close_paise=s.close,
+                volume=s.volume,
+            )
+            mask = strategy.signal_candidates(history, window=window)
+            if mask is None:
+                return None
+            mask = np.asarray(mask, dtype=np.bool_)
+            if mask.shape != (len(s),):
+                raise ValueError(f"{strategy.name}: signal_candidates gave {mask.shape} values")
+            masks.append(mask)
+        minutes = np.unique(np.concatenate([s.start_ms for s in series]))
+        count = len(minutes)
+        day_of = (minutes + _IST_OFFSET_MS) // _DAY_MS
+        build = np.zeros(count + 1, dtype=np.bool_)
+        full = np.zeros(count + 1, dtype=np.bool_)
+        for s, mask in zip(series, masks, strict=True):
+            at = np.searchsorted(minutes, s.start_ms[mask])
+            # A candidate's candle must be built from its trades (it stays open in the
+            # aggregator); it closes at the next minute's first trade (or at the close timer
+            # when it is the day's last), which is stepped: the decision is taken there and
+            # the order fills at the instrument's next trade.
+            build[at] = True
+            after = at + 1
+            after = after[after < count]
+            after = after[day_of[after] == day_of[after - 1]]
+            full[after] = True
+        full[count] = True
+        marked = np.flatnonzero(build | full)
+        next_must = marked[np.searchsorted(marked, np.arange(count))].astype(np.int64)
+        bounds = np.flatnonzero(np.diff(day_of)) + 1
+        starts = np.concatenate(([0], bounds)).tolist()
+        ends = np.concatenate((bounds, [count])).tolist()
+        days = tuple(
+            (ist_date_of_ms(int(minutes[lo])), int(lo), int(hi))
+            for lo, hi in zip(starts, ends, strict=True)
+        )
+        return cls(
+            minutes=minutes,
+            days=days,
+            next_must=next_must,
+            build=build,
+            full=full,
+            bar_at=tuple(np.searchsorted(s.start_ms, minutes).astype(np.int64) for s in series),
+            series=tuple(_arrays(s) for s in series),
+            candidates={
+                s.instrument.instrument_key: frozenset(s.start_ms[mask].tolist())
+                for s, mask in zip(series, masks, strict=True)
+            },
+        )
+
+    def square_off_index(self, day_lo: int, day_hi: int, square_off: time | None) -> int:
+        """The first minute of the day at or after the square-off time (day_hi if none)."""
+        if square_off is None:
+            return day_hi
+        first = int(self.minutes[day_lo])
+        midnight = first - (first + _IST_OFFSET_MS) % _DAY_MS
+        at = midnight + ((square_off.hour * 60 + square_off.minute) * 60 + square_off.second) * 1000
+        return day_lo + int(np.searchsorted(self.minutes[day_lo:day_hi], at, "left"))
+
+
+def _arrays(s: BarSeries) -> SeriesArrays:
+    # bar_path: open, then the first extreme, the second and the close, each only when it
+    # differs from the trade before it.
+    offsets = path_offsets(s.span_ms)
+    rising = s.close >= s.open
+    first = np.where(rising, s.low, s.high)
+    second = np.where(rising, s.high, s.low)
+    previous = np.where(first != s.open, first, s.open)
+    has_second = second != previous
+    previous = np.where(has_second, second, previous)
+    last_offset = np.where(
+        s.close != previous,
+        offsets[6],
+        np.where(has_second, offsets[4], np.where(first != s.open, offsets[2], 0)),
+    ).astype(np.int64)
+    prices = np.stack((s.open, s.high, s.low, s.close))
+    high = prices.max(axis=0)
+    low = prices.min(axis=0)
+    return SeriesArrays(
+        start_ms=s.start_ms,
+        close_paise=s.close,
+        last_offset_ms=last_offset,
+        min_paise=low,
+        max_paise=high,
+        open_rupees=s.open / 100,
+        high_rupees=high / 100,
+        low_rupees=low / 100,
+        close_rupees=s.close / 100,
+        volume=s.volume.astype(np.float64),
+    )
