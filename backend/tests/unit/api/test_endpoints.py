@@ -14,6 +14,15 @@ from sqlalchemy import text
 from tests.unit.api.conftest import SESSION_DATE, BotApp
 from upstox_bot.config import Settings
 from upstox_bot.db.session import make_engine
+from upstox_bot.domain import (
+    ClientOrderId,
+    Order,
+    OrderPurpose,
+    OrderStatus,
+    OrderType,
+    Side,
+)
+from upstox_bot.trading.ports import CancelOutcome
 
 
 def rows(settings: Settings, sql: str, **params: object) -> list[Any]:
@@ -340,6 +349,67 @@ def test_cancelling_a_working_exit_order_is_refused(bot_app: BotApp) -> None:
     _error(response, 409, "conflict")
     assert "exit order is not cancelled" in response.json()["detail"]  # a stop is never lost
     assert working in engine.orders
+
+
+class ConfirmingBroker:
+    """A live-like broker: cancels are requested, and confirmed later by an order update."""
+
+    def __init__(self, outcome: CancelOutcome) -> None:
+        self.outcome = outcome
+        self.requested: list[tuple[str, str]] = []
+
+    def request_cancel(self, client_order_id: str, *, by: str) -> CancelOutcome:
+        self.requested.append((client_order_id, by))
+        return self.outcome
+
+
+def _working_entry(bot_app: BotApp) -> str:
+    engine = bot_app.bot.engine
+    now = engine.clock.now()
+    order = Order(
+        client_order_id=ClientOrderId("ub-live-entry-1"),
+        instrument_key=next(iter(engine.instruments)),
+        side=Side.BUY,
+        quantity=10,
+        lots=10,
+        purpose=OrderPurpose.ENTRY,
+        order_type=OrderType.LIMIT,
+        status=OrderStatus.OPEN,
+        created_at=now,
+        updated_at=now,
+        reason="test",
+        limit_price_paise=10_000,
+    )
+    engine.on_order_created(order)
+    return order.client_order_id
+
+
+def test_cancel_through_a_confirming_broker_is_202_and_waits_for_the_confirmation(
+    bot_app: BotApp,
+) -> None:
+    broker = ConfirmingBroker(CancelOutcome.REQUESTED)
+    bot_app.bot.broker = broker  # type: ignore[assignment]
+    order_id = _working_entry(bot_app)
+
+    response = bot_app.client.post(f"/api/v1/orders/{order_id}/cancel")
+
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "cancel_requested"
+    assert broker.requested[0][0] == order_id
+    engine = bot_app.bot.engine
+    assert engine.orders[order_id].status is OrderStatus.OPEN  # not cancelled on the request
+    engine.on_order_closed(order_id, OrderStatus.CANCELLED, "Cancelled by user", by="api")
+    assert order_id not in engine.orders
+
+
+def test_cancel_of_an_order_the_broker_no_longer_works_is_a_409(bot_app: BotApp) -> None:
+    bot_app.bot.broker = ConfirmingBroker(CancelOutcome.NOT_WORKING)  # type: ignore[assignment]
+    order_id = _working_entry(bot_app)
+
+    response = bot_app.client.post(f"/api/v1/orders/{order_id}/cancel")
+
+    _error(response, 409, "conflict")
+    assert order_id in bot_app.bot.engine.orders  # a fill on its way will complete it
 
 
 # --- account -----------------------------------------------------------------------------------

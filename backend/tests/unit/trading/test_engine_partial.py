@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from tests.support.factories import ScriptedStrategy, ist_ms, make_engine, make_instrument
@@ -85,7 +85,7 @@ class Harness:
         (order,) = self.broker.placed
         return order
 
-    def audits(self, event: str) -> list[dict[str, object]]:
+    def audits(self, event: str) -> list[Mapping[str, object]]:
         return [a.data for a in self.journal.audits if a.event == event]
 
 
