@@ -2,12 +2,16 @@
 
 Builds N realistic full-mode `FeedResponse` frames (5 instruments each: two stocks, a future and
 two options with greeks; 5 depth levels and 5 candles per instrument, as Upstox sends), then times,
-best of several rounds, with each result dropped at once as a live loop would:
+best of several rounds, with each result dropped at once as a live loop would (the paths take
+turns within each round, so that load from other processes falls on all of them alike):
 
 - baseline: `FeedResponse.FromString` alone;
-- floor: parse and read each instrument's LTP (the least any decoder must touch);
-- decode_frame: bytes -> DecodedFrame with its Ticks (the hot path);
-- decode_frame + quote(): also the full-mode extras (depth, candles, ATP, ...) of every instrument.
+- floor: parse and read each instrument's LTP (the least a decoder over the upb parse must touch);
+- decode_frame: bytes -> DecodedFrame with its Ticks (the hot path), through the compiled decoder
+  (`upstox_bot.feed._v3_decoder`, the C extension the install builds); target: at most 2x baseline;
+- decode_frame_python: the same through the Python reference decoder over the upb parse;
+- decode_frame + quote(): also the full-mode extras (depth, candles, ATP, ...) of every instrument
+  (upb parses the frame on the first quote()).
 
 Usage: python benchmarks/bench_feed_decode.py [frames] [rounds]
 """
@@ -17,10 +21,10 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
-from upstox_bot.feed.upstox_v3 import decode_frame
+from upstox_bot.feed.upstox_v3 import COMPILED_DECODER, decode_frame, decode_frame_python
 
 INSTRUMENTS = (
     ("NSE_EQ|INE002A01018", "stock", 1401.5),
@@ -82,14 +86,18 @@ def build_frames(count: int, seed: int = 42) -> list[bytes]:
     return frames
 
 
-def best_seconds(func: Callable[[bytes], object], frames: list[bytes], rounds: int) -> float:
-    """Best wall time of `rounds` passes calling `func` on every frame."""
-    best = float("inf")
+def best_seconds(
+    funcs: Sequence[Callable[[bytes], object]], frames: list[bytes], rounds: int
+) -> list[float]:
+    """Best wall time of each function over `rounds` passes calling it on every frame; in each
+    round every function makes its pass in turn."""
+    best = [float("inf")] * len(funcs)
     for _ in range(rounds):
-        start = time.perf_counter()
-        for data in frames:
-            func(data)
-        best = min(best, time.perf_counter() - start)
+        for i, func in enumerate(funcs):
+            start = time.perf_counter()
+            for data in frames:
+                func(data)
+            best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 
@@ -117,17 +125,19 @@ def main() -> None:
         f"{count} frames x {ticks_per_frame} instruments (full mode, {size:.0f} bytes/frame), "
         f"best of {rounds}"
     )
+    if not COMPILED_DECODER:
+        print("the compiled decoder is not built: decode_frame runs the Python path")
     runs = (
         ("FromString (baseline)", pb.FeedResponse.FromString),
         ("parse + read LTP (floor)", parse_and_read_ltp),
-        ("decode_frame -> Ticks", decode_frame),
+        ("decode_frame (compiled)" if COMPILED_DECODER else "decode_frame (Python)", decode_frame),
+        ("decode_frame_python", decode_frame_python),
         ("decode_frame + quote()", decode_with_quotes),
     )
-    baseline = 0.0
+    timings = best_seconds([func for _, func in runs], frames, rounds)
+    baseline = timings[0]
     print(f"{'path':<26} {'frames/s':>12} {'ticks/s':>12} {'us/frame':>9} {'x baseline':>10}")
-    for name, func in runs:
-        seconds = best_seconds(func, frames, rounds)
-        baseline = baseline or seconds
+    for (name, _), seconds in zip(runs, timings, strict=True):
         print(
             f"{name:<26} {count / seconds:>12,.0f} {count * ticks_per_frame / seconds:>12,.0f} "
             f"{seconds / count * 1e6:>9.2f} {seconds / baseline:>10.2f}"

@@ -188,16 +188,20 @@ _TickFactory = Callable[
 ]
 
 
+def _tick_is_plain_slots() -> bool:
+    """Whether a Tick can be built by writing its slots in _TICK_FIELDS order."""
+    names = tuple(f.name for f in dataclasses.fields(Tick))
+    return (
+        names == _TICK_FIELDS and not hasattr(Tick, "__post_init__") and "__slots__" in vars(Tick)
+    )
+
+
 def _tick_factory() -> _TickFactory:
     # A frozen dataclass __init__ sets each of Tick's 17 fields through object.__setattr__, which
     # costs more than parsing the protobuf itself. Writing the slots directly gives the same object
     # (as copy and pickle do) at a third of the cost. If Tick ever changes shape, fall back to the
     # constructor rather than build a half-initialised object.
-    names = tuple(f.name for f in dataclasses.fields(Tick))
-    fast = (
-        names == _TICK_FIELDS and not hasattr(Tick, "__post_init__") and "__slots__" in vars(Tick)
-    )
-    if not fast:
+    if not _tick_is_plain_slots():
 
         def construct(*values: Any) -> Tick:
             return Tick(**dict(zip(_TICK_FIELDS, values, strict=True)))
@@ -252,6 +256,26 @@ def _tick_factory() -> _TickFactory:
 _make_tick: Final = _tick_factory()
 
 
+def _load_compiled_decoder() -> tuple[Any, type[Exception]]:
+    """The compiled frame decoder's `decode` and its error type; (None, a placeholder) when the
+    extension is not built, and then every frame takes the Python path."""
+    try:
+        from upstox_bot.feed import _v3_decoder
+    except ImportError as e:
+        log.debug("feed.decoder.python_only", extra={"reason": str(e)})
+        return None, _NoCompiledDecoder
+    slots = tuple(vars(Tick)[name] for name in _TICK_FIELDS) if _tick_is_plain_slots() else None
+    try:
+        _v3_decoder.configure(Tick, slots, _make_tick, to_paise)
+    except TypeError:  # slots of an unexpected kind: build ticks through the factory
+        _v3_decoder.configure(Tick, None, _make_tick, to_paise)
+    return _v3_decoder.decode, _v3_decoder.WireError
+
+
+class _NoCompiledDecoder(Exception):
+    """Never raised: stands in for the compiled decoder's WireError when it is not built."""
+
+
 def to_paise(rupees: float) -> int:
     """Convert a float rupee price from the feed to integer paise, rounding half up.
 
@@ -290,6 +314,8 @@ class _PaiseTable(dict[float, int]):
 
 
 _PAISE: Final = _PaiseTable()
+_compiled_decode, _WireError = _load_compiled_decoder()
+COMPILED_DECODER: Final = _compiled_decode is not None  # whether decode_frame uses it
 
 
 class DecodedFrame:
@@ -300,7 +326,7 @@ class DecodedFrame:
     when asked; it keeps a reference to the parsed message for that.
     """
 
-    __slots__ = ("_feeds", "current_ts_ms", "market_info", "ticks", "type")
+    __slots__ = ("_data", "_feeds", "current_ts_ms", "market_info", "ticks", "type")
 
     def __init__(
         self,
@@ -309,12 +335,24 @@ class DecodedFrame:
         ticks: list[Tick],
         market_info: MarketInfo | None,
         feeds: Any = None,
+        data: bytes | None = None,
     ) -> None:
         self.type = frame_type
         self.current_ts_ms = current_ts_ms  # server time of the frame, epoch ms UTC
         self.ticks = ticks
         self.market_info = market_info
-        self._feeds = feeds
+        self._feeds = feeds  # the parsed feeds map, or None until `_feed_map` parses `_data`
+        self._data = data  # the frame's bytes when the compiled decoder built the ticks
+
+    def _feed_map(self) -> Any:
+        """The upb feeds map; a frame decoded by the compiled path is parsed on first use."""
+        if self._feeds is None and self._data is not None:
+            try:
+                self._feeds = _parse(self._data).feeds
+            except (DecodeError, RuntimeError) as e:  # the compiled walk accepted it: not expected
+                raise MalformedFrame(f"not a FeedResponse ({len(self._data)} bytes): {e}") from e
+            self._data = None
+        return self._feeds
 
     def __repr__(self) -> str:
         return (
@@ -325,13 +363,15 @@ class DecodedFrame:
     @property
     def instrument_keys(self) -> list[str]:
         """Keys of every instrument in the frame, with or without a tick."""
-        return [] if self._feeds is None else list(self._feeds)
+        feeds = self._feed_map()
+        return [] if feeds is None else list(feeds)
 
     def mode(self, instrument_key: str) -> FeedMode | None:
         """The mode the instrument is subscribed in, per this frame; None if not in the frame."""
-        if self._feeds is None or instrument_key not in self._feeds:
+        feeds = self._feed_map()
+        if feeds is None or instrument_key not in feeds:
             return None
-        return _mode_of(self._feeds[instrument_key])
+        return _mode_of(feeds[instrument_key])
 
     def quote(self, instrument_key: str) -> FullQuote | None:
         """Decode the full-mode / option-greeks extras of one instrument.
@@ -342,10 +382,11 @@ class DecodedFrame:
         Raises:
             MalformedFrame: a price in it is not a finite number.
         """
-        if self._feeds is None or instrument_key not in self._feeds:
+        feeds = self._feed_map()
+        if feeds is None or instrument_key not in feeds:
             return None
         try:
-            return _decode_quote(instrument_key, self._feeds[instrument_key])
+            return _decode_quote(instrument_key, feeds[instrument_key])
         except (ValueError, OverflowError) as e:
             raise MalformedFrame(f"bad value for {instrument_key}: {e}") from e
 
@@ -369,11 +410,34 @@ def decode_frame(data: bytes) -> DecodedFrame:
     A tick's `ts_ms` is the last trade time, or the frame's server time when the feed omits it
     (snapshots of instruments with no trade time). Prices are rounded half up to paise. `iv` is
     None when the feed sends 0 (proto3 cannot tell "no IV" from 0, and an IV of 0 is no quote);
-    greeks are set only when the option greeks message is present.
+    greeks are set only when the option greeks message is present. Ticks come one per
+    instrument; their order within a frame carries no meaning.
+
+    Feed frames go through the compiled decoder (`_v3_decoder`, when it is built), which walks
+    the wire bytes straight into Ticks; market-info frames and anything else go through
+    `decode_frame_python`, the reference that the compiled path must agree with.
 
     Raises:
         MalformedFrame: the bytes are not a `FeedResponse` or carry a non-finite price.
     """
+    if _compiled_decode is not None and type(data) is bytes:
+        try:
+            decoded = _compiled_decode(data)
+        except _WireError as e:
+            raise MalformedFrame(f"not a FeedResponse ({len(data)} bytes): {e}") from e
+        except (ValueError, OverflowError) as e:
+            raise MalformedFrame(f"bad value in feed frame: {e}") from e
+        if decoded is not None:
+            type_number, now, ticks = decoded
+            if 0 <= type_number < _TYPE_MARKET_INFO:
+                return DecodedFrame(_FRAME_TYPES[type_number], now, ticks, None, data=data)
+            return DecodedFrame(FrameType.UNKNOWN, now, [], None)
+    return decode_frame_python(data)
+
+
+def decode_frame_python(data: bytes) -> DecodedFrame:
+    """`decode_frame` over the upb parse, in Python: the reference decoder, and the fallback
+    when the compiled one is not built. Same results (tick order aside) and same errors."""
     try:
         msg = _parse(data)
     except (DecodeError, RuntimeError, TypeError) as e:
