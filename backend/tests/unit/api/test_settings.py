@@ -14,7 +14,7 @@ from upstox_bot.api.app import create_app
 from upstox_bot.config import Settings
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
-from upstox_bot.domain import AccountSnapshot
+from upstox_bot.domain import IST, AccountSnapshot
 
 URL = "/api/v1/settings"
 
@@ -136,7 +136,7 @@ def _paper_days(settings: Settings, days: int) -> None:
         accounts = AccountRepository(session)
         record = accounts.get(settings.ACCOUNT_NAME)
         start = record.paper_started_at or datetime.now(UTC)
-        first = start.date()
+        first = start.astimezone(IST).date()  # paper days are IST trading dates
         for n in range(days):
             accounts.save_snapshot(
                 settings.ACCOUNT_NAME,
@@ -173,6 +173,9 @@ def test_live_trading_is_refused_before_the_paper_period(client: TestClient) -> 
 def test_live_trading_forced_with_a_reason_is_audited(
     client: TestClient, settings: Settings
 ) -> None:
+    # The played session's date lies before the account's paper start (the wall clock's day),
+    # so only the days added here count, whatever day the test runs on.
+    _paper_days(settings, 3)
     response = client.patch(
         URL,
         json={
@@ -187,7 +190,7 @@ def test_live_trading_forced_with_a_reason_is_audited(
     forced = client.get("/api/v1/audit", params={"event": "live_trading.forced"}).json()
     (record,) = forced["items"]
     assert record["data"]["reason"] == "backtested for a year"
-    assert record["data"]["paper_days"] == 1
+    assert record["data"]["paper_days"] == 3
     assert record["data"]["required_days"] == 14
     engine = make_engine(settings.database_url)
     with session_scope(make_session_factory(engine)) as session:
