@@ -104,7 +104,11 @@ class FastPlan:
             if mask.shape != (len(s),):
                 raise ValueError(f"{strategy.name}: signal_candidates gave {mask.shape} values")
             masks.append(mask)
-        minutes = np.unique(np.concatenate([s.start_ms for s in series]))
+        if len(series) == 1:
+            minutes = series[0].start_ms  # strictly increasing (checked above)
+        else:
+            every = np.sort(np.concatenate([s.start_ms for s in series]))
+            minutes = every[np.concatenate(([True], every[1:] != every[:-1]))]
         count = len(minutes)
         day_of = (minutes + _IST_OFFSET_MS) // _DAY_MS
         build = np.zeros(count + 1, dtype=np.bool_)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 
 from upstox_bot.domain import Direction, ExitReason, Position, RiskDecision, RiskRule, Side
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
@@ -44,8 +45,14 @@ class BacktestExitRules(ExitRules):
 
     def levels(self, direction: Direction, entry_paise: int) -> tuple[int, int]:
         """(stop, target) in paise; 0 for a disabled one."""
-        stop, target = ExitRules.levels(self, direction, entry_paise)
-        return (stop if self.stop_loss else 0), (target if self.take_profit else 0)
+        return _levels(self, direction, entry_paise)
+
+
+@lru_cache(maxsize=1 << 16)
+def _levels(rules: BacktestExitRules, direction: Direction, entry_paise: int) -> tuple[int, int]:
+    # Decimal arithmetic per entry and per fill adds up over a long backtest; prices repeat.
+    stop, target = ExitRules.levels(rules, direction, entry_paise)
+    return (stop if rules.stop_loss else 0), (target if rules.take_profit else 0)
 
 
 class BacktestExitManager(ExitManager):

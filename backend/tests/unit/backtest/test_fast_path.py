@@ -222,7 +222,9 @@ def test_sma_candidates_include_every_candle_that_signals() -> None:
     assert marked[signalled].all()
     # A superset, not much larger: away from ties it is the crossing candles themselves.
     assert marked.sum() <= 2 * len(signalled)
-    assert not strategy.signal_candidates(history, window=strategy.startup_candles - 1).any()
+    too_short = strategy.signal_candidates(history, window=strategy.startup_candles - 1)
+    assert too_short is not None
+    assert not too_short.any()
 
 
 @pytest.mark.parametrize("chunks", [[1, 1, 1], [5, 300, 2], [299, 1, 700], [1000], [3, 3, 3, 3]])
