@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # upstox-bot image: the API, the Celery workers and beat all run from it (see docker-compose.yml).
 
-# --- build: install the pinned dependencies and the package into a virtualenv ---------------
+# --- build: install the pinned dependencies and the package (with its compiled feed decoder) --
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
@@ -10,7 +10,7 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
-COPY backend/pyproject.toml backend/README.md ./
+COPY backend/pyproject.toml backend/setup.py backend/README.md ./
 COPY backend/src ./src
 RUN pip install .
 
