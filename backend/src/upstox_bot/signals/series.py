@@ -115,6 +115,11 @@ class CandleSeries:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def last_start_ms(self) -> int | None:
+        """Start (epoch ms) of the newest candle in the window; None while it is empty."""
+        return int(self._start_ms[self._start + self._n - 1]) if self._n else None
+
     def _view(self, arr: npt.NDArray[np.float64]) -> FloatArray:
         return arr[self._start : self._start + self._n]
 

@@ -131,6 +131,7 @@ class Engine:
             CandleResampler(config.candle_interval_s) if config.candle_interval_s > 60 else None
         )
         self.series: dict[str, CandleSeries] = {}
+        self.stale_candles = 0  # closed candles refused as not newer than their window's last
         self.last_price: dict[str, int] = {}
         self.positions: dict[str, Position] = {}
         self.orders: dict[str, Order] = {}  # orders not yet terminal
@@ -285,6 +286,16 @@ class Engine:
         if series is None:
             series = CandleSeries(key, candle.interval_s, self.config.series_capacity)
             self.series[key] = series
+        last = series.last_start_ms
+        if last is not None and candle.start_ms <= last:
+            # The window holds this minute already (a candle closed again after a rebuild
+            # from the store): deciding on it twice would be wrong, stopping the engine worse.
+            self.stale_candles += 1
+            log.error(
+                "candle.stale",
+                extra={"key": key, "start_ms": candle.start_ms, "last_start_ms": last},
+            )
+            return []
         series.append(candle)
         if len(series) < self.strategy.startup_candles or key not in self.instruments:
             return []

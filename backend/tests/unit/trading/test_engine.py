@@ -14,7 +14,7 @@ from tests.support.factories import (
     make_limits,
     make_tick,
 )
-from upstox_bot.domain import ExitReason, OrderStatus, SignalStatus, SignalType
+from upstox_bot.domain import Candle, ExitReason, OrderStatus, SignalStatus, SignalType
 from upstox_bot.errors import Conflict
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.engine import Engine
@@ -246,3 +246,27 @@ def test_an_exit_order_is_never_cancelled() -> None:
     with pytest.raises(Conflict):
         h.engine.on_order_cancelled(exit_id, by="tester")
     assert h.engine.positions[A].exit_pending
+
+
+def test_a_candle_closed_again_after_a_rebuild_is_skipped_not_fatal() -> None:
+    # A rebuilt engine whose window already holds the 10:00 candle sees it close again.
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 1): [SignalType.ENTRY_LONG]})
+    held = Candle(
+        instrument_key=A,
+        interval_s=60,
+        start_ms=ist_ms(10, 0),
+        open_paise=10_000,
+        high_paise=10_000,
+        low_paise=10_000,
+        close_paise=10_000,
+        volume=1,
+    )
+    h.engine.restore_candles(A, [held])
+    h.tick(A, ist_ms(10, 0, 1), 10_000)
+    h.timer(ist_ms(10, 1))
+    assert h.engine.stale_candles == 1
+    assert not h.engine.orders, "no decision is taken twice on one minute"
+    h.tick(A, ist_ms(10, 1, 1), 10_000)
+    h.timer(ist_ms(10, 2))  # the next minute is decided as usual
+    assert h.engine.series[A].last_start_ms == ist_ms(10, 1)
+    assert len(h.engine.orders) == 1
