@@ -21,6 +21,9 @@ from zoneinfo import ZoneInfo
 IST = ZoneInfo("Asia/Kolkata")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# India has kept +05:30 since 1945, so adding a duration to the epoch read in IST gives the
+# same aware datetime as converting the UTC sum, for a fraction of the cost.
+_EPOCH_IST = _EPOCH.astimezone(IST)
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # Holidays never run for weeks on end; a longer search means the calendar is broken.
 _MAX_CLOSED_RUN_DAYS = 60
@@ -32,7 +35,7 @@ def _require_aware(at: datetime) -> None:
 
 
 def _ms_to_ist(ms: int) -> datetime:
-    return (_EPOCH + timedelta(milliseconds=ms)).astimezone(IST)
+    return _EPOCH_IST + timedelta(milliseconds=ms)
 
 
 def _to_ms(at: datetime) -> int:

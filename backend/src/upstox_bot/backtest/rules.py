@@ -144,7 +144,7 @@ class BacktestRiskManager(RiskManager):
                 lots = 0
             reason = f"fixed size {self.quantity}"
         else:
-            cap = self.limits.max_position_value_paise // price
+            cap = self._max_position_value_paise // price
             cash = max(book.available_paise, 0) // price
             rule = RiskRule.POSITION_SIZE if cap <= cash else RiskRule.CAPITAL
             lots = min(cap, cash) // lot

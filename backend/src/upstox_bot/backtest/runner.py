@@ -196,6 +196,7 @@ class Backtest:
                 kill_switch_square_off=config.kill_switch_square_off,
                 series_capacity=config.series_capacity,
                 snapshot_every_minute=False,  # the backtest builds its own equity curve
+                audit_records=False,  # BacktestJournal drops audit records and snapshots
             ),
             instruments=self.instruments,
             strategy=strategy,
@@ -522,8 +523,7 @@ class Backtest:
             trades.sort()
         aggregator, keys = self.engine.aggregator, self.keys
         for ts, index, price, quantity, _repeat in trades:
-            tick = Tick(instrument_key=keys[index], ts_ms=ts, ltp_paise=price, ltq=quantity)
-            if aggregator.on_tick(tick) is not None:
+            if aggregator.on_trade(keys[index], ts, price, quantity) is not None:
                 raise RuntimeError("backtest fast path: a built candle closed another")
 
     def _trades(self) -> list[BacktestTrade]:

@@ -97,7 +97,13 @@ class TickAggregator:
 
     def on_tick(self, tick: Tick) -> Candle | None:
         """Apply a tick; return the candle it closed for its instrument, if any."""
-        ts = tick.ts_ms
+        return self.on_trade(tick.instrument_key, tick.ts_ms, tick.ltp_paise, tick.ltq, tick.volume)
+
+    def on_trade(
+        self, key: str, ts: int, price: int, ltq: int, cumulative: int = 0
+    ) -> Candle | None:
+        """Apply a trade given by its fields (see `on_tick`; `cumulative` is the day volume,
+        0 when unknown); return the candle it closed for its instrument, if any."""
         self.stats.ticks += 1
         if not (self._session_open <= ts < self._session_close):
             if ts - self._day_start >= DAY_MS or ts < self._day_start:
@@ -105,8 +111,6 @@ class TickAggregator:
             if not (self._session_open <= ts < self._session_close):
                 self.stats.outside_session += 1
                 return None
-        key = tick.instrument_key
-        price = tick.ltp_paise
         builder = self._builders.get(key)
         closed: Candle | None = None
         if builder is not None and ts < builder.end:
@@ -136,13 +140,12 @@ class TickAggregator:
             builder = _Builder(start, end, price, last_volume)
             self._builders[key] = builder
         builder.ticks += 1
-        cumulative = tick.volume
         if cumulative:
             if cumulative > builder.last_volume:
                 builder.volume += cumulative - builder.last_volume
             builder.last_volume = cumulative
         else:
-            builder.volume += tick.ltq
+            builder.volume += ltq
         return closed
 
     def flush(self, now_ms: int) -> list[Candle]:

@@ -59,6 +59,13 @@ class RiskManager:
         """Replace the limits (settings changed live); derived amounts are recomputed once."""
         self._limits = limits
         self._loss_limit_paise = limits.daily_loss_limit_paise
+        self._risk_per_trade_paise = limits.risk_per_trade_paise
+        self._max_position_value_paise = limits.max_position_value_paise
+
+    @property
+    def loss_limit_paise(self) -> int:
+        """The daily loss limit of the current limits (paise, positive)."""
+        return self._loss_limit_paise
 
     def loss_limit_breached(self, day_pnl_paise: int) -> bool:
         """True when today's P&L is at or below minus the daily loss limit (per tick: O(1))."""
@@ -123,8 +130,8 @@ class RiskManager:
             price_paise=req.price_paise,
             stop_paise=req.stop_paise,
             lot_size=req.lot_size,
-            risk_budget_paise=limits.risk_per_trade_paise,
-            max_position_value_paise=limits.max_position_value_paise,
+            risk_budget_paise=self._risk_per_trade_paise,
+            max_position_value_paise=self._max_position_value_paise,
             available_paise=book.available_paise,
         )
         if sizing.lots == 0:

@@ -72,8 +72,7 @@ class EngineClock(Protocol):
 
 def derive_id(prefix: str, *parts: object) -> str:
     """A short stable id from its parts: the same cause always gives the same id."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
-    return f"{prefix}-{digest}"
+    return prefix + "-" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +84,9 @@ class EngineConfig:
     kill_switch_square_off: bool = True
     snapshot_every_minute: bool = True  # journal the account each minute with positions open
     series_capacity: int = 300
+    # Build audit records and account snapshots for the journal. A backtest, whose journal
+    # drops both, turns this off so that they are not built only to be thrown away.
+    audit_records: bool = True
 
 
 @dataclass(slots=True)
@@ -150,6 +152,7 @@ class Engine:
             else ((square_off.hour * 60 + square_off.minute) * 60 + square_off.second) * 1000
         )
         self._day_index = -1
+        self._records = config.audit_records
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -188,7 +191,7 @@ class Engine:
             open_positions=len(self.positions),
             trades=self.day.trades,
             orders=self.day.orders,
-            loss_limit_paise=self.risk.limits.daily_loss_limit_paise,
+            loss_limit_paise=self.risk.loss_limit_paise,
             loss_limit_hit=self.day.loss_limit_hit,
             kill_switch=self.risk.kill_switch.active,
         )
@@ -203,7 +206,7 @@ class Engine:
         key = tick.instrument_key
         price = tick.ltp_paise
         self.last_price[key] = price
-        closed = self.aggregator.on_tick(tick)
+        closed = self.aggregator.on_trade(key, tick.ts_ms, price, tick.ltq, tick.volume)
         if closed is not None:
             intents.extend(self._on_base_candle(closed))
         position = self.positions.get(key)
@@ -215,7 +218,7 @@ class Engine:
             reason, changed = self.exits.on_price(position, price)
             if changed:
                 self.journal.position_updated(position)
-                if not was_trailing:
+                if not was_trailing and self._records:
                     self._audit(
                         "exit.trailing_armed",
                         "position",
@@ -267,7 +270,7 @@ class Engine:
         if now_ms >= self._next_timer_ms:
             self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
             if self.positions and self.config.snapshot_every_minute:
-                self.journal.account(self.snapshot())
+                self._journal_account()
         return intents
 
     def _on_base_candle(self, candle: Candle) -> list[OrderIntent]:
@@ -401,13 +404,6 @@ class Engine:
         direction = route.direction or signal.type.direction
         price = route.price_paise
         stop, target = self.exits.rules.levels(direction, price) if price else (0, 0)
-        book = BookState(
-            open_positions=self.open_position_count,
-            in_position=self._holds(underlying_key),
-            day_pnl_paise=self.day_pnl_paise,
-            loss_limit_hit=self.day.loss_limit_hit,
-            available_paise=self.available_paise(),
-        )
         if self.exit_queue:
             decision = RiskDecision(
                 approved=False,
@@ -438,24 +434,33 @@ class Engine:
                 decided_at=now,
             )
         else:
+            # The book is read only here: a refusal above needs none of it.
+            book = BookState(
+                open_positions=self.open_position_count,
+                in_position=self._holds(underlying_key),
+                day_pnl_paise=self.day_pnl_paise,
+                loss_limit_hit=self.day.loss_limit_hit,
+                available_paise=self.available_paise(),
+            )
             decision = self._check_routed_entry(
                 instrument, direction, signal, price, stop, target, book, now, now_ms
             )
         self.journal.risk_decision(decision)
         if not decision.approved:
             self.journal.signal_status(signal.signal_id, SignalStatus.REJECTED)
-            self._audit(
-                "risk.refused",
-                "signal",
-                signal.signal_id,
-                now,
-                {
-                    "rule": decision.rule.value if decision.rule else None,
-                    "reason": decision.reason,
-                    "instrument_key": key,
-                    **({"underlying_key": underlying_key} if key != underlying_key else {}),
-                },
-            )
+            if self._records:
+                self._audit(
+                    "risk.refused",
+                    "signal",
+                    signal.signal_id,
+                    now,
+                    {
+                        "rule": decision.rule.value if decision.rule else None,
+                        "reason": decision.reason,
+                        "instrument_key": key,
+                        **({"underlying_key": underlying_key} if key != underlying_key else {}),
+                    },
+                )
             return None
         self.journal.signal_status(signal.signal_id, SignalStatus.ACCEPTED)
         intent = OrderIntent(
@@ -474,24 +479,25 @@ class Engine:
         )
         self.risk.rate_limiter.record(now_ms)
         self.pending_entries[key] = intent
-        self._audit(
-            "order.intent",
-            "order",
-            intent.client_order_id,
-            now,
-            {
-                "purpose": "entry",
-                "instrument_key": key,
-                "side": intent.side.value,
-                "quantity": intent.quantity,
-                "signal_id": signal.signal_id,
-                **(
-                    {"underlying_key": underlying_key, "route": route.reason}
-                    if key != underlying_key
-                    else {}
-                ),
-            },
-        )
+        if self._records:
+            self._audit(
+                "order.intent",
+                "order",
+                intent.client_order_id,
+                now,
+                {
+                    "purpose": "entry",
+                    "instrument_key": key,
+                    "side": intent.side.value,
+                    "quantity": intent.quantity,
+                    "signal_id": signal.signal_id,
+                    **(
+                        {"underlying_key": underlying_key, "route": route.reason}
+                        if key != underlying_key
+                        else {}
+                    ),
+                },
+            )
         return intent
 
     def _check_routed_entry(
@@ -552,19 +558,20 @@ class Engine:
     def _queue_exit(self, key: str, reason: ExitReason) -> None:
         self.exit_queue[key] = reason
         position = self.positions[key]
-        self._audit(
-            "exit.triggered",
-            "position",
-            key,
-            self.clock.now(),
-            {
-                "reason": reason.value,
-                "price_paise": position.last_price_paise,
-                "stop_paise": position.stop_paise,
-                "trail_stop_paise": position.trail_stop_paise,
-                "target_paise": position.target_paise,
-            },
-        )
+        if self._records:
+            self._audit(
+                "exit.triggered",
+                "position",
+                key,
+                self.clock.now(),
+                {
+                    "reason": reason.value,
+                    "price_paise": position.last_price_paise,
+                    "stop_paise": position.stop_paise,
+                    "trail_stop_paise": position.trail_stop_paise,
+                    "target_paise": position.target_paise,
+                },
+            )
 
     def _drain_exits(self) -> list[OrderIntent]:
         intents: list[OrderIntent] = []
@@ -619,17 +626,18 @@ class Engine:
         self.journal.fill(fill)
         if faults.ENABLED:
             faults.point("fill.applied")
-        self._audit(
-            "order.filled" if order.status is OrderStatus.FILLED else "order.partial",
-            "order",
-            order.client_order_id,
-            fill.filled_at,
-            {
-                "quantity": fill.quantity,
-                "price_paise": fill.price_paise,
-                "filled_quantity": order.filled_quantity,
-            },
-        )
+        if self._records:
+            self._audit(
+                "order.filled" if order.status is OrderStatus.FILLED else "order.partial",
+                "order",
+                order.client_order_id,
+                fill.filled_at,
+                {
+                    "quantity": fill.quantity,
+                    "price_paise": fill.price_paise,
+                    "filled_quantity": order.filled_quantity,
+                },
+            )
         if order.purpose is OrderPurpose.ENTRY:
             self._apply_entry_fill(order, fill)
         elif order.status is OrderStatus.FILLED:
@@ -674,20 +682,21 @@ class Engine:
             self._unrealised_paise += position.unrealised_pnl_paise
             self.journal.position_updated(position)
             event = "position.increased"
-        self._audit(
-            event,
-            "position",
-            key,
-            fill.filled_at,
-            {
-                "direction": direction.value,
-                "quantity": position.quantity,
-                "entry_price_paise": price,
-                "stop_paise": stop,
-                "target_paise": target,
-            },
-        )
-        self.journal.account(self.snapshot())
+        if self._records:
+            self._audit(
+                event,
+                "position",
+                key,
+                fill.filled_at,
+                {
+                    "direction": direction.value,
+                    "quantity": position.quantity,
+                    "entry_price_paise": price,
+                    "stop_paise": stop,
+                    "target_paise": target,
+                },
+            )
+        self._journal_account()
 
     def _lot_size(self, key: str) -> int:
         instrument = self.instruments.get(key) or self.router.instrument_or_none(key)
@@ -732,22 +741,23 @@ class Engine:
         self.day.trades += 1
         self.exit_attempts.pop(key, None)
         self.journal.position_closed(position, trade)
-        self._audit(
-            "position.closed",
-            "position",
-            key,
-            at,
-            {
-                "exit_reason": trade.exit_reason.value,
-                "exit_price_paise": exit_price,
-                "gross_pnl_paise": gross,
-                "charges_paise": charges,
-                "net_pnl_paise": trade.net_pnl_paise,
-                "trade_id": trade.trade_id,
-            },
-        )
+        if self._records:
+            self._audit(
+                "position.closed",
+                "position",
+                key,
+                at,
+                {
+                    "exit_reason": trade.exit_reason.value,
+                    "exit_price_paise": exit_price,
+                    "gross_pnl_paise": gross,
+                    "charges_paise": charges,
+                    "net_pnl_paise": trade.net_pnl_paise,
+                    "trade_id": trade.trade_id,
+                },
+            )
         self._check_loss_limit()
-        self.journal.account(self.snapshot())
+        self._journal_account()
 
     def on_order_cancelled(self, client_order_id: str, *, by: str) -> None:
         """A working entry order was cancelled at the broker: free its slot and its cash.
@@ -766,7 +776,8 @@ class Engine:
         del self.orders[client_order_id]
         self.pending_entries.pop(order.instrument_key, None)
         self.journal.order(order)
-        self._audit("order.cancelled", "order", client_order_id, now, {}, actor=by)
+        if self._records:
+            self._audit("order.cancelled", "order", client_order_id, now, {}, actor=by)
 
     def on_order_closed(
         self, client_order_id: str, status: OrderStatus, reason: str, *, by: str = "broker"
@@ -798,24 +809,25 @@ class Engine:
         del self.orders[client_order_id]
         self.journal.order(order)
         key = order.instrument_key
-        self._audit(
-            "order.cancelled",
-            "order",
-            client_order_id,
-            now,
-            {
-                "reason": reason,
-                "broker_status": status.value,
-                "filled_quantity": order.filled_quantity,
-                "released_quantity": order.quantity - order.filled_quantity,
-                "average_price_paise": order.average_price_paise,
-            },
-            actor=by,
-        )
+        if self._records:
+            self._audit(
+                "order.cancelled",
+                "order",
+                client_order_id,
+                now,
+                {
+                    "reason": reason,
+                    "broker_status": status.value,
+                    "filled_quantity": order.filled_quantity,
+                    "released_quantity": order.quantity - order.filled_quantity,
+                    "average_price_paise": order.average_price_paise,
+                },
+                actor=by,
+            )
         if order.purpose is OrderPurpose.ENTRY:
             self.pending_entries.pop(key, None)
             if order.filled_quantity:
-                self.journal.account(self.snapshot())
+                self._journal_account()
             return
         position = self.positions.get(key)
         if position is None:
@@ -826,7 +838,7 @@ class Engine:
         self.journal.position_updated(position)
         self._queue_exit(key, order.exit_reason or ExitReason.MANUAL)
         if order.filled_quantity:
-            self.journal.account(self.snapshot())
+            self._journal_account()
 
     def _reduce_position(self, position: Position, order: Order, at: datetime) -> None:
         # The filled part of an exit that ended early: a trade of its own (the position row
@@ -878,22 +890,23 @@ class Engine:
         position.exit_pending = False
         self._unrealised_paise += position.unrealised_pnl_paise
         self.journal.position_opened(position)
-        self._audit(
-            "position.reduced",
-            "position",
-            key,
-            at,
-            {
-                "exit_reason": trade.exit_reason.value,
-                "closed_quantity": filled,
-                "open_quantity": position.quantity,
-                "exit_price_paise": exit_price,
-                "gross_pnl_paise": gross,
-                "charges_paise": charges,
-                "net_pnl_paise": trade.net_pnl_paise,
-                "trade_id": trade.trade_id,
-            },
-        )
+        if self._records:
+            self._audit(
+                "position.reduced",
+                "position",
+                key,
+                at,
+                {
+                    "exit_reason": trade.exit_reason.value,
+                    "closed_quantity": filled,
+                    "open_quantity": position.quantity,
+                    "exit_price_paise": exit_price,
+                    "gross_pnl_paise": gross,
+                    "charges_paise": charges,
+                    "net_pnl_paise": trade.net_pnl_paise,
+                    "trade_id": trade.trade_id,
+                },
+            )
         self._check_loss_limit()
 
     def on_order_rejected(self, client_order_id: str, reason: str) -> None:
@@ -908,7 +921,8 @@ class Engine:
             log.warning("order.reject.ignored", extra={"client_order_id": client_order_id})
             return
         self.journal.order(order)
-        self._audit("order.rejected", "order", client_order_id, now, {"reason": reason})
+        if self._records:
+            self._audit("order.rejected", "order", client_order_id, now, {"reason": reason})
         key = order.instrument_key
         if order.purpose is OrderPurpose.ENTRY:
             self.pending_entries.pop(key, None)
@@ -1061,7 +1075,8 @@ class Engine:
     def set_kill_switch(self, active: bool, *, reason: str, by: str) -> None:
         """Turn the kill switch on or off; on closes open positions when configured so."""
         now = self.clock.now()
-        if self.risk.kill_switch.set(active, reason=reason, at=now, by=by):
+        changed = self.risk.kill_switch.set(active, reason=reason, at=now, by=by)
+        if changed and self._records:
             self._audit(
                 "kill_switch." + ("on" if active else "off"),
                 "account",
@@ -1073,7 +1088,7 @@ class Engine:
         if active and self.config.kill_switch_square_off:
             for key in list(self.positions):
                 self.request_exit(key, ExitReason.KILL_SWITCH)
-        self.journal.account(self.snapshot())
+        self._journal_account()
 
     # --- day and loss limit ----------------------------------------------------------------
 
@@ -1091,34 +1106,40 @@ class Engine:
         if not self.day.loss_limit_hit and self.risk.loss_limit_breached(self.day_pnl_paise):
             self.day.loss_limit_hit = True
             now = self.clock.now()
-            self._audit(
-                "risk.daily_loss_limit_hit",
-                "account",
-                self.config.account,
-                now,
-                {
-                    "day_pnl_paise": self.day_pnl_paise,
-                    "limit_paise": self.risk.limits.daily_loss_limit_paise,
-                },
-            )
-            self.journal.account(self.snapshot())
+            if self._records:
+                self._audit(
+                    "risk.daily_loss_limit_hit",
+                    "account",
+                    self.config.account,
+                    now,
+                    {
+                        "day_pnl_paise": self.day_pnl_paise,
+                        "limit_paise": self.risk.limits.daily_loss_limit_paise,
+                    },
+                )
+            self._journal_account()
 
     def _roll_day(self, new_date: date) -> None:
-        self.journal.account(self.snapshot())
+        self._journal_account()
         self.day = DayState(
             trading_date=new_date,
             capital_paise=self.day.capital_paise + self.day.realised_paise,
         )
         self.last_entry_signal_ms.clear()
-        self._audit(
-            "day.started",
-            "account",
-            self.config.account,
-            self.clock.now(),
-            {"trading_date": new_date.isoformat()},
-        )
+        if self._records:
+            self._audit(
+                "day.started",
+                "account",
+                self.config.account,
+                self.clock.now(),
+                {"trading_date": new_date.isoformat()},
+            )
 
     # --- audit -----------------------------------------------------------------------------
+
+    def _journal_account(self) -> None:
+        if self._records:
+            self.journal.account(self.snapshot())
 
     def _audit(
         self,

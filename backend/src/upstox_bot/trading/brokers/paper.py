@@ -32,13 +32,19 @@ class PaperBroker:
         self._tick = tick_size_paise
         self._orders: dict[str, Order] = {}  # every order by tag, as the broker knows it
         self._working: dict[str, list[Order]] = {}  # by instrument, oldest first
+        self._working_count = 0  # the orders in _working: read after every tick in a backtest
+        self._no_slippage = self._slippage == 0
 
     @property
     def working_count(self) -> int:
-        return sum(len(orders) for orders in self._working.values())
+        return self._working_count
 
     def fill_price(self, side: Side, price_paise: int, tick_paise: int) -> int:
         """The price a market order fills at, given the trade price (paise)."""
+        if self._no_slippage and price_paise > 0:
+            # What the Decimal arithmetic below gives without slippage, in integers: its
+            # division truncates, so a buy is rounded down to the tick as a sell is.
+            return max(price_paise // tick_paise * tick_paise, tick_paise)
         slip = Decimal(price_paise) * self._slippage
         if side is Side.BUY:
             ticks = -(-(price_paise + slip) // tick_paise)  # ceiling: never better than slipped
@@ -58,6 +64,7 @@ class PaperBroker:
         order.broker_order_id = known.broker_order_id
         self._orders[order.client_order_id] = known
         self._working.setdefault(order.instrument_key, []).append(known)
+        self._working_count += 1
         return ()
 
     def on_tick(self, tick: Tick) -> list[Fill]:
@@ -65,6 +72,7 @@ class PaperBroker:
         working = self._working.pop(tick.instrument_key, None)
         if not working:
             return []
+        self._working_count -= len(working)
         now = self._clock.now()
         tick_paise = self._tick(tick.instrument_key)
         fills = []
@@ -93,9 +101,9 @@ class PaperBroker:
         if known is None or known.status is not OrderStatus.OPEN:
             return False
         working = self._working.get(known.instrument_key, [])
-        self._working[known.instrument_key] = [
-            o for o in working if o.client_order_id != client_order_id
-        ]
+        kept = [o for o in working if o.client_order_id != client_order_id]
+        self._working[known.instrument_key] = kept
+        self._working_count -= len(working) - len(kept)
         known.status = OrderStatus.CANCELLED
         return True
 
