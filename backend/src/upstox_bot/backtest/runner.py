@@ -126,7 +126,7 @@ class _CandidateGate(Strategy):
         self, candles: CandleSeries, *, position: Direction | None, now: datetime
     ) -> Sequence[StrategySignal]:
         marked = self._candidates.get(candles.instrument_key)
-        if marked is None or int(candles.start_ms[-1]) not in marked:
+        if marked is None or candles.last_start_ms not in marked:
             return ()
         return self.inner.evaluate(candles, position=position, now=now)
 
@@ -321,8 +321,11 @@ class Backtest:
         cursors = [0] * len(self.series)
         square_off = self.config.exits.square_off
         days = len(plan.days)
+        # With one series, the minute after a candidate must step for that candidate alone.
+        drop = len(self.series) == 1
         for number, (day, lo, hi) in enumerate(plan.days):
             self._open_session(day)
+            close_ms = session_open_ms(day) + SESSION_MS
             square_off_at = plan.square_off_index(lo, hi, square_off)
             j = lo
             while j < hi:
@@ -330,6 +333,20 @@ class Backtest:
                     # Skip to the next minute that must step; a candidate minute at the end
                     # of the span has its candle built from its trades, outside the engine.
                     end = min(int(next_must[j]), hi)
+                    while drop and end < hi and build[end]:
+                        # A candidate the engine's rules refuse whatever it says (a flat book
+                        # outside the entry window, say) is skipped like any other candle.
+                        after = end + 1
+                        at_ms = int(plan.minutes[after]) if after < hi else close_ms
+                        if not engine.refuses_entries_when_flat(at_ms):
+                            break
+                        end = (
+                            after
+                            if after >= hi or build[after]
+                            else min(
+                                int(next_must[after + 1]) if after + 1 < len(next_must) else hi, hi
+                            )
+                        )
                     if end < hi and build[end] and not full[end]:
                         end += 1
                     if engine.positions:
@@ -378,6 +395,15 @@ class Backtest:
             if engine.positions:
                 self._exposed_ms += ts - self._last_ts
             self._last_ts = ts
+            self._count += 1
+            if not working:
+                # Nothing to fill: most trades only move the candle and the last price.
+                quiet = engine.on_quiet_trade(keys[index], ts, price, quantity)
+                if quiet is not None:
+                    if quiet:
+                        executor.execute(quiet)
+                        working = broker.working_count
+                    continue
             tick = Tick(instrument_key=keys[index], ts_ms=ts, ltp_paise=price, ltq=quantity)
             if working:
                 executor.apply_fills(broker.on_tick(tick))
@@ -386,7 +412,6 @@ class Backtest:
             if intents:
                 executor.execute(intents)
                 working = broker.working_count
-            self._count += 1
 
     def _quiet_end(
         self, plan: FastPlan, cursors: list[int], j: int, end: int, square_off_at: int
@@ -412,7 +437,7 @@ class Backtest:
             hi = (
                 len(arrays.start_ms)
                 if until is None
-                else int(np.searchsorted(arrays.start_ms, until, "left"))
+                else int(arrays.start_ms.searchsorted(until, "left"))
             )
             high = arrays.max_paise[lo:hi]
             low = arrays.min_paise[lo:hi]
@@ -431,8 +456,8 @@ class Backtest:
             if trail is not None:
                 touch |= low <= trail if long else high >= trail
             if hi > lo and touch.any():
-                first = lo + int(np.argmax(touch))
-                end = min(end, int(np.searchsorted(plan.minutes, arrays.start_ms[first])))
+                first = lo + int(touch.argmax())
+                end = min(end, int(plan.minutes.searchsorted(arrays.start_ms[first])))
                 hi = first
             worst = position.last_price_paise
             if hi > lo:
@@ -510,7 +535,7 @@ class Backtest:
         trades: list[ReplayTrade] = []
         for start, index, _price, _quantity, _repeat in bars:
             s = self.series[index]
-            i = int(np.searchsorted(s.start_ms, start))
+            i = int(s.start_ms.searchsorted(start))
             volume = int(s.volume[i])
             for offset, price, repeat in bar_path(
                 int(s.open[i]), int(s.high[i]), int(s.low[i]), int(s.close[i]), s.span_ms

@@ -71,6 +71,33 @@ class RiskManager:
         """True when today's P&L is at or below minus the daily loss limit (per tick: O(1))."""
         return day_pnl_paise <= -self._loss_limit_paise
 
+    def refuses_every_entry(self, at: datetime) -> bool:
+        """Whether `check_entry` refuses every entry at `at` (aware), whatever the instrument,
+        direction, price and book: a rule that reads only the time and the switches (kill
+        switch, entries paused, entry window) says no."""
+        return self._standing_refusal(None, at) is not None
+
+    def _standing_refusal(
+        self, instrument_key: str | None, at: datetime
+    ) -> tuple[RiskRule, str] | None:
+        # The rules checked first, in order, that read no price and no book (the F&O ban
+        # only with an instrument).
+        limits = self.limits
+        if self.kill_switch.active:
+            return RiskRule.KILL_SWITCH, f"kill switch on: {self.kill_switch.reason}"
+        if self.entries_paused is not None:
+            return RiskRule.ENTRIES_PAUSED, f"new entries paused: {self.entries_paused}"
+        if instrument_key is not None and instrument_key in self.banned:
+            return RiskRule.FNO_BAN, "the stock is in the NSE F&O ban period"
+        clock_time = at.astimezone(IST).time()
+        if not (limits.entry_start <= clock_time <= limits.entry_end):
+            return (
+                RiskRule.ENTRY_WINDOW,
+                f"{clock_time:%H:%M:%S} is outside the entry window "
+                f"{limits.entry_start:%H:%M}-{limits.entry_end:%H:%M} IST",
+            )
+        return None
+
     def check_entry(self, req: EntryRequest, book: BookState) -> RiskDecision:
         """Approve and size an entry, or refuse it naming the first rule it breaks."""
         limits = self.limits
@@ -88,19 +115,9 @@ class RiskManager:
                 decided_at=req.at,
             )
 
-        if self.kill_switch.active:
-            return refuse(RiskRule.KILL_SWITCH, f"kill switch on: {self.kill_switch.reason}")
-        if self.entries_paused is not None:
-            return refuse(RiskRule.ENTRIES_PAUSED, f"new entries paused: {self.entries_paused}")
-        if req.instrument_key in self.banned:
-            return refuse(RiskRule.FNO_BAN, "the stock is in the NSE F&O ban period")
-        clock_time = req.at.astimezone(IST).time()
-        if not (limits.entry_start <= clock_time <= limits.entry_end):
-            return refuse(
-                RiskRule.ENTRY_WINDOW,
-                f"{clock_time:%H:%M:%S} is outside the entry window "
-                f"{limits.entry_start:%H:%M}-{limits.entry_end:%H:%M} IST",
-            )
+        standing = self._standing_refusal(req.instrument_key, req.at)
+        if standing is not None:
+            return refuse(*standing)
         if book.loss_limit_hit or self.loss_limit_breached(book.day_pnl_paise):
             return refuse(
                 RiskRule.DAILY_LOSS_LIMIT,

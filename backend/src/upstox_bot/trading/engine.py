@@ -237,6 +237,29 @@ class Engine:
             intents.extend(self._drain_exits())
         return intents
 
+    def on_quiet_trade(
+        self, instrument_key: str, ts_ms: int, price_paise: int, ltq: int
+    ) -> list[OrderIntent] | None:
+        """Apply a trade, as `on_tick` with that tick would, when it needs no timer, no exit
+        check and no queued exit: before the next timer, with no position in the instrument
+        and no exit waiting. A backtest feeds most trades of the minutes it steps this way,
+        without building a Tick.
+
+        Returns:
+            The orders to place now (as `on_tick`); None, with nothing changed, when the trade
+            needs `on_tick`.
+        """
+        if ts_ms >= self._next_timer_ms or self.exit_queue or instrument_key in self.positions:
+            return None
+        self.last_price[instrument_key] = price_paise
+        closed = self.aggregator.on_trade(instrument_key, ts_ms, price_paise, ltq)
+        if closed is None:
+            return []
+        intents = self._on_base_candle(closed)
+        if self.exit_queue:
+            intents.extend(self._drain_exits())
+        return intents
+
     def on_timer(self, now_ms: int) -> list[OrderIntent]:
         """Advance market time: close candles, square off, roll the day, release queued exits."""
         intents: list[OrderIntent] = []
@@ -1008,6 +1031,24 @@ class Engine:
             )
             self.series[instrument_key] = series
         series.extend(start_ms, open_, high, low, close, volume)
+
+    def refuses_entries_when_flat(self, at_ms: int) -> bool:
+        """Whether a candle closing at `at_ms` can change nothing but records, whatever the
+        strategy says: the book is flat (no position, order, pending entry or queued exit), so
+        an exit signal is ignored, and the risk manager would refuse every entry then (kill
+        switch, entries paused, entry window, or the daily loss limit, the day's P&L being
+        realised); with no signal cooldown, the time a refused entry leaves is never read."""
+        if (
+            self.positions
+            or self.orders
+            or self.pending_entries
+            or self.exit_queue
+            or self.config.signal_cooldown_s
+        ):
+            return False
+        if self.day.loss_limit_hit or self.risk.loss_limit_breached(self.day_pnl_paise):
+            return True
+        return self.risk.refuses_every_entry(ms_to_datetime(at_ms))
 
     def apply_quiet_prices(self, prices: Mapping[str, int]) -> None:
         """Move last prices (and the open positions' unrealised P&L) to where ticks the caller

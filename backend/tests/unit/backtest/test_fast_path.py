@@ -4,7 +4,7 @@ RunOutput over varied data and rules, and the pieces it rests on."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -149,6 +149,59 @@ def test_fast_path_matches_full_path_when_the_daily_loss_limit_bites() -> None:
     )
     assert full.trades
     assert_same(fast, full)
+
+
+@pytest.mark.parametrize("exits", ["all", "tight", "none"])
+@pytest.mark.parametrize("shorts", [False, True])
+def test_one_symbol_without_cooldown_matches_full_path_skipping_refused_candidates(
+    exits: str, shorts: bool
+) -> None:
+    # One series and no cooldown: a candidate the engine refuses in a flat book (outside the
+    # entry window, after the loss limit) is skipped, not stepped.
+    series = [random_series("NSE_EQ|A", days=4, seed=31, drop=0.05, vol=80)]
+    overrides = {
+        "ALLOW_SHORT": shorts,
+        "SIGNAL_COOLDOWN_MINUTES": 0,
+        "DAILY_LOSS_LIMIT": Decimal("0.4"),
+        "ENTRY_START_TIME": time(10, 0),
+        "ENTRY_END_TIME": time(13, 0),
+        "ACCOUNT_SIZE": Decimal(200_000),
+    }
+    fast, full = run_both(
+        series,
+        lambda: SmaCrossoverStrategy(fast=3, slow=8),
+        overrides,
+        charges="upstox",
+        **EXITS[exits],
+    )
+    assert full.trades
+    assert_same(fast, full)
+
+
+def test_refused_candidates_in_a_flat_book_are_not_evaluated_and_trade_alike() -> None:
+    series = [random_series("NSE_EQ|A", days=3, seed=41, drop=0.1)]
+    script = scripted(series, seed=7)
+    overrides = {
+        "ALLOW_SHORT": True,
+        "SIGNAL_COOLDOWN_MINUTES": 0,
+        "ENTRY_START_TIME": time(10, 30),
+        "ENTRY_END_TIME": time(12, 30),
+        "MIN_ORDER_INTERVAL_SECONDS": 45,
+    }
+    strategies: list[VectorisedScript] = []
+
+    def make() -> VectorisedScript:
+        strategies.append(VectorisedScript(script))
+        return strategies[-1]
+
+    fast, full = run_both(series, make, overrides, charges="upstox")
+    assert full.trades
+    assert_same(fast, full)
+    fast_seen, full_seen = (set(s.seen) for s in strategies)
+    candidates = set(script) & full_seen
+    assert fast_seen <= candidates
+    assert len(fast_seen) < len(candidates)  # some refused candidates were never evaluated
+    assert fast.trades_replayed < full.trades_replayed
 
 
 def scripted(series: list[BarSeries], seed: int) -> dict[int, list[Any]]:
