@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from upstox_bot.domain import Fill, Order, OrderStatus, OrderType, Side, Tick
 from upstox_bot.errors import OrderRejected
@@ -40,17 +40,19 @@ class PaperBroker:
         return self._working_count
 
     def fill_price(self, side: Side, price_paise: int, tick_paise: int) -> int:
-        """The price a market order fills at, given the trade price (paise)."""
-        if self._no_slippage and price_paise > 0:
-            # What the Decimal arithmetic below gives without slippage, in integers: its
-            # division truncates, so a buy is rounded down to the tick as a sell is.
-            return max(price_paise // tick_paise * tick_paise, tick_paise)
-        slip = Decimal(price_paise) * self._slippage
-        if side is Side.BUY:
-            ticks = -(-(price_paise + slip) // tick_paise)  # ceiling: never better than slipped
+        """The price a market order fills at, given the trade price (paise): slipped against
+        the trader, then a buy rounded up and a sell rounded down to the tick, so a fill is
+        never better than the slipped price."""
+        if self._no_slippage:
+            up = side is Side.BUY
+            ticks = -(-price_paise // tick_paise) if up else price_paise // tick_paise
+        elif side is Side.BUY:
+            slipped = Decimal(price_paise) * (1 + self._slippage) / tick_paise
+            ticks = int(slipped.to_integral_value(rounding=ROUND_CEILING))
         else:
-            ticks = (price_paise - slip) // tick_paise
-        return max(int(ticks) * tick_paise, tick_paise)
+            slipped = Decimal(price_paise) * (1 - self._slippage) / tick_paise
+            ticks = int(slipped.to_integral_value(rounding=ROUND_FLOOR))
+        return max(ticks * tick_paise, tick_paise)
 
     def place(self, order: Order) -> Sequence[Fill]:
         """Accept a MARKET order; it fills on the instrument's next tick (no fill now)."""
