@@ -733,35 +733,16 @@ class Engine:
         self._unrealised_paise -= position.unrealised_pnl_paise
         exit_price = order.average_price_paise or position.last_price_paise
         position.last_price_paise = exit_price
-        gross = position.direction.sign * (exit_price - position.entry_price_paise) * order.quantity
-        charges = self.charges(
-            direction=position.direction,
-            entry_price_paise=position.entry_price_paise,
-            exit_price_paise=exit_price,
-            quantity=order.quantity,
-            trading_date=self.day.trading_date,
-        )
-        trade = Trade(
+        trade = self._book_trade(
+            position,
+            order,
             trade_id=derive_id("tr", position.entry_order_id),
-            instrument_key=key,
-            direction=position.direction,
             quantity=order.quantity,
             lots=position.lots,
-            entry_price_paise=position.entry_price_paise,
             exit_price_paise=exit_price,
-            entry_at=position.entry_at,
-            exit_at=at,
-            gross_pnl_paise=gross,
-            charges_paise=charges,
-            net_pnl_paise=gross - charges,
-            exit_reason=order.exit_reason or ExitReason.MANUAL,
-            entry_order_id=position.entry_order_id,
-            exit_order_id=order.client_order_id,
-            strategy=position.strategy,
+            at=at,
         )
-        self.day.realised_paise += trade.net_pnl_paise
-        self.day.charges_paise += charges
-        self.day.trades += 1
+        gross, charges = trade.gross_pnl_paise, trade.charges_paise
         self.exit_attempts.pop(key, None)
         self.journal.position_closed(position, trade)
         if self._records:
@@ -781,6 +762,50 @@ class Engine:
             )
         self._check_loss_limit()
         self._journal_account()
+
+    def _book_trade(
+        self,
+        position: Position,
+        order: Order,
+        *,
+        trade_id: str,
+        quantity: int,
+        lots: int,
+        exit_price_paise: int,
+        at: datetime,
+    ) -> Trade:
+        """The trade of `quantity` of the position closed by `order` at `exit_price_paise`,
+        booked into the day's realised P&L, charges and trade count."""
+        gross = position.direction.sign * (exit_price_paise - position.entry_price_paise) * quantity
+        charges = self.charges(
+            direction=position.direction,
+            entry_price_paise=position.entry_price_paise,
+            exit_price_paise=exit_price_paise,
+            quantity=quantity,
+            trading_date=self.day.trading_date,
+        )
+        trade = Trade(
+            trade_id=trade_id,
+            instrument_key=position.instrument_key,
+            direction=position.direction,
+            quantity=quantity,
+            lots=lots,
+            entry_price_paise=position.entry_price_paise,
+            exit_price_paise=exit_price_paise,
+            entry_at=position.entry_at,
+            exit_at=at,
+            gross_pnl_paise=gross,
+            charges_paise=charges,
+            net_pnl_paise=gross - charges,
+            exit_reason=order.exit_reason or ExitReason.MANUAL,
+            entry_order_id=position.entry_order_id,
+            exit_order_id=order.client_order_id,
+            strategy=position.strategy,
+        )
+        self.day.realised_paise += trade.net_pnl_paise
+        self.day.charges_paise += charges
+        self.day.trades += 1
+        return trade
 
     def on_order_cancelled(self, client_order_id: str, *, by: str) -> None:
         """A working entry order was cancelled at the broker: free its slot and its cash.
@@ -871,14 +896,6 @@ class Engine:
         lot = self._lot_size(key)
         exit_price = order.average_price_paise or position.last_price_paise
         self._unrealised_paise -= position.unrealised_pnl_paise
-        gross = position.direction.sign * (exit_price - position.entry_price_paise) * filled
-        charges = self.charges(
-            direction=position.direction,
-            entry_price_paise=position.entry_price_paise,
-            exit_price_paise=exit_price,
-            quantity=filled,
-            trading_date=self.day.trading_date,
-        )
         part = replace(
             position,
             quantity=filled,
@@ -886,27 +903,16 @@ class Engine:
             last_price_paise=exit_price,
             exit_pending=False,
         )
-        trade = Trade(
+        trade = self._book_trade(
+            position,
+            order,
             trade_id=derive_id("tr", position.entry_order_id, order.client_order_id),
-            instrument_key=key,
-            direction=position.direction,
             quantity=filled,
             lots=part.lots,
-            entry_price_paise=position.entry_price_paise,
             exit_price_paise=exit_price,
-            entry_at=position.entry_at,
-            exit_at=at,
-            gross_pnl_paise=gross,
-            charges_paise=charges,
-            net_pnl_paise=gross - charges,
-            exit_reason=order.exit_reason or ExitReason.MANUAL,
-            entry_order_id=position.entry_order_id,
-            exit_order_id=order.client_order_id,
-            strategy=position.strategy,
+            at=at,
         )
-        self.day.realised_paise += trade.net_pnl_paise
-        self.day.charges_paise += charges
-        self.day.trades += 1
+        gross, charges = trade.gross_pnl_paise, trade.charges_paise
         self.journal.position_closed(part, trade)
         position.quantity -= filled
         position.lots = position.quantity // lot
