@@ -214,10 +214,12 @@ def order_payload(order: Order) -> dict[str, Any]:
     }
 
 
-def account_payload(snapshot: AccountSnapshot) -> dict[str, Any]:
-    """The account's day figures for the "account" channel."""
+def account_payload(snapshot: AccountSnapshot, as_of: datetime | None = None) -> dict[str, Any]:
+    """The account's day figures for the "account" channel; `as_of` is the market time they
+    hold at (the engine's clock), when the publisher knows it."""
     headroom = max(0, snapshot.loss_limit_paise + snapshot.day_pnl_paise)
     return {
+        "as_of": _iso(as_of) if as_of is not None else None,
         "trading_date": snapshot.trading_date,
         "capital": _money(snapshot.capital_paise),
         "realised_pnl": _money(snapshot.realised_pnl_paise),

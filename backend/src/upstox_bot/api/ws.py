@@ -192,7 +192,7 @@ def _stored_snapshots(app: FastAPI) -> dict[str, Any]:
 def _live_snapshots(bot: EmbeddedBot) -> dict[str, Any]:
     return {
         POSITIONS: {"positions": [p.model_dump(mode="json") for p in live_positions(bot)]},
-        ACCOUNT: account_payload(bot.engine.snapshot()),
+        ACCOUNT: account_payload(bot.engine.snapshot(), bot.engine.clock.now()),
     }
 
 

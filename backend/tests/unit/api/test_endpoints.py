@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from tests.unit.api.conftest import SESSION_DATE, BotApp
 from upstox_bot.config import Settings
 from upstox_bot.db.session import make_engine
 from upstox_bot.domain import (
+    IST,
     ClientOrderId,
     Order,
     OrderPurpose,
@@ -434,6 +436,18 @@ def test_account_days_and_pnl_agree_with_the_trades(client: TestClient, settings
     assert len(pnl["by_day"]) == 1
     empty = client.get("/api/v1/account/days", params={"from": "2030-01-01"}).json()
     assert empty == []
+
+
+def test_account_figures_carry_the_market_time_they_hold_at(
+    bot_app: BotApp, client: TestClient
+) -> None:
+    # With the engine in the process: its clock (the simulated session's), not the wall clock.
+    live = bot_app.client.get("/api/v1/account").json()
+    as_of = datetime.fromisoformat(live["as_of"])
+    assert as_of == bot_app.bot.engine.clock.now()
+    assert as_of.astimezone(IST).date() == SESSION_DATE
+    # From the stored snapshot alone there is no market time to give.
+    assert client.get("/api/v1/account").json()["as_of"] is None
 
 
 # --- symbols, candles, quotes ------------------------------------------------------------------

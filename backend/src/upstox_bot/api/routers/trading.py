@@ -415,6 +415,7 @@ async def read_account(
 ) -> AccountRead:
     """The account now: capital, the day's P&L against the loss limit, switches."""
     live = bot.engine.snapshot() if bot is not None else None
+    as_of = bot.engine.clock.now() if bot is not None else None
     kill = bot.engine.risk.kill_switch.active if bot is not None else None
 
     def read() -> AccountRead:
@@ -427,6 +428,7 @@ async def read_account(
         total = TradeRepository(session, account).net_pnl_paise(EPOCH, date(9999, 12, 31))
         return AccountRead(
             account=record.name,
+            as_of=as_of,
             mode=record.mode.value,
             starting_capital=paise_to_rupees(record.starting_capital_paise),
             capital=paise_to_rupees(snap.capital_paise if snap else record.starting_capital_paise),

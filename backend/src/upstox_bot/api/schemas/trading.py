@@ -171,6 +171,11 @@ class OrderRead(BaseModel):
 
 class AccountRead(BaseModel):
     account: str
+    as_of: datetime | None = Field(
+        None,
+        description="The market time the figures hold at (the running engine's clock); "
+        "null when they come from the last stored snapshot.",
+    )
     mode: str
     trading_date: date | None
     starting_capital: Decimal

@@ -207,7 +207,7 @@ function renderAccount(a) {
   $("#loss-limit").textContent = rupees(limit);
   $("#loss-hit").hidden = !a.loss_limit_hit;
   renderKillSwitch(a.kill_switch, a.kill_switch_reason);
-  addDayPoint(Number(a.capital) + Number(a.day_pnl));
+  addDayPoint(Number(a.capital) + Number(a.day_pnl), a.as_of);
 }
 
 function renderKillSwitch(active, reason) {
@@ -358,11 +358,13 @@ function makeChart(id) {
   return { chart, series };
 }
 
-function addDayPoint(equity) {
+function addDayPoint(equity, asOf) {
   const chart = state.charts.day;
   if (!chart || !Number.isFinite(equity)) return;
-  // Account updates carry no time of their own: plot them at the browser's clock (IST axis).
-  const now = Math.floor(Date.now() / 1000) + 19800;
+  // At the market time the figures hold at (a simulated or replayed session runs on its own
+  // clock); without one, at the browser's clock. The axis shows IST.
+  const at = asOf ? Date.parse(asOf) : NaN;
+  const now = Math.floor((Number.isFinite(at) ? at : Date.now()) / 1000) + 19800;
   const time = Math.max(now, state.lastDayPoint);
   state.lastDayPoint = time;
   chart.series.update({ time, value: equity });
