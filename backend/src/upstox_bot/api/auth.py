@@ -7,6 +7,7 @@ switch, settings, strategies, closing positions, manual trades). Keys are stored
 
 from __future__ import annotations
 
+import logging
 import threading
 import time as walltime
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot.api.deps import SessionDep
@@ -26,6 +28,8 @@ from upstox_bot.db.session import make_engine, make_session_factory, session_sco
 
 HEADER = "X-API-Key"
 QUERY = "api_key"
+log = logging.getLogger(__name__)
+
 LAST_USED_EVERY_S = 60.0  # write last_used_at at most this often per key
 LOCAL_KEY_NAME = "local"
 
@@ -77,9 +81,14 @@ def check_key(
     if _last_used.due(record.id):
         if sessions is None:
             repo.authenticate(key, datetime.now(UTC))
-        else:
+            return record
+        try:
             with session_scope(sessions) as own:
                 ApiKeyRepository(own).authenticate(key, datetime.now(UTC))
+        except OperationalError:
+            # The last use is bookkeeping: a database busy with the trading loop's writes
+            # must not refuse a request whose key was checked (it is written a minute on).
+            log.warning("apikey.last_used.skipped", extra={"key_id": record.id})
     return record
 
 

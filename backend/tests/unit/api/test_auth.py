@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from tests.unit.api.conftest import Keys
+from upstox_bot.api import auth
 from upstox_bot.api.app import create_app
 from upstox_bot.api.auth import ensure_local_key
 from upstox_bot.config import Settings
+from upstox_bot.db.repositories.api_keys import ApiKeyRepository
 
 READS = [
     "/api/v1",
@@ -155,3 +159,19 @@ def test_apikey_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
     assert _cli(tmp_path, "revoke", "99").returncode == 1
     assert "laptop" not in _cli(tmp_path, "list").stdout
     assert "laptop" in _cli(tmp_path, "list", "--all").stdout
+
+
+def test_a_busy_database_skips_the_last_use_but_not_the_request(
+    anonymous: TestClient, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The trading loop holds SQLite's write lock: recording the key's last use times out.
+    def locked(self: ApiKeyRepository, key: str, at: datetime) -> None:
+        raise OperationalError("UPDATE api_keys", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(ApiKeyRepository, "authenticate", locked)
+    monkeypatch.setattr(auth._last_used, "_written", {})  # every key's last use is due
+    response = anonymous.get("/api/v1/positions", headers={"X-API-Key": keys.read})
+    assert response.status_code == 200, response.text
+    # A revoked key is still refused: only the bookkeeping write is skipped.
+    refused = anonymous.get("/api/v1/positions", headers={"X-API-Key": keys.revoked})
+    assert refused.status_code == 401

@@ -109,17 +109,21 @@ class ApiKeyRepository:
 
     def authenticate(self, key: str, at: datetime) -> ApiKeyRecord | None:
         """The active key matching `key`, with its last use set to `at`; None if unknown or
-        revoked."""
-        record = self.find_by_hash(hash_key(key))
-        if record is None or not record.active:
-            return None
+        revoked.
+
+        The write comes first in the unit of work: on SQLite in WAL mode a transaction that
+        read before another connection committed cannot take the write lock (it fails at once,
+        whatever the busy timeout), while one that starts with its write waits for the lock.
+        """
+        hashed = hash_key(key)
         self._session.execute(
             update(ApiKeyRow)
-            .where(ApiKeyRow.id == record.id)
+            .where(ApiKeyRow.hashed_key == hashed, ApiKeyRow.revoked_at.is_(None))
             .values(last_used_at=at)
             .execution_options(synchronize_session=False)
         )
-        return self.get(record.id)
+        record = self.find_by_hash(hashed)
+        return record if record is not None and record.active else None
 
     def revoke(self, key_id: int, at: datetime) -> ApiKeyRecord:
         """Revoke a key (revoking twice keeps the first time).
