@@ -89,15 +89,7 @@ class FastPlan:
                 return None
         masks: list[BoolArray] = []
         for s in series:
-            history = CandleHistory(
-                start_ms=s.start_ms,
-                open_paise=s.open,
-                high_paise=s.high,
-                low_paise=s.low,
-                close_paise=s.close,
-                volume=s.volume,
-            )
-            mask = strategy.signal_candidates(history, window=window)
+            mask = strategy.signal_candidates(history_of(s), window=window)
             if mask is None:
                 return None
             mask = np.asarray(mask, dtype=np.bool_)
@@ -187,4 +179,16 @@ def _arrays(s: BarSeries) -> SeriesArrays:
         low_rupees=low / 100,
         close_rupees=s.close / 100,
         volume=s.volume.astype(np.float64),
+    )
+
+
+def history_of(series: BarSeries) -> CandleHistory:
+    """The bars of `series` as the candle history a strategy's `signal_candidates` reads."""
+    return CandleHistory(
+        start_ms=series.start_ms,
+        open_paise=series.open,
+        high_paise=series.high,
+        low_paise=series.low,
+        close_paise=series.close,
+        volume=series.volume,
     )

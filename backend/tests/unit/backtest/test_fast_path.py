@@ -14,6 +14,7 @@ import pytest
 from tests.support.factories import ScriptedStrategy, make_instrument
 from tests.unit.backtest.conftest import settings
 from upstox_bot.backtest.data import Dataset
+from upstox_bot.backtest.fastpath import history_of
 from upstox_bot.backtest.models import BacktestRequest
 from upstox_bot.backtest.runner import Backtest, RunOutput
 from upstox_bot.backtest.service import build_config
@@ -239,14 +240,7 @@ def test_scripted_strategy_with_and_without_a_vectorised_form_trades_alike(exits
 def test_sma_candidates_include_every_candle_that_signals() -> None:
     # Prices off the 25-paise grid: the float averages are not exact, ties are near ones.
     s = random_series("NSE_EQ|A", days=4, seed=7, vol=3)
-    history = CandleHistory(
-        start_ms=s.start_ms,
-        open_paise=s.open,
-        high_paise=s.high,
-        low_paise=s.low,
-        close_paise=s.close,
-        volume=s.volume,
-    )
+    history = history_of(s)
     strategy = SmaCrossoverStrategy(fast=4, slow=9)
     marked = strategy.signal_candidates(history, window=300)
     assert marked is not None
@@ -330,12 +324,5 @@ def test_strategy_without_a_vectorised_form_says_none() -> None:
             return []
 
     s = random_series("NSE_EQ|A", days=1, seed=1)
-    history = CandleHistory(
-        start_ms=s.start_ms,
-        open_paise=s.open,
-        high_paise=s.high,
-        low_paise=s.low,
-        close_paise=s.close,
-        volume=s.volume,
-    )
+    history = history_of(s)
     assert Plain().signal_candidates(history, window=300) is None
