@@ -1,13 +1,68 @@
-"""Build of the compiled feed decoder; everything else about the package is in pyproject.toml.
+"""Build of the compiled modules; everything else about the package is in pyproject.toml.
 
-`upstox_bot.feed._v3_decoder` is a C extension over the Python C API (no other dependencies):
-it decodes Upstox Market Data Feed V3 frames into domain Ticks, the hot path of
-`upstox_v3.decode_frame`. The build fails without a C compiler and the Python headers; the
-pure-Python decoder stays the reference and the fallback if the module is absent.
+Two kinds of compiled code, both built from this repository and both with an interpreted twin:
+
+- `upstox_bot.feed._v3_decoder`, a C extension over the Python C API: it decodes Upstox Market
+  Data Feed V3 frames into domain Ticks, the hot path of `upstox_v3.decode_frame`. The
+  pure-Python decoder stays the reference and the fallback if the module is absent.
+- The engine's hot path (`COMPILED` below), compiled from its own typed Python source by mypyc:
+  the same code, run as C. It is what makes a backtest over years of minutes take seconds.
+  `_compiled.json`, written here, records the hash of each compiled source; at import
+  (`upstox_bot._native`) the package runs all of them interpreted when one has changed since
+  the build, or when UPSTOX_BOT_INTERPRETED=1.
+
+The build needs a C compiler and the Python headers.
 """
 
+import hashlib
+import json
+from pathlib import Path
+
+from mypyc.build import mypycify
 from setuptools import Extension, setup
 
+SRC = Path(__file__).parent / "src"
+
+# Modules compiled together (one mypyc group: they call each other natively, so they run
+# compiled or interpreted all at once). Classes here are subclassed by no interpreted code.
+COMPILED = (
+    "upstox_bot/clock.py",
+    "upstox_bot/feed/candles.py",
+    "upstox_bot/feed/replay.py",
+    "upstox_bot/signals/series.py",
+    "upstox_bot/signals/indicators.py",
+    "upstox_bot/trading/engine.py",
+    "upstox_bot/trading/brokers/paper.py",
+    "upstox_bot/trading/execution.py",
+    "upstox_bot/trading/exits.py",
+    "upstox_bot/trading/journal.py",
+    "upstox_bot/trading/order_state.py",
+    "upstox_bot/trading/routing.py",
+    "upstox_bot/trading/charges.py",
+    "upstox_bot/risk/checks.py",
+    "upstox_bot/risk/sizing.py",
+    "upstox_bot/risk/limits.py",
+    "upstox_bot/risk/kill_switch.py",
+    "upstox_bot/backtest/fastpath.py",
+    "upstox_bot/backtest/rules.py",
+    "upstox_bot/backtest/runner.py",
+)
+
+
+def _write_manifest() -> None:
+    sources = {
+        path.removesuffix(".py").replace("/", "."): hashlib.sha256(
+            (SRC / path).read_bytes()
+        ).hexdigest()
+        for path in COMPILED
+    }
+    text = json.dumps(sources, indent=1, sort_keys=True) + "\n"
+    manifest = SRC / "upstox_bot" / "_compiled.json"
+    if not manifest.exists() or manifest.read_text() != text:
+        manifest.write_text(text)
+
+
+_write_manifest()
 setup(
     ext_modules=[
         Extension(
@@ -16,6 +71,18 @@ setup(
             # Price rounding must compute rupees * 100 exactly as Python does: no fused
             # multiply-add contraction.
             extra_compile_args=["-O2", "-ffp-contract=off"],
-        )
+        ),
+        *mypycify(
+            [
+                # The build environment holds only the build requirements (numpy among them,
+                # for its types): other third-party types are Any there, and the project's mypy
+                # settings (checked by `mypy src`) do not apply to compiling.
+                "--config-file=",
+                "--ignore-missing-imports",
+                "--follow-imports=silent",
+                *(f"src/{path}" for path in COMPILED),
+            ],
+            group_name="upstox_bot",
+        ),
     ]
 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -130,10 +130,10 @@ class NseCalendar:
     the pre-open call auction before it is not "open" for continuous trading.
     """
 
-    SESSION_OPEN = time(9, 15)
-    SESSION_CLOSE = time(15, 30)
-    PRE_OPEN_START = time(9, 0)
-    PRE_OPEN_END = time(9, 8)
+    SESSION_OPEN: ClassVar[time] = time(9, 15)
+    SESSION_CLOSE: ClassVar[time] = time(15, 30)
+    PRE_OPEN_START: ClassVar[time] = time(9, 0)
+    PRE_OPEN_END: ClassVar[time] = time(9, 8)
 
     def __init__(
         self,

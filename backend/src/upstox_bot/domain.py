@@ -306,6 +306,29 @@ class Order:
     average_price_paise: int | None = None
     rejection_reason: str | None = None
 
+    def copy(self) -> Order:
+        """A separate record of the same order (a broker's or a journal's own)."""
+        return Order(
+            client_order_id=self.client_order_id,
+            instrument_key=self.instrument_key,
+            side=self.side,
+            quantity=self.quantity,
+            lots=self.lots,
+            purpose=self.purpose,
+            order_type=self.order_type,
+            status=self.status,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            reason=self.reason,
+            limit_price_paise=self.limit_price_paise,
+            signal_id=self.signal_id,
+            exit_reason=self.exit_reason,
+            broker_order_id=self.broker_order_id,
+            filled_quantity=self.filled_quantity,
+            average_price_paise=self.average_price_paise,
+            rejection_reason=self.rejection_reason,
+        )
+
     @classmethod
     def from_intent(cls, intent: OrderIntent) -> Order:
         return cls(

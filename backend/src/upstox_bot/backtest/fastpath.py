@@ -117,8 +117,9 @@ class FastPlan:
             after = after[day_of[after] == day_of[after - 1]]
             full[after] = True
         full[count] = True
-        marked = np.flatnonzero(build | full)
-        next_must = marked[np.searchsorted(marked, np.arange(count))].astype(np.int64)
+        # The first marked index at or after each index: a running minimum from the end.
+        index = np.arange(count + 1, dtype=np.int64)
+        next_must = np.minimum.accumulate(np.where(build | full, index, count)[::-1])[::-1][:count]
         bounds = np.flatnonzero(np.diff(day_of)) + 1
         starts = np.concatenate(([0], bounds)).tolist()
         ends = np.concatenate((bounds, [count])).tolist()
@@ -132,7 +133,11 @@ class FastPlan:
             next_must=next_must,
             build=build,
             full=full,
-            bar_at=tuple(np.searchsorted(s.start_ms, minutes).astype(np.int64) for s in series),
+            bar_at=(
+                (index,)  # one series: its bars are the minutes
+                if len(series) == 1
+                else tuple(np.searchsorted(s.start_ms, minutes).astype(np.int64) for s in series)
+            ),
             series=tuple(_arrays(s) for s in series),
             candidates={
                 s.instrument.instrument_key: frozenset(s.start_ms[mask].tolist())
@@ -165,9 +170,8 @@ def _arrays(s: BarSeries) -> SeriesArrays:
         offsets[6],
         np.where(has_second, offsets[4], np.where(first != s.open, offsets[2], 0)),
     ).astype(np.int64)
-    prices = np.stack((s.open, s.high, s.low, s.close))
-    high = prices.max(axis=0)
-    low = prices.min(axis=0)
+    high = np.maximum(np.maximum(s.open, s.high), np.maximum(s.low, s.close))
+    low = np.minimum(np.minimum(s.open, s.high), np.minimum(s.low, s.close))
     return SeriesArrays(
         start_ms=s.start_ms,
         close_paise=s.close,

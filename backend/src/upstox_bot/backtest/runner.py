@@ -36,7 +36,6 @@ from upstox_bot.domain import (
     RiskDecision,
     Signal,
     SignalStatus,
-    Tick,
     Trade,
     ms_to_datetime,
 )
@@ -68,8 +67,6 @@ class BacktestJournal(MemoryJournal):
     """A MemoryJournal that keeps only the closed trades: a long run makes millions of
     signals, decisions, order states, snapshots and audit records, and nothing in a backtest
     result reads them (the open positions are read from the engine)."""
-
-    __slots__ = ()
 
     def signal(self, signal: Signal, status: SignalStatus) -> None:
         return None
@@ -122,11 +119,14 @@ class _CandidateGate(Strategy):
     def startup_candles(self) -> int:
         return self.inner.startup_candles
 
+    def may_signal(self, candles: CandleSeries) -> bool:
+        marked = self._candidates.get(candles.instrument_key)
+        return marked is not None and candles.last_start_ms in marked
+
     def evaluate(
         self, candles: CandleSeries, *, position: Direction | None, now: datetime
     ) -> Sequence[StrategySignal]:
-        marked = self._candidates.get(candles.instrument_key)
-        if marked is None or candles.last_start_ms not in marked:
+        if not self.may_signal(candles):
             return ()
         return self.inner.evaluate(candles, position=position, now=now)
 
@@ -297,11 +297,11 @@ class Backtest:
             if engine.positions:
                 self._exposed_ms += ts - self._last_ts
             self._last_ts = ts
-            tick = Tick(instrument_key=keys[index], ts_ms=ts, ltp_paise=price, ltq=quantity)
+            key = keys[index]
             if working:
-                executor.apply_fills(broker.on_tick(tick))
+                executor.apply_fills(broker.on_trade(key, price))
                 working = broker.working_count
-            intents = engine.on_tick(tick)
+            intents = engine.on_trade(key, ts, price, quantity)
             if intents:
                 executor.execute(intents)
                 working = broker.working_count
@@ -404,11 +404,11 @@ class Backtest:
                         executor.execute(quiet)
                         working = broker.working_count
                     continue
-            tick = Tick(instrument_key=keys[index], ts_ms=ts, ltp_paise=price, ltq=quantity)
+            key = keys[index]
             if working:
-                executor.apply_fills(broker.on_tick(tick))
+                executor.apply_fills(broker.on_trade(key, price))
                 working = broker.working_count
-            intents = engine.on_tick(tick)
+            intents = engine.on_trade(key, ts, price, quantity)
             if intents:
                 executor.execute(intents)
                 working = broker.working_count

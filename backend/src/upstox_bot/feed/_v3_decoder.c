@@ -112,7 +112,8 @@ typedef struct {
 static PyTypeObject *tick_type = NULL;   /* domain.Tick */
 static Py_ssize_t slot_offsets[N_TICK_FIELDS]; /* its slots, in _TICK_FIELDS order */
 static int direct_slots = 0;             /* write the slots directly (else call make_tick) */
-static PyObject *make_tick = NULL;       /* upstox_v3._make_tick */
+static PyObject *make_tick = NULL;       /* upstox_v3._make_tick, or Tick itself */
+static PyObject *tick_kwnames = NULL;    /* with Tick itself: _TICK_FIELDS, passed by keyword */
 static PyObject *py_to_paise = NULL;     /* upstox_v3.to_paise, for the cases it decides */
 static PyObject *WireError = NULL;
 
@@ -997,7 +998,9 @@ append_tick(PyObject *ticks, const Entry *e, int64_t now)
         }
     }
     else {
-        tick = PyObject_Vectorcall(make_tick, v, N_TICK_FIELDS, NULL);
+        tick = tick_kwnames != NULL
+                   ? PyObject_Vectorcall(make_tick, v, 0, tick_kwnames)
+                   : PyObject_Vectorcall(make_tick, v, N_TICK_FIELDS, NULL);
         if (tick == NULL)
             goto done;
     }
@@ -1074,8 +1077,10 @@ done:
 PyDoc_STRVAR(configure_doc,
 "configure(tick_type, slots, make_tick, to_paise) -> None\n\n"
 "Set how ticks are built: `slots` is the tuple of Tick's member descriptors in _TICK_FIELDS\n"
-"order (then the slots are written directly), or None (then make_tick(*values) is called).\n"
-"`to_paise` converts the prices the fast rounding leaves undecided.");
+"order (then the slots are written directly), the tuple of the field names themselves (then\n"
+"make_tick is called with each value by keyword: a compiled Tick's own constructor), or None\n"
+"(then make_tick(*values) is called). `to_paise` converts the prices the fast rounding leaves\n"
+"undecided.");
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
@@ -1088,9 +1093,20 @@ configure(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "make_tick and to_paise must be callable");
         return NULL;
     }
-    Py_ssize_t offsets[N_TICK_FIELDS];
+    Py_ssize_t offsets[N_TICK_FIELDS] = {0};
     int direct = 0;
-    if (slots != Py_None) {
+    PyObject *kwnames = NULL;
+    if (slots != Py_None && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == N_TICK_FIELDS &&
+        PyUnicode_Check(PyTuple_GET_ITEM(slots, 0))) {
+        for (Py_ssize_t i = 0; i < N_TICK_FIELDS; i++) {
+            if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(slots, i))) {
+                PyErr_SetString(PyExc_TypeError, "field names must all be str");
+                return NULL;
+            }
+        }
+        kwnames = slots;
+    }
+    else if (slots != Py_None) {
         if (!PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != N_TICK_FIELDS) {
             PyErr_SetString(PyExc_TypeError, "slots must be a tuple of 17 member descriptors");
             return NULL;
@@ -1114,6 +1130,7 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(tick_type, (PyTypeObject *)Py_NewRef(type));
     Py_XSETREF(make_tick, Py_NewRef(factory));
     Py_XSETREF(py_to_paise, Py_NewRef(converter));
+    Py_XSETREF(tick_kwnames, Py_XNewRef(kwnames));
     memcpy(slot_offsets, offsets, sizeof offsets);
     direct_slots = direct;
     Py_RETURN_NONE;

@@ -26,9 +26,8 @@ def ist_day_start_ms(ts_ms: int) -> int:
 
 
 class _Builder:
-    """The open candle of one instrument (mutable, slots: this is the per-tick hot path)."""
-
-    __slots__ = ("close", "end", "high", "last_volume", "low", "open", "start", "ticks", "volume")
+    """The open candle of one instrument (mutable: this is the per-tick hot path; compiled, its
+    attributes are native fields)."""
 
     def __init__(self, start: int, end: int, price: int, last_volume: int) -> None:
         self.start = start

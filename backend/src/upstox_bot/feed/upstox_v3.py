@@ -264,10 +264,16 @@ def _load_compiled_decoder() -> tuple[Any, type[Exception]]:
     except ImportError as e:
         log.debug("feed.decoder.python_only", extra={"reason": str(e)})
         return None, _NoCompiledDecoder
-    slots = tuple(vars(Tick)[name] for name in _TICK_FIELDS) if _tick_is_plain_slots() else None
-    try:
-        _v3_decoder.configure(Tick, slots, _make_tick, to_paise)
-    except TypeError:  # slots of an unexpected kind: build ticks through the factory
+    if _tick_is_plain_slots():
+        slots = tuple(vars(Tick)[name] for name in _TICK_FIELDS)
+        try:
+            _v3_decoder.configure(Tick, slots, _make_tick, to_paise)
+        except TypeError:  # slots of an unexpected kind: build ticks through the factory
+            _v3_decoder.configure(Tick, None, _make_tick, to_paise)
+    elif tuple(f.name for f in dataclasses.fields(Tick)) == _TICK_FIELDS:
+        # A compiled Tick (native fields, no slots to write): its own constructor, by keyword.
+        _v3_decoder.configure(Tick, _TICK_FIELDS, Tick, to_paise)
+    else:
         _v3_decoder.configure(Tick, None, _make_tick, to_paise)
     return _v3_decoder.decode, _v3_decoder.WireError
 

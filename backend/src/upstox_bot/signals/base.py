@@ -148,6 +148,12 @@ class Strategy(ABC):
     ) -> Sequence[StrategySignal]:
         """Return the signals for the candle just closed (the last one of `candles`)."""
 
+    def may_signal(self, candles: CandleSeries) -> bool:
+        """Whether `evaluate` could say anything on the candle just closed, answered cheaply
+        (optional). False promises it says nothing, and the engine skips the call; True (the
+        default) evaluates. A backtest that knows its candidates answers from them."""
+        return True
+
     def signal_candidates(
         self, history: CandleHistory, *, window: int
     ) -> npt.NDArray[np.bool_] | None:

@@ -16,20 +16,6 @@ class CandleSeries:
     Appends are amortised O(1): the arrays are twice the capacity and slide back when full.
     """
 
-    __slots__ = (
-        "_close",
-        "_high",
-        "_low",
-        "_n",
-        "_open",
-        "_start",
-        "_start_ms",
-        "_volume",
-        "capacity",
-        "instrument_key",
-        "interval_s",
-    )
-
     def __init__(self, instrument_key: str, interval_s: int, capacity: int = 300) -> None:
         if capacity < 2:
             raise ValueError("capacity must be at least 2")

@@ -200,13 +200,17 @@ class Engine:
 
     def on_tick(self, tick: Tick) -> list[OrderIntent]:
         """Apply one tick: candles, exit checks, loss limit. Returns the orders to place now."""
+        return self.on_trade(tick.instrument_key, tick.ts_ms, tick.ltp_paise, tick.ltq, tick.volume)
+
+    def on_trade(
+        self, key: str, ts_ms: int, price: int, ltq: int, volume: int = 0
+    ) -> list[OrderIntent]:
+        """`on_tick` for the tick's fields (a backtest feeds its trades without Ticks)."""
         intents: list[OrderIntent] = []
-        if tick.ts_ms >= self._next_timer_ms:
-            intents.extend(self.on_timer(tick.ts_ms))
-        key = tick.instrument_key
-        price = tick.ltp_paise
+        if ts_ms >= self._next_timer_ms:
+            intents.extend(self.on_timer(ts_ms))
         self.last_price[key] = price
-        closed = self.aggregator.on_trade(key, tick.ts_ms, price, tick.ltq, tick.volume)
+        closed = self.aggregator.on_trade(key, ts_ms, price, ltq, volume)
         if closed is not None:
             intents.extend(self._on_base_candle(closed))
         position = self.positions.get(key)
@@ -323,15 +327,23 @@ class Engine:
             )
             return []
         series.append(candle)
-        if len(series) < self.strategy.startup_candles or key not in self.instruments:
+        strategy = self.strategy
+        if len(series) < strategy.startup_candles or key not in self.instruments:
             return []
-        held = self._held_for(key)
-        now = self.clock.now()
+        now = None
         try:
-            said = self.strategy.evaluate(series, position=held[1] if held else None, now=now)
+            # may_signal first: on most candles it says there is nothing to evaluate.
+            if strategy.may_signal(series):
+                held = self._held_for(key)
+                now = self.clock.now()
+                said = strategy.evaluate(series, position=held[1] if held else None, now=now)
+            else:
+                said = ()
         except Exception:
             # A strategy bug must not stop exits or other instruments: log, skip this candle.
-            log.exception("strategy.error", extra={"strategy": self.strategy.name, "key": key})
+            log.exception("strategy.error", extra={"strategy": strategy.name, "key": key})
+            return []
+        if not said or now is None:
             return []
         intents: list[OrderIntent] = []
         for s in said:

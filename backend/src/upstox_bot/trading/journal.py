@@ -54,7 +54,7 @@ class MemoryJournal:
         self.decisions.append(decision)
 
     def order(self, order: Order) -> None:
-        self.orders[order.client_order_id] = copy.copy(order)
+        self.orders[order.client_order_id] = order.copy()
 
     def order_sent(self, client_order_id: str, at: datetime) -> None:
         self.sent.append((client_order_id, at))
@@ -108,7 +108,7 @@ class BufferedJournal:
         self._add("risk_decision", decision)
 
     def order(self, order: Order) -> None:
-        self._add("order", copy.copy(order))
+        self._add("order", order.copy())
 
     def order_sent(self, client_order_id: str, at: datetime) -> None:
         self._add("order_sent", client_order_id, at)

@@ -8,7 +8,6 @@ backtester applies to bars (next bar's open), so a replayed session and a backte
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -60,7 +59,7 @@ class PaperBroker:
             return ()  # the same tag twice: the broker already has it (idempotent)
         if order.order_type is not OrderType.MARKET:
             raise OrderRejected(f"paper broker fills MARKET orders only, got {order.order_type}")
-        known = copy.copy(order)
+        known = order.copy()
         known.broker_order_id = derive_id("paper", order.client_order_id)
         known.status = OrderStatus.OPEN
         order.broker_order_id = known.broker_order_id
@@ -71,15 +70,19 @@ class PaperBroker:
 
     def on_tick(self, tick: Tick) -> list[Fill]:
         """Fill the instrument's working orders at this trade; return the fills, oldest first."""
-        working = self._working.pop(tick.instrument_key, None)
+        return self.on_trade(tick.instrument_key, tick.ltp_paise)
+
+    def on_trade(self, instrument_key: str, price_paise: int) -> list[Fill]:
+        """`on_tick` for a trade at `price_paise` (a backtest feeds trades without Ticks)."""
+        working = self._working.pop(instrument_key, None)
         if not working:
             return []
         self._working_count -= len(working)
         now = self._clock.now()
-        tick_paise = self._tick(tick.instrument_key)
+        tick_paise = self._tick(instrument_key)
         fills = []
         for known in working:
-            price = self.fill_price(known.side, tick.ltp_paise, tick_paise)
+            price = self.fill_price(known.side, price_paise, tick_paise)
             known.status = OrderStatus.FILLED
             known.filled_quantity = known.quantity
             known.average_price_paise = price
@@ -111,4 +114,4 @@ class PaperBroker:
 
     def find_by_tag(self, client_order_id: str) -> Order | None:
         known = self._orders.get(client_order_id)
-        return copy.copy(known) if known else None
+        return known.copy() if known else None
