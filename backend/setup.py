@@ -24,13 +24,20 @@ from setuptools import Extension, setup
 SRC = Path(__file__).parent / "src"
 
 # Modules compiled together (one mypyc group: they call each other natively, so they run
-# compiled or interpreted all at once). Classes here are subclassed by no interpreted code.
+# compiled or interpreted all at once). Interpreted code cannot subclass a compiled class, so
+# the classes here have no interpreted subclass, but for the built-in strategies, which are
+# marked `mypyc_attr(allow_interpreted_subclasses=True)` for file strategies to extend.
 COMPILED = (
     "upstox_bot/clock.py",
     "upstox_bot/feed/candles.py",
     "upstox_bot/feed/replay.py",
     "upstox_bot/signals/series.py",
     "upstox_bot/signals/indicators.py",
+    "upstox_bot/signals/strategies/ema_rsi.py",
+    "upstox_bot/signals/strategies/orb.py",
+    "upstox_bot/signals/strategies/sma_crossover.py",
+    "upstox_bot/signals/strategies/supertrend.py",
+    "upstox_bot/signals/strategies/vwap_volume.py",
     "upstox_bot/trading/engine.py",
     "upstox_bot/trading/brokers/paper.py",
     "upstox_bot/trading/execution.py",

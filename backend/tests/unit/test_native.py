@@ -150,3 +150,20 @@ def test_the_environment_forces_the_sources_without_a_warning(
 def test_no_build_means_nothing_to_choose(fake_build: Path) -> None:
     (fake_build / "_compiled.json").unlink()
     assert _native.select() == ()
+
+
+def test_a_file_strategy_can_extend_a_compiled_built_in_one() -> None:
+    from upstox_bot.signals.base import Strategy
+    from upstox_bot.signals.strategies import sma_crossover
+
+    class Slower(sma_crossover.SmaCrossoverStrategy):
+        name = "slower_sma"
+
+        @property
+        def startup_candles(self) -> int:
+            return super().startup_candles + 1
+
+    strategy = Slower(fast=3, slow=5)
+    assert isinstance(strategy, Strategy)
+    assert strategy.params == {"fast": 3, "slow": 5}
+    assert strategy.startup_candles == 7

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import Direction, SignalType
@@ -22,6 +23,7 @@ from upstox_bot.signals.session import (
 _OPEN_MINUTE = NseCalendar.SESSION_OPEN.hour * 60 + NseCalendar.SESSION_OPEN.minute
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class OpeningRangeBreakoutStrategy(Strategy):
     """Trade the first close outside the range of the session's first minutes.
 
