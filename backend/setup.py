@@ -69,6 +69,26 @@ def _write_manifest() -> None:
         manifest.write_text(text)
 
 
+def _compiled_group() -> list[Extension]:
+    extensions = mypycify(
+        [
+            # The build environment holds only the build requirements (numpy among them, for
+            # its types): other third-party types are Any there, and the project's mypy
+            # settings (checked by `mypy src`) do not apply to compiling.
+            "--config-file=",
+            "--ignore-missing-imports",
+            "--follow-imports=silent",
+            *(f"src/{path}" for path in COMPILED),
+        ],
+        group_name="upstox_bot",
+    )
+    for extension in extensions:
+        # Floats as the interpreter computes them: no fused multiply-add contraction (GCC
+        # contracts by default where the target has FMA, on aarch64 say).
+        extension.extra_compile_args = [*extension.extra_compile_args, "-ffp-contract=off"]
+    return extensions
+
+
 _write_manifest()
 setup(
     ext_modules=[
@@ -79,17 +99,6 @@ setup(
             # multiply-add contraction.
             extra_compile_args=["-O2", "-ffp-contract=off"],
         ),
-        *mypycify(
-            [
-                # The build environment holds only the build requirements (numpy among them,
-                # for its types): other third-party types are Any there, and the project's mypy
-                # settings (checked by `mypy src`) do not apply to compiling.
-                "--config-file=",
-                "--ignore-missing-imports",
-                "--follow-imports=silent",
-                *(f"src/{path}" for path in COMPILED),
-            ],
-            group_name="upstox_bot",
-        ),
+        *_compiled_group(),
     ]
 )
