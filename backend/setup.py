@@ -29,6 +29,7 @@ SRC = Path(__file__).parent / "src"
 # marked `mypyc_attr(allow_interpreted_subclasses=True)` for file strategies to extend.
 COMPILED = (
     "upstox_bot/clock.py",
+    "upstox_bot/domain.py",
     "upstox_bot/feed/candles.py",
     "upstox_bot/feed/replay.py",
     "upstox_bot/signals/series.py",

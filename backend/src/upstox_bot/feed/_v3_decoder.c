@@ -114,6 +114,10 @@ static Py_ssize_t slot_offsets[N_TICK_FIELDS]; /* its slots, in _TICK_FIELDS ord
 static int direct_slots = 0;             /* write the slots directly (else call make_tick) */
 static PyObject *make_tick = NULL;       /* upstox_v3._make_tick, or Tick itself */
 static PyObject *tick_kwnames = NULL;    /* with Tick itself: _TICK_FIELDS, passed by keyword */
+static setter field_setters[N_TICK_FIELDS]; /* a compiled Tick's field setters, in order */
+static void *field_closures[N_TICK_FIELDS];
+static int use_setters = 0;              /* tp_new, then each field's setter */
+static PyObject *empty_args = NULL;
 static PyObject *py_to_paise = NULL;     /* upstox_v3.to_paise, for the cases it decides */
 static PyObject *WireError = NULL;
 
@@ -988,7 +992,19 @@ append_tick(PyObject *ticks, const Entry *e, int64_t now)
         goto done;
 
     PyObject *tick;
-    if (direct_slots) {
+    if (use_setters) {
+        tick = tick_type->tp_new(tick_type, empty_args, NULL);
+        if (tick == NULL)
+            goto done;
+        for (int i = 0; i < N_TICK_FIELDS; i++) {
+            if (field_setters[i](tick, v[i], field_closures[i]) < 0) {
+                Py_DECREF(tick);
+                tick = NULL;
+                goto done;
+            }
+        }
+    }
+    else if (direct_slots) {
         tick = tick_type->tp_alloc(tick_type, 0);
         if (tick == NULL)
             goto done;
@@ -1094,9 +1110,32 @@ configure(PyObject *module, PyObject *args)
         return NULL;
     }
     Py_ssize_t offsets[N_TICK_FIELDS] = {0};
-    int direct = 0;
+    setter setters[N_TICK_FIELDS] = {0};
+    void *closures[N_TICK_FIELDS] = {0};
+    int direct = 0, by_setter = 0;
     PyObject *kwnames = NULL;
     if (slots != Py_None && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == N_TICK_FIELDS &&
+        Py_IS_TYPE(PyTuple_GET_ITEM(slots, 0), &PyGetSetDescr_Type)) {
+        /* A compiled Tick: its fields are native, written by their getset setters. */
+        for (Py_ssize_t i = 0; i < N_TICK_FIELDS; i++) {
+            PyObject *d = PyTuple_GET_ITEM(slots, i);
+            if (!Py_IS_TYPE(d, &PyGetSetDescr_Type) ||
+                ((PyDescrObject *)d)->d_type != (PyTypeObject *)type ||
+                ((PyGetSetDescrObject *)d)->d_getset->set == NULL) {
+                PyErr_SetString(PyExc_TypeError,
+                                "field descriptors must be writable getsets of the type");
+                return NULL;
+            }
+            setters[i] = ((PyGetSetDescrObject *)d)->d_getset->set;
+            closures[i] = ((PyGetSetDescrObject *)d)->d_getset->closure;
+        }
+        if (((PyTypeObject *)type)->tp_new == NULL) {
+            PyErr_SetString(PyExc_TypeError, "the type cannot be instantiated");
+            return NULL;
+        }
+        by_setter = 1;
+    }
+    else if (slots != Py_None && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == N_TICK_FIELDS &&
         PyUnicode_Check(PyTuple_GET_ITEM(slots, 0))) {
         for (Py_ssize_t i = 0; i < N_TICK_FIELDS; i++) {
             if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(slots, i))) {
@@ -1132,7 +1171,12 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(py_to_paise, Py_NewRef(converter));
     Py_XSETREF(tick_kwnames, Py_XNewRef(kwnames));
     memcpy(slot_offsets, offsets, sizeof offsets);
+    memcpy(field_setters, setters, sizeof setters);
+    memcpy(field_closures, closures, sizeof closures);
     direct_slots = direct;
+    use_setters = by_setter;
+    if (empty_args == NULL && (empty_args = PyTuple_New(0)) == NULL)
+        return NULL;
     Py_RETURN_NONE;
 }
 

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import random
+import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,12 +197,28 @@ def _tick_is_plain_slots() -> bool:
     )
 
 
+def _tick_is_native() -> bool:
+    """Whether Tick is compiled (native fields with setters) and built by its own __new__."""
+    names = tuple(f.name for f in dataclasses.fields(Tick))
+    return (
+        names == _TICK_FIELDS
+        and not hasattr(Tick, "__post_init__")
+        and all(isinstance(vars(Tick).get(n), types.GetSetDescriptorType) for n in names)
+        and Tick.__new__ is not object.__new__
+    )
+
+
 def _tick_factory() -> _TickFactory:
     # A frozen dataclass __init__ sets each of Tick's 17 fields through object.__setattr__, which
-    # costs more than parsing the protobuf itself. Writing the slots directly gives the same object
-    # (as copy and pickle do) at a third of the cost. If Tick ever changes shape, fall back to the
-    # constructor rather than build a half-initialised object.
-    if not _tick_is_plain_slots():
+    # costs more than parsing the protobuf itself. Writing the slots (or a compiled Tick's native
+    # fields) directly gives the same object (as copy and pickle do) at a third of the cost. If
+    # Tick ever changes shape, fall back to the constructor rather than build a half-initialised
+    # object.
+    if _tick_is_plain_slots():
+        new: Callable[[type[Tick]], Tick] = object.__new__
+    elif _tick_is_native():
+        new = Tick.__new__
+    else:
 
         def construct(*values: Any) -> Tick:
             return Tick(**dict(zip(_TICK_FIELDS, values, strict=True)))
@@ -209,7 +226,6 @@ def _tick_factory() -> _TickFactory:
         return construct
 
     s = tuple(getattr(Tick, name).__set__ for name in _TICK_FIELDS)
-    new = object.__new__
 
     def build(
         key: str,
@@ -270,9 +286,13 @@ def _load_compiled_decoder() -> tuple[Any, type[Exception]]:
             _v3_decoder.configure(Tick, slots, _make_tick, to_paise)
         except TypeError:  # slots of an unexpected kind: build ticks through the factory
             _v3_decoder.configure(Tick, None, _make_tick, to_paise)
-    elif tuple(f.name for f in dataclasses.fields(Tick)) == _TICK_FIELDS:
-        # A compiled Tick (native fields, no slots to write): its own constructor, by keyword.
-        _v3_decoder.configure(Tick, _TICK_FIELDS, Tick, to_paise)
+    elif _tick_is_native():
+        # A compiled Tick (native fields, no slots): each field through its setter.
+        fields = tuple(vars(Tick)[name] for name in _TICK_FIELDS)
+        try:
+            _v3_decoder.configure(Tick, fields, _make_tick, to_paise)
+        except TypeError:  # descriptors of an unexpected kind: Tick itself, by keyword
+            _v3_decoder.configure(Tick, _TICK_FIELDS, Tick, to_paise)
     else:
         _v3_decoder.configure(Tick, None, _make_tick, to_paise)
     return _v3_decoder.decode, _v3_decoder.WireError
