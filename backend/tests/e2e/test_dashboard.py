@@ -174,8 +174,15 @@ def test_positions_appear_after_trades(page: Page, bot: Bot) -> None:
     rows = page.locator("#positions tbody tr")
     expect(rows.first).to_be_visible(timeout=45_000)
     symbol = rows.first.locator("td").first.inner_text()
-    held = {p["trading_symbol"] for p in bot.get("/api/v1/positions")}
-    assert symbol in held or bot.get("/api/v1/trades")["total"] > 0
+    # The page shows the engine's positions as they change; the API reads the database, which
+    # the journal commits about every 250 ms: the position (or, once closed, its trade) follows.
+    deadline = walltime.monotonic() + 10
+    while True:
+        held = {p["trading_symbol"] for p in bot.get("/api/v1/positions")}
+        if symbol in held or bot.get("/api/v1/trades")["total"] > 0:
+            break
+        assert walltime.monotonic() < deadline, f"{symbol} is on the page, not in the API"
+        walltime.sleep(0.2)
     expect(rows.first.locator("td.last")).to_contain_text("₹")
     expect(page.locator("#orders tbody tr").first).to_be_visible()
     expect(page.locator("#signals tbody tr").first).to_be_visible()
