@@ -99,9 +99,15 @@ async def next_frame(frames: AsyncIterator[DecodedFrame], within_s: float = 3.0)
 async def ticks_until(
     frames: AsyncIterator[DecodedFrame], count: int, within_s: float = 3.0
 ) -> list[Tick]:
+    """The live ticks of the next frames, until `count`, all within `within_s` (a client that
+    reconnects over and over sends info and snapshot frames without end: never wait forever)."""
     ticks: list[Tick] = []
+    deadline = time.monotonic() + within_s
     while len(ticks) < count:
-        frame = await next_frame(frames, within_s)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{len(ticks)} of {count} ticks in {within_s}s")
+        frame = await next_frame(frames, left)
         if frame.type is FrameType.LIVE_FEED:
             ticks.extend(frame.ticks)
     return ticks
@@ -207,7 +213,11 @@ async def test_silence_during_market_hours_replaces_the_connection(
         sim.go_silent(10.0)
 
         await eventually(lambda: client.silence_reconnects == 1 and client.connects == 2, 2.0)
-        await eventually(lambda: sim.active_connections == 1)
+        # The new connection's subscription reached the simulator: a tick pushed before would
+        # go nowhere.
+        await eventually(
+            lambda: sim.active_connections == 1 and 1 in {len(m) for m in sim.subscribed().values()}
+        )
         sim.push_ticks(RELIANCE, [123.45])
         received = await ticks_until(frames, 1)
 
