@@ -112,8 +112,7 @@ typedef struct {
 static PyTypeObject *tick_type = NULL;   /* domain.Tick */
 static Py_ssize_t slot_offsets[N_TICK_FIELDS]; /* its slots, in _TICK_FIELDS order */
 static int direct_slots = 0;             /* write the slots directly (else call make_tick) */
-static PyObject *make_tick = NULL;       /* upstox_v3._make_tick, or Tick itself */
-static PyObject *tick_kwnames = NULL;    /* with Tick itself: _TICK_FIELDS, passed by keyword */
+static PyObject *make_tick = NULL;       /* upstox_v3._make_tick */
 static setter field_setters[N_TICK_FIELDS]; /* a compiled Tick's field setters, in order */
 static void *field_closures[N_TICK_FIELDS];
 static int use_setters = 0;              /* tp_new, then each field's setter */
@@ -1014,9 +1013,7 @@ append_tick(PyObject *ticks, const Entry *e, int64_t now)
         }
     }
     else {
-        tick = tick_kwnames != NULL
-                   ? PyObject_Vectorcall(make_tick, v, 0, tick_kwnames)
-                   : PyObject_Vectorcall(make_tick, v, N_TICK_FIELDS, NULL);
+        tick = PyObject_Vectorcall(make_tick, v, N_TICK_FIELDS, NULL);
         if (tick == NULL)
             goto done;
     }
@@ -1093,9 +1090,9 @@ done:
 PyDoc_STRVAR(configure_doc,
 "configure(tick_type, slots, make_tick, to_paise) -> None\n\n"
 "Set how ticks are built: `slots` is the tuple of Tick's member descriptors in _TICK_FIELDS\n"
-"order (then the slots are written directly), the tuple of the field names themselves (then\n"
-"make_tick is called with each value by keyword: a compiled Tick's own constructor), or None\n"
-"(then make_tick(*values) is called). `to_paise` converts the prices the fast rounding leaves\n"
+"order (then the slots are written directly), the tuple of a compiled Tick's getset\n"
+"descriptors (then tp_new builds it and each field's setter writes it), or None (then\n"
+"make_tick(*values) is called). `to_paise` converts the prices the fast rounding leaves\n"
 "undecided.");
 
 static PyObject *
@@ -1113,7 +1110,6 @@ configure(PyObject *module, PyObject *args)
     setter setters[N_TICK_FIELDS] = {0};
     void *closures[N_TICK_FIELDS] = {0};
     int direct = 0, by_setter = 0;
-    PyObject *kwnames = NULL;
     if (slots != Py_None && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == N_TICK_FIELDS &&
         Py_IS_TYPE(PyTuple_GET_ITEM(slots, 0), &PyGetSetDescr_Type)) {
         /* A compiled Tick: its fields are native, written by their getset setters. */
@@ -1134,16 +1130,6 @@ configure(PyObject *module, PyObject *args)
             return NULL;
         }
         by_setter = 1;
-    }
-    else if (slots != Py_None && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == N_TICK_FIELDS &&
-        PyUnicode_Check(PyTuple_GET_ITEM(slots, 0))) {
-        for (Py_ssize_t i = 0; i < N_TICK_FIELDS; i++) {
-            if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(slots, i))) {
-                PyErr_SetString(PyExc_TypeError, "field names must all be str");
-                return NULL;
-            }
-        }
-        kwnames = slots;
     }
     else if (slots != Py_None) {
         if (!PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != N_TICK_FIELDS) {
@@ -1169,7 +1155,6 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(tick_type, (PyTypeObject *)Py_NewRef(type));
     Py_XSETREF(make_tick, Py_NewRef(factory));
     Py_XSETREF(py_to_paise, Py_NewRef(converter));
-    Py_XSETREF(tick_kwnames, Py_XNewRef(kwnames));
     memcpy(slot_offsets, offsets, sizeof offsets);
     memcpy(field_setters, setters, sizeof setters);
     memcpy(field_closures, closures, sizeof closures);

@@ -10,7 +10,7 @@ class WireError(Exception):
 def decode(data: bytes, /) -> tuple[int, int, list[Tick]] | None: ...
 def configure(
     tick_type: type[Tick],
-    slots: tuple[object, ...] | tuple[str, ...] | None,
+    slots: tuple[object, ...] | None,
     make_tick: Callable[..., Tick],
     to_paise: Callable[[float], int],
     /,

@@ -280,19 +280,13 @@ def _load_compiled_decoder() -> tuple[Any, type[Exception]]:
     except ImportError as e:
         log.debug("feed.decoder.python_only", extra={"reason": str(e)})
         return None, _NoCompiledDecoder
-    if _tick_is_plain_slots():
-        slots = tuple(vars(Tick)[name] for name in _TICK_FIELDS)
-        try:
-            _v3_decoder.configure(Tick, slots, _make_tick, to_paise)
-        except TypeError:  # slots of an unexpected kind: build ticks through the factory
-            _v3_decoder.configure(Tick, None, _make_tick, to_paise)
-    elif _tick_is_native():
-        # A compiled Tick (native fields, no slots): each field through its setter.
+    if _tick_is_plain_slots() or _tick_is_native():
+        # Its slots, or a compiled Tick's native fields, written through their descriptors.
         fields = tuple(vars(Tick)[name] for name in _TICK_FIELDS)
         try:
             _v3_decoder.configure(Tick, fields, _make_tick, to_paise)
-        except TypeError:  # descriptors of an unexpected kind: Tick itself, by keyword
-            _v3_decoder.configure(Tick, _TICK_FIELDS, Tick, to_paise)
+        except TypeError:  # descriptors of an unexpected kind: build ticks through the factory
+            _v3_decoder.configure(Tick, None, _make_tick, to_paise)
     else:
         _v3_decoder.configure(Tick, None, _make_tick, to_paise)
     return _v3_decoder.decode, _v3_decoder.WireError
