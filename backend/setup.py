@@ -32,6 +32,7 @@ COMPILED = (
     "upstox_bot/domain.py",
     "upstox_bot/feed/candles.py",
     "upstox_bot/feed/replay.py",
+    "upstox_bot/signals/said.py",
     "upstox_bot/signals/series.py",
     "upstox_bot/signals/indicators.py",
     "upstox_bot/signals/strategies/ema_rsi.py",

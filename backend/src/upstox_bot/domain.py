@@ -3,16 +3,27 @@
 Money is integer paise (1 rupee = 100 paise) everywhere in the core; quantities are shares (for
 F&O contracts a multiple of the lot size). Times are epoch milliseconds (UTC) on the hot path
 (ticks, candles) and timezone-aware datetimes elsewhere. No framework imports here.
+
+The values built on the hot path write their `__init__` out instead of letting dataclass generate
+it: dataclass keeps an `__init__` the class defines, and a written-out one is compiled with the
+engine (a generated one runs interpreted, at ten times the cost of the compiled one in a
+backtest). Each takes exactly the fields, keyword-only, with their defaults (None stands for an
+empty mapping); tests/unit/test_dataclass_inits.py holds them to that. Tick keeps the generated
+one: the feed decoders allocate Ticks and write their fields directly.
+
+Every value here copies and pickles through its constructor (`reduce_to_fields`): compiled, a
+class with a written `__init__` cannot be allocated without its fields, and a frozen one cannot
+have them set after allocation, which is how copy and pickle restore a slots dataclass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import NewType
+from typing import Any, NewType
 from zoneinfo import ZoneInfo
 
 ClientOrderId = NewType("ClientOrderId", str)
@@ -43,6 +54,17 @@ def datetime_to_ms(at: datetime) -> int:
     if at.tzinfo is None:
         raise ValueError("naive datetime: every time in upstox-bot is timezone-aware")
     return int(at.timestamp() * 1000)
+
+
+def _rebuild(cls: Callable[..., object], values: dict[str, Any]) -> object:
+    return cls(**values)
+
+
+def reduce_to_fields(value: Any) -> tuple[object, ...]:
+    """`__reduce__` for a dataclass with a written `__init__`: copy and pickle rebuild it by
+    calling its class with its fields (compiled, its class cannot be allocated without them)."""
+    values = {f.name: getattr(value, f.name) for f in fields(value)}
+    return _rebuild, (type(value), values)
 
 
 class Side(StrEnum):
@@ -190,6 +212,9 @@ class Instrument:
     strike_paise: int | None = None
     option_type: OptionType | None = None
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tick:
@@ -213,6 +238,9 @@ class Tick:
     vega: float | None = None
     rho: float | None = None
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candle:
@@ -225,6 +253,32 @@ class Candle:
     close_paise: int
     volume: int
     ticks: int = 0
+
+    def __init__(
+        self,
+        *,
+        instrument_key: str,
+        interval_s: int,
+        start_ms: int,
+        open_paise: int,
+        high_paise: int,
+        low_paise: int,
+        close_paise: int,
+        volume: int,
+        ticks: int = 0,
+    ) -> None:
+        object.__setattr__(self, "instrument_key", instrument_key)
+        object.__setattr__(self, "interval_s", interval_s)
+        object.__setattr__(self, "start_ms", start_ms)
+        object.__setattr__(self, "open_paise", open_paise)
+        object.__setattr__(self, "high_paise", high_paise)
+        object.__setattr__(self, "low_paise", low_paise)
+        object.__setattr__(self, "close_paise", close_paise)
+        object.__setattr__(self, "volume", volume)
+        object.__setattr__(self, "ticks", ticks)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     @property
     def end_ms(self) -> int:
@@ -248,6 +302,34 @@ class Signal:
     created_at: datetime
     indicators: Mapping[str, float] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        *,
+        signal_id: SignalId,
+        instrument_key: str,
+        strategy: str,
+        type: SignalType,
+        strength: float,
+        reason: str,
+        price_paise: int,
+        candle_start_ms: int,
+        created_at: datetime,
+        indicators: Mapping[str, float] | None = None,
+    ) -> None:
+        object.__setattr__(self, "signal_id", signal_id)
+        object.__setattr__(self, "instrument_key", instrument_key)
+        object.__setattr__(self, "strategy", strategy)
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "strength", strength)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "price_paise", price_paise)
+        object.__setattr__(self, "candle_start_ms", candle_start_ms)
+        object.__setattr__(self, "created_at", created_at)
+        object.__setattr__(self, "indicators", {} if indicators is None else indicators)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RiskDecision:
@@ -265,6 +347,36 @@ class RiskDecision:
     target_paise: int = 0
     decided_at: datetime | None = None
 
+    def __init__(
+        self,
+        *,
+        approved: bool,
+        reason: str,
+        rule: RiskRule | None = None,
+        instrument_key: str = "",
+        signal_id: SignalId | None = None,
+        quantity: int = 0,
+        lots: int = 0,
+        price_paise: int = 0,
+        stop_paise: int = 0,
+        target_paise: int = 0,
+        decided_at: datetime | None = None,
+    ) -> None:
+        object.__setattr__(self, "approved", approved)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "instrument_key", instrument_key)
+        object.__setattr__(self, "signal_id", signal_id)
+        object.__setattr__(self, "quantity", quantity)
+        object.__setattr__(self, "lots", lots)
+        object.__setattr__(self, "price_paise", price_paise)
+        object.__setattr__(self, "stop_paise", stop_paise)
+        object.__setattr__(self, "target_paise", target_paise)
+        object.__setattr__(self, "decided_at", decided_at)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderIntent:
@@ -281,6 +393,40 @@ class OrderIntent:
     signal_id: SignalId | None = None
     exit_reason: ExitReason | None = None
     reference_price_paise: int = 0  # last price when the intent was made
+
+    def __init__(
+        self,
+        *,
+        client_order_id: ClientOrderId,
+        instrument_key: str,
+        side: Side,
+        quantity: int,
+        lots: int,
+        purpose: OrderPurpose,
+        reason: str,
+        created_at: datetime,
+        order_type: OrderType = OrderType.MARKET,
+        limit_price_paise: int | None = None,
+        signal_id: SignalId | None = None,
+        exit_reason: ExitReason | None = None,
+        reference_price_paise: int = 0,
+    ) -> None:
+        object.__setattr__(self, "client_order_id", client_order_id)
+        object.__setattr__(self, "instrument_key", instrument_key)
+        object.__setattr__(self, "side", side)
+        object.__setattr__(self, "quantity", quantity)
+        object.__setattr__(self, "lots", lots)
+        object.__setattr__(self, "purpose", purpose)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "created_at", created_at)
+        object.__setattr__(self, "order_type", order_type)
+        object.__setattr__(self, "limit_price_paise", limit_price_paise)
+        object.__setattr__(self, "signal_id", signal_id)
+        object.__setattr__(self, "exit_reason", exit_reason)
+        object.__setattr__(self, "reference_price_paise", reference_price_paise)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -305,6 +451,50 @@ class Order:
     filled_quantity: int = 0
     average_price_paise: int | None = None
     rejection_reason: str | None = None
+
+    def __init__(
+        self,
+        *,
+        client_order_id: ClientOrderId,
+        instrument_key: str,
+        side: Side,
+        quantity: int,
+        lots: int,
+        purpose: OrderPurpose,
+        order_type: OrderType,
+        status: OrderStatus,
+        created_at: datetime,
+        updated_at: datetime,
+        reason: str = "",
+        limit_price_paise: int | None = None,
+        signal_id: SignalId | None = None,
+        exit_reason: ExitReason | None = None,
+        broker_order_id: str | None = None,
+        filled_quantity: int = 0,
+        average_price_paise: int | None = None,
+        rejection_reason: str | None = None,
+    ) -> None:
+        self.client_order_id = client_order_id
+        self.instrument_key = instrument_key
+        self.side = side
+        self.quantity = quantity
+        self.lots = lots
+        self.purpose = purpose
+        self.order_type = order_type
+        self.status = status
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.reason = reason
+        self.limit_price_paise = limit_price_paise
+        self.signal_id = signal_id
+        self.exit_reason = exit_reason
+        self.broker_order_id = broker_order_id
+        self.filled_quantity = filled_quantity
+        self.average_price_paise = average_price_paise
+        self.rejection_reason = rejection_reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     def copy(self) -> Order:
         """A separate record of the same order (a broker's or a journal's own)."""
@@ -360,6 +550,30 @@ class Fill:
     price_paise: int
     filled_at: datetime
 
+    def __init__(
+        self,
+        *,
+        fill_id: str,
+        client_order_id: ClientOrderId,
+        broker_order_id: str,
+        instrument_key: str,
+        side: Side,
+        quantity: int,
+        price_paise: int,
+        filled_at: datetime,
+    ) -> None:
+        object.__setattr__(self, "fill_id", fill_id)
+        object.__setattr__(self, "client_order_id", client_order_id)
+        object.__setattr__(self, "broker_order_id", broker_order_id)
+        object.__setattr__(self, "instrument_key", instrument_key)
+        object.__setattr__(self, "side", side)
+        object.__setattr__(self, "quantity", quantity)
+        object.__setattr__(self, "price_paise", price_paise)
+        object.__setattr__(self, "filled_at", filled_at)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(slots=True, kw_only=True)
 class Position:
@@ -381,6 +595,46 @@ class Position:
     entry_charges_paise: int = 0
     strategy: str = ""
     exit_pending: bool = False  # an exit order exists and is not yet filled
+
+    def __init__(
+        self,
+        *,
+        instrument_key: str,
+        direction: Direction,
+        quantity: int,
+        lots: int,
+        entry_price_paise: int,
+        entry_at: datetime,
+        entry_order_id: ClientOrderId,
+        stop_paise: int,
+        target_paise: int,
+        trailing_active: bool = False,
+        best_price_paise: int = 0,
+        trail_stop_paise: int | None = None,
+        last_price_paise: int = 0,
+        entry_charges_paise: int = 0,
+        strategy: str = "",
+        exit_pending: bool = False,
+    ) -> None:
+        self.instrument_key = instrument_key
+        self.direction = direction
+        self.quantity = quantity
+        self.lots = lots
+        self.entry_price_paise = entry_price_paise
+        self.entry_at = entry_at
+        self.entry_order_id = entry_order_id
+        self.stop_paise = stop_paise
+        self.target_paise = target_paise
+        self.trailing_active = trailing_active
+        self.best_price_paise = best_price_paise
+        self.trail_stop_paise = trail_stop_paise
+        self.last_price_paise = last_price_paise
+        self.entry_charges_paise = entry_charges_paise
+        self.strategy = strategy
+        self.exit_pending = exit_pending
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     @property
     def unrealised_pnl_paise(self) -> int:
@@ -419,6 +673,46 @@ class Trade:
     exit_order_id: ClientOrderId
     strategy: str = ""
 
+    def __init__(
+        self,
+        *,
+        trade_id: str,
+        instrument_key: str,
+        direction: Direction,
+        quantity: int,
+        lots: int,
+        entry_price_paise: int,
+        exit_price_paise: int,
+        entry_at: datetime,
+        exit_at: datetime,
+        gross_pnl_paise: int,
+        charges_paise: int,
+        net_pnl_paise: int,
+        exit_reason: ExitReason,
+        entry_order_id: ClientOrderId,
+        exit_order_id: ClientOrderId,
+        strategy: str = "",
+    ) -> None:
+        object.__setattr__(self, "trade_id", trade_id)
+        object.__setattr__(self, "instrument_key", instrument_key)
+        object.__setattr__(self, "direction", direction)
+        object.__setattr__(self, "quantity", quantity)
+        object.__setattr__(self, "lots", lots)
+        object.__setattr__(self, "entry_price_paise", entry_price_paise)
+        object.__setattr__(self, "exit_price_paise", exit_price_paise)
+        object.__setattr__(self, "entry_at", entry_at)
+        object.__setattr__(self, "exit_at", exit_at)
+        object.__setattr__(self, "gross_pnl_paise", gross_pnl_paise)
+        object.__setattr__(self, "charges_paise", charges_paise)
+        object.__setattr__(self, "net_pnl_paise", net_pnl_paise)
+        object.__setattr__(self, "exit_reason", exit_reason)
+        object.__setattr__(self, "entry_order_id", entry_order_id)
+        object.__setattr__(self, "exit_order_id", exit_order_id)
+        object.__setattr__(self, "strategy", strategy)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRecord:
@@ -430,6 +724,26 @@ class AuditRecord:
     at: datetime
     data: Mapping[str, object] = field(default_factory=dict)
     actor: str = "engine"
+
+    def __init__(
+        self,
+        *,
+        event: str,
+        entity: str,
+        entity_id: str,
+        at: datetime,
+        data: Mapping[str, object] | None = None,
+        actor: str = "engine",
+    ) -> None:
+        object.__setattr__(self, "event", event)
+        object.__setattr__(self, "entity", entity)
+        object.__setattr__(self, "entity_id", entity_id)
+        object.__setattr__(self, "at", at)
+        object.__setattr__(self, "data", {} if data is None else data)
+        object.__setattr__(self, "actor", actor)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -447,6 +761,36 @@ class AccountSnapshot:
     loss_limit_paise: int
     loss_limit_hit: bool
     kill_switch: bool
+
+    def __init__(
+        self,
+        *,
+        trading_date: str,
+        capital_paise: int,
+        realised_pnl_paise: int,
+        unrealised_pnl_paise: int,
+        charges_paise: int,
+        open_positions: int,
+        trades: int,
+        orders: int,
+        loss_limit_paise: int,
+        loss_limit_hit: bool,
+        kill_switch: bool,
+    ) -> None:
+        object.__setattr__(self, "trading_date", trading_date)
+        object.__setattr__(self, "capital_paise", capital_paise)
+        object.__setattr__(self, "realised_pnl_paise", realised_pnl_paise)
+        object.__setattr__(self, "unrealised_pnl_paise", unrealised_pnl_paise)
+        object.__setattr__(self, "charges_paise", charges_paise)
+        object.__setattr__(self, "open_positions", open_positions)
+        object.__setattr__(self, "trades", trades)
+        object.__setattr__(self, "orders", orders)
+        object.__setattr__(self, "loss_limit_paise", loss_limit_paise)
+        object.__setattr__(self, "loss_limit_hit", loss_limit_hit)
+        object.__setattr__(self, "kill_switch", kill_switch)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     @property
     def day_pnl_paise(self) -> int:

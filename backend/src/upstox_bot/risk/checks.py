@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from upstox_bot.domain import IST, Direction, RiskDecision, RiskRule, SignalId
+from upstox_bot.domain import IST, Direction, RiskDecision, RiskRule, SignalId, reduce_to_fields
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
@@ -26,6 +26,32 @@ class EntryRequest:
     at: datetime  # IST-aware time of the decision
     at_ms: int
 
+    def __init__(
+        self,
+        *,
+        instrument_key: str,
+        direction: Direction,
+        signal_id: SignalId | None,
+        price_paise: int,
+        stop_paise: int,
+        target_paise: int,
+        lot_size: int,
+        at: datetime,
+        at_ms: int,
+    ) -> None:
+        object.__setattr__(self, "instrument_key", instrument_key)
+        object.__setattr__(self, "direction", direction)
+        object.__setattr__(self, "signal_id", signal_id)
+        object.__setattr__(self, "price_paise", price_paise)
+        object.__setattr__(self, "stop_paise", stop_paise)
+        object.__setattr__(self, "target_paise", target_paise)
+        object.__setattr__(self, "lot_size", lot_size)
+        object.__setattr__(self, "at", at)
+        object.__setattr__(self, "at_ms", at_ms)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BookState:
@@ -36,6 +62,24 @@ class BookState:
     day_pnl_paise: int  # realised (net) + unrealised, today
     loss_limit_hit: bool
     available_paise: int  # cash not tied up in positions
+
+    def __init__(
+        self,
+        *,
+        open_positions: int,
+        in_position: bool,
+        day_pnl_paise: int,
+        loss_limit_hit: bool,
+        available_paise: int,
+    ) -> None:
+        object.__setattr__(self, "open_positions", open_positions)
+        object.__setattr__(self, "in_position", in_position)
+        object.__setattr__(self, "day_pnl_paise", day_pnl_paise)
+        object.__setattr__(self, "loss_limit_hit", loss_limit_hit)
+        object.__setattr__(self, "available_paise", available_paise)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 class RiskManager:

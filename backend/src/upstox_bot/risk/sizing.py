@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from upstox_bot.domain import RiskRule
+from upstox_bot.domain import RiskRule, reduce_to_fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -13,6 +13,22 @@ class Sizing:
     quantity: int  # lots * lot_size
     binding_rule: RiskRule  # the limit that decided the size
     reason: str
+
+    def __init__(
+        self,
+        *,
+        lots: int,
+        quantity: int,
+        binding_rule: RiskRule,
+        reason: str,
+    ) -> None:
+        object.__setattr__(self, "lots", lots)
+        object.__setattr__(self, "quantity", quantity)
+        object.__setattr__(self, "binding_rule", binding_rule)
+        object.__setattr__(self, "reason", reason)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 def size_position(

@@ -15,7 +15,14 @@ from datetime import date
 from typing import Protocol
 
 from upstox_bot.clock import NseCalendar
-from upstox_bot.domain import Direction, Instrument, InstrumentKind, OptionType, RiskRule
+from upstox_bot.domain import (
+    Direction,
+    Instrument,
+    InstrumentKind,
+    OptionType,
+    RiskRule,
+    reduce_to_fields,
+)
 from upstox_bot.options.selection import contract_expiry, expiry_exit_date, select_contract
 
 
@@ -48,6 +55,26 @@ class Route:
     reason: str
     rule: RiskRule | None = None
     exit_date: date | None = None
+
+    def __init__(
+        self,
+        *,
+        instrument: Instrument | None,
+        direction: Direction | None,
+        price_paise: int,
+        reason: str,
+        rule: RiskRule | None = None,
+        exit_date: date | None = None,
+    ) -> None:
+        object.__setattr__(self, "instrument", instrument)
+        object.__setattr__(self, "direction", direction)
+        object.__setattr__(self, "price_paise", price_paise)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "exit_date", exit_date)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 class InstrumentRouter(Protocol):

@@ -1,0 +1,186 @@
+"""Dataclasses whose `__init__` is written out (so that it compiles) must build what dataclass
+would generate: every field, keyword-only, with its default, each value in its own field, and
+the rest of the dataclass (frozen, eq, replace, copy, pickle) untouched."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import importlib
+import pickle
+import typing
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any
+
+import pytest
+
+from upstox_bot import domain
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "upstox_bot"
+
+
+def _written_inits() -> list[tuple[str, str, ast.FunctionDef]]:
+    """(module, class, its __init__) for every dataclass in the package that writes one."""
+    found: list[tuple[str, str, ast.FunctionDef]] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        module = "upstox_bot." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            decorated = any(
+                "dataclass" in ast.unparse(d.func if isinstance(d, ast.Call) else d)
+                for d in node.decorator_list
+            )
+            init = next(
+                (f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+                None,
+            )
+            if decorated and init is not None:
+                found.append((module, node.name, init))
+    return found
+
+
+WRITTEN = _written_inits()
+
+
+def test_the_hot_values_write_their_init() -> None:
+    """The values a backtest builds by the hundred thousand are among them."""
+    names = {name for _, name, _ in WRITTEN}
+    assert {"Candle", "Signal", "RiskDecision", "OrderIntent", "Order", "Fill", "Trade"} <= names
+    assert {"StrategySignal", "Route", "EntryRequest", "BookState", "Sizing"} <= names
+    # The feed decoders allocate Ticks and write their fields: Tick keeps dataclass's __init__.
+    assert "Tick" not in names
+
+
+def _value(hint: Any, index: int, flip: bool) -> Any:
+    """A value of type `hint`, distinct for each field index."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, UnionType):
+        return _value(next(a for a in args if a is not NoneType), index, flip)
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
+        return {f"k{index}": float(index)}
+    if hint is bool:
+        return (index % 2 == 0) != flip
+    if hint is int:
+        return 1_000 + index
+    if hint is float:
+        return index + 0.25
+    if hint is str:
+        return f"v{index}"
+    if hint is datetime:
+        return datetime(2026, 1, 1, 9, index % 60, tzinfo=UTC)
+    if hint is date:
+        return date(2026, 1, 1 + index % 28)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        members = list(hint)
+        return members[index % len(members)]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, flip)
+    supertype = getattr(hint, "__supertype__", None)  # a NewType
+    if supertype is not None:
+        return _value(supertype, index, flip)
+    raise AssertionError(f"no test value for {hint!r}")
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    """The fields' types as the source writes them (a compiled class keeps only their erasure)."""
+    module = importlib.import_module(cls.__module__)
+    path = PACKAGE.joinpath(*cls.__module__.split(".")[1:]).with_suffix(".py")
+    tree = ast.parse(path.read_text(), str(path))
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+    return {
+        a.target.id: eval(ast.unparse(a.annotation), vars(module))  # noqa: S307 - our source
+        for a in node.body
+        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+    }
+
+
+def _build(cls: type[Any], flip: bool) -> Any:
+    hints = _hints(cls)
+    values = {f.name: _value(hints[f.name], i, flip) for i, f in enumerate(dataclasses.fields(cls))}
+    return cls(**values)
+
+
+@pytest.mark.parametrize(("module", "name", "init"), WRITTEN, ids=[n for _, n, _ in WRITTEN])
+def test_written_init_takes_the_fields(module: str, name: str, init: ast.FunctionDef) -> None:
+    namespace = vars(importlib.import_module(module))
+    cls = namespace[name]
+    fields = dataclasses.fields(cls)
+    params = init.args
+    assert not params.posonlyargs, f"{name}.__init__ must take its fields by keyword only"
+    assert [a.arg for a in params.args] == ["self"], f"{name}.__init__: keyword only"
+    assert params.vararg is None
+    assert params.kwarg is None
+    assert [a.arg for a in params.kwonlyargs] == [f.name for f in fields]
+    for f, default in zip(fields, params.kw_defaults, strict=True):
+        if f.default is not dataclasses.MISSING:
+            assert default is not None, f"{name}.{f.name} must default to {f.default!r}"
+            value = eval(ast.unparse(default), namespace)  # noqa: S307 - our own source
+            assert value == f.default, f"{name}.{f.name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            assert default is not None, f"{name}.{f.name} must default to None"
+            assert ast.unparse(default) == "None", f"{name}.{f.name} must default to None"
+        else:
+            assert default is None, f"{name}.{f.name} is required"
+
+
+@pytest.mark.parametrize(("module", "name", "init"), WRITTEN, ids=[n for _, n, _ in WRITTEN])
+def test_written_init_sets_each_field(module: str, name: str, init: ast.FunctionDef) -> None:
+    cls = vars(importlib.import_module(module))[name]
+    hints = _hints(cls)
+    fields = dataclasses.fields(cls)
+    for flip in (False, True):
+        given = {f.name: _value(hints[f.name], i, flip) for i, f in enumerate(fields)}
+        built = cls(**given)
+        assert {f.name: getattr(built, f.name) for f in fields} == given
+        assert built == cls(**given)
+        assert dataclasses.replace(built) == built
+    # Only the required fields: the others take their defaults, a factory's a new value each.
+    required = {
+        f.name: _value(hints[f.name], i, False)
+        for i, f in enumerate(fields)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    first, second = cls(**required), cls(**required)
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert getattr(first, f.name) == f.default, f"{name}.{f.name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            assert getattr(first, f.name) == f.default_factory(), f"{name}.{f.name}"
+            assert getattr(first, f.name) is not getattr(second, f.name)
+    if cls.__dataclass_params__.frozen:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(first, fields[0].name, getattr(second, fields[0].name))
+    with pytest.raises(TypeError):
+        cls(**required, not_a_field=1)
+
+
+DOMAIN_VALUES = [
+    cls
+    for cls in vars(domain).values()
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == domain.__name__
+]
+COPIED = sorted(
+    {*DOMAIN_VALUES, *(vars(importlib.import_module(m))[n] for m, n, _ in WRITTEN)},
+    key=lambda c: c.__qualname__,
+)
+
+
+@pytest.mark.parametrize("cls", COPIED, ids=[c.__name__ for c in COPIED])
+def test_copies_and_pickles(cls: type[Any]) -> None:
+    """Compiled, such a class cannot be allocated empty (a written __init__ runs) or have its
+    fields set afterwards (frozen): copies and pickles go through its constructor."""
+    for flip in (False, True):
+        built = _build(cls, flip)
+        pickled = pickle.loads(pickle.dumps(built))  # noqa: S301 - our own bytes
+        for twin in (copy.copy(built), copy.deepcopy(built), pickled):
+            assert type(twin) is cls
+            assert twin == built
+            assert twin is not built
