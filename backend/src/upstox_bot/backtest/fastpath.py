@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from upstox_bot.feed.replay import BarSeries, ist_date_of_ms, path_offsets
 from upstox_bot.signals.base import CandleHistory, Strategy
+from upstox_bot.signals.series import ROWS
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -45,11 +46,7 @@ class SeriesArrays:
     last_offset_ms: IntArray  # offset of the bar path's last trade that is not a repeat
     min_paise: IntArray  # lowest trade of the bar's path: min(open, high, low, close)
     max_paise: IntArray  # highest trade of the path
-    open_rupees: FloatArray  # the candle window's values: paise / 100
-    high_rupees: FloatArray
-    low_rupees: FloatArray
-    close_rupees: FloatArray
-    volume: FloatArray
+    rows: FloatArray  # the candle window's rows (CandleSeries.extend): prices in rupees, volume
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +169,17 @@ def _arrays(s: BarSeries) -> SeriesArrays:
     ).astype(np.int64)
     high = np.maximum(np.maximum(s.open, s.high), np.maximum(s.low, s.close))
     low = np.minimum(np.minimum(s.open, s.high), np.minimum(s.low, s.close))
+    rows = np.empty((len(ROWS), len(s)))
+    for row, values in enumerate((s.open, high, low, s.close)):
+        np.divide(values, 100, out=rows[row])
+    rows[4] = s.volume
     return SeriesArrays(
         start_ms=s.start_ms,
         close_paise=s.close,
         last_offset_ms=last_offset,
         min_paise=low,
         max_paise=high,
-        open_rupees=s.open / 100,
-        high_rupees=high / 100,
-        low_rupees=low / 100,
-        close_rupees=s.close / 100,
-        volume=s.volume.astype(np.float64),
+        rows=rows,
     )
 
 

@@ -18,7 +18,7 @@ from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.trading.charges import BrokeragePlan, ChargeSegment, round_trip_charges
-from upstox_bot.trading.exits import ExitManager, ExitRules
+from upstox_bot.trading.exits import ExitManager, ExitRules, pct_move
 from upstox_bot.trading.ports import ChargesModel
 
 # The charge tables start here; earlier trades are charged at these earliest known rates.
@@ -45,14 +45,26 @@ class BacktestExitRules(ExitRules):
 
     def levels(self, direction: Direction, entry_paise: int) -> tuple[int, int]:
         """(stop, target) in paise; 0 for a disabled one."""
-        return _levels(self, direction, entry_paise)
+        if not (self.stop_loss or self.take_profit):
+            return 0, 0
+        # Keyed by the rules' values: hashing the frozen dataclass costs more than the lookup.
+        return _levels(
+            self.stop_loss_pct if self.stop_loss else None,
+            self.take_profit_pct if self.take_profit else None,
+            direction,
+            entry_paise,
+        )
 
 
 @lru_cache(maxsize=1 << 16)
-def _levels(rules: BacktestExitRules, direction: Direction, entry_paise: int) -> tuple[int, int]:
+def _levels(
+    stop_pct: Decimal | None, target_pct: Decimal | None, direction: Direction, entry_paise: int
+) -> tuple[int, int]:
     # Decimal arithmetic per entry and per fill adds up over a long backtest; prices repeat.
-    stop, target = ExitRules.levels(rules, direction, entry_paise)
-    return (stop if rules.stop_loss else 0), (target if rules.take_profit else 0)
+    long = direction is Direction.LONG
+    stop = 0 if stop_pct is None else pct_move(entry_paise, stop_pct, up=not long)
+    target = 0 if target_pct is None else pct_move(entry_paise, target_pct, up=long)
+    return stop, target
 
 
 class BacktestExitManager(ExitManager):

@@ -508,13 +508,7 @@ class Backtest:
             first = max(lo, closed - capacity)
             if closed > first:
                 engine.extend_candles(
-                    key,
-                    arrays.start_ms[first:closed],
-                    arrays.open_rupees[first:closed],
-                    arrays.high_rupees[first:closed],
-                    arrays.low_rupees[first:closed],
-                    arrays.close_rupees[first:closed],
-                    arrays.volume[first:closed],
+                    key, arrays.start_ms[first:closed], arrays.rows[:, first:closed]
                 )
             prices[key] = int(arrays.close_paise[last])
             offset = int(arrays.last_offset_ms[last])

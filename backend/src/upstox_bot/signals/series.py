@@ -8,6 +8,7 @@ import numpy.typing as npt
 from upstox_bot.domain import Candle
 
 FloatArray = npt.NDArray[np.float64]
+ROWS = ("open", "high", "low", "close", "volume")  # the rows `CandleSeries.extend` takes
 
 
 class CandleSeries:
@@ -23,11 +24,14 @@ class CandleSeries:
         self.interval_s = interval_s
         self.capacity = capacity
         size = capacity * 2
-        self._open = np.empty(size)
-        self._high = np.empty(size)
-        self._low = np.empty(size)
-        self._close = np.empty(size)
-        self._volume = np.empty(size)
+        # One block, a row per column (open, high, low, close, volume), so that `extend` moves
+        # them all in one copy; the row attributes are views into it.
+        self._rows = np.empty((len(ROWS), size))
+        self._open = self._rows[0]
+        self._high = self._rows[1]
+        self._low = self._rows[2]
+        self._close = self._rows[3]
+        self._volume = self._rows[4]
         self._start_ms = np.empty(size, dtype=np.int64)
         self._start = 0
         self._n = 0
@@ -39,15 +43,8 @@ class CandleSeries:
         end = self._start + self._n
         if end == len(self._close):
             keep = self.capacity - 1
-            for arr in (
-                self._open,
-                self._high,
-                self._low,
-                self._close,
-                self._volume,
-                self._start_ms,
-            ):
-                arr[:keep] = arr[end - keep : end]
+            self._rows[:, :keep] = self._rows[:, end - keep : end]
+            self._start_ms[:keep] = self._start_ms[end - keep : end]
             self._start, self._n, end = 0, keep, keep
         self._open[end] = candle.open_paise / 100
         self._high[end] = candle.high_paise / 100
@@ -60,42 +57,33 @@ class CandleSeries:
         else:
             self._n += 1
 
-    def extend(
-        self,
-        start_ms: npt.NDArray[np.int64],
-        open_: FloatArray,
-        high: FloatArray,
-        low: FloatArray,
-        close: FloatArray,
-        volume: FloatArray,
-    ) -> None:
-        """Add closed candles at once (prices in rupees, oldest first), as `append` one by one
-        would: the window ends up holding the same last `capacity` candles."""
+    def extend(self, start_ms: npt.NDArray[np.int64], rows: FloatArray) -> None:
+        """Add closed candles at once, as `append` one by one would: the window ends up holding
+        the same last `capacity` candles.
+
+        Args:
+            start_ms: the candles' starts (epoch ms), oldest first.
+            rows: shape (5, len(start_ms)): open, high, low, close (rupees) and volume rows.
+        """
         count = len(start_ms)
         if not count:
             return
+        if rows.shape != (len(ROWS), count):
+            raise ValueError(f"rows must have shape ({len(ROWS)}, {count}), not {rows.shape}")
         if self._n and int(start_ms[0]) <= int(self._start_ms[self._start + self._n - 1]):
             raise ValueError("candles must be appended in time order")
-        columns = (
-            (self._open, open_),
-            (self._high, high),
-            (self._low, low),
-            (self._close, close),
-            (self._volume, volume),
-            (self._start_ms, start_ms),
-        )
         keep = min(self._n, self.capacity - min(count, self.capacity))
         take = min(count, self.capacity)
         end = self._start + self._n
         if end + take > len(self._close):
             # Slide what is kept to the front, then write the new candles after it.
-            for arr, _new in columns:
-                arr[:keep] = arr[end - keep : end]
+            self._rows[:, :keep] = self._rows[:, end - keep : end]
+            self._start_ms[:keep] = self._start_ms[end - keep : end]
             self._start, end = 0, keep
         else:
             self._start = end - keep
-        for arr, new in columns:
-            arr[end : end + take] = new[count - take :]
+        self._rows[:, end : end + take] = rows[:, count - take :]
+        self._start_ms[end : end + take] = start_ms[count - take :]
         self._n = keep + take
 
     def __len__(self) -> int:

@@ -12,11 +12,11 @@ is taken.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from hashlib import sha256
 from typing import Protocol
 
 import numpy as np
@@ -71,8 +71,12 @@ class EngineClock(Protocol):
 
 
 def derive_id(prefix: str, *parts: object) -> str:
-    """A short stable id from its parts: the same cause always gives the same id."""
-    return prefix + "-" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+    """A short stable id from its parts: the same cause always gives the same id.
+
+    The prefix, a dash and the first 16 hex digits of the SHA-256 of the parts joined by "|".
+    """
+    text = "|".join([part if isinstance(part, str) else str(part) for part in parts])
+    return prefix + "-" + sha256(text.encode()).digest()[:8].hex()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1031,24 +1035,18 @@ class Engine:
         return self._next_timer_ms
 
     def extend_candles(
-        self,
-        instrument_key: str,
-        start_ms: npt.NDArray[np.int64],
-        open_: npt.NDArray[np.float64],
-        high: npt.NDArray[np.float64],
-        low: npt.NDArray[np.float64],
-        close: npt.NDArray[np.float64],
-        volume: npt.NDArray[np.float64],
+        self, instrument_key: str, start_ms: npt.NDArray[np.int64], rows: npt.NDArray[np.float64]
     ) -> None:
-        """Add closed strategy candles (rupees) that the caller knows make no signal, without
-        evaluating them: the window ends up as if each had closed in turn."""
+        """Add closed strategy candles that the caller knows make no signal, without evaluating
+        them: the window ends up as if each had closed in turn (`rows` as `CandleSeries.extend`
+        takes them: open, high, low, close in rupees, and volume)."""
         series = self.series.get(instrument_key)
         if series is None:
             series = CandleSeries(
                 instrument_key, self.config.candle_interval_s, self.config.series_capacity
             )
             self.series[instrument_key] = series
-        series.extend(start_ms, open_, high, low, close, volume)
+        series.extend(start_ms, rows)
 
     def refuses_entries_when_flat(self, at_ms: int) -> bool:
         """Whether a candle closing at `at_ms` can change nothing but records, whatever the

@@ -13,7 +13,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from upstox_bot.domain import Direction, ExitReason, Position
 
 
-def _pct_move(price_paise: int, pct: Decimal, up: bool) -> int:
+def pct_move(price_paise: int, pct: Decimal, up: bool) -> int:
+    """The price `pct` percent above (`up`) or below `price_paise`, rounded half up."""
     pct = Decimal(pct)
     factor = (100 + pct) / 100 if up else (100 - pct) / 100
     return int((Decimal(price_paise) * factor).to_integral_value(rounding=ROUND_HALF_UP))
@@ -29,12 +30,12 @@ class ExitRules:
     def levels(self, direction: Direction, entry_paise: int) -> tuple[int, int]:
         """(stop, target) in paise for an entry price."""
         long = direction is Direction.LONG
-        stop = _pct_move(entry_paise, self.stop_loss_pct, up=not long)
-        target = _pct_move(entry_paise, self.take_profit_pct, up=long)
+        stop = pct_move(entry_paise, self.stop_loss_pct, up=not long)
+        target = pct_move(entry_paise, self.take_profit_pct, up=long)
         return stop, target
 
     def trail_from(self, direction: Direction, best_paise: int) -> int:
-        return _pct_move(best_paise, self.trailing_stop_pct, up=direction is Direction.SHORT)
+        return pct_move(best_paise, self.trailing_stop_pct, up=direction is Direction.SHORT)
 
 
 class ExitManager:

@@ -300,14 +300,20 @@ def test_candle_series_extend_equals_appending_one_by_one(chunks: list[int]) -> 
         part = prices[at : at + size]
         many.extend(
             np.arange(at, at + size, dtype=np.int64) * 60_000,
-            part / 100,
-            (part + 1) / 100,
-            (part - 1) / 100,
-            part / 100,
-            np.arange(at, at + size, dtype=np.float64),
+            np.stack(
+                (
+                    part / 100,
+                    (part + 1) / 100,
+                    (part - 1) / 100,
+                    part / 100,
+                    np.arange(at, at + size, dtype=np.float64),
+                )
+            ),
         )
         at += size
         assert len(one) == len(many)
+        with pytest.raises(ValueError, match="shape"):
+            many.extend(np.arange(1, dtype=np.int64), np.zeros((1, 5)))
         for name in ("open", "high", "low", "close", "volume", "start_ms"):
             assert np.array_equal(getattr(one, name), getattr(many, name)), name
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 
 import pytest
@@ -17,7 +18,7 @@ from tests.support.factories import (
 from upstox_bot.domain import Candle, ExitReason, OrderStatus, SignalStatus, SignalType
 from upstox_bot.errors import Conflict
 from upstox_bot.trading.brokers.paper import PaperBroker
-from upstox_bot.trading.engine import Engine
+from upstox_bot.trading.engine import Engine, derive_id
 from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.journal import MemoryJournal
 
@@ -270,3 +271,13 @@ def test_a_candle_closed_again_after_a_rebuild_is_skipped_not_fatal() -> None:
     h.timer(ist_ms(10, 2))  # the next minute is decided as usual
     assert h.engine.series[A].last_start_ms == ist_ms(10, 1)
     assert len(h.engine.orders) == 1
+
+
+def test_derived_ids_are_stable_across_versions() -> None:
+    """Order ids are derived, stored and sent to the broker as tags: a restart must derive the
+    same ones, so their recipe is pinned (prefix, dash, 16 hex digits of SHA-256 of the parts)."""
+    parts = ("paper-1", "entry", "sg-0123456789abcdef", 1_735_000_000_000, 60, 2.5, None)
+    text = "paper-1|entry|sg-0123456789abcdef|1735000000000|60|2.5|None"
+    assert derive_id("ub", *parts) == "ub-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert derive_id("ub", "a", 1) == "ub-df4504ce92500fe8"
+    assert derive_id("ub", "a", 1) != derive_id("ub", "a", "1 ")
