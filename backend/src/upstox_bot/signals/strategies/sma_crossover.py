@@ -111,13 +111,15 @@ class SmaCrossoverStrategy(Strategy):
         candidates = np.zeros(count, dtype=np.bool_)
         if window < self.startup_candles or count < self.startup_candles:
             return candidates
-        close = history.close_paise.astype(np.int64)
-        sums = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(close)))
-        # gap[i] = fast_n * slow_n * (SMA fast - SMA slow) at candle i in paise, exactly
-        # (defined from i = slow_n - 1 on).
-        at = np.arange(slow_n - 1, count)
-        fast_sum = sums[at + 1] - sums[at + 1 - fast_n]
-        slow_sum = sums[at + 1] - sums[at + 1 - slow_n]
+        close = history.close_paise.astype(np.int64, copy=False)
+        sums = np.empty(count + 1, dtype=np.int64)
+        sums[0] = 0
+        np.cumsum(close, out=sums[1:])
+        # gap[k] = fast_n * slow_n * (SMA fast - SMA slow) at candle k + slow_n - 1 in paise,
+        # exactly: sums[i + 1] - sums[i + 1 - n] is the sum of the n closes ending at candle i.
+        last = sums[slow_n:]
+        fast_sum = last - sums[slow_n - fast_n : count + 1 - fast_n]
+        slow_sum = last - sums[: count + 1 - slow_n]
         gap = fast_sum * slow_n - slow_sum * fast_n
         # evaluate() sums slow_n + 1 closes in a running total (adds and subtracts): each SMA
         # is off by at most (2 * length + 2) roundoffs of the largest close, the difference by
