@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
+from upstox_bot.domain import reduce_to_fields
+
 IST = ZoneInfo("Asia/Kolkata")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -120,6 +122,9 @@ class SpecialSession:
 
     open: time
     close: time
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 class NseCalendar:

@@ -9,9 +9,11 @@ import copy
 import dataclasses
 import importlib
 import pickle
+import re
 import typing
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from types import NoneType, UnionType
@@ -78,6 +80,10 @@ def _value(hint: Any, index: int, flip: bool) -> Any:
         return datetime(2026, 1, 1, 9, index % 60, tzinfo=UTC)
     if hint is date:
         return date(2026, 1, 1 + index % 28)
+    if hint is time:
+        return time(9, index % 60)
+    if hint is Decimal:
+        return Decimal(index) / 4
     if isinstance(hint, type) and issubclass(hint, Enum):
         members = list(hint)
         return members[index % len(members)]
@@ -90,16 +96,26 @@ def _value(hint: Any, index: int, flip: bool) -> Any:
 
 
 def _hints(cls: type[Any]) -> dict[str, Any]:
-    """The fields' types as the source writes them (a compiled class keeps only their erasure)."""
-    module = importlib.import_module(cls.__module__)
-    path = PACKAGE.joinpath(*cls.__module__.split(".")[1:]).with_suffix(".py")
-    tree = ast.parse(path.read_text(), str(path))
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
-    return {
-        a.target.id: eval(ast.unparse(a.annotation), vars(module))  # noqa: S307 - our source
-        for a in node.body
-        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
-    }
+    """The fields' types as the source writes them (a compiled class keeps only their erasure),
+    its dataclass bases' included."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if not (dataclasses.is_dataclass(klass) and klass.__module__.startswith("upstox_bot.")):
+            continue
+        module = importlib.import_module(klass.__module__)
+        path = PACKAGE.joinpath(*klass.__module__.split(".")[1:]).with_suffix(".py")
+        tree = ast.parse(path.read_text(), str(path))
+        node = next(
+            n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == klass.__name__
+        )
+        hints.update(
+            {
+                a.target.id: eval(ast.unparse(a.annotation), vars(module))  # noqa: S307 - our source
+                for a in node.body
+                if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+            }
+        )
+    return hints
 
 
 def _build(cls: type[Any], flip: bool) -> Any:
@@ -184,3 +200,40 @@ def test_copies_and_pickles(cls: type[Any]) -> None:
             assert type(twin) is cls
             assert twin == built
             assert twin is not built
+
+
+def _compiled_modules() -> list[str]:
+    setup = (PACKAGE.parents[1] / "setup.py").read_text()
+    listed = re.search(r"^COMPILED = \((.*?)^\)", setup, re.M | re.S)
+    assert listed is not None
+    paths = re.findall(r'"upstox_bot/([\w/]+)\.py"', listed.group(1))
+    return ["upstox_bot." + path.replace("/", ".") for path in paths]
+
+
+COMPILED_FROZEN = sorted(
+    (
+        cls
+        for module in _compiled_modules()
+        for cls in vars(importlib.import_module(module)).values()
+        if isinstance(cls, type)
+        and dataclasses.is_dataclass(cls)
+        and cls.__module__ == module
+        and cls.__dataclass_params__.frozen
+    ),
+    key=lambda c: c.__qualname__,
+)
+
+
+@pytest.mark.parametrize("cls", COMPILED_FROZEN, ids=[c.__name__ for c in COMPILED_FROZEN])
+def test_compiled_frozen_values_copy_through_their_constructor(cls: type[Any]) -> None:
+    """Compiled, a frozen dataclass cannot have its fields set after allocation, which is how
+    copy and pickle restore one: each rebuilds through its constructor instead."""
+    assert cls.__reduce__ is not object.__reduce__, f"{cls.__name__} needs __reduce__"
+    try:
+        built = _build(cls, False)
+    except (AssertionError, TypeError, ValueError):
+        return  # fields this test cannot fill (arrays, protocols): the __reduce__ check stands
+    pickled = pickle.loads(pickle.dumps(built))  # noqa: S301 - our own bytes
+    for twin in (copy.copy(built), copy.deepcopy(built), pickled):
+        assert type(twin) is cls
+        assert twin == built

@@ -22,6 +22,7 @@ from datetime import date, time
 import numpy as np
 import numpy.typing as npt
 
+from upstox_bot.domain import reduce_to_fields
 from upstox_bot.feed.replay import BarSeries, ist_date_of_ms, path_offsets
 from upstox_bot.signals.base import CandleHistory, Strategy
 from upstox_bot.signals.series import ROWS
@@ -48,6 +49,9 @@ class SeriesArrays:
     max_paise: IntArray  # highest trade of the path
     rows: FloatArray  # the candle window's rows (CandleSeries.extend): prices in rupees, volume
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True)
 class FastPlan:
@@ -61,6 +65,9 @@ class FastPlan:
     bar_at: tuple[IntArray, ...]  # per series: index of its first bar at or after each minute
     series: tuple[SeriesArrays, ...]
     candidates: Mapping[str, frozenset[int]]  # start ms of the candles that may signal, by key
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     @classmethod
     def build_or_none(

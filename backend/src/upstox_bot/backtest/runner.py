@@ -38,6 +38,7 @@ from upstox_bot.domain import (
     SignalStatus,
     Trade,
     ms_to_datetime,
+    reduce_to_fields,
 )
 from upstox_bot.feed.replay import (
     SESSION_MS,
@@ -153,6 +154,9 @@ class RunConfig:
     # has a vectorised form (same trades; False steps every bar, for tests and comparisons).
     fast_path: bool = True
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOutput:
@@ -164,6 +168,9 @@ class RunOutput:
     exposure: float  # 0-1
     unfilled_orders: int
     trades_replayed: int  # trades fed to the engine (the fast path skips quiet bars' trades)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 class Backtest:

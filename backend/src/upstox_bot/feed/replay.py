@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from upstox_bot.domain import IST, Instrument, Tick
+from upstox_bot.domain import IST, Instrument, Tick, reduce_to_fields
 
 IntArray = npt.NDArray[np.int64]
 
@@ -143,6 +143,9 @@ class BarSeries:
     low: IntArray = field(default_factory=_empty)
     close: IntArray = field(default_factory=_empty)
     volume: IntArray = field(default_factory=_empty)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     def __len__(self) -> int:
         return len(self.start_ms)

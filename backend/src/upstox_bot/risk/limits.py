@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import time
 from decimal import ROUND_FLOOR, Decimal
 
+from upstox_bot.domain import reduce_to_fields
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RiskLimits:
@@ -19,6 +21,9 @@ class RiskLimits:
     entry_start: time  # IST
     entry_end: time  # IST
     allow_short: bool = False
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     def pct_of_capital_paise(self, pct: Decimal) -> int:
         """Whole paise of capital at pct percent, rounded down."""

@@ -21,7 +21,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeVar
 
-from upstox_bot.domain import Side
+from upstox_bot.domain import Side, reduce_to_fields
 
 _ZERO = Decimal(0)
 _PAISA = Decimal("0.01")
@@ -57,6 +57,9 @@ class BrokeragePlan:
     futures_cap_rate: Decimal | None = Decimal("0.0005")  # 0.05%
     options_cap_rate: Decimal | None = None  # flat Rs 20 per order, not per lot
     dp_charge_per_scrip: Decimal = Decimal(20)  # rupees per scrip per day with a delivery sell
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     def __post_init__(self) -> None:
         amounts = (self.flat_per_order, self.dp_charge_per_scrip)
@@ -106,6 +109,9 @@ class SegmentRates:
     sebi: Decimal  # SEBI turnover fee, both sides
     stamp_buy: Decimal  # stamp duty, buyer only
     gst: Decimal  # on brokerage + exchange + IPFT + SEBI + DP
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     @property
     def exchange_incl_ipft(self) -> Decimal:
@@ -260,6 +266,9 @@ class ExecutedOrder:
     price: Decimal  # rupees per share; the premium for options
     quantity: int  # shares (F&O: lots x lot size)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
     def __post_init__(self) -> None:
         if not isinstance(self.price, Decimal):
             raise TypeError(f"price must be a Decimal in rupees, got {type(self.price).__name__}")
@@ -287,6 +296,9 @@ class ChargeBreakdown:
     stamp: Decimal
     dp: Decimal
     gst: Decimal
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     @property
     def total(self) -> Decimal:

@@ -47,6 +47,7 @@ from upstox_bot.domain import (
     Tick,
     Trade,
     ms_to_datetime,
+    reduce_to_fields,
 )
 from upstox_bot.errors import Conflict, InvalidTransition, NotFound
 from upstox_bot.feed.candles import DAY_MS, IST_OFFSET_MS, CandleResampler, TickAggregator
@@ -91,6 +92,9 @@ class EngineConfig:
     # Build audit records and account snapshots for the journal. A backtest, whose journal
     # drops both, turns this off so that they are not built only to be thrown away.
     audit_records: bool = True
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import time
 from decimal import ROUND_HALF_UP, Decimal
 
-from upstox_bot.domain import Direction, ExitReason, Position
+from upstox_bot.domain import Direction, ExitReason, Position, reduce_to_fields
 
 
 def pct_move(price_paise: int, pct: Decimal, up: bool) -> int:
@@ -26,6 +26,9 @@ class ExitRules:
     take_profit_pct: Decimal
     trailing_stop_pct: Decimal
     square_off: time | None  # IST; None: positions are carried (no intraday square-off)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
     def levels(self, direction: Direction, entry_paise: int) -> tuple[int, int]:
         """(stop, target) in paise for an entry price."""
