@@ -60,11 +60,17 @@ def _rebuild(cls: Callable[..., object], values: dict[str, Any]) -> object:
     return cls(**values)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def reduce_to_fields(value: Any) -> tuple[object, ...]:
     """`__reduce__` for a dataclass with a written `__init__`: copy and pickle rebuild it by
     calling its class with its fields (compiled, its class cannot be allocated without them)."""
-    values = {f.name: getattr(value, f.name) for f in fields(value)}
-    return _rebuild, (type(value), values)
+    cls = type(value)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(value))
+    return _rebuild, (cls, {name: getattr(value, name) for name in names})
 
 
 class Side(StrEnum):

@@ -10,7 +10,6 @@ working orders still fill on the instrument's next trade. The fill rule is the P
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Protocol
@@ -66,7 +65,7 @@ class PersistentPaperBroker:
             clock=clock, slippage_bps=slippage_bps, tick_size_paise=tick_size_paise
         )
         for order in book.working():
-            self._paper.place(copy.copy(order))
+            self._paper.place(order.copy())
 
     @property
     def working_count(self) -> int:
@@ -86,7 +85,7 @@ class PersistentPaperBroker:
                 stored.status is OrderStatus.OPEN
                 and self._paper.find_by_tag(stored.client_order_id) is None
             ):
-                self._paper.place(copy.copy(stored))
+                self._paper.place(stored.copy())
             return ()
         fills = self._paper.place(order)
         known = self._paper.find_by_tag(order.client_order_id)

@@ -174,29 +174,6 @@ class _Tracked:
     cancel_by: str | None = None  # a cancel was requested here, by whom
 
 
-def _copy(order: Order) -> Order:
-    return Order(
-        client_order_id=order.client_order_id,
-        instrument_key=order.instrument_key,
-        side=order.side,
-        quantity=order.quantity,
-        lots=order.lots,
-        purpose=order.purpose,
-        order_type=order.order_type,
-        status=order.status,
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-        reason=order.reason,
-        limit_price_paise=order.limit_price_paise,
-        signal_id=order.signal_id,
-        exit_reason=order.exit_reason,
-        broker_order_id=order.broker_order_id,
-        filled_quantity=order.filled_quantity,
-        average_price_paise=order.average_price_paise,
-        rejection_reason=order.rejection_reason,
-    )
-
-
 def aggregate_reports(
     reports: Sequence[BrokerOrderReport], template: Order | None, at: datetime
 ) -> Order | None:
@@ -230,7 +207,7 @@ def aggregate_reports(
         status = OrderStatus.OPEN
     reason = next((r.message for r in reports if r.message and r.status.is_terminal), None)
     if template is not None:
-        order = _copy(template)
+        order = template.copy()
     else:
         order = Order(
             client_order_id=ClientOrderId(first.tag or ""),
@@ -356,7 +333,7 @@ class UpstoxBroker:
         tag = str(order.client_order_id)
         with self._lock:
             # tracked before the call: a stream update may arrive before the answer does
-            self._tracked.setdefault(tag, _Tracked(order=_copy(order)))
+            self._tracked.setdefault(tag, _Tracked(order=order.copy()))
         try:
             ids = self._run(self._gateway.place(order))
         except OrderRejected:
@@ -437,7 +414,7 @@ class UpstoxBroker:
         with self._lock:
             self._tracked.setdefault(
                 str(order.client_order_id),
-                _Tracked(order=_copy(order), skip_quantity=order.filled_quantity),
+                _Tracked(order=order.copy(), skip_quantity=order.filled_quantity),
             )
 
     @property
