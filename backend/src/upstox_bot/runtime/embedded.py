@@ -32,7 +32,6 @@ from upstox_bot.api.hub import (
 )
 from upstox_bot.api.settings_changes import effective_settings
 from upstox_bot.backtest.data import Dataset, load_bars
-from upstox_bot.clock import NseCalendar
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.models import AccountMode
@@ -148,11 +147,7 @@ class EmbeddedBot:
             # Settings changed through the API (PATCH /api/v1/settings) outlive a restart.
             settings = effective_settings(settings, SettingsOverrideRepository(session).get_all())
         self.settings = settings
-        self.calendar = (
-            NseCalendar.from_csv(settings.HOLIDAYS_FILE)
-            if settings.HOLIDAYS_FILE
-            else NseCalendar.default()
-        )
+        self.calendar = components.trading_calendar(settings, self.sessions)
         self.account = settings.ACCOUNT_NAME
         self.replay: Dataset | None = None
         if options.replay_data is not None:
@@ -180,6 +175,11 @@ class EmbeddedBot:
         elif not self.calendar.is_trading_day(first):
             first = self.calendar.next_trading_day(first)
         self.first_date = first
+        unknown = self.calendar.unknown_date_warning(first)
+        if unknown is not None:
+            log.error("calendar.unknown_date", extra={"date": first.isoformat(), "reason": unknown})
+        elif self.calendar.is_provisional(first):
+            log.warning("calendar.provisional", extra={"year": first.year})
         if options.market == "upstox":
             # The real market: its time is the wall clock's (and today is the trading date).
             self.first_date = datetime.now(IST).date()
@@ -223,6 +223,7 @@ class EmbeddedBot:
                 limits,
                 OrderRateLimiter(limits.max_orders_per_minute, limits.min_order_interval_s),
                 kill,
+                calendar=self.calendar,
             ),
             exits=ExitManager(components.exit_rules(settings)),
             journal=self.journal,
