@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from upstox_bot.domain import InstrumentKind
 from upstox_bot.errors import ConfigError
@@ -248,6 +248,27 @@ def _first_error_line(exc: ValidationError) -> str:
     return f"invalid setting {loc}: {msg}{shown}"
 
 
+# What a JSON setting should look like, for the one-line error when it does not parse.
+JSON_EXAMPLES = {
+    "STRATEGY_PARAMS": """STRATEGY_PARAMS='{"fast": 9, "slow": 21}'""",
+    "CORS_ORIGINS": """CORS_ORIGINS='["http://localhost:5173"]'""",
+}
+
+
+def _json_error_line(exc: SettingsError) -> str:
+    """pydantic-settings' 'error parsing value for field "X"' (a JSON setting that does not
+    parse) as one line naming the variable and an example."""
+    text = str(exc)
+    name = next((n for n in Settings.model_fields if f'"{n}"' in text), None)
+    if name is None:
+        return f"invalid settings: {text}"
+    cause = exc.__cause__ or exc.__context__
+    why = f" ({cause})" if cause is not None else ""
+    example = JSON_EXAMPLES.get(name)
+    fix = f": write valid JSON, e.g. {example}" if example else ": write valid JSON"
+    return f"invalid setting {name}: not valid JSON{why}{fix}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings from the environment (and overrides), or raise ConfigError in one line.
 
@@ -258,6 +279,8 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_first_error_line(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(_json_error_line(exc)) from None
 
 
 @lru_cache(maxsize=1)

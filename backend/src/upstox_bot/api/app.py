@@ -27,6 +27,7 @@ from upstox_bot.api.routers import (
     health,
     market,
     options,
+    reports,
     risk,
     strategies,
     trading,
@@ -123,7 +124,17 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(current_key)], responses=ERRORS)
-    for module in (trading, market, strategies, settings_router, risk, audit, auth, options):
+    for module in (
+        trading,
+        reports,
+        market,
+        strategies,
+        settings_router,
+        risk,
+        audit,
+        auth,
+        options,
+    ):
         v1.include_router(module.router)
     v1.include_router(backtests.router)
 
