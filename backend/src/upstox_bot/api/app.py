@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+SWAGGER_UI = "/static/vendor/swagger-ui"
 
 DESCRIPTION = f"""
 REST API of upstox-bot: positions, trades, signals, orders, the account, risk, settings and
@@ -95,7 +97,12 @@ def create_app(
         hub: the event hub the bot publishes to (a new one if not given), served at /api/v1/ws.
     """
     app = FastAPI(
-        title="upstox-bot", version=__version__, description=DESCRIPTION, lifespan=_lifespan
+        title="upstox-bot",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,  # served below from the package's own copy of Swagger UI
+        redoc_url=None,  # ReDoc would load from a CDN: blank offline
     )
     app.state.bot = bot
     app.state.hub = hub or EventHub()
@@ -159,5 +166,16 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def root() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        # Swagger UI from static/vendor/swagger-ui (vendor/README.md): it works offline.
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="upstox-bot API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        )
 
     return app
