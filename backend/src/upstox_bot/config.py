@@ -163,6 +163,19 @@ class Settings(BaseSettings):
     ALERT_WEBHOOK_URL: SecretStr | None = Field(
         None, description="JSON POST target; secret, as such URLs often embed a token."
     )
+    # --- Telegram commands (api/telegram_commands.py; docs/operations.md) ---------------------
+    TELEGRAM_COMMANDS: bool = Field(
+        False,
+        description="Answer /status, /positions, /pnl and /kill from the allowed chats "
+        "(the process that serves the API polls the Bot API's getUpdates).",
+    )
+    TELEGRAM_COMMAND_CHAT_IDS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of chat ids allowed to send commands; empty = TELEGRAM_CHAT_ID.",
+    )
+    TELEGRAM_CONFIRM_SECONDS: int = Field(
+        60, ge=10, le=600, description="How long a /kill or /resume waits for its /confirm."
+    )
     SMTP_HOST: str | None = None
     SMTP_PORT: int = Field(587, ge=1, le=65535, description="465 = implicit TLS.")
     SMTP_USERNAME: str | None = None
@@ -173,7 +186,13 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma list of recipients."
     )
 
-    @field_validator("ALERT_CHANNELS", "ALERT_EMAIL_TO", "BACKTEST_DATA_DIRS", mode="before")
+    @field_validator(
+        "ALERT_CHANNELS",
+        "ALERT_EMAIL_TO",
+        "BACKTEST_DATA_DIRS",
+        "TELEGRAM_COMMAND_CHAT_IDS",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -226,6 +245,24 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"ALERT_CHANNELS has {channel}: set {', '.join(missing)}")
         return self
+
+    @model_validator(mode="after")
+    def _telegram_commands_ready(self) -> Settings:
+        if self.TELEGRAM_COMMANDS:
+            missing = [] if self.TELEGRAM_BOT_TOKEN else ["TELEGRAM_BOT_TOKEN"]
+            if not self.telegram_command_chats:
+                missing.append("TELEGRAM_COMMAND_CHAT_IDS (or TELEGRAM_CHAT_ID)")
+            if missing:
+                raise ValueError(f"TELEGRAM_COMMANDS=true: set {', '.join(missing)}")
+        return self
+
+    @property
+    def telegram_command_chats(self) -> frozenset[str]:
+        """The chat ids whose commands are answered."""
+        chats = self.TELEGRAM_COMMAND_CHAT_IDS or (
+            [self.TELEGRAM_CHAT_ID] if self.TELEGRAM_CHAT_ID else []
+        )
+        return frozenset(str(chat).strip() for chat in chats if str(chat).strip())
 
     @property
     def database_url(self) -> str:

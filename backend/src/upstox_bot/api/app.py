@@ -40,6 +40,7 @@ from upstox_bot.api.routers import (
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import RootRead
 from upstox_bot.api.settings_changes import LIVE, apply_live, changed_keys, effective_settings
+from upstox_bot.api.telegram_commands import start_commands
 from upstox_bot.config import Settings
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
@@ -77,12 +78,20 @@ def _with_overrides(app: FastAPI, settings: Settings) -> Settings:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     publisher = asyncio.create_task(ws.publish_snapshots(app))
+    commands = start_commands(app)
+    telegram = asyncio.create_task(commands.run()) if commands is not None else None
+    app.state.telegram_commands = commands
     try:
         yield
     finally:
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+        if telegram is not None and commands is not None:
+            telegram.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await telegram
+            await commands.close()
         if app.state.own_db_engine is not None:  # the bot disposes of its own engine
             app.state.own_db_engine.dispose()
 

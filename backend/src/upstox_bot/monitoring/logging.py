@@ -45,6 +45,7 @@ def _extras(record: logging.LogRecord) -> str:
 
 
 def _console_handler() -> logging.Handler:
+    from rich.console import ConsoleRenderable
     from rich.logging import RichHandler
     from rich.text import Text
 
@@ -52,12 +53,12 @@ def _console_handler() -> logging.Handler:
         """Rich's handler, with each event's context after its name: `strategy.file_error`
         alone tells nothing, `strategy.file_error path=... error=...` does."""
 
-        def render_message(self, record: logging.LogRecord, message: str) -> Text:
-            text = super().render_message(record, message)
+        def render_message(self, record: logging.LogRecord, message: str) -> ConsoleRenderable:
+            rendered = super().render_message(record, message)
             extras = _extras(record)
-            if extras:
-                text.append(extras, style="dim")
-            return text
+            if extras and isinstance(rendered, Text):
+                rendered.append(extras, style="dim")
+            return rendered
 
     return ConsoleHandler(rich_tracebacks=True, show_path=False, markup=False)
 
