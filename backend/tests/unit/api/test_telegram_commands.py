@@ -49,11 +49,12 @@ def ask(telegram: TelegramStandIn, text: str) -> str:
 def test_status_positions_and_pnl_answer_with_the_accounts_figures(
     running: tuple[EmbeddedBot, TestClient], telegram: TelegramStandIn
 ) -> None:
-    bot, client = running
+    _, client = running
     account = client.get("/api/v1/account").json()
     status = ask(telegram, "/status")
     assert f"{account['trading_date']}" in status
-    assert "Day P&L" in status and "₹" in status
+    assert "Day P&L" in status
+    assert "₹" in status
     assert f"{account['open_positions']} open position(s)" in status
     assert "Kill switch off" in status
 
