@@ -308,6 +308,7 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
     interrupted = False
     try:
         if options.live_console:
+            _log_through(console)
             block = _LiveBlock(bot, console)
             with Live(
                 block,
@@ -347,6 +348,17 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
     if snap.open_positions:
         console.print(stop_note(bot), highlight=False, soft_wrap=True)
     return 0
+
+
+def _log_through(console: Console) -> None:
+    """Send the console log handler's lines through the live block's console: Live prints
+    them above the block. A line written past it lands inside the block's area, and the next
+    redraw leaves a torn copy of the block above."""
+    from rich.logging import RichHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RichHandler):
+            handler.console = console
 
 
 async def _serve(server: uvicorn.Server) -> None:
