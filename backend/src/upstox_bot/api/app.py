@@ -153,6 +153,7 @@ def create_app(
     ):
         v1.include_router(module.router)
     v1.include_router(backtests.router)
+    v1.include_router(backtests.data_router)
 
     @v1.get("", response_model=RootRead, tags=["health"])
     def api_root() -> RootRead:

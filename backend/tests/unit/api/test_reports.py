@@ -171,7 +171,7 @@ def test_backtest_data_lists_the_bars_a_backtest_may_read(
     cache = Path(settings.DATA_DIR) / "candles" / "1m" / "SBIN"
     cache.mkdir(parents=True)
     (cache / "2026-11.csv").write_text("timestamp,open,high,low,close\n")
-    listed = {d["path"]: d for d in client.get("/api/v1/backtests/data").json()}
+    listed = {d["path"]: d for d in client.get("/api/v1/backtest-data").json()}
     assert listed["bars"] == {"path": "bars", "kind": "folder", "files": 2}
     assert listed["candles/1m"]["files"] == 1
     assert [c.path for c in jobs.data_choices(settings)] == list(listed)

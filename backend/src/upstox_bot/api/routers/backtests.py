@@ -125,7 +125,11 @@ def list_backtests(
     )
 
 
-@router.get("/data", response_model=list[BacktestDataRead])
+# Outside /backtests/{id}: "data" would be read as a backtest's id.
+data_router = APIRouter(tags=["backtests"], responses=ERRORS)
+
+
+@data_router.get("/backtest-data", response_model=list[BacktestDataRead])
 def list_backtest_data(settings: SettingsDep) -> list[BacktestDataRead]:
     """CSV files and folders of bars that a backtest may read (in DATA_DIR and
     BACKTEST_DATA_DIRS, two levels deep), for the `data` field of POST /backtests."""

@@ -764,7 +764,7 @@ async function loadBacktest(id) {
 }
 
 async function loadBacktestForm() {
-  const [data, strategies] = await Promise.all([api("/backtests/data"), api("/strategies")]);
+  const [data, strategies] = await Promise.all([api("/backtest-data"), api("/strategies")]);
   state.strategies = strategies;
   const dataSelect = $("#bt-data");
   dataSelect.replaceChildren(
