@@ -8,6 +8,7 @@ from datetime import date, datetime
 
 from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import IST, Direction, RiskDecision, RiskRule, SignalId, reduce_to_fields
+from upstox_bot.money import format_rupees
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
@@ -195,8 +196,8 @@ class RiskManager:
         if book.loss_limit_hit or self.loss_limit_breached(book.day_pnl_paise):
             return refuse(
                 RiskRule.DAILY_LOSS_LIMIT,
-                f"daily loss limit hit: day P&L {book.day_pnl_paise} paise, "
-                f"limit -{limits.daily_loss_limit_paise}",
+                f"daily loss limit hit: day P&L {format_rupees(book.day_pnl_paise)}, "
+                f"limit {format_rupees(-limits.daily_loss_limit_paise)}",
             )
         if book.in_position:
             return refuse(RiskRule.ALREADY_IN_POSITION, "already holding this instrument")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time as walltime
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -46,6 +46,7 @@ from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import (
     IST,
+    AccountSnapshot,
     AuditRecord,
     ExitReason,
     Instrument,
@@ -138,6 +139,8 @@ class EmbeddedBot:
         self.options = options
         self.stats = LiveStats()
         self.hub: EventHub | None = None  # the API's live stream, when the API runs here
+        # Told of each session's end (the console prints its summary), on the loop thread.
+        self.session_ended: Callable[[date, AccountSnapshot], None] | None = None
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         url = settings.database_url
         migrate.upgrade(url)
@@ -535,6 +538,8 @@ class EmbeddedBot:
                     start_date=day, end_date=day, limit=100_000
                 )
             self.alerts.send(end_of_day_summary(engine.snapshot(), trades))
+        if self.session_ended is not None:
+            self.session_ended(day, engine.snapshot())
         log.info(
             "session.done",
             extra={
