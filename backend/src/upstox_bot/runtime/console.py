@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -74,33 +76,47 @@ def render_summary(bot: EmbeddedBot) -> Group:
     return Group(head, table)
 
 
-async def run_embedded(settings: Settings, options: RunOptions, console: Console) -> int:
-    """Run until the duration is played (exit 0) or the process is interrupted."""
-    bot = EmbeddedBot(settings, options)
-    server = None
-    server_task: asyncio.Task[None] | None = None
-    if options.serve_api:
+class ApiThread:
+    """The API server on a thread of its own, with its own event loop: no request (a large
+    body, a slow client) ever runs on the market loop or slows trading."""
+
+    def __init__(self, bot: EmbeddedBot, settings: Settings) -> None:
         import uvicorn
 
-        from upstox_bot.api.app import create_app
-        from upstox_bot.api.hub import EventHub
-
-        bot.hub = EventHub()
-        app = create_app(bot.settings, bot=bot, hub=bot.hub)
+        app = bot.create_api()
         config = uvicorn.Config(
             app, host=settings.API_HOST, port=settings.API_PORT, log_config=None, lifespan="on"
         )
-        server = uvicorn.Server(config)
-        server_task = asyncio.create_task(server.serve())
-        # Trade only once the API is up: a bot the trader cannot reach or stop is refused.
-        while not server.started:
-            if server_task.done():
-                bot.close()
-                raise ConfigError(
-                    f"the API could not start on {settings.API_HOST}:{settings.API_PORT} "
-                    "(port in use?); use --port, or --no-api"
-                )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+
+    async def start(self) -> bool:
+        """Start serving; False when the server could not start (its port is taken)."""
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                return False
             await asyncio.sleep(0.05)
+        return True
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.to_thread(self.thread.join, 10)
+
+
+async def run_embedded(settings: Settings, options: RunOptions, console: Console) -> int:
+    """Run until the duration is played (exit 0) or the process is interrupted."""
+    bot = EmbeddedBot(settings, options)
+    api: ApiThread | None = None
+    if options.serve_api:
+        api = ApiThread(bot, settings)
+        # Trade only once the API is up: a bot the trader cannot reach or stop is refused.
+        if not await api.start():
+            bot.close()
+            raise ConfigError(
+                f"the API could not start on {settings.API_HOST}:{settings.API_PORT} "
+                "(port in use?); use --port, or --no-api"
+            )
         console.print(
             f"API on http://{settings.API_HOST}:{settings.API_PORT} (docs at /docs)",
             highlight=False,
@@ -112,6 +128,19 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
         f"database {settings.database_url}",
         highlight=False,
     )
+    terminated = False
+
+    def on_sigterm() -> None:
+        # SIGTERM (a service manager, `docker stop`) stops as Ctrl-C does: the market loop
+        # ends, the last commit is made and pending alerts are sent.
+        nonlocal terminated
+        terminated = True
+        log.warning("run.sigterm")
+        bot.stop()
+
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     market = asyncio.create_task(bot.run_market())
     try:
         if options.live_console:
@@ -130,9 +159,8 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
             with contextlib.suppress(asyncio.CancelledError):
                 await market
         bot.flush()
-        if server is not None and server_task is not None:
-            server.should_exit = True
-            await server_task
+        if api is not None:
+            await api.stop()
         bot.close()
     snap = bot.engine.snapshot()
     console.print(
@@ -141,4 +169,4 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
         f"position(s)",
         highlight=False,
     )
-    return 0
+    return 128 + signal.SIGTERM if terminated else 0
