@@ -401,6 +401,7 @@ def session_start(
             seed=seed,
             minutes=minutes,
             shards=shards,
+            sessions=_sessions(settings),
         )
     except (ConfigError, Conflict) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
@@ -412,6 +413,12 @@ def session_start(
         f"speed {'flat out' if first.speed is None else f'x{first.speed:g}'}",
         highlight=False,
     )
+
+
+def _sessions(settings: Settings) -> Any:
+    from upstox_bot.db.session import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings.database_url))
 
 
 def _session_command(action: str, **args: object) -> None:

@@ -121,8 +121,11 @@ def _paper_book_tags(cluster: Cluster) -> dict[str, OrderStatus]:
 def _assert_as_embedded(cluster: Cluster, embedded: tuple[Book, list[tuple[Any, ...]]]) -> None:
     book, ticks = embedded
     got = Book.read(cluster.pg_url)
-    got.assert_consistent()
-    assert_same_book(got, book)
+    try:
+        got.assert_consistent()
+        assert_same_book(got, book)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nworker logs: {cluster.logs()}") from None
     # Every tick the feed delivered is stored: the same sample as the embedded run's.
     assert stored_ticks(cluster.pg_url) == ticks
 
@@ -294,7 +297,7 @@ def test_postgres_restart_in_the_session_loses_and_doubles_nothing(
     embedded: tuple[Book, list[tuple[Any, ...]]],
     tmp_path: Path,
 ) -> None:
-    server = PostgresServer(tmp_path / "pg")
+    server = PostgresServer()
     server.start()
     try:
         cluster = cluster_factory(pg_url=server.url)
@@ -305,7 +308,7 @@ def test_postgres_restart_in_the_session_loses_and_doubles_nothing(
         cluster.wait_finished(specs)
         _assert_as_embedded(cluster, embedded)
     finally:
-        server.stop("immediate")
+        server.remove()
 
 
 def test_controls_reach_the_holder_within_a_second_and_are_audited_once(

@@ -134,12 +134,26 @@ class Cluster:
             seed=seed,
             minutes=minutes,
             shards=shards,
+            sessions=self.sessions,
         )
 
+    @property
+    def sessions(self) -> Any:
+        from upstox_bot.db.session import make_session_factory
+
+        if not hasattr(self, "_sessions"):
+            self._sessions = make_session_factory(make_engine(self.pg_url))
+        return self._sessions
+
     def finished(self, specs: list[FeedSpec]) -> bool:
+        """Every shard played and applied, its feed done (its ticks stored) and the holder
+        gone."""
         try:
-            return all(feed_progress(self.redis, ACCOUNT, s.shard).finished for s in specs) and (
-                not self.redis.exists(Keys.account_lock(ACCOUNT))
+            client = self.redis
+            return (
+                all(feed_progress(client, ACCOUNT, s.shard).finished for s in specs)
+                and not any(client.exists(Keys.feed_lease(s.shard)) for s in specs)
+                and not client.exists(Keys.account_lock(ACCOUNT))
             )
         except redis.RedisError:
             return False  # Redis is restarting
@@ -249,10 +263,17 @@ class Book:
         assert {p[0].entry_order_id for p in self.positions} == entries
 
 
+def _first_difference(got: list[Any], want: list[Any]) -> str:
+    for n, (a, b) in enumerate(zip(got, want, strict=False)):
+        if a != b:
+            return f"item {n}: got {a!r}, want {b!r}"
+    return f"lengths: got {len(got)}, want {len(want)}"
+
+
 def assert_same_book(got: Book, want: Book) -> None:
-    assert got.trades == want.trades
-    assert got.orders == want.orders
-    assert got.positions == want.positions
+    assert got.trades == want.trades, _first_difference(got.trades, want.trades)
+    assert got.orders == want.orders, _first_difference(got.orders, want.orders)
+    assert got.positions == want.positions, _first_difference(got.positions, want.positions)
     assert got.fills == want.fills
     assert got.sent == want.sent
 

@@ -14,7 +14,9 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import pytest
 import redis
@@ -47,8 +49,12 @@ class RedisServer:
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        log = (self.folder / "redis.log").open("ab")
-        self.proc = subprocess.Popen(
+        with (self.folder / "redis.log").open("ab") as log:
+            self.proc = self._spawn(log)
+        wait_until(self._answers, what=f"Redis on port {self.port} to answer", within_s=30)
+
+    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 self.binary,
                 "--port",
@@ -65,7 +71,6 @@ class RedisServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(self._answers, what=f"Redis on port {self.port} to answer", within_s=30)
 
     def _answers(self) -> bool:
         try:
@@ -97,15 +102,19 @@ def _pg_bin(name: str) -> str | None:
 class PostgresServer:
     """A PostgreSQL server of its own, trust auth on loopback, database `test`."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self) -> None:
         initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
         if initdb is None or pg_ctl is None:
             pytest.skip("PostgreSQL's initdb and pg_ctl are not installed")
         self.initdb, self.pg_ctl = initdb, pg_ctl
-        self.folder = folder
-        self.data = folder / "data"
-        self.port = free_port()
         self.as_postgres = os.geteuid() == 0
+        # A folder of its own that the postgres user can reach (pytest's are root's alone).
+        self.folder = Path(tempfile.mkdtemp(prefix="upstox-bot-pg-"))
+        self.folder.chmod(0o755)
+        if self.as_postgres:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.data = self.folder / "data"
+        self.port = free_port()
 
     @property
     def url(self) -> str:
@@ -119,9 +128,6 @@ class PostgresServer:
 
     def start(self) -> None:
         if not self.data.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if self.as_postgres:
-                shutil.chown(self.folder, "postgres", "postgres")
             self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust")
         self._run(
             self.pg_ctl,
@@ -144,3 +150,8 @@ class PostgresServer:
         """Stop the server (connections are cut) and start it again; data is kept."""
         self.stop("immediate")
         self.start()
+
+    def remove(self) -> None:
+        """Stop the server and delete its folder."""
+        self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -96,7 +96,8 @@ class TickRow(Base):
     """A stored market update (sampled: the feed keeps one per symbol every few seconds)."""
 
     __tablename__ = "ticks"
-    __table_args__ = (Index(None, "instrument_key", "ts"),)
+    # One stored tick per instrument and time: storing a batch twice stores nothing more.
+    __table_args__ = (Index(None, "instrument_key", "ts", unique=True),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     instrument_key: Mapped[str] = mapped_column(String(KEY))

@@ -47,6 +47,7 @@ from upstox_bot.domain import (
     ms_to_datetime,
 )
 from upstox_bot.errors import ConfigError
+from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
 from upstox_bot.feed.upstox_v3 import (
     DecodedFrame,
@@ -294,9 +295,12 @@ class FeedShard:
         self._pause_at: int | None = None
         self._pause_read = 0.0
         self._lost: Callable[[], bool] = lambda: False
+        self._stop = False  # the session was asked to end now
+        self.last_seq: int | None = None  # the last batch's number, once it is cut
         self.seq = 1  # the next batch's number
         self.done = 0  # ticks stored so far
         self.open_ms: int | None = None
+        self.last_ts: dict[str, int] = {}  # each instrument's last tick so far (epoch ms)
 
     def run(self) -> str:
         """Play the shard to its end; returns "done", "held" (another task has the lease),
@@ -339,13 +343,17 @@ class FeedShard:
         return market.iter_ticks(), open_ms, close_ms
 
     def _pause(self) -> int | None:
-        """The market time the account's feeds wait at, read from Redis now and then."""
+        """The market time the account's feeds wait at, read from Redis now and then (with
+        whether the session was asked to stop)."""
         now = walltime.monotonic()
         if now - self._pause_read >= PAUSE_READ_S:
             self._pause_read = now
             try:
                 raw = self.redis.get(Keys.session_pause(self.spec.account))
                 self._pause_at = int(raw) if raw is not None else None
+                self._stop = bool(
+                    self.redis.hget(Keys.feed_state(self.spec.shard), "stop_requested")
+                )
             except redis.RedisError:
                 pass
         return self._pause_at
@@ -357,7 +365,9 @@ class FeedShard:
             return self._wait(0, lost, final=True)
         ticks, open_ms, close_ms = self._ticks()
         end_ms = open_ms + int(spec.minutes * 60_000)
-        stream = islice(ticks, progress.ticks_done, None)
+        for tick in islice(ticks, progress.ticks_done):  # played before a takeover
+            self.last_ts[tick.instrument_key] = tick.ts_ms
+        stream = ticks
         self.seq, self.done = progress.next_seq, progress.ticks_done
         self.open_ms = open_ms
         self._lost = lost
@@ -366,11 +376,18 @@ class FeedShard:
         pace_wall, pace_market = walltime.time(), None
         last_cut = walltime.monotonic()
         finished = False
+        last_ms = open_ms
         for tick in stream:
             if tick.ts_ms >= end_ms:
                 finished = True
                 break
             pause_at = self._pause()
+            if self._stop:
+                # Asked to end now: the session closes at the last tick played.
+                close_ms = last_ms
+                finished = True
+                break
+            last_ms = tick.ts_ms
             if pause_at is not None and tick.ts_ms >= pause_at:
                 outcome = self._cut(pending, close_ms=None, pace=None)
                 pending = []
@@ -433,9 +450,10 @@ class FeedShard:
             "shard": spec.shard,
             "open_ms": self.open_ms if seq == 1 else None,
             "close_ms": close_ms,
-            "full_day": spec.minutes >= SESSION_MINUTES,
+            "full_day": spec.minutes >= SESSION_MINUTES and not self._stop,
             "cut_at": walltime.time(),
             "pace": list(pace) if pace is not None and pace[1] is not None else None,
+            "prev": previous_ticks(self.last_ts, chunk),
             "ticks": encode_ticks(chunk),
         }
         raw = json.dumps(batch, separators=(",", ":")).encode()
@@ -447,7 +465,7 @@ class FeedShard:
             "open_ms": self.open_ms,
         }
         if close_ms is not None:
-            state["last_seq"] = seq
+            state["last_seq"] = self.last_seq = seq
         self.redis.hset(Keys.feed_state(spec.shard), mapping=state)  # type: ignore[arg-type]
         announce(self.redis, self.enqueue, spec, seq)
         self._publish_ticks(chunk)
@@ -525,11 +543,14 @@ class FeedShard:
     def _resend(self, applied_seq: int, ingested: set[int]) -> None:
         spec = self.spec
         try:
+            self.redis.hset(Keys.shards, spec.shard, json.dumps(spec.to_json()))
             for seq, raw in self.outstanding.items():
                 self._store(seq, raw)
             state: dict[str, str | int] = {"next_seq": self.seq, "ticks_done": self.done}
             if self.open_ms is not None:
                 state["open_ms"] = self.open_ms
+            if self.last_seq is not None:
+                state["last_seq"] = self.last_seq
             self.redis.hset(Keys.feed_state(spec.shard), mapping=state)  # type: ignore[arg-type]
             for seq in self.outstanding:
                 if seq > applied_seq:
@@ -539,6 +560,16 @@ class FeedShard:
             ensure_holder(self.redis, self.enqueue, spec.account)
         except redis.RedisError:
             log.warning("feed.resend_failed", extra={"shard": spec.shard})
+
+
+def previous_ticks(last_ts: dict[str, int], chunk: Sequence[Tick]) -> dict[str, int]:
+    """Each instrument's tick before `chunk` (for the ingest's sampling), and move `last_ts`
+    past the chunk."""
+    keys = {tick.instrument_key for tick in chunk}
+    prev = {k: last_ts[k] for k in keys if k in last_ts}
+    for tick in chunk:
+        last_ts[tick.instrument_key] = tick.ts_ms
+    return prev
 
 
 def ingested_seqs(client: redis.Redis, shard: str) -> set[int]:
@@ -634,6 +665,7 @@ class LiveFeedShard:
         self.seq = 1
         self.ticks_done = 0
         self.last_tick_ms = 0
+        self.last_ts: dict[str, int] = {}  # each instrument's last tick so far (epoch ms)
         self._applied = -1
         self._applied_moved = walltime.monotonic()
 
@@ -780,6 +812,7 @@ class LiveFeedShard:
             "cut_at": walltime.time(),
             "timer_ms": now_ms if timer else None,
             "entries_paused": paused,
+            "prev": previous_ticks(self.last_ts, chunk),
             "ticks": encode_ticks(chunk),
         }
         raw = json.dumps(batch, separators=(",", ":")).encode()
@@ -850,6 +883,7 @@ class LiveFeedShard:
             # Batches, notes or ingest tasks may have been lost (a Redis restart): store the
             # outstanding batches again and announce them; duplicates change nothing.
             if lease.held():
+                self.redis.hset(Keys.shards, spec.shard, json.dumps(spec.to_json()))
                 for seq, raw in self.outstanding.items():
                     self.redis.set(Keys.batch(spec.account, spec.shard, seq), raw, ex=BATCH_TTL_S)
                     if seq > progress.applied_seq:
@@ -996,39 +1030,36 @@ def sim_session_specs(
 def ingest_batch(resources: Resources, account: str, shard: str, seq: int) -> int:
     """Store the batch's ticks sampled every TICK_STORE_INTERVAL_SECONDS per instrument.
 
-    Returns how many ticks were stored (0 for a batch already ingested or gone).
+    Which ticks are kept depends only on the stream (feed/sampling.py): the batch carries each
+    instrument's previous tick, so batches are ingested in any order, and one ingested twice
+    stores nothing more. Returns how many ticks were stored.
     """
     interval_ms = resources.settings.TICK_STORE_INTERVAL_SECONDS * 1000
     client = resources.redis
     raw = cast(bytes | None, client.get(Keys.batch(account, shard, seq)))
-    if not interval_ms or raw is None:
+    if raw is None:
         return 0
-    key = Keys.ingest_sampled(shard)
-    if client.sismember(f"{key}:seqs", str(seq)):
-        return 0  # a duplicate delivery
-    sampled = {k.decode(): int(v) for k, v in cast(dict[bytes, bytes], client.hgetall(key)).items()}
-    keep: list[Tick] = []
-    for row in json.loads(raw)["ticks"]:
-        tick = decode_tick(row)
-        last = sampled.get(tick.instrument_key)
-        if last is None or tick.ts_ms - last >= interval_ms:
-            sampled[tick.instrument_key] = tick.ts_ms
-            keep.append(tick)
+    batch = json.loads(raw)
+    sampler = TickSampler(
+        interval_ms, {str(k): int(v) for k, v in (batch.get("prev") or {}).items()}
+    )
+    keep = [
+        tick
+        for tick in (decode_tick(row) for row in batch["ticks"])
+        if sampler.keep(tick.instrument_key, tick.ts_ms)
+    ]
 
-    def store() -> None:
+    def store() -> int:
         with session_scope(resources.sessions) as session:
-            TickRepository(session).insert_many(keep)
+            return TickRepository(session).insert_many(keep)
 
-    if keep:
-        with_db_retry(store)
+    stored = with_db_retry(store) if keep else 0
+    seqs = f"{Keys.ingest_sampled(shard)}:seqs"
     pipe = client.pipeline(transaction=True)
-    if sampled:
-        pipe.hset(key, mapping=sampled)  # type: ignore[arg-type]
-    pipe.sadd(f"{key}:seqs", seq)
-    pipe.expire(key, BATCH_TTL_S)
-    pipe.expire(f"{key}:seqs", BATCH_TTL_S)
+    pipe.sadd(seqs, seq)
+    pipe.expire(seqs, BATCH_TTL_S)
     pipe.execute()
-    return len(keep)
+    return stored
 
 
 def now_ist() -> datetime:
@@ -1070,15 +1101,17 @@ def start_sim_session(
     seed: int | None = None,
     minutes: float = 375,
     shards: int = 1,
+    sessions: sessionmaker[Session] | None = None,
 ) -> list[FeedSpec]:
     """Start a simulated session of the account on the workers, at any hour.
 
     Args:
         trading_date: the session to simulate; default today, or the next trading day.
         speed: simulated seconds per wall second (None: as fast as the account applies them).
+        sessions: the database, to refuse a date before the account's last session.
 
     Raises:
-        Conflict: a session of the account is still running.
+        Conflict: a session of the account is still running, or it traded a later date.
         ConfigError: the date is not a trading day, or the arguments are out of range.
     """
     from upstox_bot.errors import Conflict
@@ -1095,6 +1128,18 @@ def start_sim_session(
         day = calendar.next_trading_day(day)
     if not calendar.is_trading_day(day):
         raise ConfigError(f"{day.isoformat()} is not an NSE trading day")
+    if sessions is not None:
+        from upstox_bot.runtime.store import AccountStore
+
+        checkpoint = AccountStore(
+            sessions, settings.ACCOUNT_NAME, harness="distributed"
+        ).checkpoint()
+        if checkpoint is not None and checkpoint.trading_date > day:
+            raise Conflict(
+                f"account {settings.ACCOUNT_NAME!r} has traded up to "
+                f"{checkpoint.trading_date.isoformat()}: a session on {day.isoformat()} would "
+                "run its clock backwards; use a later date or another ACCOUNT_NAME"
+            )
     running = running_shards(client, settings.ACCOUNT_NAME)
     if running:
         raise Conflict(

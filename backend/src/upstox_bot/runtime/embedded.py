@@ -56,6 +56,7 @@ from upstox_bot.domain import (
 from upstox_bot.errors import ConfigError
 from upstox_bot.feed.derivatives import ChainPricer, DerivativeTicks, WatchSpan
 from upstox_bot.feed.replay import ReplayMarket
+from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
 from upstox_bot.monitoring.alerts import AlertKind, dispatcher_from_settings
 from upstox_bot.options.chain import simulate_fno_chain
@@ -201,7 +202,7 @@ class EmbeddedBot:
             self.clock = MarketClock(datetime_to_ms(datetime.now(UTC)))
         else:
             self.clock = MarketClock(datetime_to_ms(self.calendar.session_open(first)))
-        self._tick_sampled_at: dict[str, int] = {}
+        self.sampler = TickSampler(settings.TICK_STORE_INTERVAL_SECONDS * 1000)
         self._stop = asyncio.Event()
         self._paused_at_ms: int | None = None  # the simulated market waits before this time
         self._resume = asyncio.Event()
@@ -258,7 +259,12 @@ class EmbeddedBot:
         if self._session is None:
             return {}
         day, seed = self._session
-        return {"session": day.isoformat(), "ticks": self._ticks_done, "seed": seed}
+        return {
+            "session": day.isoformat(),
+            "ticks": self._ticks_done,
+            "seed": seed,
+            "sampled": self.sampler.state(),
+        }
 
     def _db_waiting(self, error: Exception) -> None:
         self.alerts.notify(
@@ -277,12 +283,7 @@ class EmbeddedBot:
 
     def sample_tick(self, tick: Tick) -> None:
         """Keep one tick per instrument every TICK_STORE_INTERVAL_SECONDS for storage."""
-        interval_ms = self.settings.TICK_STORE_INTERVAL_SECONDS * 1000
-        if not interval_ms:
-            return
-        last = self._tick_sampled_at.get(tick.instrument_key)
-        if last is None or tick.ts_ms - last >= interval_ms:
-            self._tick_sampled_at[tick.instrument_key] = tick.ts_ms
+        if self.sampler.keep(tick.instrument_key, tick.ts_ms):
             self.kernel.ticks.append(tick)
 
     # --- controls (applied on the market loop, between two ticks) --------------------------
@@ -446,6 +447,9 @@ class EmbeddedBot:
         count = 0
         if resume is not None:
             # The ticks acted on before the restart: the checkpoint holds what they built.
+            self.sampler = TickSampler.from_state(
+                self.sampler.interval_ms, dict(resume.position.get("sampled") or {})
+            )
             done = int(resume.position.get("ticks") or 0)
             if done:
                 for _ in ticks:

@@ -65,6 +65,10 @@ LATENCY_SAMPLES = 1000
 DB_WAIT_S = 600.0  # how long a commit waits for PostgreSQL before the holder gives up
 
 
+class HolderLost(Exception):
+    """The holder lost the account's lease before it started."""
+
+
 class RedisSink:
     """Publishes a holder's committed facts: events for the API's stream, the positions
     snapshot, the cursors the feeds watch, the view, the latencies."""
@@ -162,13 +166,9 @@ class AccountHolder:
             retry=RetryPolicy(deadline_s=DB_WAIT_S, on_wait=self._db_waiting, stop=lost),
         )
         self.checkpoint = self.store.checkpoint()
-        start_ms = (
-            datetime_to_ms(self.checkpoint.market_at)
-            if self.checkpoint is not None
-            else self._default_start_ms()
-        )
-        self.clock = MarketClock(start_ms)
         self.live_market = settings.MARKET is MarketSource.UPSTOX
+        start_ms = self._start_ms(lost)
+        self.clock = MarketClock(start_ms)
         self.live = None
         live_broker = None
         if self.live_market:
@@ -212,16 +212,26 @@ class AccountHolder:
 
     # --- building -------------------------------------------------------------------------------
 
-    def _default_start_ms(self) -> int:
-        """Market time for an account that never ran: its first shard's open, or now."""
-        opens = [
-            int(raw)
-            for raw in (
-                self.redis.hget(Keys.feed_state(shard), "open_ms") for shard in self.shards()
-            )
-            if raw is not None
-        ]
-        return min(opens) if opens else int(walltime.time() * 1000)
+    def _start_ms(self, lost: Callable[[], bool]) -> int:
+        """Market time to start at: the checkpoint's; for an account that never ran, now on
+        the live market, else the open of its first simulated session (waited for: a holder
+        may start before the feed has cut its first batch)."""
+        if self.checkpoint is not None:
+            return datetime_to_ms(self.checkpoint.market_at)
+        if self.live_market:
+            return int(walltime.time() * 1000)
+        while not lost():
+            opens = [
+                int(raw)
+                for raw in (
+                    self.redis.hget(Keys.feed_state(shard), "open_ms") for shard in self.shards()
+                )
+                if raw is not None
+            ]
+            if opens:
+                return min(opens)
+            self.redis.xread({Keys.wake(self.account): "$"}, block=int(WAIT_S * 1000))
+        raise HolderLost(self.account)
 
     def _position(self) -> dict[str, Any]:
         return {
@@ -327,10 +337,18 @@ class AccountHolder:
             result = self.kernel.apply(command)
             self.inbox.reply(command, result)
 
+    def _live_shards(self) -> list[str]:
+        """The shards to drain: those registered, and those with a cursor that have not been
+        seen finished (a Redis that lost its data may not list them until their feed
+        registers them again)."""
+        shards = set(self.shards())
+        shards.update(k for k in self.cursors if k not in self._retired)
+        return sorted(shards)
+
     def _drain(self) -> bool:
         """Apply every stored batch of every shard from its cursor; True if any was."""
         applied = False
-        for shard in self.shards():
+        for shard in self._live_shards():
             while not self.lost():
                 seq, index = self.cursors.get(shard, (1, 0))
                 raw = cast(bytes | None, self.redis.get(Keys.batch(self.account, shard, seq)))
@@ -377,7 +395,7 @@ class AccountHolder:
             if self.kernel.market == "paused":
                 self.kernel.market = "running"
             return
-        shards = self.shards()
+        shards = self._live_shards()
         for shard in shards:
             progress = feed_progress(self.redis, self.account, shard)
             if progress.extra.get("paused") != "1" and progress.last_seq is None:
@@ -393,17 +411,22 @@ class AccountHolder:
         applied (then the holder lets the account go until the next session)."""
         from upstox_bot.runtime.distributed import feed_progress
 
-        shards = self.shards()
-        # A shard the supervisor unregistered was played to its end and applied: its cursor
-        # need not be kept any more.
-        self._retired.update(k for k in self.cursors if k not in shards)
-        if not shards:
-            return not self.live_market
+        shards = self._live_shards()
+        done = True
         for shard in shards:
             progress = feed_progress(self.redis, self.account, shard)
-            if progress.last_seq is None or self.cursors.get(shard, (1, 0))[0] <= progress.last_seq:
-                return False
-        return True
+            finished = (
+                progress.last_seq is not None
+                and self.cursors.get(shard, (1, 0))[0] > progress.last_seq
+            )
+            if not finished:
+                done = False
+            elif shard not in self.shards():
+                # Played to its end, applied, and unregistered: its cursor is not needed.
+                self._retired.add(shard)
+        if not shards:
+            return not self.live_market
+        return done
 
     def _live_duties(self) -> None:
         live = self.live

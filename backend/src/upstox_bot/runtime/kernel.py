@@ -36,6 +36,7 @@ from upstox_bot.domain import (
     Order,
     OrderIntent,
     OrderPurpose,
+    OrderStatus,
     RiskDecision,
     Signal,
     SignalId,
@@ -408,6 +409,12 @@ class AccountKernel:
             realised_paise=state.realised_paise,
             trading_date=day,
         )
+        if isinstance(self.paper, PaperBroker):
+            # The in-memory paper book died with the process: the orders it had accepted and
+            # not filled go back into this one's book (they fill on their next trade).
+            for order in engine.orders.values():
+                if order.status is OrderStatus.OPEN:
+                    self.paper.place(order)
         for order in list(engine.orders.values()):
             self.executor.resolve(order)
         self.commit()

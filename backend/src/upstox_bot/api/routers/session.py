@@ -101,6 +101,7 @@ async def start_session(
             seed=body.seed,
             minutes=body.minutes,
             shards=body.shards,
+            sessions=request.app.state.sessions,
         )
         return SessionStarted(
             trading_date=specs[0].trading_date,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from upstox_bot.domain import Order
 from upstox_bot.runtime.control import Command, CommandKind, CommandResult, NoKernel
-from upstox_bot.runtime.holder import AccountHolder
+from upstox_bot.runtime.holder import AccountHolder, HolderLost
 from upstox_bot.worker.app import resources, task
 from upstox_bot.worker.control import RedisControl
 from upstox_bot.worker.locks import Lease
@@ -48,6 +48,8 @@ def hold_account(account: str) -> str:
     try:
         holder = AccountHolder(res, account, lost=lease.lost.is_set, after_place=fault_hook())
         outcome = holder.run()
+    except HolderLost:
+        outcome = "lost"
     finally:
         lease.release()
     log.info("holder.finished", extra={"account": account, "outcome": outcome})
