@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.auth import TradeActor
-from upstox_bot.api.deps import BotDep, SessionDep, SettingsDep
+from upstox_bot.api.commands import send
+from upstox_bot.api.deps import ControlDep, SessionDep, SettingsDep
+from upstox_bot.api.errors import BotNotRunning
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import (
     OverrideRead,
@@ -22,7 +24,6 @@ from upstox_bot.api.schemas.control import (
 from upstox_bot.api.settings_changes import (
     CHANGEABLE,
     LIVE,
-    apply_live,
     changed_keys,
     check_live_trading,
     persist,
@@ -34,9 +35,7 @@ from upstox_bot.config import Settings
 from upstox_bot.db.base import jsonable
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.session import session_scope
-
-if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+from upstox_bot.runtime.control import Command, CommandKind, ControlPort
 
 router = APIRouter(tags=["settings"], responses=ERRORS)
 
@@ -58,13 +57,13 @@ def read_settings(settings: SettingsDep, session: SessionDep) -> SettingsRead:
 
 async def change_settings(
     request: Request,
-    bot: EmbeddedBot | None,
+    control: ControlPort | None,
     session: Session,
     actor: str,
     patch: SettingsPatch,
 ) -> SettingsPatchRead:
-    """Validate, persist, audit and apply a settings change (runs its writes in a thread and
-    the live part on the event loop, where the engine runs)."""
+    """Validate, persist, audit and apply a settings change: its writes run in a thread, the
+    live part goes to the running kernel through the control port."""
     current: Settings = request.app.state.settings
     new = validate_changes(current, patch.changes)
     keys = changed_keys(current, new, patch.changes)
@@ -82,8 +81,9 @@ async def change_settings(
                 "required_days": new.PAPER_TRADING_DAYS_REQUIRED,
                 "changes": sorted(keys),
             }
+    running = control is not None and control.view() is not None
     applied = {
-        key: ("stored" if bot is None else "live" if key in LIVE else "restart") for key in keys
+        key: ("stored" if not running else "live" if key in LIVE else "restart") for key in keys
     }
     at = datetime.now(UTC)
 
@@ -103,8 +103,17 @@ async def change_settings(
             )
 
     await run_in_threadpool(write)
-    if bot is not None:
-        apply_live(bot, new, [k for k in keys if applied[k] == "live"])
+    live = {k: jsonable(getattr(new, k)) for k in keys if applied[k] == "live"}
+    if live:
+        try:
+            await send(
+                control,
+                Command(kind=CommandKind.SETTINGS, by=actor, args={"changes": live}),
+                "a settings change",
+            )
+        except BotNotRunning:
+            # Stored: a kernel started later reads the overrides.
+            applied.update(dict.fromkeys(live, "stored"))
     request.app.state.settings = new
     return SettingsPatchRead(
         changes=[
@@ -126,10 +135,14 @@ async def change_settings(
     responses={409: {"model": ErrorBody}},
 )
 async def patch_settings(
-    body: SettingsPatch, request: Request, bot: BotDep, session: SessionDep, actor: TradeActor
+    body: SettingsPatch,
+    request: Request,
+    control: ControlDep,
+    session: SessionDep,
+    actor: TradeActor,
 ) -> SettingsPatchRead:
     """Change settings: validated as a whole (422 names the setting), stored as overrides,
     audited with old and new value and who, applied to the running bot where possible. Live
     trading is refused (409) before PAPER_TRADING_DAYS_REQUIRED days of paper trading unless
     `force` is set with a `reason`."""
-    return await change_settings(request, bot, session, actor, body)
+    return await change_settings(request, control, session, actor, body)

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from upstox_bot.db.models import TickRow
-from upstox_bot.db.repositories._writes import execute_count, table_of
+from upstox_bot.db.repositories._writes import execute_count, insert_ignore
 from upstox_bot.domain import Tick, datetime_to_ms, ms_to_datetime
 
 
@@ -67,11 +67,11 @@ class TickRepository:
         self._session = session
 
     def insert_many(self, ticks: Iterable[Tick]) -> int:
-        """Append ticks in one executemany; returns how many were written."""
+        """Store ticks in one executemany, skipping any already stored (an instrument has one
+        stored tick per time: a batch stored twice stores nothing more); returns how many were
+        written."""
         values = [tick_values(tick) for tick in ticks]
-        if values:
-            self._session.execute(insert(table_of(TickRow)), values)
-        return len(values)
+        return insert_ignore(self._session, TickRow, values, conflict=["instrument_key", "ts"])
 
     def find(
         self,
