@@ -120,16 +120,23 @@ class SimClock:
 
 class MarketClock:
     """Market time for a harness's engine: moved forward by the harness as trades arrive, never
-    backwards (a trade stamped earlier than one already applied leaves it where it is)."""
+    backwards (a trade stamped earlier than one already applied leaves it where it is).
 
-    def __init__(self, start_ms: int) -> None:
+    Args:
+        start_ms: the time to start at (epoch ms).
+        ist: `now()` in Asia/Kolkata (a backtest's reports read local times); else in UTC,
+            as the live harnesses record and serve times.
+    """
+
+    def __init__(self, start_ms: int, *, ist: bool = False) -> None:
         self._ms = start_ms
+        self._epoch = _EPOCH_IST if ist else _EPOCH
         self._at: datetime | None = None
 
     def now(self) -> datetime:
-        """The market time as an aware datetime in Asia/Kolkata."""
+        """The market time as an aware datetime (UTC, or IST when asked)."""
         if self._at is None:
-            self._at = _ms_to_ist(self._ms)
+            self._at = self._epoch + timedelta(milliseconds=self._ms)
         return self._at
 
     def now_ms(self) -> int:

@@ -199,8 +199,10 @@ def persist(
     actor: str,
     at: datetime,
     forced: dict[str, Any] | None,
+    audit_changes: bool = True,
 ) -> None:
-    """Store the overrides, keep the account's switches in step, and audit each change."""
+    """Store the overrides, keep the account's switches in step, and audit each change
+    (unless `audit_changes` is off: a running kernel audits them when it applies them)."""
     overrides = SettingsOverrideRepository(session)
     audit = AuditRepository(session)
     accounts = AccountRepository(session)
@@ -208,20 +210,8 @@ def persist(
     for key in keys:
         value = getattr(new, key)
         overrides.set(key, value, updated_by=actor, at=at)
-        audit.add(
-            AuditRecord(
-                event="setting.changed",
-                entity="setting",
-                entity_id=key,
-                at=at,
-                data={
-                    "old": jsonable(getattr(old, key)),
-                    "new": jsonable(value),
-                    "applied": applied[key],
-                },
-                actor=actor,
-            )
-        )
+        if audit_changes:
+            audit.add(setting_changed(key, old, new, applied[key], actor=actor, at=at))
     if accounts.get_or_none(account) is not None:
         if old.LIVE_TRADING_ENABLED != new.LIVE_TRADING_ENABLED:
             accounts.set_live_trading(account, enabled=new.LIVE_TRADING_ENABLED, at=at)
@@ -239,3 +229,21 @@ def persist(
                 actor=actor,
             )
         )
+
+
+def setting_changed(
+    key: str, old: Settings, new: Settings, applied: str, *, actor: str, at: datetime
+) -> AuditRecord:
+    """The audit record of one changed setting (old and new value, how it applies, who)."""
+    return AuditRecord(
+        event="setting.changed",
+        entity="setting",
+        entity_id=key,
+        at=at,
+        data={
+            "old": jsonable(getattr(old, key)),
+            "new": jsonable(getattr(new, key)),
+            "applied": applied,
+        },
+        actor=actor,
+    )

@@ -194,7 +194,7 @@ class Backtest:
         }
         self.first_ms = min(int(s.start_ms[0]) for s in self.series)
         self.last_ms = max(int(s.start_ms[-1]) for s in self.series)
-        self.clock = MarketClock(session_open_ms(ist_date_of_ms(self.first_ms)))
+        self.clock = MarketClock(session_open_ms(ist_date_of_ms(self.first_ms)), ist=True)
         self.journal = BacktestJournal()
         limits = config.limits
         self.engine = Engine(

@@ -393,7 +393,7 @@ class FeedShard:
                 pending = []
                 if outcome != "ok":
                     return outcome
-                outcome = self._hold_at_pause(lost)
+                outcome = self._hold_at_pause(lost, tick.ts_ms)
                 if outcome != "ok":
                     return outcome
                 pace_wall, pace_market = walltime.time(), None
@@ -476,8 +476,8 @@ class FeedShard:
             return "lost"
         return self._wait(FEED_WINDOW, self._lost)
 
-    def _hold_at_pause(self, lost: Callable[[], bool]) -> str:
-        """Wait at the pause until it is lifted (or moved past the next tick)."""
+    def _hold_at_pause(self, lost: Callable[[], bool], tick_ms: int) -> str:
+        """Wait at the pause until it is lifted or moved past the next tick (`tick_ms`)."""
         key = Keys.feed_state(self.spec.shard)
         self.redis.hset(key, "paused", "1")
         try:
@@ -488,7 +488,8 @@ class FeedShard:
                 if outcome != "ok":
                     return outcome
                 self._pause_read = 0.0
-                if self._pause() is None:
+                pause_at = self._pause()
+                if pause_at is None or tick_ms < pause_at or self._stop:
                     return "ok"
                 walltime.sleep(PAUSE_READ_S)
         finally:

@@ -314,12 +314,13 @@ class EmbeddedBot:
         action = str(command.args.get("action", ""))
         if action == "pause_at":
             self._paused_at_ms = int(command.args["at_ms"])
-            self._resume.clear()
             return CommandResult(
                 status=CommandStatus.DONE, detail=f"the market pauses at {self._paused_at_ms}"
             )
         if action == "resume":
-            self._paused_at_ms = None
+            # Resume, and pause again at the next time given (if any).
+            until = command.args.get("pause_at")
+            self._paused_at_ms = int(until) if until is not None else None
             self._resume.set()
             self.kernel.market = "running"
             return CommandResult(status=CommandStatus.DONE, detail="the market resumes")
@@ -423,6 +424,7 @@ class EmbeddedBot:
         paused_at = self._paused_at_ms
         if paused_at is None or tick_ms < paused_at:
             return
+        self._resume.clear()
         self.flush()
         self.kernel.market = "paused"
         self.control.publish(self.kernel.view())

@@ -462,7 +462,12 @@ class AccountHolder:
             self.redis.set(key, at_ms)
             return CommandResult(status=CommandStatus.DONE, detail=f"the feeds pause at {at_ms}")
         if action == "resume":
-            self.redis.delete(key)
+            # Resume, and pause again at the next time given (if any).
+            until = command.args.get("pause_at")
+            if until is None:
+                self.redis.delete(key)
+            else:
+                self.redis.set(key, int(until))
             self.kernel.market = "running"
             return CommandResult(status=CommandStatus.DONE, detail="the feeds resume")
         if action == "stop":

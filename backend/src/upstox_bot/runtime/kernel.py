@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from upstox_bot.api.settings_changes import LIVE_ENGINE, LIVE_EXITS, LIVE_RISK, LIVE_STRATEGY
+from upstox_bot.api.settings_changes import (
+    LIVE_ENGINE,
+    LIVE_EXITS,
+    LIVE_RISK,
+    LIVE_STRATEGY,
+    setting_changed,
+)
 from upstox_bot.clock import MarketClock, NseCalendar
 from upstox_bot.config import Settings
 from upstox_bot.db.models import AccountMode
@@ -464,7 +470,9 @@ class AccountKernel:
                 str(args["instrument_key"]), Direction(str(args["direction"])), command
             )
         if kind is CommandKind.SETTINGS:
-            return self._settings(dict(args["changes"]))
+            return self._settings(
+                dict(args["changes"]), dict(args.get("applied") or {}), command.by
+            )
         if kind is CommandKind.SESSION:
             if self.on_session is None:
                 raise Conflict("this harness has no session to control")
@@ -638,24 +646,36 @@ class AccountKernel:
                 return decision
         return None
 
-    def _settings(self, changes: Mapping[str, Any]) -> CommandResult:
-        """Apply changed settings (validated and stored by the sender) to the running engine."""
+    def _settings(
+        self, changes: Mapping[str, Any], applied: Mapping[str, str], by: str
+    ) -> CommandResult:
+        """Apply changed settings (validated and stored by the sender) to the running engine,
+        and audit each change once, at market time, with who made it: the live ones now, the
+        others (`applied` says "restart") on the next start."""
         new = Settings.model_validate({**self.settings.model_dump(), **changes})
-        keys = {k for k in changes if getattr(new, k) != getattr(self.settings, k)}
+        keys = [k for k in changes if getattr(new, k) != getattr(self.settings, k)]
+        live = {k for k in keys if applied.get(k, "live") == "live"}
+        at = self.clock.now()
+        for key in keys:
+            self.journal.audit(
+                setting_changed(key, self.settings, new, applied.get(key, "live"), actor=by, at=at)
+            )
         engine = self.engine
         engine.reconfigure(
             limits=components.risk_limits(new, capital_paise=engine.capital_paise)
-            if keys & LIVE_RISK
+            if live & LIVE_RISK
             else None,
-            exit_rules=components.exit_rules(new) if keys & LIVE_EXITS else None,
-            signal_cooldown_s=new.SIGNAL_COOLDOWN_MINUTES * 60 if keys & LIVE_ENGINE else None,
-            kill_switch_square_off=new.KILL_SWITCH_SQUARE_OFF if keys & LIVE_ENGINE else None,
-            strategy=components.strategy(new) if keys & LIVE_STRATEGY else None,
-            charges=components.charges_model(new) if "BROKERAGE_PER_ORDER" in keys else None,
+            exit_rules=components.exit_rules(new) if live & LIVE_EXITS else None,
+            signal_cooldown_s=new.SIGNAL_COOLDOWN_MINUTES * 60 if live & LIVE_ENGINE else None,
+            kill_switch_square_off=new.KILL_SWITCH_SQUARE_OFF if live & LIVE_ENGINE else None,
+            strategy=components.strategy(new) if live & LIVE_STRATEGY else None,
+            charges=components.charges_model(new) if "BROKERAGE_PER_ORDER" in live else None,
         )
-        self.settings = new
+        self.settings = Settings.model_validate(
+            {**self.settings.model_dump(), **{k: changes[k] for k in live}}
+        )
         return CommandResult(
             status=CommandStatus.DONE,
-            detail=f"applied {', '.join(sorted(keys)) or 'nothing new'}",
-            data={"applied": sorted(keys)},
+            detail=f"applied {', '.join(sorted(live)) or 'nothing new'}",
+            data={"applied": sorted(live)},
         )

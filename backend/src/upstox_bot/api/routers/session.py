@@ -135,13 +135,25 @@ async def pause_session(
     return CommandRead(status="pausing", detail=result.detail)
 
 
+class SessionResume(BaseModel):
+    pause_at: time | None = Field(
+        None, description="Pause again at this market time (IST, HH:MM); none: run on."
+    )
+
+
 @router.post("/session/resume", response_model=CommandRead, responses={409: {"model": ErrorBody}})
-async def resume_session(control: ControlDep, actor: TradeActor) -> CommandRead:
-    """Resume a paused simulated market."""
+async def resume_session(
+    view: ViewDep, control: ControlDep, actor: TradeActor, body: SessionResume | None = None
+) -> CommandRead:
+    """Resume a paused simulated market (and pause it again at `pause_at`, if given)."""
+    args: dict[str, object] = {"action": "resume"}
+    if body is not None and body.pause_at is not None:
+        if view is None:
+            raise Conflict("no session is running")
+        day = view.at.astimezone(IST).date()
+        args["pause_at"] = int(datetime.combine(day, body.pause_at, tzinfo=IST).timestamp() * 1000)
     result = await send(
-        control,
-        Command(kind=CommandKind.SESSION, by=actor, args={"action": "resume"}),
-        "resuming the session",
+        control, Command(kind=CommandKind.SESSION, by=actor, args=args), "resuming the session"
     )
     return CommandRead(status="resumed", detail=result.detail)
 

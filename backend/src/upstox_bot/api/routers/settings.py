@@ -28,11 +28,13 @@ from upstox_bot.api.settings_changes import (
     check_live_trading,
     persist,
     public_values,
+    setting_changed,
     validate_changes,
     wants_live_trading,
 )
 from upstox_bot.config import Settings
 from upstox_bot.db.base import jsonable
+from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.runtime.control import Command, CommandKind, ControlPort
@@ -86,11 +88,12 @@ async def change_settings(
         key: ("stored" if not running else "live" if key in LIVE else "restart") for key in keys
     }
     at = datetime.now(UTC)
+    sessions = request.app.state.sessions
 
-    def write() -> None:
+    def write(audit_changes: bool) -> None:
         # A fresh unit of work: the request's session holds a read snapshot that SQLite may
         # refuse to upgrade to a write once the trading loop has committed since.
-        with session_scope(request.app.state.sessions) as own:
+        with session_scope(sessions) as own:
             persist(
                 own,
                 old=current,
@@ -100,20 +103,33 @@ async def change_settings(
                 actor=actor,
                 at=at,
                 forced=forced,
+                audit_changes=audit_changes,
             )
 
-    await run_in_threadpool(write)
-    live = {k: jsonable(getattr(new, k)) for k in keys if applied[k] == "live"}
-    if live:
+    # A running kernel audits the changes when it applies them (at its market time, once).
+    await run_in_threadpool(write, not running)
+    if running:
+        command = Command(
+            kind=CommandKind.SETTINGS,
+            by=actor,
+            args={
+                "changes": {k: jsonable(getattr(new, k)) for k in keys},
+                "applied": applied,
+            },
+        )
         try:
-            await send(
-                control,
-                Command(kind=CommandKind.SETTINGS, by=actor, args={"changes": live}),
-                "a settings change",
-            )
+            await send(control, command, "a settings change")
         except BotNotRunning:
-            # Stored: a kernel started later reads the overrides.
-            applied.update(dict.fromkeys(live, "stored"))
+            # Gone meanwhile: stored, and a kernel started later reads the overrides.
+            applied = dict.fromkeys(keys, "stored")
+
+            def audit() -> None:
+                with session_scope(sessions) as own:
+                    audits = AuditRepository(own)
+                    for key in keys:
+                        audits.add(setting_changed(key, current, new, "stored", actor=actor, at=at))
+
+            await run_in_threadpool(audit)
     request.app.state.settings = new
     return SettingsPatchRead(
         changes=[
