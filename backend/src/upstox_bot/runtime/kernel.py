@@ -240,11 +240,12 @@ class AccountKernel:
                 tick_size_paise=self.tick_size_paise,
             )
             self.broker = self.paper = paper
+        self._unpublished: list[tuple[str, tuple[Any, ...]]] = []  # committed, not published
         self.executor = OrderExecutor(
             engine=self.engine,
             broker=self.broker,
             journal=self.journal,
-            commit=self.commit,
+            commit=self._write,
             fills_of=fills_of,
             after_place=ports.after_place,
         )
@@ -275,11 +276,17 @@ class AccountKernel:
 
     def step(self, tick: Tick) -> list[OrderIntent]:
         """Apply one tick (clock, paper fills, engine, orders); returns the intents sent."""
-        return self.core.step_tick(tick)
+        intents = self.core.step_tick(tick)
+        if self._unpublished:
+            self.publish()  # the orders went out first
+        return intents
 
     def timer(self, now_ms: int) -> list[OrderIntent]:
         """Move market time without a trade; returns the intents sent."""
-        return self.core.fire_timer(now_ms)
+        intents = self.core.fire_timer(now_ms)
+        if self._unpublished:
+            self.publish()
+        return intents
 
     def close_session(self, close_ms: int, *, full_day: bool) -> None:
         """End the session at `close_ms`: the last timer, the day's figures, a commit and, for
@@ -315,6 +322,12 @@ class AccountKernel:
         Raises:
             FencedOut: another holder took the account over (fenced kernels).
         """
+        self._write()
+        self.publish()
+
+    def _write(self) -> None:
+        """The durable half of `commit`: the executor calls it before an order goes out, and
+        what it wrote is published once the orders of the step are sent (`publish`)."""
         checkpoint = self.checkpoint()
         extra, self._extra = self._extra, []
         ticks, self.ticks = self.ticks, []
@@ -325,8 +338,12 @@ class AccountKernel:
             self.ticks = ticks + self.ticks
             raise
         self.number = checkpoint.number
-        ops = self.journal.ops(count)
+        self._unpublished.extend(self.journal.ops(count))
         self.journal.forget(count)
+
+    def publish(self) -> None:
+        """Publish what was committed (events, the view) and alert on it."""
+        ops, self._unpublished = self._unpublished, []
         view = self.view()
         if self.ports.events is not None:
             self.ports.events.committed(ops, view)
