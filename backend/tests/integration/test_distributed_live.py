@@ -167,10 +167,7 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
     feeds["feed-b"] = cluster.start_worker("feed-b", "feed")
     cluster.start_worker("orders", "orders")
     cluster.start_worker("misc", "ingest,default")
-    with (cluster.workdir / "beat.log").open("ab") as log:  # supervises the feeds every 2 s
-        cluster.procs["beat"] = subprocess.Popen(
-            [*CLI, "beat"], env=cluster.env, cwd=cluster.workdir, stdout=log, stderr=log
-        )
+    cluster.start_beat()  # supervises the feeds every 2 s
     cluster.wait_ready("feed-a", "feed-b", "orders", "misc")
     assert sim.feed is not None
     with Market(sim, keys) as market:
