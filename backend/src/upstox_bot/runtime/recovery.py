@@ -11,6 +11,7 @@ The kill switch comes from the account row when the engine is built.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -25,7 +26,17 @@ from upstox_bot.db.repositories.orders import OrderRepository
 from upstox_bot.db.repositories.positions import PositionRepository
 from upstox_bot.db.repositories.rate_limits import RateLimitLogRepository
 from upstox_bot.db.repositories.trades import TradeRepository
-from upstox_bot.domain import IST, ExitReason, OrderPurpose, SignalStatus, datetime_to_ms
+from upstox_bot.domain import (
+    IST,
+    ExitReason,
+    InstrumentKind,
+    OrderPurpose,
+    SignalStatus,
+    Trade,
+    datetime_to_ms,
+)
+from upstox_bot.runtime import components
+from upstox_bot.trading.charges import OrderExecution
 from upstox_bot.trading.engine import Engine
 from upstox_bot.trading.execution import OrderExecutor
 
@@ -130,6 +141,7 @@ def recover(
         last_entry_signal_ms=cooldowns,
     )
     report.realised_paise = engine.day.realised_paise
+    _restore_contract_notes(session, engine, account, trading_date, todays)
 
     # Order-rate windows.
     sent = RateLimitLogRepository(session, account).sent_ms_since(now - timedelta(minutes=1))
@@ -178,3 +190,31 @@ def recover(
     executor.resolve_unresolved()
     log.info("recovery.done", extra={"summary": report.summary()})
     return report
+
+
+def _restore_contract_notes(
+    session: Session, engine: Engine, account: str, trading_date: date, trades: Sequence[Trade]
+) -> None:
+    """The day's contract notes as the trades before the restart left them (charges.py)."""
+    if not trades:
+        return
+    orders = OrderRepository(session, account)
+    notes: dict[str, tuple[int, dict[str, OrderExecution]]] = {}
+    for trade in trades:
+        booked, executed = notes.get(trade.instrument_key, (0, {}))
+        for order_id in (trade.entry_order_id, trade.exit_order_id):
+            order = orders.get_or_none(order_id)
+            if order is not None and order.filled_quantity:
+                executed[order_id] = OrderExecution(
+                    order_id=order_id,
+                    side=order.side,
+                    quantity=order.filled_quantity,
+                    value_paise=order.executed_value_paise,
+                )
+        notes[trade.instrument_key] = (booked + trade.charges_paise, executed)
+    restored = []
+    for key, (booked, executed) in notes.items():
+        instrument = engine.instruments.get(key) or engine.router.instrument_or_none(key)
+        kind = instrument.kind if instrument is not None else InstrumentKind.EQUITY
+        restored.append((key, kind, booked, list(executed.values())))
+    components.restore_contract_notes(engine.charges, trading_date, restored)

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from fractions import Fraction
 from hashlib import sha256
 from typing import Protocol
 
@@ -56,6 +57,7 @@ from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
 from upstox_bot.signals.base import Strategy, StrategySignal
 from upstox_bot.signals.series import CandleSeries
 from upstox_bot.trading import order_state
+from upstox_bot.trading.charges import OrderExecution
 from upstox_bot.trading.exits import ExitManager
 from upstox_bot.trading.ports import ChargesModel, Journal
 from upstox_bot.trading.routing import InstrumentRouter, StockRouter
@@ -63,6 +65,12 @@ from upstox_bot.trading.routing import InstrumentRouter, StockRouter
 log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
+
+
+def _round_half_away(value: Fraction) -> int:
+    """`value` rounded to a whole number, halves away from zero (money's half up)."""
+    whole = (abs(value.numerator) * 2 + value.denominator) // (2 * value.denominator)
+    return whole if value >= 0 else -whole
 
 
 class EngineClock(Protocol):
@@ -182,11 +190,19 @@ class Engine:
 
     def available_paise(self) -> int:
         """Cash not tied up in open positions or entries on their way (their unfilled part)."""
-        used = sum(p.entry_price_paise * p.quantity for p in self.positions.values())
+        # A future ties up its margin, anything else its value (RiskManager.blocked_paise).
+        blocked = self.risk.blocked_paise
+        used = sum(
+            blocked(self._instrument_or_none(p.instrument_key), p.entry_price_paise * p.quantity)
+            for p in self.positions.values()
+        )
         for intent in self.pending_entries.values():
             order = self.orders.get(intent.client_order_id)
             unfilled = intent.quantity - (order.filled_quantity if order is not None else 0)
-            used += intent.reference_price_paise * max(unfilled, 0)
+            used += blocked(
+                self._instrument_or_none(intent.instrument_key),
+                intent.reference_price_paise * max(unfilled, 0),
+            )
         return self.day.capital_paise + self.day.realised_paise - used
 
     def snapshot(self) -> AccountSnapshot:
@@ -306,6 +322,10 @@ class Engine:
             self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
             if self.positions and self.config.snapshot_every_minute:
                 self._journal_account()
+                # The stored positions carry the unrealised P&L the account shows, at the same
+                # last prices, once a minute (not on every tick).
+                for position in self.positions.values():
+                    self.journal.position_updated(position)
         return intents
 
     def _on_base_candle(self, candle: Candle) -> list[OrderIntent]:
@@ -555,6 +575,7 @@ class Engine:
         now: datetime,
         now_ms: int,
     ) -> RiskDecision:
+        margin = self.risk.margin_fraction(instrument)
         if instrument.kind is not InstrumentKind.EQUITY and price > 0:
             # F&O trade in whole lots: a contract whose one lot breaks the position cap or the
             # risk per trade is refused naming that rule, whatever the book looks like.
@@ -565,6 +586,8 @@ class Engine:
                 limits=self.risk.limits,
                 signal_id=signal.signal_id,
                 at=now,
+                fill_paise=self.risk.sizing_fill_paise(price, instrument.tick_size_paise),
+                margin_fraction=margin,
             )
             if not smallest.approved:
                 return smallest
@@ -579,6 +602,8 @@ class Engine:
                 lot_size=instrument.lot_size,
                 at=now,
                 at_ms=now_ms,
+                tick_paise=instrument.tick_size_paise,
+                margin_fraction=margin,
             ),
             book,
         )
@@ -711,6 +736,8 @@ class Engine:
                 best_price_paise=price,
                 last_price_paise=self.last_price.get(key, price),
                 strategy=self.strategy.name,
+                entry_value_paise=order.executed_value_paise,
+                entry_quantity=order.filled_quantity,
             )
             self.positions[key] = position
             self._unrealised_paise += position.unrealised_pnl_paise
@@ -722,6 +749,8 @@ class Engine:
             position.lots = order.filled_quantity // self._lot_size(key)
             position.entry_price_paise, position.stop_paise = price, stop
             position.target_paise, position.best_price_paise = target, price
+            position.entry_value_paise = order.executed_value_paise
+            position.entry_quantity = order.filled_quantity
             self._unrealised_paise += position.unrealised_pnl_paise
             self.journal.position_updated(position)
             event = "position.increased"
@@ -741,8 +770,11 @@ class Engine:
             )
         self._journal_account()
 
+    def _instrument_or_none(self, key: str) -> Instrument | None:
+        return self.instruments.get(key) or self.router.instrument_or_none(key)
+
     def _lot_size(self, key: str) -> int:
-        instrument = self.instruments.get(key) or self.router.instrument_or_none(key)
+        instrument = self._instrument_or_none(key)
         if instrument is None:
             raise NotFound(f"unknown instrument {key}")
         return instrument.lot_size
@@ -795,14 +827,42 @@ class Engine:
         at: datetime,
     ) -> Trade:
         """The trade of `quantity` of the position closed by `order` at `exit_price_paise`,
-        booked into the day's realised P&L, charges and trade count."""
-        gross = position.direction.sign * (exit_price_paise - position.entry_price_paise) * quantity
+        booked into the day's realised P&L, charges and trade count.
+
+        The gross P&L comes from the orders' exact values (their fills' price x quantity), not
+        from averages rounded to the paisa; it is rounded once, half away from zero.
+        """
+        key = position.instrument_key
+        exit_filled = order.filled_quantity
+        exit_value = order.executed_value_paise
+        if exit_filled:
+            exact = Fraction(exit_value * quantity, exit_filled) - position.entry_value_of(quantity)
+        else:
+            exact = Fraction((exit_price_paise - position.entry_price_paise) * quantity)
+        gross = position.direction.sign * _round_half_away(exact)
+        instrument = self._instrument_or_none(key)
+        entry_quantity = position.entry_quantity or position.quantity
         charges = self.charges(
             direction=position.direction,
             entry_price_paise=position.entry_price_paise,
             exit_price_paise=exit_price_paise,
             quantity=quantity,
             trading_date=self.day.trading_date,
+            kind=instrument.kind if instrument is not None else InstrumentKind.EQUITY,
+            instrument_key=key,
+            entry_order=OrderExecution(
+                order_id=position.entry_order_id,
+                side=position.direction.entry_side,
+                quantity=entry_quantity,
+                value_paise=position.entry_value_paise
+                or position.entry_price_paise * entry_quantity,
+            ),
+            exit_order=OrderExecution(
+                order_id=order.client_order_id,
+                side=order.side,
+                quantity=exit_filled or quantity,
+                value_paise=exit_value if exit_filled else exit_price_paise * quantity,
+            ),
         )
         trade = Trade(
             trade_id=trade_id,
