@@ -48,6 +48,10 @@ def worst_fill_paise(price_paise: int, *, slippage_bps: Decimal, tick_paise: int
     `slippage_bps` against the trader, rounded up to the tick, plus one tick of room for the
     next trade (a buy fills at or below it unless the market jumps by more than a tick)."""
     tick = max(tick_paise, 1)
+    if slippage_bps == slippage_bps.to_integral_value():
+        # Whole basis points (the usual case): integers only, no Decimal per entry.
+        scale = 10_000 + int(slippage_bps)
+        return -(-price_paise * scale // (10_000 * tick)) * tick + tick
     slipped = Decimal(price_paise) * (_BPS + slippage_bps) / _BPS / tick
     return int(slipped.to_integral_value(rounding=ROUND_CEILING)) * tick + tick
 

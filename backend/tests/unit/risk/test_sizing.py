@@ -154,3 +154,9 @@ def test_a_future_is_capped_on_its_margin_and_risked_on_its_exposure() -> None:
         margin_fraction=Decimal("0.10"),
     )
     assert (wide.lots, wide.binding_rule) == (0, RiskRule.RISK_PER_TRADE)
+
+
+def test_worst_fill_with_fractional_basis_points() -> None:
+    # 2.5 bps on Rs 100.00: 10,000 x 1.00025 = 10,002.5 paise, up to the tick 10,005, plus one
+    # tick: 10,010.
+    assert worst_fill_paise(10_000, slippage_bps=Decimal("2.5"), tick_paise=5) == 10_010
