@@ -835,13 +835,18 @@ class Engine:
         key = position.instrument_key
         exit_filled = order.filled_quantity
         exit_value = order.executed_value_paise
-        if exit_filled:
-            exact = Fraction(exit_value * quantity, exit_filled) - position.entry_value_of(quantity)
-        else:
-            exact = Fraction((exit_price_paise - position.entry_price_paise) * quantity)
-        gross = position.direction.sign * _round_half_away(exact)
-        instrument = self._instrument_or_none(key)
         entry_quantity = position.entry_quantity or position.quantity
+        if exit_filled == quantity and position.entry_quantity == quantity:
+            # The usual round trip: one entry and one exit of the same shares, exact integers.
+            gross = position.direction.sign * (exit_value - position.entry_value_paise)
+        else:
+            if exit_filled:
+                exact = Fraction(exit_value * quantity, exit_filled)
+            else:
+                exact = Fraction(exit_price_paise * quantity)
+            exact -= position.entry_value_of(quantity)
+            gross = position.direction.sign * _round_half_away(exact)
+        instrument = self._instrument_or_none(key)
         charges = self.charges(
             direction=position.direction,
             entry_price_paise=position.entry_price_paise,
