@@ -92,6 +92,7 @@ from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.runtime import components
 from upstox_bot.runtime.embedded import MarketClock
+from upstox_bot.runtime.recovery import restore_contract_notes
 from upstox_bot.trading.brokers.persistent import PersistentPaperBroker
 from upstox_bot.trading.engine import Engine, EngineConfig
 from upstox_bot.trading.exits import ExitManager
@@ -561,6 +562,7 @@ class AccountRuntime:
         trades = TradeRepository(session, account).find(
             start_date=today, end_date=today, limit=100_000
         )
+        restore_contract_notes(session, engine, account, today, trades)
         snapshot = AccountRepository(session).latest_snapshot(account, on_or_before=today)
         interval_s = engine.config.candle_interval_s
         candles: dict[str, list[Candle]] = {}

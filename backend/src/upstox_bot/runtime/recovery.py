@@ -141,7 +141,7 @@ def recover(
         last_entry_signal_ms=cooldowns,
     )
     report.realised_paise = engine.day.realised_paise
-    _restore_contract_notes(session, engine, account, trading_date, todays)
+    restore_contract_notes(session, engine, account, trading_date, todays)
 
     # Order-rate windows.
     sent = RateLimitLogRepository(session, account).sent_ms_since(now - timedelta(minutes=1))
@@ -192,10 +192,11 @@ def recover(
     return report
 
 
-def _restore_contract_notes(
+def restore_contract_notes(
     session: Session, engine: Engine, account: str, trading_date: date, trades: Sequence[Trade]
 ) -> None:
-    """The day's contract notes as the trades before the restart left them (charges.py)."""
+    """Give the engine's charges model the day's contract notes as the trades before the restart
+    left them (trading/charges.py), so the next trades are charged as without the restart."""
     if not trades:
         return
     orders = OrderRepository(session, account)
