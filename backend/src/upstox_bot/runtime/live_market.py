@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING
 from upstox_bot.api.hub import TICKS, tick_payload
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.session import session_scope
-from upstox_bot.domain import Instrument, InstrumentKind, Order, OrderPurpose, Tick
+from upstox_bot.domain import IST, Instrument, InstrumentKind, Order, OrderPurpose, Tick
 from upstox_bot.errors import ConfigError, UpstoxBotError
 from upstox_bot.monitoring.alerts import AlertKind
+from upstox_bot.runtime import components
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.brokers.upstox import OrderClosed, UpstoxBroker
 from upstox_bot.upstox.client import UpstoxClient
+from upstox_bot.upstox.holidays import HolidaySource, fetch_calendar_days, store_calendar_days
 from upstox_bot.upstox.live import UpstoxOrderGateway, UpstoxTickSource, reconcile
 from upstox_bot.upstox.margins import MarginSource, future_margin_fractions
 from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
@@ -96,6 +98,21 @@ async def load_live_futures(bot: EmbeddedBot, client: MarginSource) -> list[str]
     return [c.instrument_key for c, _ in priced]
 
 
+async def refresh_calendar(bot: EmbeddedBot, client: HolidaySource) -> None:
+    """Fetch this year's NSE holidays from Upstox, store them and trade by them from now on; a
+    failed fetch keeps the calendar the bot has (logged)."""
+    try:
+        days = await fetch_calendar_days(client)
+    except UpstoxBotError as exc:
+        log.warning("calendar.upstox_fetch_failed", extra={"error": str(exc)})
+        return
+    now = datetime.now(UTC)
+    with session_scope(bot.sessions) as session:
+        store_calendar_days(session, days, year=now.astimezone(IST).year, at=now)
+    bot.calendar = components.trading_calendar(bot.settings, bot.sessions)
+    bot.engine.risk.calendar = bot.calendar
+
+
 def _now_ms() -> int:
     return int(walltime.time() * 1000)
 
@@ -142,12 +159,13 @@ async def play_upstox(bot: EmbeddedBot) -> None:
             live_broker.track(order)
 
     contract_keys: list[str] = []
-    if settings.TRADE_INSTRUMENT is InstrumentKind.FUTURE:
-        async with UpstoxClient(
-            access_token=token, api_base_url=settings.UPSTOX_API_BASE_URL
-        ) as reader:
+    async with UpstoxClient(
+        access_token=token, api_base_url=settings.UPSTOX_API_BASE_URL
+    ) as reader:
+        await refresh_calendar(bot, reader)
+        if settings.TRADE_INSTRUMENT is InstrumentKind.FUTURE:
             contract_keys = await load_live_futures(bot, reader)
-    elif settings.TRADE_INSTRUMENT is InstrumentKind.OPTION:
+    if settings.TRADE_INSTRUMENT is InstrumentKind.OPTION:
         # The feed subscribes once, at the start; an at-the-money option is chosen later and
         # would have no ticks to manage its stop, so no option contract is loaded: entries are
         # refused (no contract) rather than left unmanaged.
