@@ -234,3 +234,26 @@ def test_daily_loss_limit_applies_across_symbols() -> None:
         stop_loss_pct=Decimal(0),
     )
     assert [p.symbol for p in out.open_positions] == ["SBIN"]  # B's entry was refused
+
+
+@pytest.mark.parametrize("trade_instrument", ["future", "option"])
+def test_a_stock_backtest_is_charged_as_equity_whatever_trade_instrument_says(
+    trade_instrument: str,
+) -> None:
+    # The same round trip as test_upstox_charges_are_the_configured_model_and_none_is_zero:
+    # one equity intraday note of Rs 27.94, not the futures' or options' rates.
+    bars = [
+        bar(10, 0, 500, 500, 500, 500),
+        bar(10, 1, 500, 500, 500, 500),
+        bar(10, 2, 510, 510, 510, 510),
+        bar(10, 3, 512, 512, 512, 512),
+    ]
+    script = {ist_ms(10, 0): LONG, ist_ms(10, 2): EXIT}
+    (trade,) = run_scripted(
+        [make_series(bars)],
+        script,
+        quantity=20,
+        charges="upstox",
+        settings_overrides={"TRADE_INSTRUMENT": trade_instrument},
+    ).trades
+    assert trade.charges_paise == 2_794
