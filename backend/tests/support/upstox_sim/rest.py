@@ -264,12 +264,27 @@ def last_tuesday(year: int, month: int) -> date:
     return day
 
 
+def exchange_closed_days(years: Sequence[int]) -> set[date]:
+    """The simulator's NSE trading holidays of those years (its holiday records that close NSE)."""
+    return {
+        date.fromisoformat(h["date"])
+        for year in years
+        for h in sample_holidays(year)
+        if "NSE" in h["closed_exchanges"]
+    }
+
+
 def monthly_expiries(today: date, count: int = 2) -> list[date]:
-    """The next ``count`` monthly expiries on or after ``today``."""
+    """The next ``count`` monthly expiries on or after ``today``: last Tuesdays, moved to the
+    trading day before when the exchange is closed then (as the real instrument file has them:
+    the January 2027 expiry is Monday the 25th, the 26th being Republic Day)."""
+    closed = exchange_closed_days((today.year, today.year + 1))
     out: list[date] = []
     year, month = today.year, today.month
     while len(out) < count:
         expiry = last_tuesday(year, month)
+        while expiry in closed or expiry.weekday() >= 5:
+            expiry -= timedelta(days=1)
         if expiry >= today:
             out.append(expiry)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
