@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     EXPIRY_EXIT_SESSIONS: int = Field(
         1, ge=1, le=10, description="F&O: close this many sessions before expiry (physical)."
     )
+    FUTURES_MARGIN_PERCENT: Decimal = Field(
+        Decimal("20"),
+        gt=0,
+        le=100,
+        description="Futures in paper and backtests: margin blocked, % of notional value.",
+    )
 
     # --- Market -------------------------------------------------------------------------
     MARKET: MarketSource = MarketSource.SIM
@@ -209,7 +215,13 @@ class Settings(BaseSettings):
     def _empty_params(cls, value: Any) -> Any:
         return {} if value in ("", None) else value
 
-    @field_validator("ACCOUNT_SIZE", "SLIPPAGE_BPS", "BROKERAGE_PER_ORDER", mode="after")
+    @field_validator(
+        "ACCOUNT_SIZE",
+        "SLIPPAGE_BPS",
+        "BROKERAGE_PER_ORDER",
+        "FUTURES_MARGIN_PERCENT",
+        mode="after",
+    )
     @classmethod
     def _finite(cls, value: Decimal) -> Decimal:
         if not value.is_finite():

@@ -39,6 +39,7 @@ from upstox_bot.domain import (
     Direction,
     ExitReason,
     Instrument,
+    InstrumentKind,
     Order,
     OrderIntent,
     OrderPurpose,
@@ -265,6 +266,12 @@ class AccountKernel:
             return contract.tick_size_paise
         return self.instruments[key].tick_size_paise
 
+    def _kind_of(self, key: str) -> InstrumentKind:
+        instrument = self.instruments.get(key) or (
+            self.router.instrument_or_none(key) if self.router is not None else None
+        )
+        return instrument.kind if instrument is not None else InstrumentKind.EQUITY
+
     def use_broker(self, broker: Broker) -> None:
         """Trade through `broker` from now on (the live broker, once its gates are passed)."""
         self.broker = broker
@@ -425,6 +432,13 @@ class AccountKernel:
         if checkpoint is not None and "market" in checkpoint.position:
             state.market = checkpoint.position["market"]
         engine.restore(state)
+        notes = self.store.contract_notes(day)
+        if notes:
+            components.restore_contract_notes(
+                engine.charges,
+                day,
+                [(key, self._kind_of(key), booked, orders) for key, booked, orders in notes],
+            )
         report = RecoveryReport(
             positions=[p.instrument_key for p in state.positions],
             orders_in_flight=[o.client_order_id for o in state.unfinished_orders],
