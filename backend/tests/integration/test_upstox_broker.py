@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from tests.support.factories import ScriptedStrategy, make_engine, make_instrument
 from tests.support.upstox_sim import FaultKind, UpstoxSimulator, upstox_simulator
+from tests.support.waiting import wait_until
 from upstox_bot.db.repositories.journal import SqlJournal
 from upstox_bot.domain import (
     ClientOrderId,
@@ -225,6 +226,8 @@ def test_find_by_tag_after_a_lost_answer_recovers_the_fill(harness: Harness) -> 
         },
         None,
     )
+    (placed,) = harness.upstox.rest.orders_with_tag("ub-crashed-1")
+    wait_until(lambda: harness.upstox.rest.visible(placed) and placed.status == "complete")
 
     found = harness.broker.find_by_tag("ub-crashed-1")
 
@@ -297,6 +300,8 @@ def test_reconcile_resolves_a_submitted_order_and_reports_a_position_mismatch(
         },
         None,
     )
+    (placed,) = harness.upstox.rest.orders_with_tag("ub-recon-1")
+    wait_until(lambda: harness.upstox.rest.visible(placed) and placed.status == "complete")
     # an order sent that never reached Upstox
     journal.order(order("ub-recon-2", key=RELIANCE, status=OrderStatus.SUBMITTING))
     # the bot believes it holds 20 RELIANCE; Upstox holds none
