@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 
 from upstox_bot.api.errors import BotNotRunning, RiskRefused
@@ -27,7 +28,7 @@ from upstox_bot.domain import (
 )
 from upstox_bot.errors import Conflict, NotFound
 from upstox_bot.trading.engine import derive_id
-from upstox_bot.trading.ports import CancelOutcome
+from upstox_bot.trading.ports import CancelOutcome, OrderChange
 
 if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
@@ -128,6 +129,31 @@ def close_position(bot: EmbeddedBot, instrument_key: str, *, by: str) -> None:
         NotFound: no open position in that instrument.
     """
     bot.close_position(instrument_key, by=by)
+
+
+def modify_order(
+    bot: EmbeddedBot, client_order_id: str, change: OrderChange, *, by: str, reason: str
+) -> bool:
+    """Change a working order through the order desk (validated there, audited).
+
+    Returns:
+        True when done now (paper), False when sent to the broker (Upstox confirms later).
+
+    Raises:
+        NotFound: no working order with that id.
+        Conflict: the order cannot take this change (see ``OrderDesk.modify``).
+        RequestValidationError: a price off the instrument's tick (names the field).
+    """
+    try:
+        done = bot.desk.modify(client_order_id, change, by=by, reason=reason)
+    except ValueError as exc:
+        field = "price" if change.price_paise is not None else "trigger_price"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": None}]
+        ) from None
+    finally:
+        bot.flush()
+    return done
 
 
 def cancel_order(bot: EmbeddedBot, client_order_id: str, *, by: str) -> CancelOutcome:

@@ -124,6 +124,8 @@ class LiveStats:
     last_tick_wall: float | None = None  # monotonic time the last tick was processed
     # wall seconds from the tick that closed a candle to its entry orders being sent
     candle_to_order_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    tick_errors: int = 0  # live feed: ticks whose processing failed (logged, skipped)
+    timer_errors: int = 0  # live loop: timer steps that failed (logged, tried again)
 
     def ticks_per_second(self) -> float:
         if len(self.recent) < 2:
@@ -237,6 +239,13 @@ class EmbeddedBot:
         )
         self.executor = OrderExecutor(
             engine=self.engine, broker=self.broker, journal=self.journal, before_send=self.flush
+        )
+        # Deadlines, re-pricing, held exits and modifies of working orders (trading/desk.py).
+        self.desk = components.order_desk(
+            settings,
+            engine=self.engine,
+            executor=self.executor,
+            tick_size_paise=self._tick_size_paise,
         )
         with session_scope(self.sessions) as session:
             # `upstox-bot universe refresh --ban-list` marks them; no new entry in any of them.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from upstox_bot import faults
 from upstox_bot.domain import Fill, Order, OrderIntent, OrderStatus
-from upstox_bot.errors import BrokerUnavailable, OrderRejected
+from upstox_bot.errors import BrokerUnavailable, OrderRejected, OrdersBlocked
 from upstox_bot.trading import order_state
 from upstox_bot.trading.engine import Engine, derive_id
 from upstox_bot.trading.ports import Broker, Journal
@@ -30,22 +30,38 @@ class OrderExecutor:
         broker: Broker,
         journal: Journal,
         before_send: Callable[[], None] | None = None,
+        lookup_window_ms: int = 0,
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.journal = journal
         self.before_send = before_send
         self.unresolved: dict[str, Order] = {}  # sent, outcome unknown (broker unavailable)
+        # An order not found by its tag is sent again only this long after it was sent: a live
+        # broker's book may lag (Upstox: API.md 13; UPSTOX_TAG_LOOKUP_SECONDS). 0 for a broker
+        # whose look-up is conclusive at once (paper).
+        self.lookup_window_ms = lookup_window_ms
+        # The order desk's hooks (trading.desk): hold a new order instead of sending it, and
+        # tend the working orders after each batch.
+        self.hold: Callable[[Order], bool] | None = None
+        self.tend: Callable[[], None] | None = None
 
     def execute(self, intents: Iterable[OrderIntent]) -> None:
         for intent in intents:
             self._execute_one(intent)
+        if self.tend is not None:
+            self.tend()
 
     def _execute_one(self, intent: OrderIntent) -> None:
         order = Order.from_intent(intent)
-        now = self.engine.clock.now()
         self.engine.on_order_created(order)
         self.journal.order(order)
+        if self.hold is not None and self.hold(order):
+            return  # kept PENDING by the desk (or refused there), sent when it allows
+        self._submit(order)
+
+    def _submit(self, order: Order) -> None:
+        now = self.engine.clock.now()
         order_state.transition(order, OrderStatus.SUBMITTING, now)
         self.journal.order(order)
         self.journal.order_sent(order.client_order_id, now)
@@ -53,6 +69,17 @@ class OrderExecutor:
             self.before_send()
         if faults.ENABLED:
             faults.point("order.recorded")
+        self._send(order)
+
+    def send_again(self, order: Order) -> None:
+        """Send an order the broker never took (held, or found absent after the look-up
+        window) with the same tag: PENDING goes through SUBMITTING as a new one does."""
+        if order.status is OrderStatus.PENDING:
+            self._submit(order)
+            return
+        self.journal.order_sent(order.client_order_id, self.engine.clock.now())
+        if self.before_send is not None:
+            self.before_send()
         self._send(order)
 
     def _send(self, order: Order) -> None:
@@ -63,6 +90,15 @@ class OrderExecutor:
         except OrderRejected as exc:
             log.warning(
                 "order.rejected",
+                extra={"client_order_id": order.client_order_id, "reason": str(exc)},
+            )
+            self.engine.on_order_rejected(order.client_order_id, str(exc))
+            return
+        except OrdersBlocked as exc:
+            # A synchronous broker refusing the account's orders: what the desk does with an
+            # OrderBlocked event (hold an exit, release an entry) is done by the engine here.
+            log.warning(
+                "order.blocked",
                 extra={"client_order_id": order.client_order_id, "reason": str(exc)},
             )
             self.engine.on_order_rejected(order.client_order_id, str(exc))
@@ -83,16 +119,31 @@ class OrderExecutor:
             self.engine.on_fill(fill)
 
     def resolve_unresolved(self) -> None:
-        """Settle orders whose outcome was unknown: look each up by tag; place it if absent."""
+        """Settle orders whose outcome was unknown: look each up by tag; place it again only
+        when it is absent and was sent longer than the look-up window ago (a younger one may
+        not show in the broker's book yet: it is looked up again on the next call)."""
+        now_ms = self.engine.clock.now_ms()
         for client_order_id, order in list(self.unresolved.items()):
             try:
                 known = self.broker.find_by_tag(client_order_id)
             except BrokerUnavailable:
                 continue
-            del self.unresolved[client_order_id]
             if known is None:
+                sent_ms = int(order.updated_at.timestamp() * 1000)
+                if now_ms - sent_ms < self.lookup_window_ms:
+                    continue
+                del self.unresolved[client_order_id]
                 self._send(order)
                 continue
+            del self.unresolved[client_order_id]
+            if known.broker_order_id and order.broker_order_id is None:
+                order.broker_order_id = known.broker_order_id
+            if order.status is OrderStatus.SUBMITTING and known.status in (
+                OrderStatus.OPEN,
+                OrderStatus.PARTIALLY_FILLED,
+            ):
+                order_state.transition(order, OrderStatus.OPEN, self.engine.clock.now())
+                self.journal.order(order)
             if known.status is OrderStatus.REJECTED:
                 self.engine.on_order_rejected(client_order_id, known.rejection_reason or "")
             elif known.filled_quantity and known.average_price_paise is not None:

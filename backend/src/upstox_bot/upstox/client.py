@@ -620,8 +620,8 @@ class UpstoxClient:
         found, or [] when the window's last search succeeded and found nothing.
 
         Raises:
-            UpstoxAuthError: the token was refused (the caller decides; nothing is concluded).
-            UpstoxOrderStateUnknown: the last search failed: the order may exist.
+            UpstoxOrderStateUnknown: the last search failed, or the token was refused (its
+                ``status_code`` is then 401): the order may exist.
         """
         policy = self._placement
         waited = policy.settle_s
@@ -630,8 +630,14 @@ class UpstoxClient:
             last = waited >= policy.lookup_window_s
             try:
                 found = await self.find_orders_by_tag(tag)
-            except UpstoxAuthError:
-                raise
+            except UpstoxAuthError as exc:
+                # The token died with the order's answer lost: the order may exist.
+                raise UpstoxOrderStateUnknown(
+                    f"order {tag}: placement failed ({failure}) and Upstox refused the token "
+                    f"when its tag was looked up ({exc}); the order may exist",
+                    status_code=401,
+                    problems=exc.problems,
+                ) from exc
             except UpstoxApiError as exc:
                 if last:
                     raise UpstoxOrderStateUnknown(

@@ -718,6 +718,7 @@ class RestSimulator:
         self.matcher = _Exchange(self.lock)
         self.on_revoke: list[Callable[[], None]] = []  # websocket halves close their streams
         self._gaps: dict[str, Decimal] = {}  # instrument -> price it gaps to after an order
+        self._after_place: list[Callable[[], None]] = []  # one-shot scripts after an order
         self._rate_windows: dict[str, list[float]] = {}
         self.rate_limited = 0  # requests answered 429 by the rate limit (not scripted faults)
         self.exchange_status = "NORMAL_OPEN"  # the market status API's answer (API.md 7.4)
@@ -775,6 +776,12 @@ class RestSimulator:
         the gap jumps rests unfilled (API.md 5.2, 9.2, 13)."""
         with self.lock:
             self._gaps[instrument_key] = Decimal(str(rupees))
+
+    def after_next_place(self, script: Callable[[], None]) -> None:
+        """Run ``script`` right after Upstox accepted the next order (e.g. revoke the token
+        while the order's answer is on its way)."""
+        with self.lock:
+            self._after_place.append(script)
 
     def revoke_tokens(self) -> None:
         """Invalidate every token (logout, new login elsewhere, static-IP change): every call
@@ -871,6 +878,9 @@ class RestSimulator:
             "exp": int(expiry.timestamp()),
             "isMultiClient": False,
             "isPlusPlan": False,
+            # not among the observed claims: keeps two tokens issued in one second distinct,
+            # as two logins' tokens are
+            "jti": secrets.token_hex(8),
         }
         token = _jwt(claims, self._signing_key)
         with self.lock:
@@ -1281,6 +1291,9 @@ class RestSimulator:
                 self.prices[record["instrument_key"]] = gap
             for order_id in ids:
                 self._at_exchange(self.orders[order_id])
+            scripts, self._after_place = self._after_place, []
+        for script in scripts:
+            script()
         return ids
 
     def _protected_price(self, order: SimOrder) -> Decimal | None:

@@ -21,6 +21,7 @@ from upstox_bot.api.schemas.control import (
     CommandRead,
     ManualTradeCreate,
     ManualTradeRead,
+    OrderModify,
     PnlDayRead,
     PnlRead,
 )
@@ -44,9 +45,10 @@ from upstox_bot.domain import (
     SignalType,
     ms_to_datetime,
     paise_to_rupees,
+    rupees_to_paise,
 )
 from upstox_bot.errors import Conflict, NotFound
-from upstox_bot.trading.ports import CancelOutcome
+from upstox_bot.trading.ports import CancelOutcome, OrderChange
 
 if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
@@ -404,6 +406,48 @@ async def cancel_order(
             "it is cancelled when the broker confirms",
         )
     return CommandRead(status="cancelled", detail=f"order {client_order_id} cancelled by {actor}")
+
+
+@router.put(
+    "/orders/{client_order_id}",
+    response_model=CommandRead,
+    responses={
+        202: {"model": CommandRead, "description": "Sent to Upstox; confirmed later."},
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+    },
+)
+async def modify_order(
+    client_order_id: str,
+    body: OrderModify,
+    bot: BotDep,
+    actor: TradeActor,
+    response: Response,
+) -> CommandRead:
+    """Change a working order's price, quantity or trigger price through the bot's broker,
+    audited with who and why.
+
+    Paper: changed at once (200, ``modified``). Upstox: the modify is sent (202,
+    ``modify_requested``) and the order changes when Upstox confirms it. A price off the tick
+    answers 422; an order not working or not acknowledged yet, an exit's quantity, or an
+    entry's quantity above the one the risk checks approved answer 409."""
+    running = commands.require_bot(bot, "modifying an order")
+    change = OrderChange(
+        price_paise=rupees_to_paise(body.price) if body.price is not None else None,
+        quantity=body.quantity,
+        trigger_price_paise=(
+            rupees_to_paise(body.trigger_price) if body.trigger_price is not None else None
+        ),
+    )
+    done = commands.modify_order(running, client_order_id, change, by=actor, reason=body.reason)
+    if done:
+        return CommandRead(status="modified", detail=f"order {client_order_id} modified by {actor}")
+    response.status_code = status.HTTP_202_ACCEPTED
+    return CommandRead(
+        status="modify_requested",
+        detail=f"modify of order {client_order_id} sent to the broker by {actor}; "
+        "the order changes when the broker confirms",
+    )
 
 
 # --- account -----------------------------------------------------------------------------------
