@@ -457,8 +457,9 @@ def test_a_static_ip_refusal_holds_exits_pauses_entries_and_alerts_once(live: Li
     live.later(RETRY_MS)
     live.desk.tend()  # a probe, refused again
     live.pump_until(
-        lambda: len(live.upstox.rest.requests_to(PLACE)) >= 4
-        and set(live.desk.held) == {first, second},
+        lambda: (
+            len(live.upstox.rest.requests_to(PLACE)) >= 4 and set(live.desk.held) == {first, second}
+        ),
         "the probe refused, its exit held again",
     )
 

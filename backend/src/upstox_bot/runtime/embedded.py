@@ -67,6 +67,7 @@ from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime import components
+from upstox_bot.runtime.live_switch import check_live_start
 from upstox_bot.runtime.recovery import recover
 from upstox_bot.screening.universe import banned_instrument_keys
 from upstox_bot.trading.brokers.paper import PaperBroker
@@ -109,6 +110,7 @@ class RunOptions:
     live_console: bool = True
     replay_data: Path | None = None  # bars to replay instead of the simulated market
     market: str = "sim"  # sim | replay | upstox
+    force_live_reason: str | None = None  # start live before the paper period (audited)
 
 
 @dataclass(slots=True)
@@ -189,6 +191,22 @@ class EmbeddedBot:
         else:
             self.clock = MarketClock(datetime_to_ms(self.calendar.session_open(first)))
         self.journal = BufferedJournal()
+        # The paper period, whatever set the live switches (runtime/live_switch.py).
+        self.live_start = check_live_start(
+            settings, self.sessions, force_reason=options.force_live_reason
+        )
+        if self.live_start is not None:
+            forced = self.live_start.forced_reason is not None
+            self.journal.audit(
+                AuditRecord(
+                    event="live.forced" if forced else "live.started",
+                    entity="account",
+                    entity_id=self.account,
+                    at=datetime.now(UTC),
+                    data=self.live_start.audit_data(),
+                    actor="startup",
+                )
+            )
         self._tick_buffer: list[Tick] = []
         self._tick_sampled_at: dict[str, int] = {}
         self._stop = asyncio.Event()
