@@ -97,6 +97,7 @@ class OrderDesk:
         self.resent = 0
         executor.hold = self._hold
         executor.tend = self.tend
+        executor.on_blocked = self._blocked_now
 
     # --- state ---------------------------------------------------------------------------
 
@@ -219,6 +220,10 @@ class OrderDesk:
                 by=ACTOR,
             )
 
+    def _blocked_now(self, order: Order, exc: OrdersBlocked) -> None:
+        # A broker that refuses synchronously: the same as its OrderBlocked event.
+        self._blocked(order.client_order_id, exc.cause, str(exc), "place")
+
     def _hold_order(self, order: Order) -> None:
         if order.client_order_id in self.held:
             return
@@ -250,7 +255,15 @@ class OrderDesk:
     def _send_held(self, order: Order) -> None:
         if order.client_order_id not in self.engine.orders:
             return  # ended meanwhile (the position closed another way)
+        self._send_again(order)
+
+    def _send_again(self, order: Order) -> None:
+        cid = order.client_order_id
+        self.lifecycle.restart(cid, self.engine.clock.now_ms())
         self.executor.send_again(order)
+        if order.broker_order_id is not None and cid not in self.held:
+            # a broker that answers at once took it (a live one reports OrderAccepted later)
+            self._open_gate()
 
     def _outcome_unknown(self, event: OrderUnknown) -> None:
         self.unknown.add(event.client_order_id)
@@ -275,7 +288,7 @@ class OrderDesk:
         if self.gate.blocked and order.purpose is OrderPurpose.EXIT:
             self._hold_order(order)
             return
-        self.executor.send_again(order)
+        self._send_again(order)
 
     def _modified(self, event: OrderModified) -> None:
         cid = event.client_order_id

@@ -45,6 +45,7 @@ class OrderExecutor:
         # tend the working orders after each batch.
         self.hold: Callable[[Order], bool] | None = None
         self.tend: Callable[[], None] | None = None
+        self.on_blocked: Callable[[Order, OrdersBlocked], None] | None = None
 
     def execute(self, intents: Iterable[OrderIntent]) -> None:
         for intent in intents:
@@ -95,13 +96,16 @@ class OrderExecutor:
             self.engine.on_order_rejected(order.client_order_id, str(exc))
             return
         except OrdersBlocked as exc:
-            # A synchronous broker refusing the account's orders: what the desk does with an
-            # OrderBlocked event (hold an exit, release an entry) is done by the engine here.
+            # The broker refuses every order of the account: the desk holds an exit and
+            # releases an entry; without a desk it is a rejection.
             log.warning(
                 "order.blocked",
                 extra={"client_order_id": order.client_order_id, "reason": str(exc)},
             )
-            self.engine.on_order_rejected(order.client_order_id, str(exc))
+            if self.on_blocked is not None:
+                self.on_blocked(order, exc)
+            else:
+                self.engine.on_order_rejected(order.client_order_id, str(exc))
             return
         except BrokerUnavailable:
             log.warning("order.outcome_unknown", extra={"client_order_id": order.client_order_id})

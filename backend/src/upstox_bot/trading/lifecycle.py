@@ -144,6 +144,12 @@ class OrderLifecycle:
         self.next_due_ms = min(self.next_due_ms or watched.deadline_ms, watched.deadline_ms)
         return watched
 
+    def restart(self, client_order_id: str, now_ms: int) -> None:
+        """The order goes (again) to the broker now: its deadline runs from now."""
+        self.watched.pop(client_order_id, None)
+        self.busy_at_ms[client_order_id] = now_ms
+        self.next_due_ms = 0
+
     def modify_refused(self, client_order_id: str) -> None:
         """The broker refused the last re-price: the next step cancels and replaces instead."""
         watched = self.watched.get(client_order_id)
