@@ -325,6 +325,16 @@ async def test_429s_slow_the_client_down_instead_of_failing(sim: UpstoxSimulator
     assert elapsed >= 0.7
 
 
+async def test_the_documented_rate_limit_answers_429_and_the_client_rides_it_out(
+    sim: UpstoxSimulator,
+) -> None:
+    sim.scenario.rate_limit_per_second = 3  # API.md 8.3 (50 a second), made small to reach
+    async with make_client(sim) as client:
+        quotes = [await client.ltp([RELIANCE]) for _ in range(8)]
+    assert all(RELIANCE in q for q in quotes)  # every call ended well
+    assert sim.rest.rate_limited >= 1  # some were answered 429 UDAPI10005 and retried
+
+
 async def test_429_with_retry_after_waits_that_long(sim: UpstoxSimulator) -> None:
     sim.rest.fail_next(FaultKind.RATE_LIMITED, path="/v2/portfolio", retry_after_s=0.6)
     async with make_client(sim) as client:
