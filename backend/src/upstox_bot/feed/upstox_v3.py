@@ -1292,6 +1292,8 @@ class MarketDataFeedV3Client:
     async def _authorize(self) -> str:
         token = self._current_token()
         self._refused_token = token
+        if not token:
+            raise FeedUnauthorized("no Upstox access token: log in first")
         http = self._http
         if http is None:  # start() creates it; close() may have just dropped it
             raise FeedError("feed client is not started")

@@ -256,8 +256,8 @@ async def _timer(
         try:
             now = datetime.now(UTC)
             bot.clock.advance_to(_now_ms())
+            bot.desk.drain()  # first: a refusal it reports pauses entries at once
             bot.engine.risk.entries_paused = entries_paused_reason(bot, guard, now)
-            bot.desk.drain()
             bot.executor.execute(bot.engine.on_timer(bot.clock.now_ms()))
             if broker is None and bot.executor.unresolved:
                 bot.executor.resolve_unresolved()

@@ -61,6 +61,7 @@ async def risk_status(
             seconds_until_next_order=check.wait_ms / 1000,
             entry_window=_window(limits),
             allow_short=limits.allow_short,
+            entries_paused=engine.risk.entries_paused,
         )
     return await run_in_threadpool(_stored_status, session, account, settings)
 

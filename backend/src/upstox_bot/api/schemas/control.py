@@ -107,6 +107,11 @@ class RiskStatusRead(BaseModel):
     seconds_until_next_order: float = Field(description="0 when an order may go now.")
     entry_window: str = Field(description="IST, e.g. 09:20-14:45.")
     allow_short: bool
+    entries_paused: str | None = Field(
+        None,
+        description="Why new entries wait now (the Upstox token, Upstox refusing the account's "
+        "orders); null when they do not.",
+    )
 
 
 class AuditRead(BaseModel):
