@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time as walltime
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from upstox_bot.api.hub import TICKS, tick_payload
@@ -281,12 +281,18 @@ async def _reconcile(bot: EmbeddedBot, broker: UpstoxBroker, now: datetime) -> N
         log.warning("reconcile.unavailable", extra={"error": str(exc)})
         return
     engine = bot.engine
+    # An order still on its way, or younger than Upstox's book lag, is not a mismatch yet.
+    settled_before = now - timedelta(seconds=bot.settings.UPSTOX_TAG_LOOKUP_SECONDS)
+    unsettled = bot.desk.busy() | {
+        cid for cid, o in engine.orders.items() if o.updated_at >= settled_before
+    }
     report = reconcile_books(
-        bot_orders=[o for o in engine.orders.values() if o.client_order_id not in bot.desk.held],
+        bot_orders=list(engine.orders.values()),
         bot_positions=list(engine.positions.values()),
         broker_orders=broker_orders,
         broker_positions=broker_positions,
         at=now,
+        ignore_tags=unsettled,
     )
     if not report.clean:
         log.warning(

@@ -305,6 +305,10 @@ class UpstoxOrderGateway:
                 on_report(report_from_record(update))
 
         def on_unauthorized() -> None:
+            stream = self._stream
+            refused = stream.refused_token if stream is not None else None
+            if refused is not None and _plain(self._token()) != refused:
+                return  # a login replaced that token meanwhile: nothing to report
             self._auth_failed(UpstoxAuthError("portfolio stream refused the token"))
 
         self._stream = PortfolioStreamClient(
@@ -328,6 +332,10 @@ class UpstoxOrderGateway:
     def stream(self) -> PortfolioStreamClient | None:
         """The portfolio stream client, once started."""
         return self._stream
+
+
+def _plain(value: str | SecretStr | None) -> str:
+    return (value.get_secret_value() if isinstance(value, SecretStr) else value) or ""
 
 
 def reconcile(

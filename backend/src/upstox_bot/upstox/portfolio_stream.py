@@ -161,6 +161,11 @@ class PortfolioStreamClient:
         return self._connected.is_set()
 
     @property
+    def refused_token(self) -> str:
+        """The token of the last authorize call (the refused one, after a refusal)."""
+        return self._refused_token
+
+    @property
     def running(self) -> bool:
         """True until the client is closed or stopped on a fatal error."""
         return self._task is not None and not self._task.done()

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -939,6 +939,7 @@ def reconcile_books(
     broker_positions: Iterable[PositionReport],
     at: datetime,
     tag_prefix: str | None = "ub-",
+    ignore_tags: Collection[str] = (),
 ) -> ReconciliationReport:
     """Compare the bot's unfinished orders and open positions with the broker's.
 
@@ -950,6 +951,8 @@ def reconcile_books(
         at: the time of the check.
         tag_prefix: broker orders whose tag starts with this and that the bot does not know are
             reported as ``unknown`` (None: do not report them).
+        ignore_tags: orders not to compare yet on either side (on their way: the broker's book
+            may not show them, or show them before the bot heard back).
     """
     by_tag: dict[str, list[BrokerOrderReport]] = {}
     for report in broker_orders:
@@ -957,8 +960,10 @@ def reconcile_books(
             by_tag.setdefault(report.tag, []).append(report)
     mismatches: list[OrderMismatch] = []
     checked = 0
-    known_tags: set[str] = set()
+    known_tags: set[str] = set(ignore_tags)
     for order in bot_orders:
+        if order.client_order_id in known_tags:
+            continue
         checked += 1
         tag = str(order.client_order_id)
         known_tags.add(tag)
