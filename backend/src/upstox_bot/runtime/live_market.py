@@ -32,6 +32,8 @@ from upstox_bot.errors import ConfigError
 from upstox_bot.monitoring.alerts import AlertKind
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.brokers.upstox import UpstoxBroker, reconcile_books
+from upstox_bot.trading.desk import OrderDesk
+from upstox_bot.trading.order_gate import OrderGate
 from upstox_bot.upstox.client import PlacementPolicy, UpstoxClient
 from upstox_bot.upstox.live import UpstoxOrderGateway, UpstoxTickSource
 from upstox_bot.upstox.token_store import TokenGuard, TokenStore, token_store_from_settings
@@ -137,7 +139,7 @@ async def play_upstox(bot: EmbeddedBot) -> None:
     bot.clock.advance_to(_now_ms())
     bot.recover_today()
     if broker is not None:
-        adopt_recovered_orders(bot, broker)
+        adopt_recovered_orders(bot.desk, broker)
 
     end_ms: int | None = None
     if bot.options.duration_minutes is not None:
@@ -162,7 +164,7 @@ async def play_upstox(bot: EmbeddedBot) -> None:
         bot.stats.finished = True
 
 
-def adopt_recovered_orders(bot: EmbeddedBot, broker: UpstoxBroker) -> None:
+def adopt_recovered_orders(desk: OrderDesk, broker: UpstoxBroker) -> None:
     """Hand the orders left working before a restart to the live broker: their fills follow.
 
     An order the restart left SUBMITTING and that recovery could not settle yet (not in the
@@ -170,11 +172,11 @@ def adopt_recovered_orders(bot: EmbeddedBot, broker: UpstoxBroker) -> None:
     broker's loop until it is found, or until the look-up window since it was sent has passed
     with nothing (then it is sent again, never before).
     """
-    executor = bot.executor
-    for client_order_id, order in list(bot.engine.orders.items()):
+    executor = desk.executor
+    for client_order_id, order in list(desk.engine.orders.items()):
         unknown = executor.unresolved.pop(client_order_id, None)
         if unknown is not None:
-            bot.desk.unknown.add(client_order_id)
+            desk.unknown.add(client_order_id)
             broker.track(order, unknown_since=order.updated_at)
         else:
             broker.track(order)
@@ -236,12 +238,11 @@ def _on_tick(bot: EmbeddedBot, tick: Tick) -> None:
         hub.publish(TICKS, tick_payload(tick, instrument.trading_symbol if instrument else None))
 
 
-def entries_paused_reason(bot: EmbeddedBot, guard: TokenGuard, now: datetime) -> str | None:
-    """Why new entries wait now (the token, the order gate), or None."""
+def entries_paused_reason(guard: TokenGuard, gate: OrderGate, now: datetime) -> str | None:
+    """Why new entries wait now (the token, Upstox refusing the account's orders), or None."""
     reasons = []
     if not guard.entries_allowed(now):
         reasons.append(f"Upstox token {guard.token_state(now).value}")
-    gate = bot.desk.gate
     if gate.blocked and gate.cause is not None:
         reasons.append(f"Upstox refuses orders ({gate.cause.value})")
     return "; ".join(reasons) or None
@@ -257,7 +258,7 @@ async def _timer(
             now = datetime.now(UTC)
             bot.clock.advance_to(_now_ms())
             bot.desk.drain()  # first: a refusal it reports pauses entries at once
-            bot.engine.risk.entries_paused = entries_paused_reason(bot, guard, now)
+            bot.engine.risk.entries_paused = entries_paused_reason(guard, bot.desk.gate, now)
             bot.executor.execute(bot.engine.on_timer(bot.clock.now_ms()))
             if broker is None and bot.executor.unresolved:
                 bot.executor.resolve_unresolved()
