@@ -144,7 +144,9 @@ def distributed_latencies(root: Path, minutes: float, speed: float) -> list[floa
                 started = time.monotonic()
                 while not cluster.finished(specs):
                     if time.monotonic() - started > 60 + 2 * minutes * 60 / speed:
-                        raise SystemExit(f"the distributed session did not finish: {cluster.logs()}")
+                        raise SystemExit(
+                            f"the distributed session did not finish: {cluster.logs()}"
+                        )
                     time.sleep(0.5)
                 raw = cluster.redis.lrange(Keys.latencies(ACCOUNT), 0, -1)
                 return [float(x) for x in raw]  # type: ignore[union-attr]

@@ -130,6 +130,15 @@ def run(
     ] = None,
     api: Annotated[bool, typer.Option(help="Serve the REST API while running.")] = True,
     live: Annotated[bool, typer.Option(help="Show the live console summary.")] = True,
+    force_live: Annotated[
+        str | None,
+        typer.Option(
+            "--force-live",
+            metavar="REASON",
+            help="With the live switches set: start live before PAPER_TRADING_DAYS_REQUIRED "
+            "days of paper trading, for this reason (written to the audit log).",
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded bot: simulated market, paper broker, SQLite, API on port 8000."""
     overrides: dict[str, Any] = {}
@@ -176,6 +185,7 @@ def run(
         live_console=live and console.is_terminal,
         replay_data=data,
         market=chosen,
+        force_live_reason=force_live,
     )
     if api:
         from upstox_bot.api.auth import ensure_local_key

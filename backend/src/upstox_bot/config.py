@@ -159,6 +159,56 @@ class Settings(BaseSettings):
         None, description="NSE F&O ban list: a file path or http(s) URL (fo_secban.csv)."
     )
 
+    # --- Live orders: protection, deadlines, look-ups (docs/upstox.md) --------------------------
+    MARKET_PROTECTION: Decimal = Field(
+        Decimal("-1"),
+        description="market_protection of MARKET orders: -1 Upstox's automatic band, 0 none "
+        "(refused by Upstox's 2026 rules), or a band of 1-25 percent.",
+    )
+    ENTRY_ORDER_TIMEOUT_SECONDS: int = Field(
+        60, ge=5, le=3600, description="An entry not filled by then is cancelled."
+    )
+    EXIT_ORDER_TIMEOUT_SECONDS: int = Field(
+        10, ge=2, le=600, description="An exit not filled by then is re-priced (modify)."
+    )
+    EXIT_REPRICE_PERCENT: Decimal = Field(
+        Decimal("1"),
+        gt=0,
+        le=25,
+        description="A re-priced exit's limit is this far through the last price, times the "
+        "re-price number (capped at 25%).",
+    )
+    EXIT_REPRICE_ATTEMPTS: int = Field(
+        5, ge=1, le=50, description="Re-prices before an exit is escalated with an alert."
+    )
+    ORDER_BLOCK_RETRY_SECONDS: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="While Upstox refuses the account's orders, a held exit is tried this often.",
+    )
+    UPSTOX_TAG_LOOKUP_SECONDS: float = Field(
+        10.0,
+        ge=1,
+        le=300,
+        description="After a lost answer, the order book and history are searched this long for "
+        "the order's tag before it is sent again (Upstox's book lag is undocumented).",
+    )
+    LIVE_TRADING_FORCE_REASON: str | None = Field(
+        None,
+        max_length=500,
+        description="Start live trading before PAPER_TRADING_DAYS_REQUIRED days of paper "
+        "history, for this reason (audited); unset = the paper period is enforced.",
+    )
+
+    @field_validator("MARKET_PROTECTION", mode="after")
+    @classmethod
+    def _market_protection(cls, value: Decimal) -> Decimal:
+        # API.md 5.2, 9.2 (March 2026 rules): -1 automatic, 0 none, else a 1-25% band.
+        if not value.is_finite() or not (value in (-1, 0) or 1 <= value <= 25):
+            raise ValueError("must be -1 (automatic), 0 (none) or a band of 1 to 25 percent")
+        return value
+
     # --- Alerts (monitoring/alerts.py; docs/operations.md) --------------------------------------
     ALERT_CHANNELS: Annotated[list[AlertChannel], NoDecode] = Field(
         default_factory=list, description="Comma list of telegram, webhook, email; empty = none."
@@ -280,6 +330,11 @@ class Settings(BaseSettings):
             [self.TELEGRAM_CHAT_ID] if self.TELEGRAM_CHAT_ID else []
         )
         return frozenset(str(chat).strip() for chat in chats if str(chat).strip())
+
+    @property
+    def live_trading(self) -> bool:
+        """Both switches are set: orders go to Upstox."""
+        return not self.PAPER_TRADING and self.LIVE_TRADING_ENABLED
 
     @property
     def database_url(self) -> str:

@@ -35,6 +35,20 @@ class OrderRejected(BrokerError):
     """The broker refused the order: record the rejection, never retry it blindly."""
 
 
+class OrdersBlocked(BrokerError):
+    """The broker refuses every order write of the account for a cause outside the order (the
+    token, the registered static IP, the algo registration): nothing was placed. Hold exits and
+    send them once the cause is cleared, pause entries, and tell the trader the cause.
+
+    Attributes:
+        cause: what blocks the orders (``trading.order_gate.BlockCause`` values).
+    """
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class FeedError(UpstoxBotError):
     """The market data feed failed."""
 

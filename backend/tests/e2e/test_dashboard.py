@@ -422,3 +422,59 @@ def test_the_kill_switch_stops_new_entries(page: Page, bot: Bot) -> None:
     assert all(s["status"] != "accepted" for s in wanted), wanted
     expect(page.locator("#positions-empty")).to_be_visible()  # squared off, nothing new
     page.screenshot(path=str(ARTIFACTS / "dashboard-kill-switch.png"), full_page=True)
+
+
+def test_a_working_order_is_modified_from_its_row(browser: Browser, bot: Bot) -> None:
+    # Paper orders fill at the next trade, too soon to click: the order list is answered here
+    # with one working entry, and the PUT the page sends is captured and answered as Upstox
+    # would be (sent, confirmed later).
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    working = {
+        "client_order_id": "ub-dash-working-1",
+        "instrument_key": "NSE_EQ|INE062A01020",
+        "trading_symbol": "SBIN",
+        "side": "buy",
+        "quantity": 10,
+        "purpose": "entry",
+        "order_type": "limit",
+        "status": "open",
+        "reason": "test",
+        "exit_reason": None,
+        "signal_id": None,
+        "broker_order_id": "1",
+        "limit_price": "800.00",
+        "filled_quantity": 0,
+        "average_price": None,
+        "rejection_reason": None,
+        "created_at": "2026-11-25T04:00:00+00:00",
+        "updated_at": "2026-11-25T04:00:00+00:00",
+    }
+    sent: list[dict[str, Any]] = []
+    context.route(
+        "**/api/v1/orders?*",
+        lambda route: route.fulfill(json=[working], headers={"X-Total-Count": "1"}),
+    )
+
+    def modify(route: Any) -> None:
+        sent.append(json.loads(route.request.post_data or "{}"))
+        route.fulfill(
+            status=202,
+            json={"status": "modify_requested", "detail": "modify of ub-dash-working-1 sent"},
+        )
+
+    context.route("**/api/v1/orders/ub-dash-working-1", modify)
+    answers = iter(["801.50", "6"])
+    page.on("dialog", lambda dialog: dialog.accept(next(answers)))
+    page.goto(bot.url + "/")
+    page.fill("#api-key", bot.key)
+    page.click("#login-form button[type=submit]")
+    button = page.locator("#orders tbody tr button.modify-order")
+    expect(button).to_be_visible()
+
+    button.click()
+
+    expect(page.locator("#control-ok")).to_contain_text("modify of ub-dash-working-1 sent")
+    assert sent == [{"reason": "dashboard", "price": "801.50", "quantity": 6}]
+    context.close()

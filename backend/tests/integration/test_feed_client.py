@@ -284,6 +284,83 @@ async def test_refused_token_stops_the_client_without_retrying(
     assert client.connects == 0
 
 
+async def test_a_refused_token_waits_for_the_next_login_and_resumes_by_itself(
+    sim: FeedSimulator, make_client: Callable[..., MarketDataFeedV3Client]
+) -> None:
+    # The failure: a stale token at start, then a login, gave 0 ticks for good.
+    sim.accepted_tokens = {"stale"}
+    token = {"value": "stale"}
+    refused: list[str] = []
+    sim.set_instrument(RELIANCE, ltp=1400.0)
+    client = make_client(
+        access_token=lambda: token["value"],
+        resume_on_new_token=True,
+        on_unauthorized=refused.append,
+        token_check_s=0.05,
+    )
+    await client.subscribe([RELIANCE], FeedMode.LTPC)
+    await client.start()
+    frames = client.frames()
+    try:
+        await client.wait_connected()
+        sim.accepted_tokens.clear()  # revoked mid-day: the connection closes
+        sim.close_for_revocation()
+        await eventually(lambda: client.unauthorized == 1)
+        assert refused == ["stale"]  # reported with the token it refused
+        assert not client.connected
+
+        sim.accepted_tokens.add("fresh")
+        token["value"] = "fresh"  # the next login
+
+        await eventually(lambda: client.connected and client.resumed == 1)
+        await eventually(lambda: sim.push_ticks(RELIANCE, [1401.0]) > 0)
+        (tick,) = await ticks_until(frames, 1)
+        assert tick.ltp_paise == 140_100
+    finally:
+        await client.close()
+    assert client.error is None  # never stopped
+
+
+async def test_connections_and_keys_beyond_the_plan_limits_get_nothing(
+    sim: FeedSimulator, make_client: Callable[..., MarketDataFeedV3Client]
+) -> None:
+    # API.md 3.4: two connections per user on the normal plan, a cap of keys per mode.
+    sim.scenario.max_feed_keys_per_mode = 1
+    first, second, third = make_client(), make_client(), make_client()
+    await first.subscribe([RELIANCE], FeedMode.LTPC)
+    await second.subscribe([NIFTY], FeedMode.LTPC)  # over the key cap: no data
+    for client in (first, second, third):
+        await client.start()
+    await first.wait_connected()
+    await second.wait_connected()
+    await eventually(lambda: sim.over_limit_handshakes >= 1 and third.reconnects >= 1)
+
+    assert not third.connected  # refused: the user's connections are all in use
+    assert sim.active_connections == 2
+    assert sim.keys_over_limit == 1
+    assert [keys for keys in sim.subscribed().values() if keys] == [{RELIANCE: "ltpc"}]
+
+
+async def test_a_feed_uri_works_once(sim: FeedSimulator, served: tuple[str, FastAPI]) -> None:
+    import httpx
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    base_url, _ = served
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(
+            base_url + "/v3/feed/market-data-feed/authorize",
+            headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
+        )
+    uri = answer.json()["data"]["authorized_redirect_uri"]
+    async with connect(uri, proxy=None):
+        pass
+    with pytest.raises(InvalidStatus):  # API.md 3.1: the code in the URI is single-use
+        async with connect(uri, proxy=None):
+            pass
+    assert sim.rejected_handshakes == 1
+
+
 async def test_callback_receives_frames_and_its_errors_do_not_stop_the_feed(
     sim: FeedSimulator, make_client: Callable[..., MarketDataFeedV3Client]
 ) -> None:

@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support.upstox_sim import FaultKind, RestSimulator, UpstoxSimulator, upstox_simulator
+from tests.support.waiting import wait_until, wait_until_async
 from upstox_bot.domain import OrderType, Product, Side
 from upstox_bot.upstox.auth import UpstoxOAuth, new_state, states_match
 from upstox_bot.upstox.client import OrderRequest, PlacementPolicy, RetryPolicy, UpstoxClient
@@ -32,6 +33,7 @@ from upstox_bot.upstox.tokens import StoredToken, TokenCipher
 IST = ZoneInfo("Asia/Kolkata")
 PLACE = "/v3/order/place"
 BOOK = "/v2/order/retrieve-all"
+HISTORY = "/v2/order/history"
 RELIANCE = "NSE_EQ|INE002A01018"
 NIFTY = "NSE_INDEX|Nifty 50"
 CLIENT_TIMEOUT_S = 0.5
@@ -47,9 +49,15 @@ def make_client(upstox: UpstoxSimulator, **overrides: Any) -> UpstoxClient:
         "api_base_url": upstox.base_url,
         "timeout": CLIENT_TIMEOUT_S,
         "retry": RetryPolicy(base_delay_s=0.05, max_delay_s=1.0),
-        "placement": PlacementPolicy(settle_s=0.05),
+        # a window longer than the simulator's book delay (Scenario.book_delay_s)
+        "placement": PlacementPolicy(settle_s=0.05, lookup_window_s=1.0, lookup_interval_s=0.05),
     }
     return UpstoxClient(**(options | overrides))
+
+
+def visible(upstox: UpstoxSimulator, order_id: str) -> bool:
+    with upstox.rest.lock:
+        return upstox.rest.visible(upstox.rest.orders[order_id])
 
 
 def market_buy(tag: str, *, key: str = RELIANCE, quantity: int = 10) -> OrderRequest:
@@ -176,12 +184,33 @@ async def test_place_timeout_before_processing_places_once_after_lookup(
     assert not placed.recovered
     assert placed.attempts == 2
     assert placed.order_ids == (order.order_id,)
-    # the book was searched between the two sends
+    # the book and the history were searched over the whole window between the two sends
     place_times = [r.at for r in sim.rest.requests_to(PLACE)]
     book_times = [r.at for r in sim.rest.requests_to(BOOK)]
+    history_times = [r.at for r in sim.rest.requests_to(HISTORY)]
     assert len(place_times) == 2
-    assert len(book_times) == 1
-    assert place_times[0] < book_times[0] < place_times[1]
+    assert len(book_times) >= 2
+    assert len(history_times) == len(book_times)
+    assert all(place_times[0] < at < place_times[1] for at in book_times + history_times)
+    assert place_times[1] - place_times[0] >= 1.0  # the window (make_client)
+
+
+async def test_a_lost_answer_finds_an_order_the_book_shows_only_seconds_later(
+    sim: UpstoxSimulator,
+) -> None:
+    # Upstox took the order, the answer was lost, and the book lags by longer than the first
+    # searches: a client that gave up early would send it twice (API.md 13).
+    sim.scenario.book_delay_s = 0.6
+    sim.rest.fail_next(FaultKind.TIMEOUT, path=PLACE, delay_s=SIM_TIMEOUT_DELAY_S, process=True)
+    async with make_client(
+        sim, placement=PlacementPolicy(settle_s=0.0, lookup_window_s=2.0, lookup_interval_s=0.1)
+    ) as client:
+        placed = await client.place_order(market_buy("ub-late-book"))
+    [order] = sim.rest.orders_with_tag("ub-late-book")
+    assert placed.recovered
+    assert placed.order_ids == (order.order_id,)
+    assert len(sim.rest.requests_to(PLACE)) == 1
+    assert len(sim.rest.requests_to(BOOK)) >= 2  # searched more than once before it showed
 
 
 @pytest.mark.parametrize("processed", [True, False])
@@ -199,24 +228,32 @@ async def test_place_when_book_cannot_be_read_raises_state_unknown_and_never_res
     sim: UpstoxSimulator,
 ) -> None:
     sim.rest.fail_next(FaultKind.SERVER_ERROR, path=PLACE, process=True)
-    sim.rest.fail_next(FaultKind.SERVER_ERROR, count=10, path=BOOK)
+    sim.rest.fail_next(FaultKind.SERVER_ERROR, count=1000, path=BOOK)
     async with make_client(sim) as client:
         with pytest.raises(UpstoxOrderStateUnknown):
             await client.place_order(market_buy("ub-unknown"))
     assert len(sim.rest.orders_with_tag("ub-unknown")) == 1
     assert len(sim.rest.requests_to(PLACE)) == 1
-    assert len(sim.rest.requests_to(BOOK)) == RetryPolicy().attempts
+    assert len(sim.rest.requests_to(BOOK)) >= RetryPolicy().attempts
 
 
 async def test_place_failing_every_time_without_order_raises_after_bounded_attempts(
     sim: UpstoxSimulator,
 ) -> None:
     sim.rest.fail_next(FaultKind.SERVER_ERROR, count=10, path=PLACE)
-    async with make_client(sim, placement=PlacementPolicy(settle_s=0.01, max_attempts=3)) as client:
+    policy = PlacementPolicy(
+        settle_s=0.01, max_attempts=3, lookup_window_s=0.05, lookup_interval_s=0.05
+    )
+    async with make_client(sim, placement=policy) as client:
         with pytest.raises(UpstoxServerError):
             await client.place_order(market_buy("ub-down"))
-    assert len(sim.rest.requests_to(PLACE)) == 3
-    assert len(sim.rest.requests_to(BOOK)) == 3
+    place_times = [r.at for r in sim.rest.requests_to(PLACE)]
+    book_times = [r.at for r in sim.rest.requests_to(BOOK)]
+    assert len(place_times) == 3
+    # every failed send is followed by the searches of its window, none after the last
+    for first, then in itertools.pairwise(place_times):
+        assert any(first < at < then for at in book_times)
+    assert len(book_times) == 3 * 2  # settle + one interval per window
     assert sim.rest.orders == {}
 
 
@@ -262,7 +299,8 @@ async def test_market_order_goes_with_market_protection_and_algo_name(
     order = sim.rest.orders[placed.order_ids[0]]
     assert order.market_protection == -1
     assert order.algo_name == "my-algo"
-    assert order.status == "complete"
+    assert order.status == "open pending"  # acknowledged; the fill comes later (API.md 13)
+    wait_until(lambda: order.status == "complete", what="the fill")
     assert placed.latency_ms is not None
 
 
@@ -285,6 +323,16 @@ async def test_429s_slow_the_client_down_instead_of_failing(sim: UpstoxSimulator
     assert gaps[1] >= 0.2
     assert gaps[2] >= 0.4
     assert elapsed >= 0.7
+
+
+async def test_the_documented_rate_limit_answers_429_and_the_client_rides_it_out(
+    sim: UpstoxSimulator,
+) -> None:
+    sim.scenario.rate_limit_per_second = 3  # API.md 8.3 (50 a second), made small to reach
+    async with make_client(sim) as client:
+        quotes = [await client.ltp([RELIANCE]) for _ in range(8)]
+    assert all(RELIANCE in q for q in quotes)  # every call ended well
+    assert sim.rest.rate_limited >= 1  # some were answered 429 UDAPI10005 and retried
 
 
 async def test_429_with_retry_after_waits_that_long(sim: UpstoxSimulator) -> None:
@@ -435,6 +483,8 @@ async def test_order_lifecycle_trades_positions_funds(sim: UpstoxSimulator) -> N
             )
         )
         [resting_id] = resting.order_ids
+        await wait_until_async(lambda: visible(sim, resting_id), what="the order in the book")
+        await wait_until_async(lambda: sim.rest.orders[resting_id].status == "open", what="open")
         assert (await client.order_details(resting_id)).status == "open"
         await client.modify_order(resting_id, order_type=OrderType.LIMIT, price_paise=140500)
         assert (await client.order_details(resting_id)).status == "open"
@@ -454,6 +504,11 @@ async def test_order_lifecycle_trades_positions_funds(sim: UpstoxSimulator) -> N
             )
         )
         assert await client.cancel_order(other.order_ids[0]) == other.order_ids[0]
+        cancelled = sim.rest.orders[other.order_ids[0]]
+        await wait_until_async(lambda: cancelled.status == "cancelled", what="the cancel confirmed")
+        await wait_until_async(
+            lambda: visible(sim, bought.order_ids[0]), what="the buy in the book"
+        )
         with pytest.raises(UpstoxOrderRejected) as finished:
             await client.cancel_order(other.order_ids[0])
         assert finished.value.error_codes == ("UDAPI100040",)
@@ -507,9 +562,14 @@ async def test_cancel_after_lost_answer_confirms_by_reading_the_order(
                 price_paise=100000,
             )
         )
+        await wait_until_async(
+            lambda: visible(sim, placed.order_ids[0]), what="the order in the book"
+        )
         sim.rest.fail_next(FaultKind.SERVER_ERROR, path="/v3/order/cancel", process=True)
         assert await client.cancel_order(placed.order_ids[0]) == placed.order_ids[0]
-    assert sim.rest.orders[placed.order_ids[0]].status == "cancelled"
+    order = sim.rest.orders[placed.order_ids[0]]
+    assert order.status.startswith("cancel")  # pending, then confirmed by the exchange
+    wait_until(lambda: order.status == "cancelled", what="the cancel confirmed")
     assert len(sim.rest.requests_to("/v3/order/cancel")) == 1
 
 

@@ -324,6 +324,29 @@ def test_revoked_login_falls_back_to_the_environment_token_then_pauses(tmp_path:
     assert [kind for kind, _ in alerts.sent] == [AlertKind.TOKEN_EXPIRED]
 
 
+def test_a_refusal_of_a_token_already_replaced_by_a_login_revokes_nothing(
+    tmp_path: Path,
+) -> None:
+    # The feed was refused with the old token while the trader had just logged in again:
+    # the new token must not be thrown away for its predecessor's refusal.
+    url = f"sqlite:///{(tmp_path / 'db.sqlite').as_posix()}"
+    migrate.upgrade(url)
+    sessions = make_session_factory(make_engine(url))
+    now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    store = TokenStore(
+        sessions, encryption_key=SecretStr(ENCRYPTION_KEY), env_token=None, loaded_at=now
+    )
+    store.save_grant(grant(now, "old-token"))
+    store.save_grant(grant(now + timedelta(minutes=1), "new-token"))
+    guard = TokenGuard(store, check_every=timedelta(0))
+
+    guard.report_rejected(now + timedelta(minutes=2), "feed 401", token="old-token")
+    assert store.access_token(now + timedelta(minutes=2)) == SecretStr("new-token")
+
+    guard.report_rejected(now + timedelta(minutes=3), "feed 401", token="new-token")
+    assert store.access_token(now + timedelta(minutes=3)) != SecretStr("new-token")
+
+
 def test_guard_survives_an_unreadable_store(tmp_path: Path) -> None:
     sessions = make_session_factory(
         make_engine(f"sqlite:///{(tmp_path / 'none.sqlite').as_posix()}")

@@ -111,3 +111,57 @@ def test_run_on_the_upstox_feed_needs_the_universe(tmp_path: Path, sim: UpstoxSi
     )
     assert run.returncode == 2
     assert "universe refresh" in run.stderr
+
+
+def test_live_switches_in_dotenv_without_paper_history_refuse_to_start_unless_forced(
+    tmp_path: Path, sim: UpstoxSimulator, trading: None
+) -> None:
+    env = _env(tmp_path, sim, sim.rest.issue_token())
+    refresh = subprocess.run(
+        _cli("universe", "refresh", "--file", str(SAMPLE)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refresh.returncode == 0, refresh.stderr
+    # the switches come from .env, never through the API's check
+    (tmp_path / ".env").write_text(
+        "PAPER_TRADING=false\nLIVE_TRADING_ENABLED=true\nMARKET=upstox\n"
+    )
+    args = ("run", "--market", "upstox", "--duration", "0.05", "--no-api", "--no-live")
+
+    refused = subprocess.run(
+        _cli(*args),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    forced = subprocess.run(
+        _cli(*args, "--force-live", "tested against the simulator"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert refused.returncode == 2
+    message = " ".join(refused.stderr.split())  # the console wraps it
+    assert "14 days of paper trading" in message
+    assert "--force-live" in message
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    engine = create_engine(f"sqlite:///{tmp_path / 'var' / 'upstox_bot.sqlite'}")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT actor, data FROM audit_logs WHERE event = 'live.forced'")
+        ).all()
+    engine.dispose()
+    ((actor, data),) = rows
+    assert actor == "startup"
+    assert "tested against the simulator" in str(data)

@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from upstox_bot.config import Settings
 from upstox_bot.db.models import SymbolRow
+from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.domain import Instrument, InstrumentKind
+from upstox_bot.monitoring.alerts import AlertKind, alerts_for_audit
 from upstox_bot.screening.instruments import INDEX_UNDERLYINGS
 from upstox_bot.screening.universe import (
     banned_instrument_keys,
@@ -139,3 +141,30 @@ async def test_ban_list_file_marks_the_stock_and_its_derivatives(
     assert report.ban is not None
     assert report.ban.stale  # yesterday's list: applied, but reported
     assert banned_symbols(db_session) == {"SAIL"}
+
+
+async def test_a_failed_ban_list_fetch_keeps_the_last_list_alerts_and_finishes_the_refresh(
+    db_session: Session, tmp_path: Path, sim: UpstoxSimulator
+) -> None:
+    ban_file = tmp_path / "fo_secban.csv"
+    ban_file.write_text("Securities in Ban For Trade Date 24-NOV-2026:\n1,IDEA\n")
+    await refresh_universe(db_session, settings(FNO_BAN_LIST=str(ban_file)), now=NOW, source=SAMPLE)
+    assert banned_symbols(db_session) == {"IDEA"}
+
+    # The next morning NSE's URL fails (here: a path the simulator answers with 404).
+    unreachable = f"{sim.base_url}/content/fo/fo_secban.csv"
+    report = await refresh_universe(
+        db_session, settings(FNO_BAN_LIST=unreachable), now=NOW, source=SAMPLE
+    )
+
+    assert report.stocks > 0  # the universe refresh finished
+    assert report.ban_error is not None
+    assert "404" in report.ban_error
+    assert banned_symbols(db_session) == {"IDEA"}  # the last known list stays in force
+    assert report.ban is not None
+    assert report.ban.symbols == ("IDEA",)
+    (failed,) = AuditRepository(db_session).find(event="universe.ban_list_failed", limit=10)
+    assert failed.data["kept"] == 1
+    (alert,) = alerts_for_audit(failed)
+    assert alert.kind is AlertKind.BAN_LIST_FAILED
+    assert "last known list" in alert.message

@@ -71,3 +71,16 @@ def test_env_example_documents_every_setting_and_loads() -> None:
     settings = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
     assert settings.HOLIDAYS_FILE is None
     assert settings.STRATEGY_PARAMS == {}
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "1", "2.5", "25"])
+def test_market_protection_takes_upstox_values(value: str) -> None:
+    settings = load_settings(_env_file=None, MARKET_PROTECTION=value)
+    assert Decimal(value) == settings.MARKET_PROTECTION
+
+
+@pytest.mark.parametrize("value", ["-2", "-0.5", "0.5", "25.5", "100", "NaN"])
+def test_market_protection_refuses_what_upstox_refuses(value: str) -> None:
+    # March 2026 rules (API.md 5.2, 9.2): -1 automatic, 0 none, or a band of 1-25 percent.
+    with pytest.raises(ConfigError, match="MARKET_PROTECTION"):
+        load_settings(_env_file=None, MARKET_PROTECTION=value)

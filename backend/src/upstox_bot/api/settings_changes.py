@@ -25,7 +25,7 @@ from upstox_bot.db.models import AccountMode
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
-from upstox_bot.domain import IST, AuditRecord
+from upstox_bot.domain import AuditRecord
 from upstox_bot.errors import ConfigError
 from upstox_bot.signals import registry
 
@@ -141,12 +141,7 @@ def wants_live_trading(old: Settings, new: Settings) -> bool:
 
 def paper_days(session: Session, account: str) -> int:
     """Trading days of paper history of the account (snapshots since its paper start)."""
-    accounts = AccountRepository(session)
-    record = accounts.get_or_none(account)
-    if record is None:
-        return 0
-    since = record.paper_started_at.astimezone(IST).date() if record.paper_started_at else None
-    return accounts.trading_days(account, since=since)
+    return AccountRepository(session).paper_days(account)
 
 
 def check_live_trading(

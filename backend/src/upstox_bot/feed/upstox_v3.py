@@ -979,6 +979,9 @@ class MarketDataFeedV3Client:
         max_reconnect_attempts: int | None = None,
         queue_size: int = 10_000,
         rng: random.Random | None = None,
+        resume_on_new_token: bool = False,
+        on_unauthorized: Callable[[str], None] | None = None,
+        token_check_s: float = 2.0,
     ) -> None:
         """Configure the client; nothing connects until `start()`.
 
@@ -1001,6 +1004,12 @@ class MarketDataFeedV3Client:
             queue_size: frames held for the iterators; older frames are kept and new ones dropped
                 (and counted) when the consumer falls this far behind.
             rng: random source for the jitter.
+            resume_on_new_token: when Upstox refuses the token (401), wait until `access_token`
+                returns another one (the next login) and connect with it, instead of stopping;
+                the client then never stops on its own.
+            on_unauthorized: called with the refused token when Upstox refuses it (report it:
+                the authorize call is a read, so its 401 is conclusive).
+            token_check_s: how often a refused client reads `access_token` for a new token.
         """
         self._base_url = api_base_url.rstrip("/")
         self._token = access_token
@@ -1015,6 +1024,10 @@ class MarketDataFeedV3Client:
         self._open_timeout_s = open_timeout_s
         self._max_attempts = max_reconnect_attempts
         self._rng = rng or random.Random()
+        self._refused_token = ""  # the token of the last authorize (refused when it 401s)
+        self._resume_on_new_token = resume_on_new_token
+        self._on_unauthorized = on_unauthorized
+        self._token_check_s = token_check_s
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self._subscriptions: dict[str, FeedMode] = {}
         self._ws: ClientConnection | None = None
@@ -1034,6 +1047,8 @@ class MarketDataFeedV3Client:
         self.connects = 0  # websocket connections opened
         self.reconnects = 0  # connection losses (drops, handshake failures, silence) retried
         self.silence_reconnects = 0  # of which: silent during market hours
+        self.unauthorized = 0  # times Upstox refused the token
+        self.resumed = 0  # times a new token brought the client back after a refusal
 
     # lifecycle
 
@@ -1179,15 +1194,40 @@ class MarketDataFeedV3Client:
 
     # connection loop
 
+    def _current_token(self) -> str:
+        return self._token() if callable(self._token) else self._token
+
+    async def _wait_for_new_token(self, refused: str) -> None:
+        """Wait until the token source gives a token other than the refused one."""
+        log.warning("feed.waiting_for_login")
+        while not self._closing.is_set():
+            token = self._current_token()
+            if token and token != refused:
+                self.resumed += 1
+                log.info("feed.token.renewed")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=self._token_check_s)
+
     async def _run(self) -> None:
         attempt = 0
         try:
             while not self._closing.is_set():
                 delivered = False
+                refused: str | None = None
                 try:
                     delivered = await self._connect_once()
-                except FeedUnauthorized:
-                    raise
+                except FeedUnauthorized as e:
+                    self.unauthorized += 1
+                    refused = self._refused_token
+                    if self._on_unauthorized is not None:
+                        try:
+                            self._on_unauthorized(refused)
+                        except Exception:
+                            log.exception("feed.unauthorized_hook.failed")
+                    if not self._resume_on_new_token:
+                        raise
+                    log.error("feed.unauthorized", extra={"error": str(e)})
                 except (
                     ConnectionClosed,
                     InvalidHandshake,
@@ -1203,6 +1243,10 @@ class MarketDataFeedV3Client:
                     self._connected.clear()
                 if self._closing.is_set():
                     break
+                if refused is not None:
+                    await self._wait_for_new_token(refused)
+                    attempt = 0
+                    continue
                 attempt = 0 if delivered else attempt + 1
                 if self._max_attempts is not None and attempt > self._max_attempts:
                     raise FeedError(f"feed: gave up after {self._max_attempts} failed reconnects")
@@ -1246,7 +1290,10 @@ class MarketDataFeedV3Client:
                 ws.transport.abort()  # a dead peer would not answer a closing handshake
 
     async def _authorize(self) -> str:
-        token = self._token() if callable(self._token) else self._token
+        token = self._current_token()
+        self._refused_token = token
+        if not token:
+            raise FeedUnauthorized("no Upstox access token: log in first")
         http = self._http
         if http is None:  # start() creates it; close() may have just dropped it
             raise FeedError("feed client is not started")

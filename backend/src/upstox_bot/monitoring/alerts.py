@@ -50,6 +50,11 @@ class AlertKind(StrEnum):
     WORKER_DOWN = "worker_down"
     DATABASE_UNAVAILABLE = "database_unavailable"
     END_OF_DAY_SUMMARY = "end_of_day_summary"
+    ORDERS_BLOCKED = "orders_blocked"  # Upstox refuses every order of the account
+    EXIT_STUCK = "exit_stuck"  # an exit still not filled after every re-price
+    ORDER_OUTCOME_UNKNOWN = "order_outcome_unknown"  # an order's answer was lost
+    BAN_LIST_FAILED = "ban_list_failed"  # the F&O ban list could not be read
+    LIVE_FORCED = "live_forced"  # live trading started before the paper period
     TEST = "test"
     RATE_LIMITED = "alerts_rate_limited"  # the dispatcher's own note: alerts were held back
 
@@ -71,6 +76,11 @@ _DEFAULTS: dict[AlertKind, tuple[Severity, str]] = {
     AlertKind.WORKER_DOWN: (Severity.CRITICAL, "Worker down"),
     AlertKind.DATABASE_UNAVAILABLE: (Severity.CRITICAL, "Database unavailable"),
     AlertKind.END_OF_DAY_SUMMARY: (Severity.INFO, "End-of-day summary"),
+    AlertKind.ORDERS_BLOCKED: (Severity.CRITICAL, "Upstox refuses the bot's orders"),
+    AlertKind.EXIT_STUCK: (Severity.CRITICAL, "Exit not filled"),
+    AlertKind.ORDER_OUTCOME_UNKNOWN: (Severity.WARNING, "Order outcome unknown"),
+    AlertKind.BAN_LIST_FAILED: (Severity.WARNING, "F&O ban list not read"),
+    AlertKind.LIVE_FORCED: (Severity.WARNING, "Live trading forced"),
     AlertKind.TEST: (Severity.INFO, "Test alert"),
     AlertKind.RATE_LIMITED: (Severity.WARNING, "Alerts held back by the rate limit"),
 }
@@ -623,8 +633,10 @@ def _paise(data: Mapping[str, object], name: str) -> int | None:
 def alerts_for_audit(record: AuditRecord) -> list[Alert]:
     """The alerts one engine audit record calls for; [] for records that need no human.
 
-    Maps "risk.daily_loss_limit_hit", "kill_switch.on", "kill_switch.off" (informational) and
-    "order.rejected". The alerts carry no account: the dispatcher fills in its own.
+    Maps "risk.daily_loss_limit_hit", "kill_switch.on", "kill_switch.off" (informational),
+    "order.rejected", "broker.orders_blocked", "order.exit_stuck", "order.outcome_unknown",
+    "universe.ban_list_failed" and "live.forced". The alerts carry no account: the dispatcher
+    fills in its own.
     """
     data = record.data
     if record.event == "risk.daily_loss_limit_hit":
@@ -665,6 +677,68 @@ def alerts_for_audit(record: AuditRecord) -> list[Alert]:
                 data={**data, "active": on, "by": record.actor},
             )
         ]
+    if record.event == "broker.orders_blocked":
+        cause = str(data.get("cause") or "unknown")
+        return [
+            make_alert(
+                AlertKind.ORDERS_BLOCKED,
+                f"Upstox refuses every order of the account ({cause}): "
+                f"{data.get('what_to_do') or data.get('reason') or ''}. New entries are paused; "
+                "exits wait and are sent when Upstox accepts orders again.",
+                at=record.at,
+                key=cause,  # once per cause (the dispatcher's dedupe window)
+                data=dict(data),
+            )
+        ]
+    if record.event == "order.exit_stuck":
+        key = str(data.get("instrument_key") or record.entity_id)
+        return [
+            make_alert(
+                AlertKind.EXIT_STUCK,
+                f"The exit {record.entity_id} of {key} is still not filled after "
+                f"{data.get('attempts')} re-prices (last price "
+                f"{_paise_text(data, 'last_price_paise')}). The bot keeps re-pricing it; check "
+                "the position in the Upstox app and close it by hand if the market is gone.",
+                at=record.at,
+                key=record.entity_id,
+                data=dict(data),
+            )
+        ]
+    if record.event == "order.outcome_unknown":
+        return [
+            make_alert(
+                AlertKind.ORDER_OUTCOME_UNKNOWN,
+                f"The answer to order {record.entity_id} was lost "
+                f"({data.get('reason') or 'no reason'}). The bot looks it up by its tag and "
+                "sends nothing again until it knows.",
+                at=record.at,
+                key=record.entity_id,
+                data=dict(data),
+            )
+        ]
+    if record.event == "universe.ban_list_failed":
+        return [
+            make_alert(
+                AlertKind.BAN_LIST_FAILED,
+                f"The F&O ban list could not be read ({data.get('error')}); the last known "
+                f"list ({data.get('kept')} stock(s)) stays in force.",
+                at=record.at,
+                key=str(record.at.astimezone(IST).date()),
+                data=dict(data),
+            )
+        ]
+    if record.event == "live.forced":
+        return [
+            make_alert(
+                AlertKind.LIVE_FORCED,
+                f"Live trading started with {data.get('paper_days')} of "
+                f"{data.get('required_days')} paper days, forced by {record.actor}: "
+                f"{data.get('reason')}.",
+                at=record.at,
+                key=record.at.isoformat(),
+                data=dict(data),
+            )
+        ]
     if record.event == "order.rejected":
         reason = str(data.get("reason") or "no reason given")
         return [
@@ -677,6 +751,11 @@ def alerts_for_audit(record: AuditRecord) -> list[Alert]:
             )
         ]
     return []
+
+
+def _paise_text(data: Mapping[str, object], key: str) -> str:
+    paise = _paise(data, key)
+    return format_rupees(paise) if paise is not None else "unknown"
 
 
 def end_of_day_summary(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +27,12 @@ from upstox_bot.trading.charges import (
     ContractNotes,
     OrderExecution,
 )
+from upstox_bot.trading.desk import OrderDesk
+from upstox_bot.trading.engine import Engine
+from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.exits import ExitRules
+from upstox_bot.trading.lifecycle import LifecycleConfig, OrderLifecycle
+from upstox_bot.trading.order_gate import OrderGate
 from upstox_bot.trading.ports import ChargesModel
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,35 @@ def exit_rules(settings: Settings) -> ExitRules:
         take_profit_pct=settings.TAKE_PROFIT_PERCENT,
         trailing_stop_pct=settings.TRAILING_STOP_PERCENT,
         square_off=settings.SQUARE_OFF_TIME,
+    )
+
+
+def lifecycle_config(settings: Settings) -> LifecycleConfig:
+    """Deadlines and re-pricing of working orders (trading/lifecycle.py)."""
+    return LifecycleConfig(
+        entry_timeout_ms=settings.ENTRY_ORDER_TIMEOUT_SECONDS * 1000,
+        exit_timeout_ms=settings.EXIT_ORDER_TIMEOUT_SECONDS * 1000,
+        exit_reprice_bps=int(settings.EXIT_REPRICE_PERCENT * 100),
+        exit_reprice_attempts=settings.EXIT_REPRICE_ATTEMPTS,
+        escalated_every_ms=max(60, 6 * settings.EXIT_ORDER_TIMEOUT_SECONDS) * 1000,
+    )
+
+
+def order_desk(
+    settings: Settings,
+    *,
+    engine: Engine,
+    executor: OrderExecutor,
+    tick_size_paise: Callable[[str], int],
+) -> OrderDesk:
+    """The order desk of an engine and its executor: deadlines, re-pricing, the order gate."""
+    return OrderDesk(
+        engine=engine,
+        executor=executor,
+        journal=engine.journal,
+        lifecycle=OrderLifecycle(lifecycle_config(settings)),
+        gate=OrderGate(retry_every_ms=settings.ORDER_BLOCK_RETRY_SECONDS * 1000),
+        tick_size_paise=tick_size_paise,
     )
 
 

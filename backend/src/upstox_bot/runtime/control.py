@@ -33,6 +33,7 @@ class CommandKind(StrEnum):
     KILL_SWITCH = "kill_switch"  # args: active (bool)
     CLOSE_POSITION = "close_position"  # args: instrument_key
     CANCEL_ORDER = "cancel_order"  # args: client_order_id
+    MODIFY_ORDER = "modify_order"  # args: client_order_id, price_paise, quantity, trigger
     MANUAL_ENTRY = "manual_entry"  # args: instrument_key, direction
     SETTINGS = "settings"  # args: changes {setting: value}, already validated and stored
     SQUARE_OFF = "square_off"  # exit every open position (beat, before the close)

@@ -90,6 +90,7 @@ class RunOptions:
     live_console: bool = True
     replay_data: Path | None = None  # bars to replay instead of the simulated market
     market: str = "sim"  # sim | replay | upstox
+    force_live_reason: str | None = None  # start live before the paper period (audited)
 
 
 @dataclass(slots=True)
@@ -105,6 +106,8 @@ class LiveStats:
     last_tick_wall: float | None = None  # monotonic time the last tick was processed
     # wall seconds from the tick that closed a candle to its entry orders being sent
     candle_to_order_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    tick_errors: int = 0  # live feed: ticks whose processing failed (logged, skipped)
+    timer_errors: int = 0  # live loop: timer steps that failed (logged, tried again)
 
     def ticks_per_second(self) -> float:
         if len(self.recent) < 2:
@@ -252,8 +255,10 @@ class EmbeddedBot:
             router=self.router,
             position=self._position,
             on_session=self._on_session,
+            force_live_reason=options.force_live_reason,
         )
         self.engine = self.kernel.engine
+        self.desk = self.kernel.desk
 
     # --- set-up ----------------------------------------------------------------------------
 

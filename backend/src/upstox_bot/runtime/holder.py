@@ -21,6 +21,7 @@ nothing is applied twice, nothing is lost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time as walltime
@@ -34,7 +35,6 @@ from upstox_bot.api.hub import account_payload, candle_payload, order_payload, s
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.checkpoints import FencedOut
-from upstox_bot.db.repositories.orders import OrderRepository
 from upstox_bot.domain import Order, Tick, datetime_to_ms
 from upstox_bot.monitoring.alerts import AlertDispatcher, dispatcher_from_settings
 from upstox_bot.runtime.control import (
@@ -169,13 +169,7 @@ class AccountHolder:
         self.live_market = settings.MARKET is MarketSource.UPSTOX
         start_ms = self._start_ms(lost)
         self.clock = MarketClock(start_ms)
-        self.live = None
-        live_broker = None
-        if self.live_market:
-            from upstox_bot.runtime.live_market import live_trading
-
-            self.live = live_trading(settings, resources.sessions, self.alerts)
-            live_broker = self.live.broker
+        live_orders = self.live_market and settings.live_trading
         self.kernel = AccountKernel(
             settings,
             harness=HOLDER_HARNESS,
@@ -189,8 +183,8 @@ class AccountHolder:
                     client=self.redis,
                     account=account,
                 ),
-                paper_book=None if live_broker is not None else RedisPaperBook(self.redis, account),
-                live_broker=live_broker,
+                # With live orders the Upstox broker is plugged in just below.
+                paper_book=None if live_orders else RedisPaperBook(self.redis, account),
                 events=RedisSink(self),
                 alerts=self.alerts,
                 after_place=after_place,
@@ -200,6 +194,11 @@ class AccountHolder:
             fenced=True,
             on_session=self._on_session,
         )
+        self.live: LiveTrading | None = None
+        if self.live_market:
+            from upstox_bot.runtime.live_market import LiveTrading
+
+            self.live = LiveTrading(self.kernel, settings, resources.sessions, self.alerts)
         position = self.checkpoint.position if self.checkpoint is not None else {}
         self.cursors = {
             str(k): (int(v[0]), int(v[1])) for k, v in dict(position.get("cursors") or {}).items()
@@ -267,17 +266,11 @@ class AccountHolder:
         another holder committed for it ("fenced")."""
         kernel = self.kernel
         try:
-            live = self.live
-            if live is not None and live.broker is not None:
-                # Orders left in flight are followed on the portfolio stream from the start.
-                unfinished = kernel.store.run(
-                    lambda session: OrderRepository(session, self.account).unfinished()
-                )
-                for order in unfinished:
-                    live.broker.track(order)
             if self.live_market:
                 self.clock.advance_to(int(walltime.time() * 1000))
             kernel.recover(self.checkpoint)
+            if self.live is not None:
+                self.live.adopt()  # orders left working are followed on the portfolio stream
             log.info(
                 "holder.started",
                 extra={
@@ -307,8 +300,8 @@ class AccountHolder:
             log.error("holder.fenced_out", extra={"account": self.account})
             return "fenced"
         finally:
-            if self.live is not None and self.live.broker is not None:
-                self.live.broker.stop()
+            if self.live is not None:
+                self.live.stop()
             self.alerts.close()
 
     def _wait(self) -> None:
@@ -363,8 +356,8 @@ class AccountHolder:
         kernel = self.kernel
         seq = int(batch["seq"])
         rows: Sequence[Mapping[str, Any]] = batch["ticks"]
-        if "entries_paused" in batch:  # live batches: the feed's view of the Upstox token
-            kernel.engine.pause_entries(batch["entries_paused"])
+        # Entries paused for the token or Upstox's refusals: the holder's own LiveTrading decides
+        # (it sees both); the feed's "entries_paused" is only its view, for the status page.
         pace = batch.get("pace")  # [wall epoch s, market epoch ms, speed]: when ticks were due
         cut_at = batch.get("cut_at")
         open_ms = batch.get("open_ms")
@@ -436,19 +429,15 @@ class AccountHolder:
         if now - self._last_timer < LIVE_TIMER_S:
             return
         self._last_timer = now
-        from upstox_bot.runtime.live_market import apply_broker_events, reconcile_with_upstox
+        from upstox_bot.runtime.live_market import reconcile_live
 
         self.clock.advance_to(int(walltime.time() * 1000))
-        at = datetime.now(UTC)
-        allowed = live.guard.entries_allowed(at)
-        self.kernel.engine.pause_entries(None if allowed else live.guard.token_state(at).value)
-        if live.broker is not None:
-            apply_broker_events(self.kernel, live.broker)
-            if now - self._last_reconcile >= RECONCILE_S:
-                self._last_reconcile = now
-                reconcile_with_upstox(self.kernel, live.broker, self.alerts)
-        self.kernel.timer(self.clock.now_ms())
+        live.second(self.clock.now_ms())
         self.kernel.commit()
+        if live.broker is not None and now - self._last_reconcile >= RECONCILE_S:
+            self._last_reconcile = now
+            # The reads run on the broker's own loop; this thread only waits for them.
+            asyncio.run(reconcile_live(self.kernel, live.broker, self.alerts, datetime.now(UTC)))
 
     # --- session controls -------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ from upstox_bot.runtime.control import (
     KernelView,
     KillSwitchView,
 )
+from upstox_bot.runtime.live_switch import check_live_start
 from upstox_bot.runtime.store import AccountStore
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.brokers.persistent import PaperBook, PersistentPaperBroker
@@ -75,7 +76,7 @@ from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.exits import ExitManager
 from upstox_bot.trading.journal import BufferedJournal
 from upstox_bot.trading.kernel import TradingCore
-from upstox_bot.trading.ports import Broker, CancelOutcome
+from upstox_bot.trading.ports import Broker, CancelOutcome, OrderChange
 from upstox_bot.trading.routing import ContractBook
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,10 @@ class AccountKernel:
         fenced: commits are fenced by this instance's token (a shared account: the
             distributed harness), so that a holder that lost the account cannot commit.
         on_session: the harness's handler of session controls.
+        force_live_reason: why to trade live before the paper period is over (audited).
+
+    Raises:
+        ConfigError: the live switches are set without the paper period or a reason.
     """
 
     def __init__(
@@ -169,6 +174,7 @@ class AccountKernel:
         position: Callable[[], Mapping[str, Any]] | None = None,
         fenced: bool = False,
         on_session: SessionHook | None = None,
+        force_live_reason: str | None = None,
     ) -> None:
         self.settings = settings
         self.account = settings.ACCOUNT_NAME
@@ -186,6 +192,22 @@ class AccountKernel:
         self.ticks: list[Tick] = []  # sampled ticks to store with the next commit
         self._extra: list[Callable[[Session], None]] = []  # writes for the next commit
         self.market = "running"
+        # The paper period, whatever set the live switches (runtime/live_switch.py).
+        self.live_start = check_live_start(
+            settings, ports.store.sessions, force_reason=force_live_reason
+        )
+        if self.live_start is not None:
+            forced = self.live_start.forced_reason is not None
+            self.journal.audit(
+                AuditRecord(
+                    event="live.forced" if forced else "live.started",
+                    entity="account",
+                    entity_id=self.account,
+                    at=datetime.now(UTC),
+                    data=self.live_start.audit_data(),
+                    actor="startup",
+                )
+            )
         starting = rupees_to_paise(settings.ACCOUNT_SIZE)
         record = self.store.prepare(
             self.instruments.values(),
@@ -253,6 +275,13 @@ class AccountKernel:
         self.core = TradingCore(
             engine=self.engine, executor=self.executor, clock=clock, paper=self.paper
         )
+        # Deadlines, re-pricing, held exits and modifies of working orders (trading/desk.py).
+        self.desk = components.order_desk(
+            settings,
+            engine=self.engine,
+            executor=self.executor,
+            tick_size_paise=self.tick_size_paise,
+        )
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -272,10 +301,16 @@ class AccountKernel:
         )
         return instrument.kind if instrument is not None else InstrumentKind.EQUITY
 
-    def use_broker(self, broker: Broker) -> None:
-        """Trade through `broker` from now on (the live broker, once its gates are passed)."""
+    def use_broker(self, broker: Broker, *, lookup_window_ms: int = 0) -> None:
+        """Trade through `broker` from now on (the live broker, once its gates are passed).
+
+        Args:
+            lookup_window_ms: how long its book may take to show an order sent (an order not
+                found sooner is looked up again, never sent twice).
+        """
         self.broker = broker
         self.executor.broker = broker
+        self.executor.lookup_window_ms = lookup_window_ms
         self.paper = None
         self.core.paper = None
 
@@ -289,8 +324,10 @@ class AccountKernel:
         return intents
 
     def timer(self, now_ms: int) -> list[OrderIntent]:
-        """Move market time without a trade; returns the intents sent."""
+        """Move market time without a trade, and tend the working orders (deadlines,
+        re-pricing); returns the intents sent."""
         intents = self.core.fire_timer(now_ms)
+        self.desk.tend()
         if self._unpublished:
             self.publish()
         return intents
@@ -496,6 +533,8 @@ class AccountKernel:
             )
         if kind is CommandKind.CANCEL_ORDER:
             return self._cancel(str(args["client_order_id"]), command)
+        if kind is CommandKind.MODIFY_ORDER:
+            return self._modify(command)
         if kind is CommandKind.MANUAL_ENTRY:
             return self._manual_entry(
                 str(args["instrument_key"]), Direction(str(args["direction"])), command
@@ -604,6 +643,31 @@ class AccountKernel:
         return CommandResult(
             status=CommandStatus.DONE,
             detail=f"order {client_order_id} cancelled by {command.by}",
+        )
+
+    def _modify(self, command: Command) -> CommandResult:
+        args = command.args
+        client_order_id = str(args["client_order_id"])
+
+        def paise(name: str) -> int | None:
+            value = args.get(name)
+            return None if value is None else int(value)
+
+        change = OrderChange(
+            price_paise=paise("price_paise"),
+            quantity=paise("quantity"),
+            trigger_price_paise=paise("trigger_price_paise"),
+        )
+        done = self.desk.modify(client_order_id, change, by=command.by, reason=command.reason)
+        if done:
+            return CommandResult(
+                status=CommandStatus.DONE,
+                detail=f"order {client_order_id} modified by {command.by}",
+            )
+        return CommandResult(
+            status=CommandStatus.REQUESTED,
+            detail=f"modify of order {client_order_id} sent to the broker by {command.by}; "
+            "the order changes when the broker confirms",
         )
 
     def _manual_entry(

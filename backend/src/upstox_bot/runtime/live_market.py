@@ -2,10 +2,17 @@
 
 Ticks come from Market Data Feed V3 for the ranked F&O stocks of the universe (refresh it first
 with `upstox-bot universe refresh`). Orders go to the paper broker, or to Upstox when the trader
-has switched live trading on (PAPER_TRADING=false and LIVE_TRADING_ENABLED=true). Market time
-is the later of the wall clock and the last trade time. Once a second the loop runs the engine's
-timer, pauses or resumes entries from the token's state, applies the live broker's fills and
-closures, and commits; once a minute it reconciles with Upstox.
+has switched live trading on (PAPER_TRADING=false and LIVE_TRADING_ENABLED=true, after the
+paper period: runtime/live_switch.py). Market time is the later of the wall clock and the last
+trade time. Once a second the loop runs the engine's timer, pauses or resumes entries from the
+token's state and the order gate's, applies what the live broker reported through the order
+desk (fills, ends, acknowledgements, refusals, look-ups), tends the working orders, and
+commits; once a minute it reconciles with Upstox.
+
+No outside failure ends the run: a refused token pauses entries while the feed, the portfolio
+stream and the broker wait for the next login and then resume by themselves; a feed that fails
+is started again; a failing step of the loop is logged and tried again the next second. Only
+stop() (Ctrl-C, SIGTERM, the duration) ends it, and positions keep their exits until then.
 """
 
 from __future__ import annotations
@@ -14,9 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time as walltime
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from upstox_bot.api.hub import TICKS, tick_payload
@@ -24,20 +30,21 @@ from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import IST, Instrument, InstrumentKind, Order, OrderPurpose, Tick
 from upstox_bot.errors import ConfigError, UpstoxBotError
-from upstox_bot.monitoring.alerts import AlertKind
+from upstox_bot.monitoring.alerts import AlertDispatcher, AlertKind
 from upstox_bot.runtime import components
-from upstox_bot.trading.brokers.upstox import OrderClosed, UpstoxBroker
-from upstox_bot.upstox.client import UpstoxClient
+from upstox_bot.trading.brokers.upstox import UpstoxBroker, reconcile_books
+from upstox_bot.trading.desk import OrderDesk
+from upstox_bot.trading.order_gate import OrderGate
+from upstox_bot.upstox.client import PlacementPolicy, UpstoxClient
 from upstox_bot.upstox.holidays import HolidaySource, fetch_calendar_days, store_calendar_days
-from upstox_bot.upstox.live import UpstoxOrderGateway, UpstoxTickSource, reconcile
+from upstox_bot.upstox.live import UpstoxOrderGateway, UpstoxTickSource
 from upstox_bot.upstox.margins import MarginSource, future_margin_fractions
-from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
+from upstox_bot.upstox.token_store import TokenGuard, TokenStore, token_store_from_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from upstox_bot.config import Settings
-    from upstox_bot.monitoring.alerts import AlertDispatcher
     from upstox_bot.runtime.embedded import EmbeddedBot
     from upstox_bot.runtime.kernel import AccountKernel
 
@@ -45,6 +52,7 @@ log = logging.getLogger(__name__)
 
 TIMER_S = 1.0
 RECONCILE_S = 60.0
+FEED_RESTART_S = 5.0  # a feed that failed altogether is started again after this pause
 
 
 def universe_instruments(sessions: sessionmaker[Session], limit: int) -> list[Instrument]:
@@ -120,34 +128,29 @@ def _now_ms() -> int:
     return int(walltime.time() * 1000)
 
 
-@dataclass(slots=True)
-class LiveTrading:
-    """What trading on Upstox needs besides the kernel: the token store, its guard and, when
-    live orders are switched on, the broker (with its portfolio stream started)."""
-
-    guard: TokenGuard
-    token: Callable[[], str]
-    broker: UpstoxBroker | None
+def current_token(store: TokenStore) -> str:
+    """The token to use now ("" when there is none): read on every call and connect, so a
+    login takes effect at the next one."""
+    secret = store.access_token(datetime.now(UTC))
+    return secret.get_secret_value() if secret is not None else ""
 
 
-def live_trading(
-    settings: Settings, sessions: sessionmaker[Session], alerts: AlertDispatcher | None
-) -> LiveTrading:
-    """The token guard and, with PAPER_TRADING=false and LIVE_TRADING_ENABLED=true, the live
-    Upstox broker (started: its portfolio stream runs). Used by every harness."""
-    store = token_store_from_settings(settings, sessions)
-    guard = TokenGuard(store, alerts=alerts)
+def live_broker(settings: Settings, store: TokenStore, guard: TokenGuard) -> UpstoxBroker:
+    """The Upstox broker of these settings (started by the caller): market protection, algo
+    name, the tag look-up window; a token Upstox refuses is reported to ``guard``; entries are
+    refused before any call while the token is unusable (exits always go)."""
 
     def token() -> str:
-        secret = store.access_token(datetime.now(UTC))
-        return secret.get_secret_value() if secret is not None else ""
+        return current_token(store)
 
-    if settings.PAPER_TRADING or not settings.LIVE_TRADING_ENABLED:
-        return LiveTrading(guard=guard, token=token, broker=None)
     client = UpstoxClient(
         access_token=token,
         api_base_url=settings.UPSTOX_API_BASE_URL,
         algo_name=settings.UPSTOX_ALGO_NAME,
+        placement=PlacementPolicy(
+            market_protection=float(settings.MARKET_PROTECTION),
+            lookup_window_s=settings.UPSTOX_TAG_LOOKUP_SECONDS,
+        ),
     )
     gateway = UpstoxOrderGateway(
         client,
@@ -161,69 +164,89 @@ def live_trading(
             return None
         return "Upstox token expired or missing: log in again"
 
-    broker = UpstoxBroker(gateway, clock=lambda: datetime.now(UTC), can_place=can_place)
-    broker.start()
-    log.warning("live.trading", extra={"broker": "upstox"})
-    return LiveTrading(guard=guard, token=token, broker=broker)
-
-
-def apply_broker_events(kernel: AccountKernel, broker: UpstoxBroker) -> None:
-    """Feed the live broker's order updates to the kernel: fills, then closures."""
-    for event in broker.drain():
-        if isinstance(event, OrderClosed):
-            # cancelled or rejected at Upstox, after the fills it had (drained first)
-            kernel.engine.on_order_closed(
-                event.client_order_id,
-                event.status,
-                event.reason,
-                by=event.requested_by or "broker",
-            )
-        else:
-            kernel.executor.apply_fills([event])
-
-
-def reconcile_with_upstox(
-    kernel: AccountKernel, broker: UpstoxBroker, alerts: AlertDispatcher | None
-) -> None:
-    """Compare the bot's orders and positions with Upstox's; alert on a difference and settle
-    the orders whose outcome was unknown."""
-    now = datetime.now(UTC)
-    report = kernel.store.run(
-        lambda session: reconcile(session, broker, account=kernel.account, now=now)
+    return UpstoxBroker(
+        gateway,
+        clock=lambda: datetime.now(UTC),
+        can_place=can_place,
+        lookup_window_s=settings.UPSTOX_TAG_LOOKUP_SECONDS,
     )
-    if not report.clean and alerts is not None:
-        alerts.notify(
-            AlertKind.RECONCILIATION_MISMATCH,
-            f"{len(report.orders)} order and {len(report.positions)} position "
-            "difference(s) with Upstox",
-        )
-    kernel.executor.resolve_unresolved()
+
+
+class LiveTrading:
+    """What trading on Upstox needs besides the kernel, in every harness: the token store and
+    its guard and, with the live switches on, the started Upstox broker, all plugged into the
+    account's kernel (its order desk follows the broker's reports)."""
+
+    def __init__(
+        self,
+        kernel: AccountKernel,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        alerts: AlertDispatcher | None,
+    ) -> None:
+        self.kernel = kernel
+        self.store = token_store_from_settings(settings, sessions)
+        self.guard = TokenGuard(self.store, alerts=alerts)
+        kernel.desk.token_usable = lambda: self.guard.entries_allowed(datetime.now(UTC))
+        self.broker: UpstoxBroker | None = None
+        if settings.live_trading:
+            broker = live_broker(settings, self.store, self.guard)
+            broker.start()
+            # Upstox's book may lag: an order is sent again only after this long without it.
+            kernel.use_broker(
+                broker, lookup_window_ms=int(settings.UPSTOX_TAG_LOOKUP_SECONDS * 1000)
+            )
+            self.broker = broker
+            log.warning(
+                "live.trading",
+                extra={"broker": "upstox", "market_protection": str(settings.MARKET_PROTECTION)},
+            )
+
+    def token(self) -> str:
+        return current_token(self.store)
+
+    def adopt(self) -> None:
+        """After recovery: the live broker follows the orders left working."""
+        if self.broker is not None:
+            adopt_recovered_orders(self.kernel.desk, self.broker)
+
+    def second(self, now_ms: int) -> None:
+        """The once-a-second step: what the broker reported, entries paused or not, the
+        engine's timer and the desk's deadlines, settling unknown outcomes."""
+        kernel = self.kernel
+        now = datetime.now(UTC)
+        kernel.desk.drain()  # first: a refusal it reports pauses entries at once
+        kernel.engine.pause_entries(entries_paused_reason(self.guard, kernel.desk.gate, now))
+        kernel.timer(now_ms)
+        if self.broker is None and kernel.executor.unresolved:
+            kernel.executor.resolve_unresolved()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.kernel.desk.drain()
+        if self.broker is not None:
+            self.broker.stop()
 
 
 async def play_upstox(bot: EmbeddedBot) -> None:
     """Trade on the real feed until stop() is called (or the duration, in market minutes)."""
     settings = bot.settings
-    live = live_trading(settings, bot.sessions, bot.alerts)
-    guard, token, live_broker = live.guard, live.token, live.broker
-    if live_broker is not None:
-        bot.kernel.use_broker(live_broker)
-
+    live = LiveTrading(bot.kernel, settings, bot.sessions, bot.alerts)
     bot.clock.advance_to(_now_ms())
     checkpoint = bot.store.checkpoint()
     if checkpoint is not None and checkpoint.trading_date != bot.kernel.today():
         checkpoint = None  # an earlier day's candles being built are of no use today
     bot.kernel.recover(checkpoint)
-    if live_broker is not None:
-        for order in list(bot.engine.orders.values()):
-            live_broker.track(order)
+    live.adopt()
 
     contract_keys: list[str] = []
-    async with UpstoxClient(
-        access_token=token, api_base_url=settings.UPSTOX_API_BASE_URL
-    ) as reader:
-        await refresh_calendar(bot, reader)
-        if settings.TRADE_INSTRUMENT is InstrumentKind.FUTURE:
-            contract_keys = await load_live_futures(bot, reader)
+    with contextlib.suppress(Exception):
+        async with UpstoxClient(
+            access_token=live.token, api_base_url=settings.UPSTOX_API_BASE_URL
+        ) as reader:
+            await refresh_calendar(bot, reader)
+            if settings.TRADE_INSTRUMENT is InstrumentKind.FUTURE:
+                contract_keys = await load_live_futures(bot, reader)
     if settings.TRADE_INSTRUMENT is InstrumentKind.OPTION:
         # The feed subscribes once, at the start; an at-the-money option is chosen later and
         # would have no ticks to manage its stop, so no option contract is loaded: entries are
@@ -233,37 +256,81 @@ async def play_upstox(bot: EmbeddedBot) -> None:
     end_ms: int | None = None
     if bot.options.duration_minutes is not None:
         end_ms = bot.clock.now_ms() + int(bot.options.duration_minutes * 60_000)
-    source = UpstoxTickSource(
-        api_base_url=settings.UPSTOX_API_BASE_URL,
-        access_token=token,
-        instrument_keys=list(bot.instruments) + contract_keys,
-        clock=lambda: datetime.now(UTC),
-        is_market_open=bot.calendar.is_open,
+    feed = asyncio.create_task(
+        _feed(bot, live.store, live.guard, contract_keys), name="upstox-feed"
     )
-
-    async def consume() -> None:
-        async with source:
-            async for tick in source.ticks():
-                _on_tick(bot, tick)
-
-    feed = asyncio.create_task(consume())
-    timer = asyncio.create_task(_timer(bot, guard, live_broker, end_ms))
+    timer = asyncio.create_task(_timer(bot, live, end_ms), name="live-timer")
     try:
-        # The timer ends when stop() is called or the duration is over; a feed that fails for
-        # good (e.g. the token is refused) ends the run too, and its error is raised.
-        done, _ = await asyncio.wait({feed, timer}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
+        # The timer ends when stop() is called or the duration is over; the feed task never
+        # ends on its own (it waits for a login, and is started again after a failure).
+        await asyncio.wait({feed, timer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         bot.stop()
         for task in (feed, timer):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        live.stop()
         bot.flush()
-        if live_broker is not None:
-            live_broker.stop()
         bot.stats.finished = True
+
+
+def adopt_recovered_orders(desk: OrderDesk, broker: UpstoxBroker) -> None:
+    """Hand the orders left working before a restart to the live broker: their fills follow.
+
+    An order the restart left SUBMITTING and that recovery could not settle yet (not in the
+    book: it may still show there, or the token is gone) is looked up by its tag from the
+    broker's loop until it is found, or until the look-up window since it was sent has passed
+    with nothing (then it is sent again, never before).
+    """
+    executor = desk.executor
+    for client_order_id, order in list(desk.engine.orders.items()):
+        unknown = executor.unresolved.pop(client_order_id, None)
+        if unknown is not None:
+            desk.unknown.add(client_order_id)
+            broker.track(order, unknown_since=order.updated_at)
+        else:
+            broker.track(order)
+
+
+async def _feed(
+    bot: EmbeddedBot, store: TokenStore, guard: TokenGuard, contract_keys: list[str]
+) -> None:
+    """Ticks from the Upstox feed until cancelled; started again whenever it fails."""
+    failures = 0
+    while not bot.stopping:
+        source = UpstoxTickSource(
+            api_base_url=bot.settings.UPSTOX_API_BASE_URL,
+            access_token=lambda: current_token(store),
+            instrument_keys=list(bot.instruments) + contract_keys,
+            clock=lambda: datetime.now(UTC),
+            is_market_open=bot.calendar.is_open,
+            resume_on_new_token=True,
+            on_unauthorized=lambda refused: guard.report_rejected(
+                datetime.now(UTC), "the market feed's authorize answered 401", token=refused
+            ),
+        )
+        try:
+            async with source:
+                async for tick in source.ticks():
+                    failures = 0
+                    try:
+                        _on_tick(bot, tick)
+                    except Exception:  # one tick must not stop the feed (the timer goes on)
+                        bot.stats.tick_errors += 1
+                        log.exception("live.tick.failed", extra={"key": tick.instrument_key})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            log.exception("live.feed.failed")
+            bot.alerts.notify(
+                AlertKind.FEED_DEAD,
+                f"The Upstox feed failed ({type(exc).__name__}: {exc}); starting it again.",
+                key=f"feed:{type(exc).__name__}",
+            )
+        if not bot.stopping:
+            await asyncio.sleep(min(60.0, FEED_RESTART_S * failures or FEED_RESTART_S))
 
 
 def _on_tick(bot: EmbeddedBot, tick: Tick) -> None:
@@ -281,23 +348,69 @@ def _on_tick(bot: EmbeddedBot, tick: Tick) -> None:
         )
 
 
-async def _timer(
-    bot: EmbeddedBot, guard: TokenGuard, live_broker: UpstoxBroker | None, end_ms: int | None
-) -> None:
+def entries_paused_reason(guard: TokenGuard, gate: OrderGate, now: datetime) -> str | None:
+    """Why new entries wait now (the token, Upstox refusing the account's orders), or None."""
+    reasons = []
+    if not guard.entries_allowed(now):
+        reasons.append(f"Upstox token {guard.token_state(now).value}")
+    if gate.blocked and gate.cause is not None:
+        reasons.append(f"Upstox refuses orders ({gate.cause.value})")
+    return "; ".join(reasons) or None
+
+
+async def _timer(bot: EmbeddedBot, live: LiveTrading, end_ms: int | None) -> None:
     last_reconcile = walltime.monotonic()
     while not bot.stopping:
         await asyncio.sleep(TIMER_S)
-        now = datetime.now(UTC)
-        bot.clock.advance_to(_now_ms())
-        allowed = guard.entries_allowed(now)
-        bot.engine.pause_entries(None if allowed else guard.token_state(now).value)
-        if live_broker is not None:
-            apply_broker_events(bot.kernel, live_broker)
-        bot.kernel.timer(bot.clock.now_ms())
-        bot.stats.recent.append((walltime.monotonic(), bot.stats.ticks))
-        bot.flush()
-        if live_broker is not None and walltime.monotonic() - last_reconcile >= RECONCILE_S:
-            last_reconcile = walltime.monotonic()
-            reconcile_with_upstox(bot.kernel, live_broker, bot.alerts)
+        try:
+            now = datetime.now(UTC)
+            bot.clock.advance_to(_now_ms())
+            live.second(bot.clock.now_ms())
+            bot.stats.recent.append((walltime.monotonic(), bot.stats.ticks))
+            bot.flush()
+            broker = live.broker
+            if broker is not None and walltime.monotonic() - last_reconcile >= RECONCILE_S:
+                last_reconcile = walltime.monotonic()
+                await reconcile_live(bot.kernel, broker, bot.alerts, now)
+        except Exception:  # a failed step is tried again the next second: never stop here
+            bot.stats.timer_errors += 1
+            log.exception("live.timer.failed")
         if end_ms is not None and bot.clock.now_ms() >= end_ms:
             bot.stop()
+
+
+async def reconcile_live(
+    kernel: AccountKernel, broker: UpstoxBroker, alerts: AlertDispatcher | None, now: datetime
+) -> None:
+    """Compare the bot's books with Upstox's (reads on the broker's loop, awaited here)."""
+    try:
+        broker_orders, broker_positions = await broker.books()
+    except Exception as exc:
+        log.warning("reconcile.unavailable", extra={"error": str(exc)})
+        return
+    engine = kernel.engine
+    # An order still on its way, or younger than Upstox's book lag, is not a mismatch yet.
+    settled_before = now - timedelta(seconds=kernel.settings.UPSTOX_TAG_LOOKUP_SECONDS)
+    unsettled = kernel.desk.busy() | {
+        cid for cid, o in engine.orders.items() if o.updated_at >= settled_before
+    }
+    report = reconcile_books(
+        bot_orders=list(engine.orders.values()),
+        bot_positions=list(engine.positions.values()),
+        broker_orders=broker_orders,
+        broker_positions=broker_positions,
+        at=now,
+        ignore_tags=unsettled,
+    )
+    if not report.clean:
+        log.warning(
+            "reconcile.mismatch",
+            extra={"orders": len(report.orders), "positions": len(report.positions)},
+        )
+        if alerts is None:
+            return
+        alerts.notify(
+            AlertKind.RECONCILIATION_MISMATCH,
+            f"{len(report.orders)} order and {len(report.positions)} position "
+            "difference(s) with Upstox",
+        )

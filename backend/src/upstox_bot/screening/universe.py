@@ -30,8 +30,9 @@ from sqlalchemy.orm import Session
 from upstox_bot.clock import CalendarDay
 from upstox_bot.config import Settings
 from upstox_bot.db.models import SymbolRow
+from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.symbols import SymbolRepository
-from upstox_bot.domain import IST
+from upstox_bot.domain import IST, AuditRecord
 from upstox_bot.errors import ConfigError, UpstoxBotError
 from upstox_bot.feed.sim import load_universe
 from upstox_bot.screening.ban_list import BanList, parse_ban_list
@@ -86,6 +87,7 @@ class UniverseReport:
     skipped: Mapping[str, int] = field(default_factory=dict)
     ban: BanListReport | None = None
     calendar_days: int | None = None  # NSE calendar rows stored from Upstox; None: not fetched
+    ban_error: str | None = None  # the ban list could not be read: the last known list stays
 
 
 def read_instrument_file(path: Path) -> list[dict[str, Any]]:
@@ -228,7 +230,16 @@ async def refresh_universe(
         else None
     )
     ban_location = ban_source or settings.FNO_BAN_LIST
-    ban = await refresh_ban_list(session, ban_location, now=at) if ban_location else None
+    ban: BanListReport | None = None
+    ban_error: str | None = None
+    if ban_location:
+        try:
+            ban = await refresh_ban_list(session, ban_location, now=at)
+        except ConfigError as exc:
+            # NSE's file is often slow or refused: the morning refresh must still finish, and
+            # the stocks banned yesterday stay banned (a ban lasts days) until a list is read.
+            ban_error = str(exc)
+            ban = keep_last_ban_list(session, error=ban_error, source=ban_location, at=at)
     report = UniverseReport(
         source=source_name,
         trading_date=trading_date,
@@ -242,6 +253,7 @@ async def refresh_universe(
         skipped=dict(universe.skipped),
         ban=ban,
         calendar_days=stored_days,
+        ban_error=ban_error,
     )
     log.info(
         "universe.refreshed",
@@ -338,6 +350,26 @@ async def refresh_ban_list(
     """
     ban = await read_ban_list(location)
     return apply_ban_list(session, ban, at=now or datetime.now(UTC), source=location)
+
+
+def keep_last_ban_list(session: Session, *, error: str, source: str, at: datetime) -> BanListReport:
+    """The ban list could not be read: apply the last known one again (so new contracts of a
+    banned stock are banned too) and record the failure (audit ``universe.ban_list_failed``,
+    which raises the ``ban_list_failed`` alert)."""
+    kept = sorted(banned_symbols(session))
+    report = apply_ban_list(session, BanList(symbols=frozenset(kept)), at=at, source=source)
+    log.error("universe.ban_list_failed", extra={"error": error, "kept": len(kept)})
+    AuditRepository(session).add(
+        AuditRecord(
+            event="universe.ban_list_failed",
+            entity="universe",
+            entity_id=source[:64],
+            at=at,
+            data={"error": error, "kept": len(kept), "symbols": kept},
+            actor="universe_refresh",
+        )
+    )
+    return report
 
 
 def banned_symbols(session: Session) -> set[str]:

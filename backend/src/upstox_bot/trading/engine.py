@@ -41,6 +41,7 @@ from upstox_bot.domain import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    OrderType,
     Position,
     RiskDecision,
     RiskRule,
@@ -63,7 +64,7 @@ from upstox_bot.signals.series import CandleSeries
 from upstox_bot.trading import order_state
 from upstox_bot.trading.charges import OrderExecution
 from upstox_bot.trading.exits import ExitManager, ExitRules
-from upstox_bot.trading.ports import ChargesModel, Journal
+from upstox_bot.trading.ports import ChargesModel, Journal, OrderChange
 from upstox_bot.trading.routing import InstrumentRouter, StockRouter
 
 log = logging.getLogger(__name__)
@@ -917,6 +918,64 @@ class Engine:
         if instrument is None:
             raise NotFound(f"unknown instrument {key}")
         return instrument.lot_size
+
+    def lot_size(self, instrument_key: str) -> int:
+        """Units in one lot of what is traded in that instrument (1 for a stock).
+
+        Raises:
+            NotFound: the engine does not know the instrument.
+        """
+        return self._lot_size(instrument_key)
+
+    def on_order_acknowledged(self, client_order_id: str, broker_order_id: str) -> None:
+        """The broker took a working order and named it (a live broker, after the send)."""
+        order = self._orders.get(client_order_id)
+        if order is None or order.broker_order_id == broker_order_id:
+            return
+        order.broker_order_id = broker_order_id
+        self.journal.order(order)
+
+    def on_order_modified(self, client_order_id: str, change: OrderChange, *, by: str) -> None:
+        """The broker changed a working order: record its new price, quantity or type. An
+        entry's smaller quantity releases the cash it no longer needs."""
+        order = self._orders.get(client_order_id)
+        if order is None:
+            log.warning("order.modify.ignored", extra={"client_order_id": client_order_id})
+            return
+        before = (order.order_type, order.limit_price_paise, order.quantity)
+        if change.order_type is not None:
+            order.order_type = change.order_type
+        elif change.price_paise is not None and order.order_type is OrderType.MARKET:
+            order.order_type = OrderType.LIMIT
+        elif change.price_paise is not None and order.order_type is OrderType.STOP_MARKET:
+            order.order_type = OrderType.STOP_LIMIT
+        if change.price_paise is not None:
+            order.limit_price_paise = change.price_paise
+        if change.quantity is not None and change.quantity > order.filled_quantity:
+            order.quantity = change.quantity
+            order.lots = change.quantity // self._lot_size(order.instrument_key)
+            intent = self._pending_entries.get(order.instrument_key)
+            if intent is not None and intent.client_order_id == client_order_id:
+                self._pending_entries[order.instrument_key] = replace(
+                    intent, quantity=order.quantity, lots=order.lots
+                )
+        now = self.clock.now()
+        order.updated_at = now
+        self.journal.order(order)
+        if self._records:
+            self._audit(
+                "order.modified",
+                "order",
+                client_order_id,
+                now,
+                {
+                    "order_type": [before[0].value, order.order_type.value],
+                    "limit_price_paise": [before[1], order.limit_price_paise],
+                    "quantity": [before[2], order.quantity],
+                    "trigger_price_paise": change.trigger_price_paise,
+                },
+                actor=by,
+            )
 
     def _close_position(self, order: Order, at: datetime) -> None:
         key = order.instrument_key

@@ -34,7 +34,11 @@ def transition(order: Order, new: OrderStatus, at: datetime, *, reason: str | No
             f"order {order.client_order_id}: {order.status.value} -> {new.value} is not allowed"
         )
     order.status = new
-    order.updated_at = at
+    # Never backwards: a broker's fill time (an exchange timestamp, whole seconds) can be
+    # earlier than the acknowledgement recorded before it, and the journal ignores an update
+    # older than the stored one.
+    if at > order.updated_at:
+        order.updated_at = at
     if new is S.REJECTED and reason:
         order.rejection_reason = reason
 

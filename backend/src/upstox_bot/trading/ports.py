@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -11,10 +12,13 @@ from upstox_bot.domain import (
     AccountSnapshot,
     AuditRecord,
     Candle,
+    ClientOrderId,
     Direction,
     Fill,
     InstrumentKind,
     Order,
+    OrderStatus,
+    OrderType,
     Position,
     RiskDecision,
     Signal,
@@ -47,6 +51,110 @@ class CancelOutcome(StrEnum):
     CANCELLED = "cancelled"  # done and final now (paper): apply it to the engine at once
     REQUESTED = "requested"  # sent; the broker's confirmation arrives later as an order update
     NOT_WORKING = "not_working"  # unknown to the broker, filled or already ended: nothing to do
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderChange:
+    """A change to a working order: each field None keeps the order's value.
+
+    A price on a MARKET order makes it a LIMIT at that price (what a protected MARKET order is
+    at Upstox anyway); a trigger needs a stop order; a quantity is the order's new total.
+    """
+
+    price_paise: int | None = None
+    quantity: int | None = None
+    trigger_price_paise: int | None = None
+    order_type: OrderType | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderClosed:
+    """An order ended without filling in full (rejected or cancelled at the broker)."""
+
+    client_order_id: ClientOrderId
+    status: OrderStatus  # REJECTED or CANCELLED
+    reason: str
+    filled_quantity: int  # filled before it ended (fills were reported separately)
+    requested_by: str | None = None  # who asked for the cancel here (None: the broker's doing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderAccepted:
+    """The broker took the order (its ids; several when it was sliced)."""
+
+    client_order_id: ClientOrderId
+    broker_order_ids: tuple[str, ...]
+    recovered: bool = False  # found by its tag after its outcome was unknown
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderBlocked:
+    """The broker refused an order write for an account-level cause (errors.OrdersBlocked):
+    nothing was done. ``operation`` is ``place``, ``modify`` or ``cancel``."""
+
+    client_order_id: ClientOrderId
+    cause: str
+    reason: str
+    operation: str = "place"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderUnknown:
+    """The placement's outcome is unknown (answer lost, token refused mid-call): the broker
+    keeps looking its tag up and reports OrderAccepted or OrderNotPlaced."""
+
+    client_order_id: ClientOrderId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderNotPlaced:
+    """A placement whose outcome was unknown never reached the broker: the order book and the
+    history showed no order with its tag over the whole look-up window. Safe to send again."""
+
+    client_order_id: ClientOrderId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderModified:
+    """What came of a modify request: done (``ok``) or refused with ``reason``."""
+
+    client_order_id: ClientOrderId
+    change: OrderChange
+    ok: bool
+    reason: str = ""
+    requested_by: str = ""
+
+
+BrokerEvent = (
+    Fill
+    | OrderClosed
+    | OrderAccepted
+    | OrderBlocked
+    | OrderUnknown
+    | OrderNotPlaced
+    | OrderModified
+)
+"""What a broker reports after the call that caused it returned (live broker: ``drain()``)."""
+
+
+class ModifyingBroker(Protocol):
+    """A broker that changes working orders (paper at once, Upstox asynchronously)."""
+
+    def request_modify(self, client_order_id: str, change: OrderChange, *, by: str) -> bool:
+        """Ask the broker to change the order.
+
+        Returns:
+            True when done now (paper: apply it at once); False when requested (the outcome
+            arrives later as an OrderModified event).
+
+        Raises:
+            NotFound: the broker does not follow the order.
+            Conflict: the order cannot take this change now (not acknowledged yet, finished,
+                or a quantity change of an order Upstox sliced).
+        """
+        ...
 
 
 class ConfirmingBroker(Protocol):

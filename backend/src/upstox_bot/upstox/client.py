@@ -12,10 +12,12 @@ sends it, else back-off) and then retries, for every call: it slows the client i
 it, up to a bounded budget.
 
 Order placement is never retried blindly. After an ambiguous failure (timeout, connection error,
-5xx, and also 429) the client waits ``settle_s``, searches today's order book for the order's tag
-(the bot's client order id) and returns the orders found. It sends the order again only when the
-search succeeded and found nothing, at most ``max_attempts`` placements in all. If the search
-itself fails, it raises :class:`UpstoxOrderStateUnknown` and places nothing more.
+5xx, and also 429) the client searches today's order book and the order history for the order's
+tag (the bot's client order id), again and again over ``lookup_window_s``, because an order
+placed on the HFT host reaches the book only a moment later (API.md 5.1, 13), and returns the
+orders found. It sends the order again only when the last search of the window succeeded and
+found nothing, at most ``max_attempts`` placements in all. If that search fails, it raises
+:class:`UpstoxOrderStateUnknown` and places nothing more.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from upstox_bot.domain import OrderType, Product, Side, paise_to_rupees
 from upstox_bot.upstox.errors import (
     UpstoxApiError,
     UpstoxAuthError,
+    UpstoxNotFound,
     UpstoxOrderRejected,
     UpstoxOrderStateUnknown,
     UpstoxRateLimited,
@@ -52,6 +55,7 @@ from upstox_bot.upstox.models import (
     SIDE_CODES,
     BrokerageCharges,
     CandleUnit,
+    ExchangeStatus,
     FullQuote,
     FundsAndMargin,
     HistoricalCandle,
@@ -61,6 +65,7 @@ from upstox_bot.upstox.models import (
     PlacedOrder,
     PositionRecord,
     TradeRecord,
+    UserProfile,
     Validity,
 )
 from upstox_bot.upstox.ratelimit import RateLimiter, Sleep
@@ -101,19 +106,30 @@ class RetryPolicy:
         return float(min(self.max_delay_s, self.base_delay_s * 2 ** max(0, retry - 1)))
 
 
+DEFAULT_LOOKUP_WINDOW_S = 10.0
+"""How long after a lost answer the order book and history are searched for a tag before the
+order is taken as never placed. Upstox does not say how long its book lags the HFT host
+(API.md 12, 13); assumed to be seconds, so ten seconds with margin (UPSTOX_TAG_LOOKUP_SECONDS)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlacementPolicy:
     """How an order placement recovers from a lost answer (see the module doc).
 
     Attributes:
         max_attempts: most placements sent for one order after timeouts or 5xx.
-        settle_s: wait after an ambiguous failure before searching the order book for the tag.
+        settle_s: wait after an ambiguous failure before the first search for the tag.
+        lookup_window_s: keep searching (book and history) this long after the failure before
+            concluding that the order never arrived.
+        lookup_interval_s: wait between two searches of the window.
         market_protection: default ``market_protection`` for MARKET and SL-M orders: ``-1``
-            lets Upstox choose, ``1``-``25`` is a percent band (API.md 5.2, 9.2).
+            lets Upstox choose, ``1``-``25`` is a percent band, ``0`` none (API.md 5.2, 9.2).
     """
 
     max_attempts: int = 3
-    settle_s: float = 2.0
+    settle_s: float = 0.5
+    lookup_window_s: float = DEFAULT_LOOKUP_WINDOW_S
+    lookup_interval_s: float = 1.0
     market_protection: float = -1
 
 
@@ -568,7 +584,6 @@ class UpstoxClient:
                 ambiguous += 1
                 failure = exc
                 exhausted = ambiguous >= self._placement.max_attempts
-                await self._sleep(self._placement.settle_s)
             else:
                 data = envelope.get("data") or {}
                 ids = tuple(str(i) for i in data.get("order_ids") or ())
@@ -601,15 +616,40 @@ class UpstoxClient:
             )
 
     async def _search_after_failure(self, tag: str, failure: UpstoxApiError) -> list[OrderRecord]:
-        try:
-            return await self.find_orders_by_tag(tag)
-        except UpstoxAuthError:
-            raise
-        except UpstoxApiError as exc:
-            raise UpstoxOrderStateUnknown(
-                f"order {tag}: placement failed ({failure}) and the order book search failed "
-                f"({exc}); the order may exist"
-            ) from exc
+        """Search the book and the history for ``tag`` over the policy's window: the orders
+        found, or [] when the window's last search succeeded and found nothing.
+
+        Raises:
+            UpstoxOrderStateUnknown: the last search failed, or the token was refused (its
+                ``status_code`` is then 401): the order may exist.
+        """
+        policy = self._placement
+        waited = policy.settle_s
+        await self._sleep(policy.settle_s)
+        while True:
+            last = waited >= policy.lookup_window_s
+            try:
+                found = await self.find_orders_by_tag(tag)
+            except UpstoxAuthError as exc:
+                # The token died with the order's answer lost: the order may exist.
+                raise UpstoxOrderStateUnknown(
+                    f"order {tag}: placement failed ({failure}) and Upstox refused the token "
+                    f"when its tag was looked up ({exc}); the order may exist",
+                    status_code=401,
+                    problems=exc.problems,
+                ) from exc
+            except UpstoxApiError as exc:
+                if last:
+                    raise UpstoxOrderStateUnknown(
+                        f"order {tag}: placement failed ({failure}) and the order book search "
+                        f"failed ({exc}); the order may exist"
+                    ) from exc
+                found = []
+            if found or last:
+                return found
+            pause = min(policy.lookup_interval_s, policy.lookup_window_s - waited)
+            await self._sleep(pause)
+            waited += pause
 
     async def modify_order(
         self,
@@ -683,13 +723,32 @@ class UpstoxClient:
                 if attempts >= self._retry.attempts:
                     raise
                 await self._sleep(self._retry.backoff(attempts))
-                current = await self.order_details(order_id)
+                try:
+                    current = await self.order_details(order_id)
+                except UpstoxNotFound:  # not in the book yet (API.md 13): ask again
+                    continue
                 if current.status.startswith("cancel"):
                     return order_id
                 if current.is_terminal:
                     raise UpstoxOrderRejected(
                         f"order {order_id} is {current.status}; nothing to cancel"
                     ) from None
+
+    async def profile(self) -> UserProfile:
+        """The user's profile (``GET /v2/user/profile``): a read that proves the token works.
+
+        Raises:
+            UpstoxAuthError: the token is invalid, expired or revoked.
+        """
+        data = await self._data("GET", "/v2/user/profile")
+        return UserProfile.from_api(data or {})
+
+    async def market_status(self, exchange: str = "NSE") -> ExchangeStatus:
+        """An exchange's market status (``GET /v2/market/status/{exchange}``, API.md 7.4)."""
+        data = await self._data(
+            "GET", f"/v2/market/status/{quote(exchange, safe='')}", endpoint="GET /v2/market"
+        )
+        return ExchangeStatus.from_api(data or {})
 
     async def order_book(self) -> list[OrderRecord]:
         """Today's orders (``GET /v2/order/retrieve-all``)."""
@@ -717,12 +776,22 @@ class UpstoxClient:
         return [OrderRecord.from_api(raw) for raw in data or ()]
 
     async def find_orders_by_tag(self, tag: str) -> list[OrderRecord]:
-        """Today's orders carrying ``tag`` (several when Upstox sliced the order), from the book.
+        """Today's orders carrying ``tag`` (several when Upstox sliced the order): the order
+        book's records, and for an order the book does not show yet its latest state in the
+        order history (``GET /v2/order/history?tag=``, API.md 5.1).
 
         Raises:
-            UpstoxUnavailable: the order book could not be read after retries.
+            UpstoxUnavailable: the book or the history could not be read after retries.
         """
-        return [o for o in await self.order_book() if o.tag == tag]
+        found = {o.order_id: o for o in await self.order_book() if o.tag == tag}
+        try:
+            history = await self.order_history(tag=tag)
+        except UpstoxNotFound:  # an unknown tag may be answered as not found (assumed)
+            history = []
+        latest = {r.order_id: r for r in history if r.tag == tag}  # every state: last wins
+        for order_id, record in latest.items():
+            found.setdefault(order_id, record)
+        return list(found.values())
 
     async def find_order_by_tag(self, tag: str) -> OrderRecord | None:
         """The first of today's orders carrying ``tag``, or None."""

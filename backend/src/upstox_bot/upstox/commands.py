@@ -20,6 +20,7 @@ from upstox_bot.errors import ConfigError, UpstoxBotError
 
 if TYPE_CHECKING:
     from upstox_bot.feed.upstox_v3 import FeedMode
+    from upstox_bot.screening.universe import BanListReport
     from upstox_bot.upstox.token_store import TokenStatus
 
 console = Console()
@@ -87,13 +88,43 @@ def universe_refresh(
         console.print(f"{report.deactivated} instruments no longer in the file were deactivated")
     if report.calendar_days is not None:
         console.print(
-            f"NSE calendar: {report.calendar_days} holidays and sessions stored from Upstox"
+            f"NSE calendar: {report.calendar_days} holidays and sessions stored from Upstox",
+            highlight=False,
+        )
+    if report.ban_error is not None:
+        _alert_ban_list_failure(settings, report.ban_error, report.ban)
+        err_console.print(
+            f"[bold yellow]warning:[/] the F&O ban list could not be read ({report.ban_error}); "
+            "the last known list stays in force",
+            highlight=False,
         )
     if report.ban is not None:
         stale = " (STALE: not today's list)" if report.ban.stale else ""
+        kept = " (kept from the last refresh)" if report.ban_error is not None else ""
         console.print(
-            f"F&O ban list{stale}: {', '.join(report.ban.symbols) or 'none'}", highlight=False
+            f"F&O ban list{stale}{kept}: {', '.join(report.ban.symbols) or 'none'}",
+            highlight=False,
         )
+
+
+def _alert_ban_list_failure(settings: Settings, error: str, kept: BanListReport | None) -> None:
+    from upstox_bot.domain import AuditRecord
+    from upstox_bot.monitoring.alerts import alerts_for_audit, dispatcher_from_settings
+
+    record = AuditRecord(
+        event="universe.ban_list_failed",
+        entity="universe",
+        entity_id="ban_list",
+        at=datetime.now(UTC),
+        data={"error": error, "kept": len(kept.symbols) if kept else 0},
+        actor="universe_refresh",
+    )
+    dispatcher = dispatcher_from_settings(settings)
+    dispatcher.start()
+    try:
+        dispatcher.send_many(alerts_for_audit(record))
+    finally:
+        dispatcher.close()
 
 
 def _token(settings: Settings) -> str | None:
@@ -327,6 +358,45 @@ async def _fetch_calendar(settings: Settings, token: str, year: int) -> int:
         engine.dispose()
 
 
+def doctor() -> None:
+    """Check everything live trading needs before the open; print what to fix (exit 1 when
+    something blocks trading)."""
+    from rich.table import Table
+
+    from upstox_bot.db import migrate
+    from upstox_bot.db.session import make_engine, make_session_factory
+    from upstox_bot.upstox.doctor import Verdict, run_checks
+
+    settings = _settings()
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        checks = asyncio.run(run_checks(settings, make_session_factory(engine)))
+    finally:
+        engine.dispose()
+    marks = {
+        Verdict.OK: "[green]ok[/]",
+        Verdict.WARN: "[yellow]warn[/]",
+        Verdict.FAIL: "[bold red]FAIL[/]",
+        Verdict.SKIP: "[dim]skip[/]",
+    }
+    table = Table(title="upstox-bot doctor", show_lines=False)
+    table.add_column("check")
+    table.add_column("", justify="center")
+    table.add_column("what it found")
+    table.add_column("what to do")
+    for check in checks:
+        table.add_row(check.name, marks[check.verdict], check.detail, check.fix)
+    console.print(table)
+    blocking = [c for c in checks if c.blocks]
+    if blocking:
+        names = ", ".join(c.name for c in blocking)
+        console.print(f"[bold red]not ready to trade:[/] fix {names}", highlight=False)
+        raise typer.Exit(1)
+    console.print("[green]ready to trade[/]", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Mount the Upstox commands on the CLI app."""
     app.add_typer(universe_app, name="universe")
@@ -334,3 +404,4 @@ def register(app: typer.Typer) -> None:
     app.command("feed")(feed)
     app.command("calendar")(calendar)
     app.command("login")(login)
+    app.command("doctor")(doctor)

@@ -2,7 +2,11 @@
 
 - :class:`UpstoxOrderGateway` implements ``trading.brokers.upstox.OrderGateway`` with the REST
   client (placement with its tag, market protection and X-Algo-Name, recovery by tag after a
-  lost answer) and the portfolio stream (order updates). Wrap it in ``UpstoxBroker``.
+  lost answer) and the portfolio stream (order updates). Wrap it in ``UpstoxBroker``. It tells
+  an order refused for the account (errors.OrdersBlocked: static IP, algo name, a 401 on the
+  order API while a read accepts the token, a token that is really dead) from an order refused
+  for itself (OrderRejected), and checks a 401 on an order call with a read before it declares
+  the token dead.
 - :func:`reconcile` compares the database's unfinished orders and open positions with Upstox.
 - :class:`UpstoxTickSource` streams domain ticks of many instruments from Market Data Feed V3,
   sharded over as many connections as the plan's limits need.
@@ -22,7 +26,7 @@ from sqlalchemy.orm import Session
 from upstox_bot.db.repositories.orders import OrderRepository
 from upstox_bot.db.repositories.positions import PositionRepository
 from upstox_bot.domain import Order, OrderType, Product, Tick
-from upstox_bot.errors import BrokerUnavailable, OrderRejected
+from upstox_bot.errors import BrokerUnavailable, OrderRejected, OrdersBlocked
 from upstox_bot.feed.upstox_v3 import (
     NORMAL_PLAN_LIMITS,
     DecodedFrame,
@@ -34,14 +38,22 @@ from upstox_bot.feed.upstox_v3 import (
 from upstox_bot.trading.brokers.upstox import (
     BrokerOrderReport,
     ConnectHandler,
+    ModifyTarget,
     PositionReport,
     ReconciliationReport,
     ReportHandler,
     UpstoxBroker,
     reconcile_books,
 )
+from upstox_bot.trading.order_gate import BlockCause
 from upstox_bot.upstox.client import OrderRequest, UpstoxClient
-from upstox_bot.upstox.errors import UpstoxApiError, UpstoxAuthError, UpstoxUnavailable
+from upstox_bot.upstox.errors import (
+    UpstoxApiError,
+    UpstoxAuthError,
+    UpstoxOrderRejected,
+    UpstoxOrderStateUnknown,
+    UpstoxUnavailable,
+)
 from upstox_bot.upstox.models import OrderRecord, PositionRecord
 from upstox_bot.upstox.portfolio_stream import PortfolioStreamClient, PortfolioUpdate
 
@@ -52,6 +64,34 @@ T = TypeVar("T")
 TokenSource = Callable[[], str | SecretStr | None]
 AuthFailure = Callable[[str], None]
 """Called with a reason when Upstox refuses the token (wire to ``TokenGuard.report_rejected``)."""
+
+
+# Order-write refusals that are about the account, not the order (API.md 8.4, 9.2): the next
+# order would be refused the same way. UDAPI100074 (order APIs only 05:30-24:00) is not here:
+# it refuses the order for its time, and the order is recorded as rejected.
+BLOCKING_CODES: dict[str, BlockCause] = {
+    "UDAPI1154": BlockCause.STATIC_IP,  # static IP not whitelisted (third-party)
+    "UDAPI1156": BlockCause.ALGO,  # invalid algo name in X-Algo-Name (third-party)
+    "UDAPI1179": BlockCause.ACCOUNT,  # static-IP configuration not permitted (third-party)
+    "UDAPI1180": BlockCause.ACCOUNT,  # OAuth client inactive (third-party)
+    "UDAPI1181": BlockCause.ACCOUNT,  # segment or app type issue (third-party)
+    "UDAPI100049": BlockCause.ACCOUNT,  # API access restricted for this account (third-party)
+}
+
+
+def blocking_cause(exc: UpstoxApiError) -> BlockCause | None:
+    """The account-level cause of an order-write refusal, or None for a refusal of the order.
+
+    A 403 without a known code counts as a static-IP refusal: Upstox is reported to answer
+    IP refusals with HTTP 403 (API.md 8.2, 8.4; the exact status is unconfirmed).
+    """
+    for code in exc.error_codes:
+        cause = BLOCKING_CODES.get(code)
+        if cause is not None:
+            return cause
+    if exc.status_code == 403:
+        return BlockCause.STATIC_IP
+    return None
 
 
 def report_from_record(record: OrderRecord) -> BrokerOrderReport:
@@ -120,8 +160,12 @@ class UpstoxOrderGateway:
     async def place(self, order: Order) -> Sequence[str]:
         """Place ``order`` with its client id as the Upstox tag.
 
-        A refused token is BrokerUnavailable, not a rejection: when it happens after a lost
-        answer the order may exist, so it must be looked up by tag once a login is back.
+        Raises:
+            OrderRejected: Upstox refused the order itself (nothing placed).
+            OrdersBlocked: Upstox refuses every order of the account (static IP, algo name,
+                order API, a dead token): nothing placed.
+            BrokerUnavailable: the outcome is unknown (answer lost; also when the token died
+                while the lost order was looked up): look the tag up once a login is back.
         """
         priced = order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
         try:
@@ -137,10 +181,12 @@ class UpstoxOrderGateway:
         except ValueError as exc:
             raise OrderRejected(f"order {order.client_order_id} cannot be sent: {exc}") from exc
         try:
-            placed = await self._client.place_order(request)
-        except UpstoxAuthError as exc:
-            raise self._auth_failed(exc) from exc
-        except (OrderRejected, BrokerUnavailable):
+            placed = await self._write(self._client.place_order(request), "the order place call")
+        except UpstoxOrderStateUnknown as exc:
+            if exc.status_code == 401:
+                await self._check_token(exc)
+            raise BrokerUnavailable(f"order {order.client_order_id}: {exc}") from exc
+        except (OrderRejected, BrokerUnavailable, OrdersBlocked):
             raise
         except UpstoxApiError as exc:  # any other answer: the outcome is not certain
             raise BrokerUnavailable(f"order {order.client_order_id}: {exc}") from exc
@@ -151,16 +197,78 @@ class UpstoxOrderGateway:
 
         Raises:
             OrderRejected: Upstox refused: unknown order, or already complete/cancelled/rejected.
-            BrokerUnavailable: no conclusive answer, or the token was refused.
+            OrdersBlocked: Upstox refuses order writes of the account (see :meth:`place`).
+            BrokerUnavailable: no conclusive answer.
         """
         try:
-            await self._client.cancel_order(broker_order_id)
-        except UpstoxAuthError as exc:
-            raise self._auth_failed(exc) from exc
-        except (OrderRejected, BrokerUnavailable):
+            await self._write(self._client.cancel_order(broker_order_id), "the cancel call")
+        except (OrderRejected, BrokerUnavailable, OrdersBlocked):
             raise
         except UpstoxApiError as exc:  # e.g. UDAPI100010 unknown order id: nothing to cancel
             raise OrderRejected(f"cancel of {broker_order_id}: {exc}") from exc
+
+    async def modify(self, broker_order_id: str, target: ModifyTarget) -> None:
+        """Change one Upstox order (``PUT /v3/order/modify``); Upstox confirms on the stream.
+
+        Raises:
+            OrderRejected: Upstox refused the change (finished order, invalid values).
+            OrdersBlocked: Upstox refuses order writes of the account (see :meth:`place`).
+            BrokerUnavailable: no conclusive answer (read the order to see if it took).
+        """
+        try:
+            await self._write(
+                self._client.modify_order(
+                    broker_order_id,
+                    order_type=target.order_type,
+                    price_paise=target.price_paise,
+                    trigger_price_paise=target.trigger_price_paise,
+                    quantity=target.quantity,
+                ),
+                "the modify call",
+            )
+        except (OrderRejected, BrokerUnavailable, OrdersBlocked):
+            raise
+        except UpstoxApiError as exc:
+            raise OrderRejected(f"modify of {broker_order_id}: {exc}") from exc
+
+    async def _write(self, call: Awaitable[T], what: str) -> T:
+        """An order write, its account-level refusals turned into OrdersBlocked."""
+        try:
+            return await call
+        except UpstoxAuthError as exc:
+            raise await self._check_token(exc, what) from exc
+        except UpstoxOrderRejected as exc:
+            cause = blocking_cause(exc)
+            if cause is None:
+                raise
+            raise OrdersBlocked(f"Upstox refused {what}: {exc}", cause=cause.value) from exc
+
+    async def _check_token(self, exc: UpstoxApiError, what: str = "a call") -> OrdersBlocked:
+        """A 401 on an order call: ask a read (GET /v2/user/profile) whether the token works.
+
+        Upstox has answered 401 on order APIs while read APIs accepted the same token (API.md
+        13): only when the read is refused too is the token declared dead (and revoked).
+        """
+        try:
+            await self._client.profile()
+        except UpstoxAuthError as refused:
+            self._auth_failed(refused)
+            return OrdersBlocked(
+                f"Upstox refused the access token ({exc}; a read confirmed it): log in again",
+                cause=BlockCause.TOKEN.value,
+            )
+        except UpstoxApiError as check:
+            return OrdersBlocked(
+                f"Upstox answered 401 to {what} ({exc}) and the token could not be checked "
+                f"({check})",
+                cause=BlockCause.ORDER_API.value,
+            )
+        log.error("upstox.order_api.unauthorized", extra={"call": what})
+        return OrdersBlocked(
+            f"Upstox answered 401 to {what} ({exc}) while GET /v2/user/profile accepts the "
+            "same token",
+            cause=BlockCause.ORDER_API.value,
+        )
 
     async def reports_for_tag(self, tag: str) -> Sequence[BrokerOrderReport]:
         """Today's Upstox orders carrying ``tag``."""
@@ -197,6 +305,10 @@ class UpstoxOrderGateway:
                 on_report(report_from_record(update))
 
         def on_unauthorized() -> None:
+            stream = self._stream
+            refused = stream.refused_token if stream is not None else None
+            if refused is not None and _plain(self._token()) != refused:
+                return  # a login replaced that token meanwhile: nothing to report
             self._auth_failed(UpstoxAuthError("portfolio stream refused the token"))
 
         self._stream = PortfolioStreamClient(
@@ -205,6 +317,7 @@ class UpstoxOrderGateway:
             on_update=on_update,
             on_connect=on_connect,
             on_unauthorized=on_unauthorized,
+            resume_on_new_token=True,  # back by itself after the next login
         )
         await self._stream.start()
 
@@ -219,6 +332,10 @@ class UpstoxOrderGateway:
     def stream(self) -> PortfolioStreamClient | None:
         """The portfolio stream client, once started."""
         return self._stream
+
+
+def _plain(value: str | SecretStr | None) -> str:
+    return (value.get_secret_value() if isinstance(value, SecretStr) else value) or ""
 
 
 def reconcile(
@@ -263,6 +380,9 @@ class UpstoxTickSource:
         clock: the current aware time; ``is_market_open(at)`` says when silence means trouble.
         mode: subscription mode; ``full`` carries the day volume the candles need.
         queue_size: ticks buffered for a slow consumer (newer ones are dropped and counted).
+        resume_on_new_token: a refused token makes each connection wait for the next login
+            and resume, instead of stopping (the live harness).
+        on_unauthorized: called with the refused token when Upstox refuses it.
     """
 
     def __init__(
@@ -276,6 +396,8 @@ class UpstoxTickSource:
         mode: FeedMode = FeedMode.FULL,
         limits: FeedLimits = NORMAL_PLAN_LIMITS,
         queue_size: int = 100_000,
+        resume_on_new_token: bool = False,
+        on_unauthorized: Callable[[str], None] | None = None,
     ) -> None:
         self._shards = plan_shards(instrument_keys, mode, limits)
         self._mode = mode
@@ -289,6 +411,8 @@ class UpstoxTickSource:
                 is_market_open=is_market_open,
                 on_frame=self._on_frame,
                 limits=limits,
+                resume_on_new_token=resume_on_new_token,
+                on_unauthorized=on_unauthorized,
             )
             for _ in self._shards
         ]

@@ -184,6 +184,54 @@ class PlacedOrder:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UserProfile:
+    """The user's profile (``GET /v2/user/profile``, API.md 6.7)."""
+
+    user_id: str
+    user_name: str
+    email: str
+    exchanges: tuple[str, ...]
+    products: tuple[str, ...]
+    is_active: bool
+
+    @classmethod
+    def from_api(cls, raw: Mapping[str, Any]) -> UserProfile:
+        return cls(
+            user_id=str(raw.get("user_id") or ""),
+            user_name=str(raw.get("user_name") or ""),
+            email=str(raw.get("email") or ""),
+            exchanges=tuple(str(e) for e in raw.get("exchanges") or ()),
+            products=tuple(str(p) for p in raw.get("products") or ()),
+            is_active=bool(raw.get("is_active", True)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeStatus:
+    """An exchange's market status (``GET /v2/market/status/{exchange}``, API.md 7.4)."""
+
+    exchange: str
+    status: str  # NORMAL_OPEN, NORMAL_CLOSE, PRE_OPEN_START, PRE_OPEN_END, CLOSING_*
+    last_updated: datetime | None
+
+    @classmethod
+    def from_api(cls, raw: Mapping[str, Any]) -> ExchangeStatus:
+        updated = raw.get("last_updated")
+        at = None
+        if isinstance(updated, int | float | str) and str(updated).isdigit():
+            at = datetime.fromtimestamp(int(updated) / 1000, tz=IST)
+        return cls(
+            exchange=str(raw.get("exchange") or ""),
+            status=str(raw.get("status") or ""),
+            last_updated=at,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "NORMAL_OPEN"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TradeRecord:
     """One execution (``TradeData``)."""
 

@@ -4,8 +4,10 @@ Authorize with ``GET /v2/feed/portfolio-stream-feed/authorize?update_types=order
 connect to the single-use ``wss://`` URI it returns, and read one JSON update per message (text
 or binary frames: Upstox does not say which, so both are accepted). Nothing is sent to the server.
 The connection is kept alive: on a drop the client authorizes again and reconnects with
-exponential backoff and jitter; a refused token (401) stops it (``error`` is set and
-``on_unauthorized`` is called) because retrying cannot help until the user logs in again.
+exponential backoff and jitter. A refused token (401) calls ``on_unauthorized``; retrying the
+same token cannot help, so the client then waits for another token from ``access_token`` (the
+next login) and resumes with it (``resume_on_new_token``, what the live harness uses), or stops
+(``error`` is set).
 
 Updates are handed to ``on_update`` as typed records: :class:`~upstox_bot.upstox.models.OrderRecord`
 (the order-update payload is the order-book record plus ``update_type``) and
@@ -114,6 +116,8 @@ class PortfolioStreamClient:
         max_reconnect_attempts: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        resume_on_new_token: bool = False,
+        token_check_s: float = 2.0,
     ) -> None:
         self._base_url = api_base_url.rstrip("/")
         self._token = access_token
@@ -127,6 +131,9 @@ class PortfolioStreamClient:
         self._http = http_client
         self._own_http = http_client is None
         self._rng = rng or random.Random()
+        self._resume_on_new_token = resume_on_new_token
+        self._token_check_s = token_check_s
+        self._refused_token = ""
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -139,6 +146,8 @@ class PortfolioStreamClient:
         self.ignored = 0  # holding / GTT / unknown update types
         self.malformed = 0
         self.handler_errors = 0
+        self.unauthorized = 0
+        self.resumed = 0  # times a new token brought the stream back after a refusal
 
     async def __aenter__(self) -> PortfolioStreamClient:
         await self.start()
@@ -150,6 +159,11 @@ class PortfolioStreamClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def refused_token(self) -> str:
+        """The token of the last authorize call (the refused one, after a refusal)."""
+        return self._refused_token
 
     @property
     def running(self) -> bool:
@@ -185,6 +199,31 @@ class PortfolioStreamClient:
             await self._http.aclose()
             self._http = None
 
+    def _current_token(self) -> str:
+        value = self._token()
+        return (value.get_secret_value() if isinstance(value, SecretStr) else value) or ""
+
+    async def _refused(self, exc: FeedUnauthorized) -> None:
+        """Report the refusal; then wait for another token (or stop: re-raise)."""
+        self.unauthorized += 1
+        refused = self._refused_token
+        log.error("portfolio.unauthorized", extra={"error": str(exc)})
+        try:
+            await _call(self._on_unauthorized)
+        except Exception:
+            log.exception("portfolio.unauthorized_hook.failed")
+        if not self._resume_on_new_token:
+            raise exc
+        log.warning("portfolio.waiting_for_login")
+        while not self._closing.is_set():
+            token = self._current_token()
+            if token and token != refused:
+                self.resumed += 1
+                log.info("portfolio.token.renewed")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=self._token_check_s)
+
     async def _run(self) -> None:
         attempt = 0
         try:
@@ -192,8 +231,12 @@ class PortfolioStreamClient:
                 delivered = False
                 try:
                     delivered = await self._connect_once()
-                except FeedUnauthorized:
-                    raise
+                except FeedUnauthorized as exc:
+                    self._ws = None
+                    self._connected.clear()
+                    await self._refused(exc)
+                    attempt = 0
+                    continue
                 except (
                     ConnectionClosed,
                     InvalidHandshake,
@@ -223,11 +266,6 @@ class PortfolioStreamClient:
                     await asyncio.wait_for(self._closing.wait(), timeout=delay)
         except FeedUnauthorized as exc:
             self.error = exc
-            log.error("portfolio.unauthorized", extra={"error": str(exc)})
-            try:
-                await _call(self._on_unauthorized)
-            except Exception:
-                log.exception("portfolio.unauthorized_hook.failed")
         except FeedError as exc:
             self.error = exc
             log.error("portfolio.stopped", extra={"error": str(exc)})
@@ -262,8 +300,8 @@ class PortfolioStreamClient:
         return True
 
     async def _authorize(self) -> str:
-        value = self._token()
-        token = value.get_secret_value() if isinstance(value, SecretStr) else value
+        token = self._current_token()
+        self._refused_token = token
         if not token:
             raise FeedUnauthorized("no Upstox access token: log in first")
         http = self._http

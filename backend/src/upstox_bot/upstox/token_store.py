@@ -284,13 +284,18 @@ class TokenStore:
         """The token to send, or None when there is no usable one."""
         return self.resolve(now)[1]
 
-    def mark_rejected(self, now: datetime, reason: str) -> None:
+    def mark_rejected(self, now: datetime, reason: str, *, token: str | None = None) -> None:
         """Upstox refused the token last handed out (401): stop using it.
 
         A stored login is marked revoked; the environment token is dropped for this process.
+        With ``token`` (the one refused), nothing is revoked when it is no longer the token in
+        use: a login made meanwhile is never thrown away for its predecessor's refusal.
         """
-        if self._in_use is None:
-            self.resolve(now)
+        if self._in_use is None or token is not None:
+            current = self.resolve(now)[1]
+            if token is not None and (current is None or current.get_secret_value() != token):
+                log.info("upstox.token.refusal_of_old_token")
+                return
         in_use = self._in_use
         if in_use is None:
             return
@@ -416,10 +421,11 @@ class TokenGuard:
         """False while the token is expired, revoked or missing: pause new entries."""
         return self.check(now).entries_allowed
 
-    def report_rejected(self, now: datetime, reason: str) -> None:
-        """Upstox answered 401 to the token: revoke it, re-check now and alert."""
+    def report_rejected(self, now: datetime, reason: str, *, token: str | None = None) -> None:
+        """Upstox answered 401 to the token: revoke it, re-check now and alert. ``token``: the
+        refused one (a refusal of a token already replaced by a login is ignored)."""
         try:
-            self._store.mark_rejected(now, reason)
+            self._store.mark_rejected(now, reason, token=token)
         except Exception:
             log.exception("upstox.token.revoke_failed")
         self._checked_at = None

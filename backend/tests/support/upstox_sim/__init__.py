@@ -6,11 +6,13 @@ from collections.abc import Iterator
 
 from .app import UpstoxSimulator, build_app
 from .rest import Fault, FaultKind, RestSimulator, SimOrder, sample_instruments
+from .scenario import Scenario
 
 __all__ = [
     "Fault",
     "FaultKind",
     "RestSimulator",
+    "Scenario",
     "SimOrder",
     "UpstoxSimulator",
     "build_app",

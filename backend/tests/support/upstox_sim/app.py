@@ -7,6 +7,7 @@ import importlib.util
 import socket
 import threading
 import time
+from decimal import Decimal
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 
 from . import portfolio, rest
 from .rest import RestSimulator
+from .scenario import Scenario
 
 _FEED_MODULE = f"{__package__}.feed"
 
@@ -33,11 +35,14 @@ def build_app(rest_sim: RestSimulator, feed_sim: Any | None = None) -> FastAPI:
     """
     app = FastAPI(title="Upstox simulator", docs_url=None, redoc_url=None, openapi_url=None)
     rest.install(app, rest_sim)
-    portfolio.install(app, rest_sim)  # the portfolio stream watches the REST order book
+    streams = portfolio.install(app, rest_sim)  # the portfolio stream watches the order book
+    rest_sim.on_revoke.append(streams.close_for_revocation)
     feed = _feed_module()
     if feed is not None:
         feed_sim = feed_sim if feed_sim is not None else feed.FeedSimulator()
         _share_tokens(rest_sim, feed_sim)
+        feed_sim.scenario = rest_sim.scenario
+        rest_sim.on_revoke.append(feed_sim.close_for_revocation)
         app.state.feed_sim = feed_sim
         app.include_router(feed.router)
     return app
@@ -59,7 +64,8 @@ class UpstoxSimulator:
 
     Use ``with UpstoxSimulator() as sim:`` (or :meth:`start` / :meth:`stop`); point the client at
     :attr:`base_url`. :attr:`rest` is the REST state (orders, faults, tokens); :attr:`feed` the
-    feed state when the feed half is installed.
+    feed state when the feed half is installed; :attr:`scenario` how Upstox behaves (realistic
+    by default; change its fields while the simulator runs to script a day).
     """
 
     def __init__(
@@ -67,9 +73,10 @@ class UpstoxSimulator:
         *,
         rest_sim: RestSimulator | None = None,
         feed_sim: Any | None = None,
+        scenario: Scenario | None = None,
         host: str = "127.0.0.1",
     ) -> None:
-        self.rest = rest_sim or RestSimulator()
+        self.rest = rest_sim or RestSimulator(scenario=scenario)
         self.app = build_app(self.rest, feed_sim)
         self.feed: Any | None = getattr(self.app.state, "feed_sim", None)
         self.portfolio: portfolio.PortfolioSimulator = self.app.state.portfolio_sim
@@ -77,6 +84,21 @@ class UpstoxSimulator:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
+
+    @property
+    def scenario(self) -> Scenario:
+        """The behaviour both halves follow (shared, mutable)."""
+        return self.rest.scenario
+
+    def trade(self, instrument_key: str, rupees: float) -> None:
+        """A trade at ``rupees``: the feed sends it and the exchange matches orders at it."""
+        self.rest.set_price(instrument_key, Decimal(str(rupees)))
+        if self.feed is not None:
+            self.feed.push_ticks(instrument_key, [rupees])
+
+    def revoke_tokens(self) -> None:
+        """Revoke every token mid-day: 401 UDAPI100050 everywhere, websockets closed."""
+        self.rest.revoke_tokens()
 
     @property
     def base_url(self) -> str:
@@ -131,6 +153,7 @@ class UpstoxSimulator:
             server.force_exit = True
             thread.join(timeout=5)
         self._port = None
+        self.rest.close()
 
     def __enter__(self) -> UpstoxSimulator:
         return self.start()

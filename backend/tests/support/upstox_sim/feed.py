@@ -33,6 +33,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
 
+from .scenario import Scenario
+
 AUTHORIZE_PATH = "/v3/feed/market-data-feed/authorize"
 WS_PATH = "/market-data-feeder/v3/upstox-developer-api/feeds"
 DEFAULT_TOKEN = "sim-access-token"
@@ -121,6 +123,7 @@ class _Connection:
 
 _ABORT = "abort"
 _CLOSE_1011 = "close-1011"
+_CLOSE_1008 = "close-1008"
 
 
 class FeedSimulator:
@@ -134,6 +137,7 @@ class FeedSimulator:
         segment_status: Mapping[str, int] | None = None,
         seed: int = 7,
     ) -> None:
+        self.scenario = Scenario.realistic()  # limits (API.md 3.4); shared with the REST half
         self.accepted_tokens: set[str] = set(access_tokens)
         self.segment_status: dict[str, int] = dict(segment_status or _DEFAULT_SEGMENT_STATUS)
         self.auto_tick_interval_s: float | None = None  # random-walk ticks for subscribed keys
@@ -149,6 +153,8 @@ class FeedSimulator:
         self.authorize_refusals = 0
         self.connections_opened = 0
         self.rejected_handshakes = 0
+        self.over_limit_handshakes = 0  # refused: the user's connection limit was reached
+        self.keys_over_limit = 0  # keys asked for beyond the per-user cap (no data for them)
         self.abrupt_drops = 0  # connections cut at the TCP level by drop_connections()
         self.frames_sent = 0
         self.frames_swallowed = 0  # suppressed by go_silent
@@ -235,6 +241,15 @@ class FeedSimulator:
             conn.enqueue(_ABORT if abrupt else _CLOSE_1011)
         return len(targets)
 
+    def close_for_revocation(self) -> int:
+        """The token was revoked: close every connection (API.md 1.2, 13; close code assumed
+        1008, policy violation). Returns how many."""
+        with self._lock:
+            targets = list(self._connections.values())
+        for conn in targets:
+            conn.enqueue(_CLOSE_1008)
+        return len(targets)
+
     def go_silent(self, seconds: float) -> None:
         """Keep the open connections open but send them nothing for `seconds`."""
         until = time.monotonic() + seconds
@@ -278,6 +293,15 @@ class FeedSimulator:
                 return False
             self._codes.discard(code)
             return True
+
+    def _room_for_connection(self) -> bool:
+        # API.md 3.4: connections per user (one user here); what Upstox answers beyond the
+        # limit is unconfirmed (3.8): assumed, the handshake is refused.
+        with self._lock:
+            if len(self._connections) < self.scenario.max_feed_connections:
+                return True
+            self.over_limit_handshakes += 1
+            return False
 
     def _register(self, websocket: WebSocket) -> _Connection:
         with self._lock:
@@ -323,8 +347,17 @@ class FeedSimulator:
                 return True
             if method not in ("sub", "change_mode") or mode not in _REQUEST_MODES:
                 return False
+            # Keys beyond the user's cap in a mode get no data (API.md 3.4; the effect of
+            # going over is unconfirmed, 3.8 and 12: assumed silently dropped).
+            cap = self.scenario.max_feed_keys_per_mode
+            taken = {k for c in self._connections.values() for k, m in c.modes.items() if m == mode}
             for key in keys:
+                if key not in taken and len(taken) >= cap:
+                    self.keys_over_limit += 1
+                    continue
                 conn.modes[key] = mode
+                taken.add(key)
+            keys = [k for k in keys if k in conn.modes]
             snapshot = self._feed_frame(conn, keys, pb.initial_feed, self._clock_ms())
         conn.enqueue(snapshot)
         return True
@@ -441,6 +474,9 @@ async def market_data_feed(websocket: WebSocket) -> None:
         sim.rejected_handshakes += 1
         await websocket.close(code=1008)  # before accept: the handshake is refused (403)
         return
+    if not sim._room_for_connection():
+        await websocket.close(code=1008)  # over the connection limit: refused (403)
+        return
     await websocket.accept()
     conn = sim._register(websocket)
     conn.queue.put_nowait(sim._market_info_frame())
@@ -472,8 +508,8 @@ async def _send_loop(sim: FeedSimulator, conn: _Connection) -> None:
             if await _abort(websocket):
                 sim.abrupt_drops += 1
             return
-        if item == _CLOSE_1011:
-            await websocket.close(code=1011)
+        if item in (_CLOSE_1011, _CLOSE_1008):
+            await websocket.close(code=1011 if item == _CLOSE_1011 else 1008)
             return
         if time.monotonic() < conn.silent_until:
             sim.frames_swallowed += 1

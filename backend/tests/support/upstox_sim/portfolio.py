@@ -45,6 +45,7 @@ class _Connection:
     trades_seen: int
     outbox: list[str] = field(default_factory=list)  # raw frames queued by tests
     drop: bool = False
+    close_code: int = 1011
 
 
 class PortfolioSimulator:
@@ -76,6 +77,15 @@ class PortfolioSimulator:
         with self._lock:
             for conn in self._connections.values():
                 conn.drop = True
+            return len(self._connections)
+
+    def close_for_revocation(self) -> int:
+        """The token was revoked: close every connection (API.md 1.2, 13; the close code Upstox
+        uses is not documented: assumed 1008, policy violation). Returns how many."""
+        with self._lock:
+            for conn in self._connections.values():
+                conn.drop = True
+                conn.close_code = 1008
             return len(self._connections)
 
     def pause(self, paused: bool = True) -> None:
@@ -239,7 +249,7 @@ async def portfolio_stream(websocket: WebSocket) -> None:
     try:
         while not receiver.done():
             if conn.drop:
-                await websocket.close(code=1011)
+                await websocket.close(code=conn.close_code)
                 break
             for frame in sim.pending_frames(conn):
                 await websocket.send_text(frame)

@@ -1,8 +1,12 @@
 """REST half of the local Upstox simulator: login, instruments, quotes, candles, orders, portfolio.
 
-Paths, envelopes and error codes follow the Upstox facts (API.md sections 0-8). State lives in a
-:class:`RestSimulator`; tests change it directly (prices, instruments, tokens) and script faults
-with :meth:`RestSimulator.fail_next`. The simulator runs in a server thread, so every state change
+Paths, envelopes and error codes follow the Upstox facts (API.md sections 0-8); how orders,
+tokens and limits behave follows the :class:`~.scenario.Scenario` (API.md 13), realistic by
+default: an order is acknowledged at once and matched a moment later by the simulator's own
+exchange thread, it reaches the order book after a delay, a MARKET order rests when the price
+gaps through its protection band. State lives in a :class:`RestSimulator`; tests change it
+directly (prices, instruments, tokens, the scenario) and script faults with
+:meth:`RestSimulator.fail_next`. The simulator runs in a server thread, so every state change
 happens under one lock.
 """
 
@@ -12,9 +16,11 @@ import asyncio
 import base64
 import gzip
 import hashlib
+import heapq
 import hmac
 import itertools
 import json
+import math
 import random
 import secrets
 import threading
@@ -31,6 +37,8 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .scenario import Scenario
 
 IST = ZoneInfo("Asia/Kolkata")
 SESSION_OPEN = time(9, 15)
@@ -171,6 +179,9 @@ class FaultMiddleware:
         )
         fault = self.sim.faults.take(scope["path"])
         if fault is None:
+            if self.sim.over_rate_limit(scope["method"], scope["path"]):
+                await _send_json(send, 429, error_body("UDAPI10005", "Too Many Request Sent"))
+                return
             await self.app(scope, receive, send)
             return
         if fault.kind is FaultKind.SLOW:
@@ -575,6 +586,11 @@ class SimOrder:
     exchange_timestamp: str | None = None
     order_request_id: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
+    # When the order shows in the order book (time.monotonic()): API.md 13, the book lags.
+    visible_at: float = 0.0
+    # The limit a MARKET / SL-M order with market protection became (API.md 5.2, 9.2).
+    protected_price: Decimal | None = None
+    at_exchange: bool = False  # matched once: later price moves fill it at once
 
     @property
     def terminal(self) -> bool:
@@ -659,6 +675,70 @@ class IssuedToken:
     expires_at: datetime
 
 
+# --- the simulated exchange ---------------------------------------------------------------
+
+
+class _Exchange:
+    """Runs the simulator's delayed work (matching, partial fills) on its own daemon thread.
+
+    Each job runs under the simulator's lock at its due time (time.monotonic()); the thread
+    starts with the first job and sleeps until the next one is due, so an idle simulator costs
+    nothing.
+    """
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self._wake = threading.Condition()
+        self._jobs: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.errors = 0
+
+    def at(self, delay_s: float, job: Callable[[], None]) -> None:
+        """Run ``job`` after ``delay_s`` seconds (under the simulator's lock)."""
+        with self._wake:
+            if self._closed:
+                return
+            heapq.heappush(self._jobs, (time_module.monotonic() + delay_s, next(self._seq), job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="upstox-sim-exchange")
+                self._thread.daemon = True
+                self._thread.start()
+            self._wake.notify()
+
+    @property
+    def idle(self) -> bool:
+        """No job waiting."""
+        with self._wake:
+            return not self._jobs
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._jobs.clear()
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and (
+                    not self._jobs or self._jobs[0][0] > time_module.monotonic()
+                ):
+                    timeout = self._jobs[0][0] - time_module.monotonic() if self._jobs else None
+                    self._wake.wait(timeout)
+                if self._closed:
+                    return
+                _, _, job = heapq.heappop(self._jobs)
+            try:
+                with self._lock:
+                    job()
+            except Exception:  # a broken job must not stop the exchange
+                self.errors += 1
+
+
 # --- the simulator state ------------------------------------------------------------------
 
 
@@ -671,8 +751,9 @@ class RestSimulator:
         redirect_uris: registered redirect URIs; None accepts any http(s) URI.
         user_id: the simulated user (UCC).
         now: the simulator's clock (aware); defaults to the real time.
-        require_market_protection: refuse MARKET / SL-M orders without ``market_protection``
-            (UDAPI1158), as the 2026 rules do.
+        scenario: how orders, tokens and limits behave (default :meth:`Scenario.realistic`);
+            :attr:`scenario` may be changed while the simulator runs.
+        require_market_protection: overrides the scenario's flag of the same name.
         registered_algo_names: when set, order writes with another ``X-Algo-Name`` are refused
             (UDAPI1156).
         available_margin: starting funds in rupees.
@@ -686,7 +767,8 @@ class RestSimulator:
         redirect_uris: Sequence[str] | None = None,
         user_id: str = "SIM123",
         now: Callable[[], datetime] | None = None,
-        require_market_protection: bool = True,
+        scenario: Scenario | None = None,
+        require_market_protection: bool | None = None,
         registered_algo_names: Sequence[str] | None = None,
         available_margin: Decimal = Decimal("100000"),
     ) -> None:
@@ -695,7 +777,9 @@ class RestSimulator:
         self.redirect_uris = set(redirect_uris) if redirect_uris is not None else None
         self.user_id = user_id
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(tz=UTC))
-        self.require_market_protection = require_market_protection
+        self.scenario = scenario or Scenario.realistic()
+        if require_market_protection is not None:
+            self.scenario.require_market_protection = require_market_protection
         self.registered_algo_names = (
             set(registered_algo_names) if registered_algo_names is not None else None
         )
@@ -703,6 +787,13 @@ class RestSimulator:
         self.lock = threading.RLock()
         self.faults = FaultPlan()
         self.requests: list[RequestRecord] = []
+        self.matcher = _Exchange(self.lock)
+        self.on_revoke: list[Callable[[], None]] = []  # websocket halves close their streams
+        self._gaps: dict[str, Decimal] = {}  # instrument -> price it gaps to after an order
+        self._after_place: list[Callable[[], None]] = []  # one-shot scripts after an order
+        self._rate_windows: dict[str, list[float]] = {}
+        self.rate_limited = 0  # requests answered 429 by the rate limit (not scripted faults)
+        self.exchange_status = "NORMAL_OPEN"  # the market status API's answer (API.md 7.4)
         self._signing_key = secrets.token_bytes(32)
         self._codes: dict[str, str] = {}  # auth code -> redirect_uri
         self._tokens: dict[str, IssuedToken] = {}
@@ -741,12 +832,74 @@ class RestSimulator:
         return self._by_key.get(key)
 
     def set_price(self, instrument_key: str, rupees: Decimal | str) -> None:
-        """Move an instrument's last price and fill the working orders it now reaches."""
+        """Move an instrument's last price and fill the working orders it now reaches (those
+        already at the exchange; a newer one is matched when its acknowledgement is done)."""
         with self.lock:
             self.prices[instrument_key] = Decimal(str(rupees))
-            for order in self.orders.values():
-                if order.instrument_key == instrument_key and not order.terminal:
+            for order in list(self.orders.values()):
+                if (
+                    order.instrument_key == instrument_key
+                    and order.at_exchange
+                    and not order.terminal
+                ):
                     self._match(order)
+
+    def script_gap(self, instrument_key: str, rupees: Decimal | str) -> None:
+        """The next order on ``instrument_key`` sees the market gap to ``rupees`` right after
+        Upstox accepted it (its protection band is already fixed): a MARKET order whose band
+        the gap jumps rests unfilled (API.md 5.2, 9.2, 13)."""
+        with self.lock:
+            self._gaps[instrument_key] = Decimal(str(rupees))
+
+    def after_next_place(self, script: Callable[[], None]) -> None:
+        """Run ``script`` right after Upstox accepted the next order (e.g. revoke the token
+        while the order's answer is on its way)."""
+        with self.lock:
+            self._after_place.append(script)
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every token (logout, new login elsewhere, static-IP change): every call
+        answers 401 UDAPI100050 and the websockets close (API.md 1.2, 1.3, 9.2, 13)."""
+        with self.lock:
+            self._tokens.clear()
+        for hook in list(self.on_revoke):
+            hook()
+
+    def over_rate_limit(self, method: str, path: str) -> bool:
+        """Count a request against its API's window; True when it is over the limit (8.3)."""
+        parts = [p for p in path.split("/") if p]
+        api = f"{method} /" + "/".join(parts[:3])
+        now = time_module.monotonic()
+        with self.lock:
+            window = self._rate_windows.setdefault(api, [])
+            while window and window[0] <= now - 60.0:
+                window.pop(0)
+            last_second = sum(1 for at in window if at > now - 1.0)
+            if (
+                last_second >= self.scenario.rate_limit_per_second
+                or len(window) >= self.scenario.rate_limit_per_minute
+            ):
+                self.rate_limited += 1
+                return True
+            window.append(now)
+        return False
+
+    def visible(self, order: SimOrder) -> bool:
+        """Whether the order shows in the order book yet (API.md 13)."""
+        return order.visible_at <= time_module.monotonic()
+
+    def wait_settled(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the exchange has no delayed work left (tests): True when it is idle."""
+        deadline = time_module.monotonic() + timeout_s
+        while not self.matcher.idle:
+            if time_module.monotonic() > deadline:
+                return False
+            time_module.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        """Stop the exchange thread."""
+        self.matcher.close()
 
     def fail_next(
         self,
@@ -799,16 +952,14 @@ class RestSimulator:
             "exp": int(expiry.timestamp()),
             "isMultiClient": False,
             "isPlusPlan": False,
+            # not among the observed claims: keeps two tokens issued in one second distinct,
+            # as two logins' tokens are
+            "jti": secrets.token_hex(8),
         }
         token = _jwt(claims, self._signing_key)
         with self.lock:
             self._tokens[token] = IssuedToken(self.user_id, expiry)
         return token
-
-    def revoke_tokens(self) -> None:
-        """Invalidate every token (logout, new login elsewhere, static-IP change)."""
-        with self.lock:
-            self._tokens.clear()
 
     def revoke_token(self, token: str) -> None:
         """Invalidate one token (logout)."""
@@ -1111,7 +1262,7 @@ class RestSimulator:
             self.place_requests += 1
         if not isinstance(body, dict):
             raise SimError(400, "UDAPI100038", "Invalid input")
-        self._check_algo(algo_name)
+        self._check_order_write(algo_name)
         for name in (
             "instrument_token",
             "quantity",
@@ -1152,8 +1303,16 @@ class RestSimulator:
         protection = body.get("market_protection", 0)
         if not isinstance(protection, int | float) or not -1 <= protection <= 25:
             raise SimError(400, "UDAPI1160", "Invalid market protection")
-        if order_type in ("MARKET", "SL-M") and self.require_market_protection and not protection:
-            raise SimError(400, "UDAPI1158", "Market orders need market protection")
+        if (
+            order_type in ("MARKET", "SL-M")
+            and self.scenario.require_market_protection
+            and not protection
+        ):
+            raise SimError(
+                400,
+                "UDAPI1158",
+                "Market orders without market protection are not allowed via API",
+            )
         tag = body.get("tag")
         if tag is not None and len(str(tag)) > 40:
             raise SimError(400, "UDAPI100038", "Tag too long", property_path="tag")
@@ -1191,20 +1350,65 @@ class RestSimulator:
                     market_protection=float(protection),
                     algo_name=algo_name,
                 )
+                order.visible_at = time_module.monotonic() + self.scenario.book_delay_s
                 self.orders[order.order_id] = order
+                # Acknowledged now, matched later (API.md 4.2, 5.7, 13).
                 order.set_status("put order req received")
                 order.set_status("validation pending")
                 order.set_status("open pending")
                 order.exchange_order_id = f"13{order.order_id[-14:]}"
                 order.exchange_timestamp = now_text
-                self._match(order)
+                order.protected_price = self._protected_price(order)
                 ids.append(order.order_id)
+            gap = self._gaps.pop(record["instrument_key"], None)
+            if gap is not None:
+                self.prices[record["instrument_key"]] = gap
+            for order_id in ids:
+                self._at_exchange(self.orders[order_id])
+            scripts, self._after_place = self._after_place, []
+        for script in scripts:
+            script()
         return ids
+
+    def _protected_price(self, order: SimOrder) -> Decimal | None:
+        """The limit a MARKET / SL-M order with market protection becomes (API.md 5.2, 9.2):
+        the last price plus (buy) or minus (sell) the band, on the tick. -1 is Upstox's own
+        band (assumed: Scenario.auto_protection_pct)."""
+        if order.order_type not in ("MARKET", "SL-M") or not order.market_protection:
+            return None
+        band = (
+            self.scenario.auto_protection_pct
+            if order.market_protection < 0
+            else Decimal(str(order.market_protection))
+        )
+        base = self.prices.get(order.instrument_key)
+        if order.order_type == "SL-M":
+            base = order.trigger_price
+        if base is None:
+            return None
+        factor = 1 + band / 100 if order.transaction_type == "BUY" else 1 - band / 100
+        tick = Decimal(str(_tick_paise(base))) / 100
+        steps = (base * factor / tick).to_integral_value(
+            rounding="ROUND_FLOOR" if order.transaction_type == "BUY" else "ROUND_CEILING"
+        )
+        return steps * tick
+
+    def _at_exchange(self, order: SimOrder) -> None:
+        # The first match happens after the acknowledgement (Scenario.match_delay_s).
+        def arrive() -> None:
+            order.at_exchange = True
+            if not order.terminal:
+                self._match(order)
+
+        if self.scenario.match_delay_s <= 0:
+            arrive()
+        else:
+            self.matcher.at(self.scenario.match_delay_s, arrive)
 
     def modify(self, body: Any, algo_name: str | None) -> str:
         if not isinstance(body, dict) or not body.get("order_id"):
             raise SimError(400, "UDAPI1003", "Order id is required", property_path="order_id")
-        self._check_algo(algo_name)
+        self._check_order_write(algo_name)
         for name, code in (
             ("order_type", "UDAPI1004"),
             ("validity", "UDAPI1007"),
@@ -1219,34 +1423,59 @@ class RestSimulator:
             order = self._get_order(str(body["order_id"]))
             if order.terminal:
                 raise SimError(400, "UDAPI100041", "Cannot modify a completed/cancelled order")
+            quantity = body.get("quantity")
+            if quantity is not None and (
+                not isinstance(quantity, int) or quantity <= order.filled_quantity
+            ):
+                raise SimError(
+                    400, "UDAPI100038", "Quantity must exceed the filled quantity", "quantity"
+                )
             order.order_type = str(body["order_type"])
             order.validity = str(body["validity"])
             order.price = Decimal(str(body["price"]))
             order.trigger_price = Decimal(str(body["trigger_price"]))
-            if body.get("quantity") is not None:
-                order.quantity = int(body["quantity"])
+            if quantity is not None:
+                order.quantity = quantity
+            if "market_protection" in body:
+                order.market_protection = float(body["market_protection"])
+            # A MARKET order modified keeps (or takes) its protection, from the price now
+            # (assumed; a comparable broker documents it so); a LIMIT has none.
+            order.protected_price = self._protected_price(order)
             order.order_request_id += 1
             order.set_status("modified")
-            self._match(order)
+            if order.at_exchange:
+                self._match(order)
             return order.order_id
 
     def cancel(self, order_id: str | None, algo_name: str | None) -> str:
         if not order_id:
             raise SimError(400, "UDAPI1003", "Order id is required", property_path="order_id")
-        self._check_algo(algo_name)
+        self._check_order_write(algo_name)
         with self.lock:
             order = self._get_order(order_id)
             if order.terminal:
                 raise SimError(400, "UDAPI100040", "Cannot cancel a completed/cancelled order")
             order.set_status("cancel pending")
-            order.set_status("cancelled", "Cancelled by user")
+
+            # The exchange confirms a moment later; a fill can land first (API.md 4.2, 13).
+            def confirm() -> None:
+                if not order.terminal:
+                    order.set_status("cancelled", "Cancelled by user")
+
+            if self.scenario.match_delay_s <= 0:
+                confirm()
+            else:
+                self.matcher.at(self.scenario.match_delay_s, confirm)
             return order.order_id
 
     def order_details(self, order_id: str | None) -> dict[str, Any]:
         if not order_id:
             raise SimError(400, "UDAPI1003", "Order id is required", property_path="order_id")
         with self.lock:
-            return self._get_order(order_id).record()
+            order = self._get_order(order_id)
+            if not self.visible(order):
+                raise SimError(400, "UDAPI100010", "Order not found", property_path="order_id")
+            return order.record()
 
     def order_history(self, order_id: str | None, tag: str | None) -> list[dict[str, Any]]:
         if not order_id and not tag:
@@ -1258,7 +1487,12 @@ class RestSimulator:
                     return []
             else:
                 orders = [o for o in self.orders.values() if o.tag == tag]
-            return [entry for o in orders for entry in o.history]
+            return [entry for o in orders if self.visible(o) for entry in o.history]
+
+    def order_book(self) -> list[dict[str, Any]]:
+        """Today's orders that have reached the book (API.md 5.7, 13)."""
+        with self.lock:
+            return [o.record() for o in self.orders.values() if self.visible(o)]
 
     def positions(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -1268,6 +1502,32 @@ class RestSimulator:
                     trade
                 )
             return [self._position(key, product, group) for (key, product), group in groups.items()]
+
+    def profile(self) -> dict[str, Any]:
+        """``GET /v2/user/profile`` (API.md 6.7)."""
+        return {
+            "email": "s***@example.com",
+            "exchanges": ["NSE", "NFO", "BSE", "CDS", "BFO", "BCD"],
+            "products": ["D", "CO", "I"],
+            "broker": "UPSTOX",
+            "user_id": self.user_id,
+            "user_name": "Sim Trader",
+            "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
+            "user_type": "individual",
+            "poa": False,
+            "ddpi": False,
+            "is_active": True,
+        }
+
+    def market_status(self, exchange: str) -> dict[str, Any]:
+        """``GET /v2/market/status/{exchange}`` (API.md 7.4)."""
+        if exchange not in ("NSE", "NFO", "CDS", "BSE", "BFO", "BCD", "MCX", "NSCOM"):
+            raise SimError(400, "UDAPI1089", "Invalid exchange", property_path="exchange")
+        return {
+            "exchange": exchange,
+            "status": self.exchange_status,
+            "last_updated": int(self.now().timestamp() * 1000),
+        }
 
     def funds(self) -> dict[str, Any]:
         with self.lock:
@@ -1394,7 +1654,12 @@ class RestSimulator:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _check_algo(self, algo_name: str | None) -> None:
+    def _check_order_write(self, algo_name: str | None) -> None:
+        # Order writes only (API.md 9.2): reads are not IP-restricted.
+        if self.scenario.order_api_unauthorized:
+            raise invalid_token()  # API.md 13: reported while reads accept the token
+        if not self.scenario.static_ip_registered:
+            raise SimError(403, "UDAPI1154", "Static IP is not whitelisted for this user")
         if (
             algo_name is not None
             and self.registered_algo_names is not None
@@ -1427,15 +1692,24 @@ class RestSimulator:
                 if order.status != "trigger pending":
                     order.set_status("trigger pending")
                 return
+        limit: Decimal | None = order.protected_price
         if order.order_type in ("LIMIT", "SL"):
-            marketable = ltp <= order.price if buy else ltp >= order.price
-            if not marketable:
+            limit = order.price
+        if limit is not None:
+            marketable = ltp <= limit if buy else ltp >= limit
+            if not marketable:  # a limit away from the market, or a MARKET order in a gap
                 if order.status != "open":
                     order.set_status("open")
                 return
         scripted = self.partial_fills.get(order.tag or "")
         if scripted is None:
-            self._fill(order, ltp)
+            parts = max(1, self.scenario.fill_parts)
+            if parts == 1:
+                self._fill(order, ltp)
+                return
+            self._fill(order, ltp, math.ceil(order.quantity / parts))
+            if not order.terminal:
+                self.matcher.at(self.scenario.part_interval_s, lambda: self._rematch(order))
             return
         cap, cancel_message = scripted
         room = cap - order.filled_quantity
@@ -1445,6 +1719,10 @@ class RestSimulator:
             order.set_status("cancelled", cancel_message)
         elif not order.terminal and order.status != "open":
             order.set_status("open")
+
+    def _rematch(self, order: SimOrder) -> None:
+        if not order.terminal:
+            self._match(order)
 
     def _fill(self, order: SimOrder, price: Decimal, quantity: int | None = None) -> None:
         rest = order.quantity - order.filled_quantity
@@ -1676,8 +1954,7 @@ def create_rest_router(sim: RestSimulator) -> APIRouter:
     @router.get("/v2/order/retrieve-all")
     async def order_book(request: Request) -> JSONResponse:
         sim.authenticate(request)
-        with sim.lock:
-            return ok([o.record() for o in sim.orders.values()])
+        return ok(sim.order_book())
 
     @router.get("/v2/order/details")
     async def order_details(request: Request, order_id: str | None = None) -> JSONResponse:
@@ -1709,6 +1986,16 @@ def create_rest_router(sim: RestSimulator) -> APIRouter:
     async def positions(request: Request) -> JSONResponse:
         sim.authenticate(request)
         return ok(sim.positions())
+
+    @router.get("/v2/user/profile")
+    async def profile(request: Request) -> JSONResponse:
+        sim.authenticate(request)  # a read: not IP-restricted (API.md 9.2)
+        return ok(sim.profile())
+
+    @router.get("/v2/market/status/{exchange}")
+    async def market_status(request: Request, exchange: str) -> JSONResponse:
+        sim.authenticate(request)
+        return ok(sim.market_status(exchange))
 
     @router.get("/v2/user/get-funds-and-margin")
     async def funds(request: Request, segment: str | None = None) -> JSONResponse:

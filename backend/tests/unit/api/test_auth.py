@@ -41,6 +41,7 @@ WRITES = [
     ("post", "/api/v1/positions/X/close", None),
     ("post", "/api/v1/trades", {"instrument_key": "X"}),
     ("post", "/api/v1/orders/X/cancel", None),
+    ("put", "/api/v1/orders/X", {"price": "100.00"}),
     ("post", "/api/v1/symbols/refresh", None),
 ]
 

@@ -19,6 +19,7 @@ from upstox_bot.domain import (
     IST,
     ClientOrderId,
     Order,
+    OrderIntent,
     OrderPurpose,
     OrderStatus,
     OrderType,
@@ -413,6 +414,76 @@ def test_cancel_of_an_order_the_broker_no_longer_works_is_a_409(bot_app: BotApp)
 
     _error(response, 409, "conflict")
     assert order_id in bot_app.bot.engine.orders  # a fill on its way will complete it
+
+
+def _paper_entry(bot_app: BotApp, cid: str = "ub-paper-limit-1") -> str:
+    """A working LIMIT entry, sent to the paper broker through the executor."""
+    bot = bot_app.bot
+    engine = bot.engine
+    key = next(k for k in engine.instruments if k not in engine.positions)
+    bot.kernel.executor.execute(
+        [
+            OrderIntent(
+                client_order_id=ClientOrderId(cid),
+                instrument_key=key,
+                side=Side.BUY,
+                quantity=10,
+                lots=10,
+                purpose=OrderPurpose.ENTRY,
+                reason="test",
+                created_at=engine.clock.now(),
+                order_type=OrderType.LIMIT,
+                limit_price_paise=5_000,
+            )
+        ]
+    )
+    bot.flush()
+    assert engine.orders[cid].status is OrderStatus.OPEN
+    return cid
+
+
+def test_put_order_modifies_a_working_paper_order_and_audits_who_and_why(
+    bot_app: BotApp,
+) -> None:
+    order_id = _paper_entry(bot_app)
+
+    response = bot_app.client.put(
+        f"/api/v1/orders/{order_id}",
+        json={"price": "51.50", "quantity": 5, "reason": "closer to the market"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "modified"
+    working = bot_app.bot.engine.orders[order_id]
+    assert (working.limit_price_paise, working.quantity) == (5_150, 5)
+    stored = bot_app.client.get(f"/api/v1/orders/{order_id}").json()
+    assert (stored["limit_price"], stored["quantity"]) == ("51.50", 5)
+    audit = bot_app.client.get(
+        "/api/v1/audit", params={"entity_id": order_id, "event_prefix": "order.modif"}
+    ).json()
+    events = {a["event"]: a for a in audit["items"]}
+    assert events["order.modify_requested"]["data"]["reason"] == "closer to the market"
+    assert events["order.modified"]["actor"] == events["order.modify_requested"]["actor"]
+
+
+def test_put_order_refuses_what_would_break_a_rule(bot_app: BotApp) -> None:
+    order_id = _paper_entry(bot_app)
+
+    _error(bot_app.client.put(f"/api/v1/orders/{order_id}", json={"quantity": 11}), 409, "conflict")
+    off_tick = bot_app.client.put(f"/api/v1/orders/{order_id}", json={"price": "51.03"})
+    assert off_tick.status_code == 422
+    assert "price" in off_tick.text
+    assert bot_app.client.put(f"/api/v1/orders/{order_id}", json={}).status_code == 422
+    negative = bot_app.client.put(f"/api/v1/orders/{order_id}", json={"price": "-1"})
+    assert negative.status_code == 422
+    trigger = bot_app.client.put(f"/api/v1/orders/{order_id}", json={"trigger_price": "50"})
+    _error(trigger, 409, "conflict")
+    _error(bot_app.client.put("/api/v1/orders/nope", json={"price": "50.00"}), 404, "not_found")
+    assert bot_app.bot.engine.orders[order_id].limit_price_paise == 5_000  # unchanged
+
+
+def test_put_order_without_the_bot_is_a_409(client: TestClient) -> None:
+    _error(client.put("/api/v1/orders/any", json={"price": "50.00"}), 409, "bot_not_running")
 
 
 # --- account -----------------------------------------------------------------------------------

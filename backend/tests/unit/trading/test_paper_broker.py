@@ -10,8 +10,18 @@ import pytest
 
 from tests.support.factories import ist_ms
 from upstox_bot.clock import SimClock
-from upstox_bot.domain import Side, ms_to_datetime
+from upstox_bot.domain import (
+    ClientOrderId,
+    Order,
+    OrderPurpose,
+    OrderStatus,
+    OrderType,
+    Side,
+    ms_to_datetime,
+)
+from upstox_bot.errors import Conflict, NotFound
 from upstox_bot.trading.brokers.paper import PaperBroker
+from upstox_bot.trading.ports import OrderChange
 
 
 def _broker(slippage_bps: str) -> PaperBroker:
@@ -59,3 +69,53 @@ def test_with_slippage_a_fill_is_never_better_than_the_slipped_price(
     assert got == want
     slipped = Decimal(price) * (Decimal(1) + (1 if side is Side.BUY else -1) * Decimal("0.0005"))
     assert got >= slipped if side is Side.BUY else got <= slipped
+
+
+def test_a_limit_order_rests_until_a_trade_reaches_it_and_never_fills_worse() -> None:
+    broker = _broker("0")
+    order = make_order(OrderType.LIMIT, Side.SELL, limit_price_paise=10_050)
+
+    broker.place(order)
+
+    assert broker.on_trade(KEY, 10_000) == []  # below a sell limit: rests
+    assert broker.working_count == 1
+    (fill,) = broker.on_trade(KEY, 10_100)
+    assert fill.price_paise == 10_100
+    assert broker.working_count == 0
+
+
+def test_a_working_order_is_modified_at_once_and_a_finished_one_is_refused() -> None:
+    broker = _broker("0")
+    order = make_order(OrderType.MARKET, Side.BUY)
+    broker.place(order)
+
+    assert broker.request_modify(order.client_order_id, OrderChange(price_paise=9_900), by="t")
+
+    assert broker.on_trade(KEY, 10_000) == []  # now a LIMIT at 99.00
+    (fill,) = broker.on_trade(KEY, 9_800)
+    assert fill.price_paise == 9_800
+    with pytest.raises(Conflict):
+        broker.request_modify(order.client_order_id, OrderChange(price_paise=9_700), by="t")
+    with pytest.raises(NotFound):
+        broker.request_modify("ub-none", OrderChange(price_paise=9_700), by="t")
+
+
+KEY = "NSE_EQ|INE062A01020"
+
+
+def make_order(kind: OrderType, side: Side, **overrides: object) -> Order:
+    at = ms_to_datetime(ist_ms(10, 0))
+    values: dict[str, object] = {
+        "client_order_id": ClientOrderId(f"ub-paper-{kind.value}-{side.value}"),
+        "instrument_key": KEY,
+        "side": side,
+        "quantity": 10,
+        "lots": 10,
+        "purpose": OrderPurpose.ENTRY,
+        "order_type": kind,
+        "status": OrderStatus.SUBMITTING,
+        "created_at": at,
+        "updated_at": at,
+    }
+    values.update(overrides)
+    return Order(**values)  # type: ignore[arg-type]

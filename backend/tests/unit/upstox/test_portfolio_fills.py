@@ -169,3 +169,27 @@ def test_reconcile_books_agrees_when_nothing_differs() -> None:
     )
     assert report_.clean
     assert report_.orders_checked == 1
+
+
+def test_reconcile_books_leaves_orders_on_their_way_out_of_the_comparison() -> None:
+    # Sent a moment ago: the bot holds it working, Upstox's book does not show it yet (or shows
+    # it working before the bot heard back). Neither is a mismatch yet.
+    in_flight = make_order(quantity=500)
+    tag = str(in_flight.client_order_id)
+    working_at_broker = report("A", 0, None, OrderStatus.OPEN)
+
+    compared = reconcile_books(
+        bot_orders=[in_flight], bot_positions=[], broker_orders=[], broker_positions=[], at=NOW
+    )
+    ignored = reconcile_books(
+        bot_orders=[in_flight],
+        bot_positions=[],
+        broker_orders=[working_at_broker],
+        broker_positions=[],
+        at=NOW,
+        ignore_tags={tag},
+    )
+
+    assert [m.kind for m in compared.orders] == ["state"]  # "unknown to the broker"
+    assert ignored.clean
+    assert ignored.orders_checked == 0

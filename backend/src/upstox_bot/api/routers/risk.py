@@ -60,6 +60,7 @@ async def risk_status(
             seconds_until_next_order=view.seconds_until_next_order,
             entry_window=f"{str(limits['entry_start'])[:5]}-{str(limits['entry_end'])[:5]}",
             allow_short=bool(limits["allow_short"]),
+            entries_paused=view.entries_paused,
         )
     return await run_in_threadpool(_stored_status, session, account, settings)
 

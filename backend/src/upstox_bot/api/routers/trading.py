@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ from upstox_bot.api.schemas.control import (
     CommandRead,
     ManualTradeCreate,
     ManualTradeRead,
+    OrderModify,
     PnlDayRead,
     PnlRead,
 )
@@ -47,9 +49,16 @@ from upstox_bot.domain import (
     SignalType,
     ms_to_datetime,
     paise_to_rupees,
+    rupees_to_paise,
 )
 from upstox_bot.errors import Conflict, NotFound
-from upstox_bot.runtime.control import Command, CommandKind, CommandStatus, KernelView
+from upstox_bot.runtime.control import (
+    Command,
+    CommandInvalid,
+    CommandKind,
+    CommandStatus,
+    KernelView,
+)
 
 router = APIRouter(tags=["trading"], responses=ERRORS)
 
@@ -486,6 +495,51 @@ async def cancel_order(
         response.status_code = status.HTTP_202_ACCEPTED
         return CommandRead(status="cancel_requested", detail=result.detail)
     return CommandRead(status="cancelled", detail=result.detail)
+
+
+@router.put(
+    "/orders/{client_order_id}",
+    response_model=CommandRead,
+    responses={
+        202: {"model": CommandRead, "description": "Sent to Upstox; confirmed later."},
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+    },
+)
+async def modify_order(
+    client_order_id: str,
+    body: OrderModify,
+    control: ControlDep,
+    actor: TradeActor,
+    response: Response,
+) -> CommandRead:
+    """Change a working order's price, quantity or trigger price through the bot's broker,
+    audited with who and why.
+
+    Paper: changed at once (200, ``modified``). Upstox: the modify is sent (202,
+    ``modify_requested``) and the order changes when Upstox confirms it. A price off the tick
+    answers 422; an order not working or not acknowledged yet, an exit's quantity, or an
+    entry's quantity above the one the risk checks approved answer 409."""
+    args = {
+        "client_order_id": client_order_id,
+        "price_paise": rupees_to_paise(body.price) if body.price is not None else None,
+        "quantity": body.quantity,
+        "trigger_price_paise": (
+            rupees_to_paise(body.trigger_price) if body.trigger_price is not None else None
+        ),
+    }
+    command = Command(kind=CommandKind.MODIFY_ORDER, by=actor, reason=body.reason, args=args)
+    try:
+        result = await send(control, command, "modifying an order")
+    except CommandInvalid as exc:
+        field = "price" if body.price is not None else "trigger_price"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": None}]
+        ) from None
+    if result.status is CommandStatus.DONE:
+        return CommandRead(status="modified", detail=result.detail)
+    response.status_code = status.HTTP_202_ACCEPTED
+    return CommandRead(status="modify_requested", detail=result.detail)
 
 
 # --- account -----------------------------------------------------------------------------------

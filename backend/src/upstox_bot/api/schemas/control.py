@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from upstox_bot.domain import Direction, RiskRule
 
@@ -107,6 +107,11 @@ class RiskStatusRead(BaseModel):
     seconds_until_next_order: float = Field(description="0 when an order may go now.")
     entry_window: str = Field(description="IST, e.g. 09:20-14:45.")
     allow_short: bool
+    entries_paused: str | None = Field(
+        None,
+        description="Why new entries wait now (the Upstox token, Upstox refusing the account's "
+        "orders); null when they do not.",
+    )
 
 
 class AuditRead(BaseModel):
@@ -155,6 +160,40 @@ class ManualTradeRead(BaseModel):
     stop: Decimal
     target: Decimal
     rule: RiskRule | None = None
+
+
+class OrderModify(BaseModel):
+    """A change to a working order; give at least one of price, quantity and trigger_price."""
+
+    price: Decimal | None = Field(
+        None,
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        description="New limit price in rupees, on the instrument's tick (a MARKET order "
+        "becomes a LIMIT at it).",
+    )
+    quantity: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="New total quantity in units: an entry's can only be reduced, in whole "
+        "lots, above what already filled; an exit's cannot change.",
+    )
+    trigger_price: Decimal | None = Field(
+        None,
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        description="New trigger price in rupees (stop orders only).",
+    )
+    reason: str = Field("manual modify", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _something(self) -> OrderModify:
+        if self.price is None and self.quantity is None and self.trigger_price is None:
+            raise ValueError("give a price, a quantity or a trigger_price")
+        return self
 
 
 class CommandRead(BaseModel):

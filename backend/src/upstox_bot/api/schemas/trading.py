@@ -148,6 +148,7 @@ class OrderRead(BaseModel):
     exit_reason: ExitReason | None
     signal_id: str | None
     broker_order_id: str | None
+    limit_price: Decimal | None = Field(None, description="A LIMIT order's price (rupees).")
     filled_quantity: int
     average_price: Decimal | None
     rejection_reason: str | None
@@ -169,6 +170,7 @@ class OrderRead(BaseModel):
             exit_reason=o.exit_reason,
             signal_id=o.signal_id,
             broker_order_id=o.broker_order_id,
+            limit_price=_rupees(o.limit_price_paise),
             filled_quantity=o.filled_quantity,
             average_price=_rupees(o.average_price_paise),
             rejection_reason=o.rejection_reason,

@@ -283,6 +283,14 @@ function renderSignals(signals) {
   });
 }
 
+const WORKING = new Set(["open", "partially_filled"]);
+
+/** A working LIMIT order's price, shown where the average fill price will be. */
+function limitText(o) {
+  if (!o.limit_price) return "–";
+  return `${o.side === "buy" ? "≤" : "≥"} ${rupees(o.limit_price)}`;
+}
+
 function renderOrders(orders) {
   fillRows($("#orders tbody"), orders, (o) => {
     const tr = document.createElement("tr");
@@ -296,10 +304,49 @@ function renderOrders(orders) {
       cell(o.quantity, "opt num"),
       cell(o.purpose, "opt"),
       status,
-      cell(o.average_price ? rupees(o.average_price) : "–", "num"),
+      cell(o.average_price ? rupees(o.average_price) : limitText(o), "num"),
+      modifyCell(o),
     );
     return tr;
   });
+}
+
+/** A working order's Modify button: asks for a new limit price (and, for an entry, a smaller
+ * quantity) and sends PUT /orders/{id}; the API validates and audits it. */
+function modifyCell(o) {
+  const td = document.createElement("td");
+  if (!WORKING.has(o.status)) return td;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "small trade-only modify-order";
+  button.textContent = "Modify";
+  button.disabled = state.scope !== "trade";
+  button.addEventListener("click", async () => {
+    const symbol = o.trading_symbol || o.instrument_key;
+    const price = window.prompt(
+      `New limit price of the ${o.purpose} order in ${symbol} (₹), empty to keep:`,
+      o.limit_price ?? "",
+    );
+    if (price === null) return;
+    let quantity = "";
+    if (o.purpose === "entry") {
+      quantity = window.prompt(`New quantity (at most ${o.quantity}), empty to keep:`, "");
+      if (quantity === null) return;
+    }
+    const body = { reason: "dashboard" };
+    if (price.trim()) body.price = price.trim();
+    if (quantity.trim()) body.quantity = Number(quantity.trim());
+    try {
+      const path = `/orders/${encodeURIComponent(o.client_order_id)}`;
+      const result = await api(path, { method: "PUT", body });
+      showOk(result.detail);
+    } catch (err) {
+      showError(err.message);
+    }
+    refreshRest();
+  });
+  td.append(button);
+  return td;
 }
 
 function renderStrategies(strategies) {

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from upstox_bot.db.models import AccountDayRow, AccountMode, AccountRow
 from upstox_bot.db.repositories._writes import execute_count, insert_ignore, upsert
-from upstox_bot.domain import AccountSnapshot
+from upstox_bot.domain import IST, AccountSnapshot
 from upstox_bot.errors import NotFound
 
 SNAPSHOT_COLUMNS = (
@@ -210,6 +210,15 @@ class AccountRepository:
         if since is not None:
             stmt = stmt.where(AccountDayRow.trading_date >= since)
         return self._session.scalar(stmt) or 0
+
+    def paper_days(self, name: str) -> int:
+        """Trading days of paper history of the account (snapshots since its paper start;
+        0 for an account that does not exist yet)."""
+        record = self.get_or_none(name)
+        if record is None:
+            return 0
+        since = record.paper_started_at.astimezone(IST).date() if record.paper_started_at else None
+        return self.trading_days(name, since=since)
 
     def save_snapshot(self, name: str, snapshot: AccountSnapshot, at: datetime) -> None:
         """Insert or replace the account's snapshot for its trading date."""

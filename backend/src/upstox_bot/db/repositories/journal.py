@@ -45,7 +45,8 @@ from upstox_bot.errors import Conflict, NotFound
 log = logging.getLogger(__name__)
 
 # What identifies an order: a second write with the same client id must agree on these.
-_ORDER_IDENTITY = ("account", "instrument_key", "side", "quantity", "purpose")
+# What makes an order that order; its quantity, type and price may change (a modify).
+_ORDER_IDENTITY = ("account", "instrument_key", "side", "purpose")
 _FILL_IDENTITY = ("client_order_id", "quantity", "price_paise")
 _OPEN = PositionStatus.OPEN.value
 
@@ -129,7 +130,7 @@ class SqlJournal:
 
         Raises:
             Conflict: the stored order with this client id is a different order (other
-                account, instrument, side, quantity or purpose).
+                account, instrument, side or purpose).
         """
         values = order_values(order, self._account)
         if insert_ignore(self._session, OrderRow, values, conflict=["client_order_id"]):

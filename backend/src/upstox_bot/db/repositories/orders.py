@@ -29,6 +29,10 @@ TERMINAL_STATUSES = tuple(status.value for status in OrderStatus if status.is_te
 
 # Columns the order's later states may change; the rest is fixed when the order is created.
 ORDER_STATE_COLUMNS = (
+    "quantity",  # a modify may reduce it (with lots, order type and limit price)
+    "lots",
+    "order_type",
+    "limit_price_paise",
     "status",
     "broker_order_id",
     "filled_quantity",

@@ -6,6 +6,10 @@ the trade price is on the tick grid (the exchange's prices always are), to the p
 not (adjusted historical prices). Filling on the next trade (not on the price seen when the order
 was decided) is what a real market order does, and it is the same rule the backtester applies to
 bars (next bar's open), so a replayed session and a backtest agree.
+
+A LIMIT order (an order re-priced or modified through the order desk) fills at the first trade
+at or through its price, at that slipped price but never worse than the limit. Working orders
+can be cancelled and modified at once.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from upstox_bot.domain import Fill, Order, OrderStatus, OrderType, Side, Tick
-from upstox_bot.errors import OrderRejected
+from upstox_bot.errors import Conflict, NotFound, OrderRejected
 from upstox_bot.trading.engine import EngineClock, derive_id
+from upstox_bot.trading.ports import OrderChange
 
 
 class PaperBroker:
@@ -60,11 +65,16 @@ class PaperBroker:
         return max(steps * step, step)
 
     def place(self, order: Order) -> Sequence[Fill]:
-        """Accept a MARKET order; it fills on the instrument's next tick (no fill now)."""
+        """Accept a MARKET or LIMIT order; it fills on a later tick (no fill now)."""
         if order.client_order_id in self._orders:
             return ()  # the same tag twice: the broker already has it (idempotent)
-        if order.order_type is not OrderType.MARKET:
-            raise OrderRejected(f"paper broker fills MARKET orders only, got {order.order_type}")
+        if order.order_type is OrderType.LIMIT:
+            if not order.limit_price_paise or order.limit_price_paise <= 0:
+                raise OrderRejected("a LIMIT order needs a positive price")
+        elif order.order_type is not OrderType.MARKET:
+            raise OrderRejected(
+                f"paper broker fills MARKET and LIMIT orders only, got {order.order_type}"
+            )
         known = order.copy()
         known.broker_order_id = derive_id("paper", order.client_order_id)
         known.status = OrderStatus.OPEN
@@ -87,8 +97,21 @@ class PaperBroker:
         now = self._clock.now()
         tick_paise = self._tick(instrument_key)
         fills = []
+        resting: list[Order] = []
         for known in working:
             price = self.fill_price(known.side, price_paise, tick_paise)
+            limit = known.limit_price_paise
+            if known.order_type is OrderType.LIMIT and limit is not None:
+                if known.side is Side.BUY:
+                    if price_paise > limit:
+                        resting.append(known)
+                        continue
+                    price = min(price, limit)
+                else:
+                    if price_paise < limit:
+                        resting.append(known)
+                        continue
+                    price = max(price, limit)
             known.status = OrderStatus.FILLED
             known.filled_quantity = known.quantity
             known.average_price_paise = price
@@ -105,6 +128,9 @@ class PaperBroker:
                     filled_at=now,
                 )
             )
+        if resting:
+            self._working[instrument_key] = resting
+            self._working_count += len(resting)
         return fills
 
     def cancel(self, client_order_id: str) -> bool:
@@ -117,6 +143,36 @@ class PaperBroker:
         self._working[known.instrument_key] = kept
         self._working_count -= len(working) - len(kept)
         known.status = OrderStatus.CANCELLED
+        return True
+
+    def request_modify(self, client_order_id: str, change: OrderChange, *, by: str) -> bool:
+        """Change a working order at once (returns True: apply it to the engine now).
+
+        A price makes a MARKET order a LIMIT; a quantity is the new total.
+
+        Raises:
+            NotFound: the broker does not know the order.
+            Conflict: it is not working any more, or the change asks for a trigger.
+        """
+        known = self._orders.get(client_order_id)
+        if known is None:
+            raise NotFound(f"no paper order {client_order_id}")
+        if known.status is not OrderStatus.OPEN:
+            raise Conflict(f"paper order {client_order_id} is {known.status.value}")
+        if change.trigger_price_paise is not None:
+            raise Conflict("paper orders have no trigger price")
+        if change.order_type is not None and change.order_type not in (
+            OrderType.MARKET,
+            OrderType.LIMIT,
+        ):
+            raise Conflict(f"paper orders cannot become {change.order_type.value}")
+        if change.price_paise is not None:
+            known.limit_price_paise = change.price_paise
+            known.order_type = OrderType.LIMIT
+        if change.order_type is not None:
+            known.order_type = change.order_type
+        if change.quantity is not None:
+            known.quantity = change.quantity
         return True
 
     def find_by_tag(self, client_order_id: str) -> Order | None:
