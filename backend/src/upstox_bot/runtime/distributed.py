@@ -459,11 +459,9 @@ class FeedShard:
         raw = json.dumps(batch, separators=(",", ":")).encode()
         self.done += len(chunk)
         self._store(seq, raw)
-        state: dict[str, str | int] = {
-            "next_seq": seq + 1,
-            "ticks_done": self.done,
-            "open_ms": self.open_ms,
-        }
+        state: dict[str, str | int] = {"next_seq": seq + 1, "ticks_done": self.done}
+        if self.open_ms is not None:
+            state["open_ms"] = self.open_ms
         if close_ms is not None:
             state["last_seq"] = self.last_seq = seq
         self.redis.hset(Keys.feed_state(spec.shard), mapping=state)  # type: ignore[arg-type]

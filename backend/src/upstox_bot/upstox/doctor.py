@@ -25,7 +25,7 @@ from upstox_bot.db.models import SymbolRow
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import IST
-from upstox_bot.monitoring.alerts import format_rupees
+from upstox_bot.money import format_rupees
 from upstox_bot.upstox.client import UpstoxClient
 from upstox_bot.upstox.errors import UpstoxApiError, UpstoxAuthError, UpstoxServiceClosed
 from upstox_bot.upstox.token_store import TokenStore, token_store_from_settings
