@@ -63,6 +63,23 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     LOG_FORMAT: LogFormat = LogFormat.CONSOLE
 
+    # --- API limits (docs/api.md, "Limits") --------------------------------------------------
+    API_MAX_BODY_BYTES: int = Field(
+        1_048_576, ge=1024, le=104_857_600, description="Larger request bodies answer 413."
+    )
+    API_HEADER_TIMEOUT_SECONDS: float = Field(
+        10.0, gt=0, le=300, description="A connection whose request headers take longer closes."
+    )
+    API_BODY_TIMEOUT_SECONDS: float = Field(
+        30.0, gt=0, le=3600, description="A request body that takes longer answers 408."
+    )
+    API_AUTH_FAILURE_LIMIT: int = Field(
+        20, ge=1, le=1_000_000, description="Failed authentications per client and window."
+    )
+    API_AUTH_FAILURE_WINDOW_SECONDS: int = Field(
+        60, ge=1, le=86_400, description="Beyond the limit a client gets 429 for this long."
+    )
+
     # --- Trading rules (DESIGN.md) ------------------------------------------------------------
     ACCOUNT_SIZE: Decimal = Field(Decimal("100000"), gt=0, description="Capital in rupees.")
     RISK_PER_TRADE: Decimal = Field(

@@ -17,9 +17,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from upstox_bot import __version__
 from upstox_bot.api import ws
-from upstox_bot.api.auth import HEADER, current_key
+from upstox_bot.api.auth import HEADER, FailedAuthLimiter, current_key
 from upstox_bot.api.errors import install_error_handlers
 from upstox_bot.api.hub import EventHub
+from upstox_bot.api.middleware import (
+    AuthenticationMiddleware,
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    needs_key,
+)
+from upstox_bot.api.openapi import install_openapi
 from upstox_bot.api.routers import (
     audit,
     auth,
@@ -35,6 +42,7 @@ from upstox_bot.api.routers import (
 from upstox_bot.api.routers import (
     settings as settings_router,
 )
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import RootRead
 from upstox_bot.api.settings_changes import LIVE, apply_live, changed_keys, effective_settings
@@ -55,9 +63,11 @@ strategies of the running bot, and a live WebSocket stream at /api/v1/ws.
 
 Every /api/v1 route and /metrics need an API key in the `{HEADER}` header (create one with
 `upstox-bot apikey create`); a read key may call every GET and the stream, a trade key may
-also change state. Money is in rupees as exact decimals (strings in JSON); times are ISO-8601
-with a time zone. Errors are {{"error": code, "detail": text}}; request validation errors are
-FastAPI's 422 body, which names the field.
+also change state. The stream takes the key in its first message, never in the URL. Money is
+in rupees as exact decimals (strings in JSON); times are ISO-8601 with a time zone. Every
+error is {{"error": code, "detail": text}}; an invalid request (422) adds "errors", naming
+each field at fault. Bodies are strict JSON (no NaN or Infinity) of at most
+API_MAX_BODY_BYTES (1 MB by default; 413 beyond).
 """
 
 
@@ -73,13 +83,18 @@ def _with_overrides(app: FastAPI, settings: Settings) -> Settings:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    publisher = asyncio.create_task(ws.publish_snapshots(app))
+    tasks = [
+        asyncio.create_task(ws.publish_snapshots(app)),
+        asyncio.create_task(ws.close_revoked(app)),
+    ]
     try:
         yield
     finally:
-        publisher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await publisher
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if app.state.own_db_engine is not None:  # the bot disposes of its own engine
             app.state.own_db_engine.dispose()
 
@@ -99,6 +114,7 @@ def create_app(
     app.state.bot = bot
     app.state.hub = hub or EventHub()
     app.state.latest_snapshots = {}
+    app.state.ws_streams = {}  # open live streams and their key ids (api/ws.py)
     app.state.own_db_engine = None
     if bot is not None:
         app.state.sessions = bot.sessions
@@ -112,17 +128,35 @@ def create_app(
         live = changed_keys(settings, app.state.settings, LIVE)
         if live:
             apply_live(bot, app.state.settings, live)
+    # Middleware, innermost first: authentication, then the body limits, CORS, and the
+    # security headers on every response (api/middleware.py).
+    app.state.auth_limiter = FailedAuthLimiter(
+        settings.API_AUTH_FAILURE_LIMIT, settings.API_AUTH_FAILURE_WINDOW_SECONDS
+    )
+    app.add_middleware(AuthenticationMiddleware, state=app.state, limiter=app.state.auth_limiter)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.API_MAX_BODY_BYTES,
+        timeout_s=settings.API_BODY_TIMEOUT_SECONDS,
+    )
     if settings.CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[HEADER, "Content-Type"],
-            expose_headers=["X-Total-Count"],
+            expose_headers=["X-Total-Count", "Retry-After"],
         )
+    app.add_middleware(SecurityHeadersMiddleware)
     install_error_handlers(app)
+    install_openapi(app, needs_key)
     app.include_router(health.router)
-    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(current_key)], responses=ERRORS)
+    v1 = APIRouter(
+        prefix="/api/v1",
+        dependencies=[Depends(current_key)],
+        responses=ERRORS,
+        route_class=GuardedRoute,
+    )
     for module in (trading, market, strategies, settings_router, risk, audit, auth, options):
         v1.include_router(module.router)
     v1.include_router(backtests.router)

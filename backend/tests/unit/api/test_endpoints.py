@@ -176,7 +176,7 @@ def test_trades_paginate_filter_and_sort(client: TestClient, settings: Settings)
     assert client.get("/api/v1/trades", params={"from": "2026-11-26"}).json()["total"] == 0
     invalid = client.get("/api/v1/trades", params={"sort": "password"})
     assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"] == ["query", "sort"]
+    assert invalid.json()["errors"][0]["loc"] == ["query", "sort"]
 
 
 def test_trade_detail_and_404(client: TestClient) -> None:
@@ -293,12 +293,12 @@ def test_signal_test_over_stored_candles_and_its_errors(
         "/api/v1/signals/test", json={"params": {"fast": 0}, "candles": _bars([100.0, 101.0])}
     )
     assert bad_params.status_code == 422
-    assert bad_params.json()["detail"][0]["loc"] == ["body", "params"]
+    assert bad_params.json()["errors"][0]["loc"] == ["body", "params"]
     bad_bar = _bars([100.0])
     bad_bar[0]["high"] = 50
     invalid = client.post("/api/v1/signals/test", json={"candles": bad_bar})
     assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"][:3] == ["body", "candles", 0]
+    assert invalid.json()["errors"][0]["loc"][:3] == ["body", "candles", 0]
     unordered = client.post("/api/v1/signals/test", json={"candles": _bars([1.0, 2.0])[::-1]})
     assert unordered.status_code == 422
     _error(client.post("/api/v1/signals/test", json={"strategy": "nope"}), 404, "not_found")
@@ -551,7 +551,7 @@ def test_strategy_parameters_update_is_validated_stored_and_applied(bot_app: Bot
     client = bot_app.client
     bad = client.put("/api/v1/strategies/ema_rsi/parameters", json={"params": {"fast": "x"}})
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["body", "changes", "STRATEGY_PARAMS"]
+    assert bad.json()["errors"][0]["loc"] == ["body", "changes", "STRATEGY_PARAMS"]
 
     response = client.put(
         "/api/v1/strategies/ema_rsi/parameters", json={"params": {"fast": 5, "slow": 15}}
@@ -647,7 +647,7 @@ def test_kill_switch_without_the_bot_is_stored_on_the_account(
     assert rows(settings, "SELECT kill_switch FROM accounts") == [(0,)]
     invalid = client.post("/api/v1/risk/kill-switch", json={"active": True})
     assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"] == ["body", "reason"]
+    assert invalid.json()["errors"][0]["loc"] == ["body", "reason"]
 
 
 def test_kill_switch_with_the_bot_stops_entries_and_closes_positions(bot_app: BotApp) -> None:

@@ -27,19 +27,69 @@ def _tick(key: str, ltp_paise: int) -> dict[str, Any]:
     return tick_payload(Tick(instrument_key=key, ts_ms=1_764_000_000_000, ltp_paise=ltp_paise))
 
 
+def _auth(ws: Any, key: str) -> dict[str, Any]:
+    ws.send_json({"action": "auth", "key": key})
+    reply: dict[str, Any] = ws.receive_json()
+    return reply
+
+
+def test_a_key_in_the_header_or_the_first_message_opens_the_stream(
+    settings: Settings, keys: Keys
+) -> None:
+    client = TestClient(create_app(settings))
+    with client.websocket_connect("/api/v1/ws", headers={"X-API-Key": keys.read}) as ws:
+        ws.send_json({"action": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+    with client.websocket_connect("/api/v1/ws") as ws:
+        assert _auth(ws, keys.trade) == {
+            "type": "authenticated",
+            "key": {"name": "trader", "scope": "trade"},
+        }
+        ws.send_json({"action": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+
+
 def test_connecting_without_a_valid_key_is_refused(settings: Settings, keys: Keys) -> None:
     client = TestClient(create_app(settings))
-    for url in ("/api/v1/ws", "/api/v1/ws?api_key=nope", f"/api/v1/ws?api_key={keys.revoked}"):
-        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect(url):
+    for bad in ("nope", keys.revoked):
+        with (
+            pytest.raises(WebSocketDisconnect) as info,
+            client.websocket_connect("/api/v1/ws", headers={"X-API-Key": bad}),
+        ):
             pass
         assert info.value.code == 1008
+        with client.websocket_connect("/api/v1/ws") as ws:
+            ws.send_json({"action": "auth", "key": bad})
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive_json()
+            assert info.value.code == 1008
+    for first in ({"action": "subscribe", "channels": ["orders"]}, {"action": "auth"}):
+        with client.websocket_connect("/api/v1/ws") as ws:
+            ws.send_json(first)  # anything but the key first: refused
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive_json()
+            assert (info.value.code, info.value.reason) == (
+                1008,
+                'send {"action": "auth", "key": "<API key>"} first',
+            )
+
+
+def test_a_key_in_the_url_is_refused_even_when_valid(settings: Settings, keys: Keys) -> None:
+    client = TestClient(create_app(settings))
+    with (
+        pytest.raises(WebSocketDisconnect) as info,
+        client.websocket_connect(f"/api/v1/ws?api_key={keys.trade}"),
+    ):
+        pass
+    assert info.value.code == 1008
+    assert "never put the API key in the URL" in info.value.reason
 
 
 def test_positions_and_account_snapshots_stream_to_a_subscriber(
     client: TestClient, keys: Keys
 ) -> None:
     stored = client.get("/api/v1/positions").json()
-    with client.websocket_connect(f"/api/v1/ws?api_key={keys.read}") as ws:
+    with client.websocket_connect("/api/v1/ws", headers={"X-API-Key": keys.read}) as ws:
         ws.send_json({"action": "subscribe", "channels": ["positions", "account"]})
         assert ws.receive_json() == {
             "type": "subscribed",
@@ -58,8 +108,8 @@ def test_ticks_reach_only_the_chosen_symbols_and_errors_are_answered(
     client: TestClient, keys: Keys
 ) -> None:
     hub: EventHub = client.app.state.hub  # type: ignore[attr-defined]
-    url = f"/api/v1/ws?channels=ticks&symbols=NSE_EQ|A&api_key={keys.read}"
-    with client.websocket_connect(url) as ws:
+    url = "/api/v1/ws?channels=ticks&symbols=NSE_EQ|A"
+    with client.websocket_connect(url, headers={"X-API-Key": keys.read}) as ws:
         assert ws.receive_json()["symbols"] == ["NSE_EQ|A"]
         ws.send_json({"action": "ping"})
         assert ws.receive_json() == {"type": "pong"}
@@ -138,13 +188,17 @@ def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(
     slow_socket.connect(("127.0.0.1", int(url.split(":")[2].split("/")[0])))
     with (
         connect(
-            f"{url}?api_key={keys.read}&channels=orders",
+            f"{url}?channels=orders",
+            additional_headers={"X-API-Key": keys.read},
             sock=slow_socket,
             max_queue=4,
             compression=None,
         ) as slow,
         connect(
-            f"{url}?api_key={keys.read}&channels=orders", max_size=None, compression=None
+            f"{url}?channels=orders",
+            additional_headers={"X-API-Key": keys.read},
+            max_size=None,
+            compression=None,
         ) as fast,
     ):
         assert json.loads(slow.recv(timeout=5))["type"] == "subscribed"

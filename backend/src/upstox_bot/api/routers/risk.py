@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import KillSwitchRead, KillSwitchUpdate, RiskStatusRead
 from upstox_bot.config import Settings
@@ -23,7 +24,7 @@ from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import WINDOW_MS, OrderRateLimiter
 from upstox_bot.runtime import components
 
-router = APIRouter(tags=["risk"], responses=ERRORS)
+router = APIRouter(tags=["risk"], responses=ERRORS, route_class=GuardedRoute)
 
 
 def _window(limits: RiskLimits) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import BotDep, SessionDep, SettingsDep
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import (
     OverrideRead,
@@ -38,7 +39,7 @@ from upstox_bot.db.session import session_scope
 if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
 
-router = APIRouter(tags=["settings"], responses=ERRORS)
+router = APIRouter(tags=["settings"], responses=ERRORS, route_class=GuardedRoute)
 
 
 @router.get("/settings", response_model=SettingsRead)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from upstox_bot.api import commands
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
-from upstox_bot.api.queries import aware, page
+from upstox_bot.api.queries import Filter, IsoDate, PathId, Since, Until, page
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody, Page
 from upstox_bot.api.schemas.control import (
     AccountDayRead,
@@ -51,7 +52,7 @@ from upstox_bot.trading.ports import CancelOutcome
 if TYPE_CHECKING:
     from upstox_bot.runtime.embedded import EmbeddedBot
 
-router = APIRouter(tags=["trading"], responses=ERRORS)
+router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Skip this many items.")]
@@ -108,7 +109,7 @@ async def list_positions(
     responses={404: {"model": ErrorBody}},
 )
 async def read_position(
-    instrument_key: str, bot: BotDep, session: SessionDep, account: AccountDep
+    instrument_key: PathId, bot: BotDep, session: SessionDep, account: AccountDep
 ) -> PositionRead:
     """The open position in one instrument (key, e.g. NSE_EQ|INE002A01018, or trading symbol)."""
     if bot is not None:
@@ -133,7 +134,7 @@ async def read_position(
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-async def close_position(instrument_key: str, bot: BotDep, actor: TradeActor) -> CommandRead:
+async def close_position(instrument_key: PathId, bot: BotDep, actor: TradeActor) -> CommandRead:
     """Close an open position at market (queued like every exit: never refused, only paced)."""
     running = commands.require_bot(bot, "closing a position")
     key = _instrument_key(running, instrument_key)
@@ -161,16 +162,20 @@ TRADE_SORT = {
 TradeSort = Literal[
     "exit_at", "-exit_at", "entry_at", "-entry_at", "net_pnl", "-net_pnl", "instrument_key"
 ]
-StartDate = Annotated[date | None, Query(alias="from", description="IST trading date, inclusive")]
-EndDate = Annotated[date | None, Query(alias="to", description="IST trading date, inclusive")]
+StartDate = Annotated[
+    IsoDate | None, Query(alias="from", description="IST trading date, inclusive (YYYY-MM-DD)")
+]
+EndDate = Annotated[
+    IsoDate | None, Query(alias="to", description="IST trading date, inclusive (YYYY-MM-DD)")
+]
 
 
 @router.get("/trades", response_model=Page[TradeRead])
 def list_trades(
     session: SessionDep,
     account: AccountDep,
-    instrument_key: str | None = None,
-    strategy: str | None = None,
+    instrument_key: Filter = None,
+    strategy: Filter = None,
     start_date: StartDate = None,
     end_date: EndDate = None,
     sort: TradeSort = "-exit_at",
@@ -201,7 +206,7 @@ def list_trades(
 
 
 @router.get("/trades/{trade_id}", response_model=TradeRead, responses={404: {"model": ErrorBody}})
-def read_trade(trade_id: str, session: SessionDep, account: AccountDep) -> TradeRead:
+def read_trade(trade_id: PathId, session: SessionDep, account: AccountDep) -> TradeRead:
     """One closed trade."""
     trade = TradeRepository(session, account).get(trade_id)
     return TradeRead.of(trade, symbols_for(session, [trade.instrument_key])[trade.instrument_key])
@@ -266,12 +271,12 @@ def list_signals(
     response: Response,
     session: SessionDep,
     account: AccountDep,
-    instrument_key: str | None = None,
-    strategy: str | None = None,
+    instrument_key: Filter = None,
+    strategy: Filter = None,
     status: SignalStatus | None = None,
     type: SignalType | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Since = None,
+    until: Until = None,
     sort: SignalSort = "-created_at",
     limit: Limit = 100,
     offset: Offset = 0,
@@ -288,9 +293,9 @@ def list_signals(
     if type is not None:
         where.append(SignalRow.type == type.value)
     if since is not None:
-        where.append(SignalRow.created_at >= aware(since))
+        where.append(SignalRow.created_at >= since)
     if until is not None:
-        where.append(SignalRow.created_at < aware(until))
+        where.append(SignalRow.created_at < until)
     rows, total = page(
         session, SignalRow, where=where, sort=sort, columns=SIGNAL_SORT, limit=limit, offset=offset
     )
@@ -303,7 +308,7 @@ def list_signals(
 @router.get(
     "/signals/{signal_id}", response_model=SignalRead, responses={404: {"model": ErrorBody}}
 )
-def read_signal(signal_id: str, session: SessionDep, account: AccountDep) -> SignalRead:
+def read_signal(signal_id: PathId, session: SessionDep, account: AccountDep) -> SignalRead:
     """One signal."""
     record = SignalRepository(session, account).get(signal_id)
     key = record.signal.instrument_key
@@ -328,10 +333,10 @@ def list_orders(
     response: Response,
     session: SessionDep,
     account: AccountDep,
-    instrument_key: str | None = None,
+    instrument_key: Filter = None,
     status: OrderStatus | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Since = None,
+    until: Until = None,
     sort: OrderSort = "-created_at",
     limit: Limit = 100,
     offset: Offset = 0,
@@ -343,9 +348,9 @@ def list_orders(
     if status is not None:
         where.append(OrderRow.status == status.value)
     if since is not None:
-        where.append(OrderRow.created_at >= aware(since))
+        where.append(OrderRow.created_at >= since)
     if until is not None:
-        where.append(OrderRow.created_at < aware(until))
+        where.append(OrderRow.created_at < until)
     rows, total = page(
         session, OrderRow, where=where, sort=sort, columns=ORDER_SORT, limit=limit, offset=offset
     )
@@ -358,7 +363,7 @@ def list_orders(
 @router.get(
     "/orders/{client_order_id}", response_model=OrderRead, responses={404: {"model": ErrorBody}}
 )
-def read_order(client_order_id: str, session: SessionDep, account: AccountDep) -> OrderRead:
+def read_order(client_order_id: PathId, session: SessionDep, account: AccountDep) -> OrderRead:
     """One order by its client id (the Upstox tag)."""
     order = OrderRepository(session, account).get(client_order_id)
     key = order.instrument_key
@@ -376,7 +381,7 @@ def read_order(client_order_id: str, session: SessionDep, account: AccountDep) -
     },
 )
 async def cancel_order(
-    client_order_id: str,
+    client_order_id: PathId,
     bot: BotDep,
     session: SessionDep,
     account: AccountDep,

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from upstox_bot.api.auth import ReadKey
 from upstox_bot.api.deps import SessionDep, SettingsDep
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.upstox_auth import UpstoxLoginRead, UpstoxTokenStatusRead
 from upstox_bot.config import Settings
@@ -40,7 +41,7 @@ from upstox_bot.upstox.token_store import (
 
 LOGIN_PATH = "/api/v1/auth/upstox/login"
 
-router = APIRouter(prefix="/auth/upstox", tags=["auth"])
+router = APIRouter(prefix="/auth/upstox", tags=["auth"], route_class=GuardedRoute)
 
 
 class LoginStateInvalid(UpstoxBotError):

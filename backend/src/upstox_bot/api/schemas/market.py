@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 
 from upstox_bot.db.repositories.symbols import SymbolRecord
 from upstox_bot.domain import (
@@ -116,10 +116,27 @@ class QuoteRead(BaseModel):
 PriceRupees = Annotated[Decimal, Field(gt=0, le=10_000_000, max_digits=10, decimal_places=2)]
 
 
+FIRST_MARKET_YEAR, LAST_MARKET_YEAR = 1970, 2999
+
+
+def _market_time(at: datetime) -> datetime:
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not FIRST_MARKET_YEAR <= utc.year <= LAST_MARKET_YEAR:
+        raise ValueError(f"must lie in the years {FIRST_MARKET_YEAR} to {LAST_MARKET_YEAR}")
+    return utc
+
+
+# A bar's time, as the engine counts it (epoch milliseconds): range-checked.
+MarketTime = Annotated[AwareDatetime, AfterValidator(_market_time)]
+
+
 class CandleIn(BaseModel):
     """One OHLCV bar posted for a signal test; prices in rupees."""
 
-    start_at: AwareDatetime
+    start_at: MarketTime = Field(description="Aware time, in the years 1970 to 2999.")
     open: PriceRupees
     high: PriceRupees
     low: PriceRupees
