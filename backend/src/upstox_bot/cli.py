@@ -39,9 +39,12 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
+    from upstox_bot.config import credential_values
     from upstox_bot.monitoring.logging import configure_logging
 
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT.value)
+    configure_logging(
+        settings.LOG_LEVEL, settings.LOG_FORMAT.value, secrets=credential_values(settings)
+    )
 
 
 @app.command()
@@ -143,6 +146,7 @@ def serve_api(
     import uvicorn
 
     from upstox_bot.api.app import create_app
+    from upstox_bot.api.server import uvicorn_options
     from upstox_bot.db import migrate
 
     migrate.upgrade(settings.database_url)
@@ -151,6 +155,7 @@ def serve_api(
         host=host or settings.API_HOST,
         port=port or settings.API_PORT,
         log_config=None,
+        **uvicorn_options(settings),
     )
 
 
@@ -176,10 +181,11 @@ def db_current() -> None:
 
 @app.command("config")
 def show_config() -> None:
-    """Validate the settings and print them (secrets hidden)."""
+    """Validate the settings and print them (credentials hidden)."""
     settings = _settings()
-    shown = json.loads(settings.model_dump_json())
-    for key, value in shown.items():
+    from upstox_bot.api.settings_changes import public_values
+
+    for key, value in public_values(settings).items():
         console.print(f"{key}={value}", highlight=False)
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -250,6 +250,33 @@ class Settings(BaseSettings):
         if self.DATABASE_URL:
             return self.DATABASE_URL
         return f"sqlite:///{(self.DATA_DIR / 'upstox_bot.sqlite').as_posix()}"
+
+
+# Settings that identify or unlock an outside account. With every SecretStr setting they are
+# credentials: never shown (GET /api/v1/settings, `upstox-bot config`), never logged.
+CREDENTIAL_SETTINGS = frozenset({"UPSTOX_API_KEY", "TELEGRAM_CHAT_ID", "SMTP_USERNAME"})
+
+
+def credential_names() -> frozenset[str]:
+    """The names of the credential settings: CREDENTIAL_SETTINGS and every SecretStr."""
+    secret = {
+        name
+        for name, info in Settings.model_fields.items()
+        if info.annotation is SecretStr or SecretStr in get_args(info.annotation)
+    }
+    return CREDENTIAL_SETTINGS | secret
+
+
+def credential_values(settings: Settings) -> list[str]:
+    """The values of the credentials that are set (what a log must never show)."""
+    values: list[str] = []
+    for name in credential_names():
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value:
+            values.append(str(value))
+    return values
 
 
 def _first_error_line(exc: ValidationError) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from upstox_bot.api.app import create_app
+from upstox_bot.api.routers.upstox_auth import COOKIE, issue_login_link
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.models import ApiKeyScope
@@ -78,9 +79,17 @@ def env(tmp_path: Path, sim: UpstoxSimulator) -> Iterator[Env]:
     yield from open_env(tmp_path, sim)
 
 
+def login_link(env: Env) -> str:
+    """A one-time login link, as `upstox-bot login` prints it (the path and query)."""
+    url = issue_login_link(env.client.app.state.sessions, env.settings, datetime.now(UTC))  # type: ignore[attr-defined]
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == "http://testserver"  # UPSTOX_REDIRECT_URI's
+    return f"{parts.path}?{parts.query}"
+
+
 def browser_login(env: Env) -> Any:
-    """Follow the login as a browser would: our redirect, Upstox's dialog, Upstox's redirect."""
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    """Follow the login as a browser would: the link, Upstox's dialog, Upstox's redirect."""
+    start = env.client.get(login_link(env), follow_redirects=False)
     assert start.status_code == 302, start.text
     dialog = httpx.get(start.headers["location"], follow_redirects=False)
     assert dialog.status_code == 302, dialog.text
@@ -99,7 +108,7 @@ def stored_rows(settings: Settings) -> list[UpstoxTokenRow]:
 
 
 def test_login_redirects_to_the_upstox_dialog_with_app_key_and_state(env: Env) -> None:
-    response = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    response = env.client.get(login_link(env), follow_redirects=False)
 
     assert response.status_code == 302
     target = urlsplit(response.headers["location"])
@@ -110,6 +119,59 @@ def test_login_redirects_to_the_upstox_dialog_with_app_key_and_state(env: Env) -
     assert query["redirect_uri"] == [CALLBACK]
     assert query["response_type"] == ["code"]
     assert len(query["state"][0]) >= 32
+    cookie = response.headers["set-cookie"].lower()
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "httponly" in cookie
+    assert "samesite=lax" in cookie
+    assert "path=/api/v1/auth/upstox" in cookie
+
+
+def test_a_login_starts_only_from_a_one_time_link(env: Env) -> None:
+    bare = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    assert bare.status_code == 400
+    assert bare.json()["error"] == "invalid_login_link"
+    link = login_link(env)
+    assert env.client.get(link, follow_redirects=False).status_code == 302
+    again = env.client.get(link, follow_redirects=False)  # spent
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_login_link"
+    forged = env.client.get("/api/v1/auth/upstox/login?ticket=guess", follow_redirects=False)
+    assert forged.status_code == 400
+    assert env.upstox.rest.requests_to("/v2/login/authorization/dialog") == []
+
+
+def test_a_trade_key_can_ask_for_a_login_link_and_a_read_key_cannot(env: Env) -> None:
+    engine = make_engine(env.settings.database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        _, trade = ApiKeyRepository(session).create("trader", ApiKeyScope.TRADE, datetime.now(UTC))
+    engine.dispose()
+    path = "/api/v1/auth/upstox/login-link"
+    assert env.client.post(path).status_code == 401
+    assert env.client.post(path, headers={"X-API-Key": env.api_key}).status_code == 403
+    made = env.client.post(path, headers={"X-API-Key": trade})
+    assert made.status_code == 201, made.text
+    link = urlsplit(made.json()["url"])
+    assert env.client.get(f"{link.path}?{link.query}", follow_redirects=False).status_code == 302
+
+
+def test_the_callback_is_refused_to_a_browser_that_did_not_start_the_login(
+    env: Env, sim: UpstoxSimulator
+) -> None:
+    start = env.client.get(login_link(env), follow_redirects=False)
+    dialog = httpx.get(start.headers["location"], follow_redirects=False)
+    back = urlsplit(dialog.headers["location"])
+    callback = f"{back.path}?{back.query}"
+    with TestClient(create_app(env.settings)) as other:  # another browser: no login cookie
+        refused = other.get(callback)
+        other.cookies.set(COOKIE, "a-cookie-of-its-own", path="/api/v1/auth/upstox")
+        wrong = other.get(callback)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_login_state"
+    assert wrong.status_code == 400
+    assert stored_rows(env.settings) == []
+    # The browser that started it still finishes it: the refusals did not spend the state.
+    assert env.client.get(callback).status_code == 200
+    assert len(stored_rows(env.settings)) == 1
 
 
 async def test_login_end_to_end_stores_the_token_encrypted_and_it_works(env: Env) -> None:
@@ -143,7 +205,7 @@ async def test_login_end_to_end_stores_the_token_encrypted_and_it_works(env: Env
 
 
 def test_callback_with_a_spent_or_foreign_state_is_refused(env: Env) -> None:
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    start = env.client.get(login_link(env), follow_redirects=False)
     dialog = httpx.get(start.headers["location"], follow_redirects=False)
     back = urlsplit(dialog.headers["location"])
     first = env.client.get(f"{back.path}?{back.query}")
@@ -159,7 +221,7 @@ def test_callback_with_a_spent_or_foreign_state_is_refused(env: Env) -> None:
 
 def upstox_redirect(env: Env) -> str:
     """Start a login on ``env``'s API process; the callback path Upstox sends the browser to."""
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    start = env.client.get(login_link(env), follow_redirects=False)
     assert start.status_code == 302, start.text
     dialog = httpx.get(start.headers["location"], follow_redirects=False)
     back = urlsplit(dialog.headers["location"])
@@ -169,6 +231,7 @@ def upstox_redirect(env: Env) -> str:
 def test_a_state_issued_by_one_api_process_is_spent_once_by_another(env: Env) -> None:
     with TestClient(create_app(env.settings)) as second:  # another process, same database
         callback = upstox_redirect(env)
+        second.cookies = env.client.cookies  # the same browser
 
         first = second.get(callback)
         assert first.status_code == 200, first.text
@@ -195,6 +258,7 @@ def test_an_expired_state_is_refused_by_every_api_process(env: Env) -> None:
         engine.dispose()
 
     with TestClient(create_app(env.settings)) as second:
+        second.cookies = env.client.cookies  # the same browser
         refused = second.get(callback)
     again = env.client.get(callback)
 
@@ -211,7 +275,7 @@ def test_the_database_keeps_only_a_digest_of_each_state(env: Env) -> None:
     engine = make_engine(env.settings.database_url)
     try:
         with session_scope(make_session_factory(engine)) as session:
-            (row,) = session.scalars(select(UpstoxLoginStateRow))
+            (row,) = session.scalars(select(UpstoxLoginStateRow))  # the ticket was spent
     finally:
         engine.dispose()
     assert row.state_sha256 == state_digest(state)
@@ -219,7 +283,7 @@ def test_the_database_keeps_only_a_digest_of_each_state(env: Env) -> None:
 
 
 def test_upstox_refusing_the_code_stores_nothing(env: Env) -> None:
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    start = env.client.get(login_link(env), follow_redirects=False)
     state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
 
     response = env.client.get(f"/api/v1/auth/upstox/callback?code=bogus&state={state}")

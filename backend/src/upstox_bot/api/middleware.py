@@ -13,6 +13,7 @@ import base64
 import hashlib
 import logging
 import re
+from collections.abc import MutableMapping
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -255,7 +256,7 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, hold)
 
 
-def _add(start: dict[str, Any], csp: str) -> None:
+def _add(start: MutableMapping[str, Any], csp: str) -> None:
     headers = MutableHeaders(scope=start)
     for name, value in COMMON_HEADERS.items():
         headers.setdefault(name, value)

@@ -47,6 +47,7 @@ class AlertKind(StrEnum):
     KILL_SWITCH_USED = "kill_switch_used"
     RECONCILIATION_MISMATCH = "reconciliation_mismatch"
     WORKER_DOWN = "worker_down"
+    SETTING_SKIPPED = "setting_skipped"
     END_OF_DAY_SUMMARY = "end_of_day_summary"
     TEST = "test"
     RATE_LIMITED = "alerts_rate_limited"  # the dispatcher's own note: alerts were held back
@@ -67,6 +68,7 @@ _DEFAULTS: dict[AlertKind, tuple[Severity, str]] = {
     AlertKind.KILL_SWITCH_USED: (Severity.CRITICAL, "Kill switch used"),
     AlertKind.RECONCILIATION_MISMATCH: (Severity.CRITICAL, "Reconciliation mismatch"),
     AlertKind.WORKER_DOWN: (Severity.CRITICAL, "Worker down"),
+    AlertKind.SETTING_SKIPPED: (Severity.WARNING, "Stored setting skipped at start"),
     AlertKind.END_OF_DAY_SUMMARY: (Severity.INFO, "End-of-day summary"),
     AlertKind.TEST: (Severity.INFO, "Test alert"),
     AlertKind.RATE_LIMITED: (Severity.WARNING, "Alerts held back by the rate limit"),
@@ -640,8 +642,9 @@ def _paise(data: Mapping[str, object], name: str) -> int | None:
 def alerts_for_audit(record: AuditRecord) -> list[Alert]:
     """The alerts one engine audit record calls for; [] for records that need no human.
 
-    Maps "risk.daily_loss_limit_hit", "kill_switch.on", "kill_switch.off" (informational) and
-    "order.rejected". The alerts carry no account: the dispatcher fills in its own.
+    Maps "risk.daily_loss_limit_hit", "kill_switch.on", "kill_switch.off" (informational),
+    "setting.override_skipped" and "order.rejected". The alerts carry no account: the dispatcher
+    fills in its own.
     """
     data = record.data
     if record.event == "risk.daily_loss_limit_hit":
@@ -680,6 +683,19 @@ def alerts_for_audit(record: AuditRecord) -> list[Alert]:
                 severity=Severity.CRITICAL if on else Severity.INFO,
                 title="Kill switch ON" if on else "Kill switch OFF",
                 data={**data, "active": on, "by": record.actor},
+            )
+        ]
+    if record.event == "setting.override_skipped":
+        reason = str(data.get("reason") or "it no longer validates")
+        return [
+            make_alert(
+                AlertKind.SETTING_SKIPPED,
+                f"The bot started without the stored {record.entity_id} override "
+                f"({data.get('value')!r:.80}): {reason}. Set it again through the API "
+                "(PATCH /api/v1/settings or the strategy's parameters) or fix what it needs.",
+                at=record.at,
+                key=record.entity_id,
+                data={**data, "setting": record.entity_id},
             )
         ]
     if record.event == "order.rejected":

@@ -84,11 +84,17 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
 
         from upstox_bot.api.app import create_app
         from upstox_bot.api.hub import EventHub
+        from upstox_bot.api.server import uvicorn_options
 
         bot.hub = EventHub()
         app = create_app(bot.settings, bot=bot, hub=bot.hub)
         config = uvicorn.Config(
-            app, host=settings.API_HOST, port=settings.API_PORT, log_config=None, lifespan="on"
+            app,
+            host=settings.API_HOST,
+            port=settings.API_PORT,
+            log_config=None,
+            lifespan="on",
+            **uvicorn_options(settings),
         )
         server = uvicorn.Server(config)
         server_task = asyncio.create_task(server.serve())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
@@ -11,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from upstox_bot.api import commands
+from upstox_bot.api import account_stats, commands
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
 from upstox_bot.api.queries import Filter, IsoDate, PathId, Since, Until, page
@@ -19,9 +20,12 @@ from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody, Page
 from upstox_bot.api.schemas.control import (
     AccountDayRead,
+    AccountStatsRead,
     CommandRead,
+    DayPnlRead,
     ManualTradeCreate,
     ManualTradeRead,
+    PeriodStatsRead,
     PnlDayRead,
     PnlRead,
 )
@@ -136,6 +140,22 @@ async def read_position(
 )
 async def close_position(instrument_key: PathId, bot: BotDep, actor: TradeActor) -> CommandRead:
     """Close an open position at market (queued like every exit: never refused, only paced)."""
+    return _close(bot, instrument_key, actor)
+
+
+@router.delete(
+    "/positions/{instrument_key}",
+    response_model=CommandRead,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def delete_position(instrument_key: PathId, bot: BotDep, actor: TradeActor) -> CommandRead:
+    """Close an open position at market: the same as POST /positions/{key}/close (a key, e.g.
+    NSE_EQ|INE002A01018, or a trading symbol)."""
+    return _close(bot, instrument_key, actor)
+
+
+def _close(bot: EmbeddedBot | None, instrument_key: str, actor: str) -> CommandRead:
     running = commands.require_bot(bot, "closing a position")
     key = _instrument_key(running, instrument_key)
     commands.close_position(running, key, by=actor)
@@ -537,4 +557,89 @@ def account_pnl(
         best_trade=None if best is None else paise_to_rupees(best),
         worst_trade=None if worst is None else paise_to_rupees(worst),
         by_day=by_day,
+    )
+
+
+def _stats_fields(stats: account_stats.Stats) -> dict[str, object]:
+    def rupees(paise: int | None) -> Decimal | None:
+        return None if paise is None else paise_to_rupees(paise)
+
+    def average(total: int, count: int) -> Decimal | None:
+        return paise_to_rupees(round(total / count)) if count else None
+
+    def day(figure: account_stats.DayFigure | None) -> DayPnlRead | None:
+        if figure is None:
+            return None
+        return DayPnlRead(
+            trading_date=figure.trading_date, net_pnl=paise_to_rupees(figure.net_paise)
+        )
+
+    return {
+        "start_date": stats.start_date,
+        "end_date": stats.end_date,
+        "trading_days": stats.trading_days,
+        "winning_days": stats.winning_days,
+        "losing_days": stats.losing_days,
+        "trades": stats.trades,
+        "wins": stats.wins,
+        "losses": stats.losses,
+        "win_rate": stats.win_rate,
+        "gross_pnl": paise_to_rupees(stats.gross_paise),
+        "charges": paise_to_rupees(stats.charges_paise),
+        "net_pnl": paise_to_rupees(stats.net_paise),
+        "average_win": average(stats.gross_profit_paise, stats.wins),
+        "average_loss": average(stats.gross_loss_paise, stats.losses),
+        "profit_factor": stats.profit_factor,
+        "best_trade": rupees(stats.best_trade_paise),
+        "worst_trade": rupees(stats.worst_trade_paise),
+        "best_day": day(stats.best_day),
+        "worst_day": day(stats.worst_day),
+        "days_net_pnl": paise_to_rupees(stats.day_net_paise),
+        "max_drawdown": paise_to_rupees(stats.max_drawdown_paise),
+        "max_drawdown_pct": (
+            None if stats.max_drawdown_ratio is None else stats.max_drawdown_ratio * 100
+        ),
+    }
+
+
+@router.get("/account/stats", response_model=AccountStatsRead)
+def account_statistics(
+    session: SessionDep,
+    account: AccountDep,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+    period: account_stats.Period = account_stats.Period.DAY,
+) -> AccountStatsRead:
+    """Performance of the account over a date range: trades, win rate, gross and net P&L,
+    charges, best and worst trade and day, drawdown; and the same per day, week, month or year.
+    Day figures are the daily snapshots' (GET /account/days), trade figures the closed
+    trades' (GET /trades)."""
+    start, end = start_date or EPOCH, end_date or date(9999, 12, 31)
+    snapshots = AccountRepository(session).snapshots(account, start, end)
+    rows = session.execute(
+        select(
+            TradeRow.trading_date,
+            TradeRow.gross_pnl_paise,
+            TradeRow.charges_paise,
+            TradeRow.net_pnl_paise,
+        )
+        .where(
+            TradeRow.account == account,
+            TradeRow.trading_date >= start,
+            TradeRow.trading_date <= end,
+        )
+        .order_by(TradeRow.trading_date, TradeRow.id)
+    ).all()
+    trades = [
+        account_stats.TradeFigures(day, gross, charges, net) for day, gross, charges, net in rows
+    ]
+    whole = account_stats.compute(snapshots, trades, start_date=start_date, end_date=end_date)
+    periods = [
+        PeriodStatsRead(label=label, **_stats_fields(stats))
+        for label, stats in account_stats.by_period(snapshots, trades, period)
+    ]
+    return AccountStatsRead(
+        period=period.value,
+        periods=periods,
+        **_stats_fields(whole),
     )

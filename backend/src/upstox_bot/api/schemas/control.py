@@ -200,6 +200,49 @@ class PnlRead(BaseModel):
     by_day: list[PnlDayRead]
 
 
+class DayPnlRead(BaseModel):
+    trading_date: date
+    net_pnl: Decimal = Field(description="The day's realised P&L after charges.")
+
+
+class StatsRead(BaseModel):
+    """Performance over a span of trading dates; money in rupees."""
+
+    start_date: date | None
+    end_date: date | None
+    trading_days: int = Field(description="Days with a daily snapshot (GET /account/days).")
+    winning_days: int
+    losing_days: int
+    trades: int = Field(description="Closed trades (GET /trades).")
+    wins: int
+    losses: int
+    win_rate: float | None = Field(description="Winning trades / trades (0-1).")
+    gross_pnl: Decimal
+    charges: Decimal
+    net_pnl: Decimal = Field(description="Of the closed trades, after charges.")
+    average_win: Decimal | None
+    average_loss: Decimal | None
+    profit_factor: float | None = Field(description="Net P&L of the winners / of the losers.")
+    best_trade: Decimal | None
+    worst_trade: Decimal | None
+    best_day: DayPnlRead | None
+    worst_day: DayPnlRead | None
+    days_net_pnl: Decimal = Field(
+        description="Sum of the days' realised P&L after charges (GET /account/days)."
+    )
+    max_drawdown: Decimal = Field(description="Largest fall of end-of-day capital from a peak.")
+    max_drawdown_pct: float | None = Field(description="That fall, percent of the peak.")
+
+
+class PeriodStatsRead(StatsRead):
+    label: str = Field(description="2026-11-25 (day), 2026-W48 (week), 2026-11, 2026.")
+
+
+class AccountStatsRead(StatsRead):
+    period: str = Field(description="How `periods` are grouped: day, week, month or year.")
+    periods: list[PeriodStatsRead]
+
+
 class CheckRead(BaseModel):
     ok: bool
     detail: str
