@@ -202,6 +202,13 @@ class Settings(BaseSettings):
     def _empty_params(cls, value: Any) -> Any:
         return {} if value in ("", None) else value
 
+    @field_validator("ENTRY_START_TIME", "ENTRY_END_TIME", "SQUARE_OFF_TIME", mode="after")
+    @classmethod
+    def _ist_clock_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("give a time of day in IST without an offset, e.g. 09:20")
+        return value
+
     @field_validator("ACCOUNT_SIZE", "SLIPPAGE_BPS", "BROKERAGE_PER_ORDER", mode="after")
     @classmethod
     def _finite(cls, value: Decimal) -> Decimal:

@@ -128,15 +128,15 @@ def test_login_redirects_to_the_upstox_dialog_with_app_key_and_state(env: Env) -
 
 def test_a_login_starts_only_from_a_one_time_link(env: Env) -> None:
     bare = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
-    assert bare.status_code == 400
-    assert bare.json()["error"] == "invalid_login_link"
+    assert bare.status_code == 422
+    assert bare.json()["errors"][0]["loc"] == ["query", "ticket"]
     link = login_link(env)
     assert env.client.get(link, follow_redirects=False).status_code == 302
     again = env.client.get(link, follow_redirects=False)  # spent
-    assert again.status_code == 400
+    assert again.status_code == 403
     assert again.json()["error"] == "invalid_login_link"
     forged = env.client.get("/api/v1/auth/upstox/login?ticket=guess", follow_redirects=False)
-    assert forged.status_code == 400
+    assert forged.status_code == 403
     assert env.upstox.rest.requests_to("/v2/login/authorization/dialog") == []
 
 
@@ -165,9 +165,9 @@ def test_the_callback_is_refused_to_a_browser_that_did_not_start_the_login(
         refused = other.get(callback)
         other.cookies.set(COOKIE, "a-cookie-of-its-own", path="/api/v1/auth/upstox")
         wrong = other.get(callback)
-    assert refused.status_code == 400
-    assert refused.json()["error"] == "invalid_login_state"
-    assert wrong.status_code == 400
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "login_not_started_here"
+    assert wrong.status_code == 403
     assert stored_rows(env.settings) == []
     # The browser that started it still finishes it: the refusals did not spend the state.
     assert env.client.get(callback).status_code == 200
@@ -211,11 +211,12 @@ def test_callback_with_a_spent_or_foreign_state_is_refused(env: Env) -> None:
     first = env.client.get(f"{back.path}?{back.query}")
     assert first.status_code == 200
 
+    # The login cookie went with the success: a replay from this browser has none left.
     replay = env.client.get(f"{back.path}?{back.query}")
-    assert replay.status_code == 400
-    assert replay.json()["error"] == "invalid_login_state"
+    assert replay.status_code == 403
+    assert replay.json()["error"] == "login_not_started_here"
     forged = env.client.get(f"{back.path}?code=abc&state=not-ours")
-    assert forged.status_code == 400
+    assert forged.status_code == 403  # not the state this browser's cookie is bound to
     assert len(stored_rows(env.settings)) == 1
 
 
@@ -238,8 +239,8 @@ def test_a_state_issued_by_one_api_process_is_spent_once_by_another(env: Env) ->
         replay_here = second.get(callback)
         replay_there = env.client.get(callback)
 
-    assert replay_here.status_code == 400
-    assert replay_there.status_code == 400
+    assert replay_here.status_code == 403  # the success took this browser's cookie away
+    assert replay_there.status_code == 400  # a copy of the cookie: the state is spent
     assert replay_there.json()["error"] == "invalid_login_state"
     assert len(stored_rows(env.settings)) == 1
 
@@ -297,8 +298,9 @@ def test_login_without_an_encryption_key_is_refused_before_upstox(
     tmp_path: Path, sim: UpstoxSimulator
 ) -> None:
     for env in open_env(tmp_path, sim, TOKEN_ENCRYPTION_KEY=None):
-        response = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
-        assert response.status_code == 422
+        response = env.client.get(login_link(env), follow_redirects=False)
+        assert response.status_code == 409
+        assert response.json()["error"] == "upstox_not_configured"
         assert "TOKEN_ENCRYPTION_KEY" in response.json()["detail"]
         assert sim.rest.requests_to("/v2/login/authorization/dialog") == []
 

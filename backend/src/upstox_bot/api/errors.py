@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from upstox_bot.api.openapi import allowed_methods
 from upstox_bot.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -188,9 +189,13 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return invalid_request(field_errors(exc.errors()))
 
-    async def http(_request: Request, exc: Exception) -> JSONResponse:
+    async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods = allowed_methods(request.app, request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
         if isinstance(exc.detail, list):  # a route's own 422 naming fields
             errors = field_errors(exc.detail)
             if exc.status_code == 422:

@@ -8,6 +8,7 @@ on every operation that needs a key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,30 @@ def document_errors(schema: dict[str, Any], needs_key: Callable[[str], bool]) ->
     for name in FASTAPI_VALIDATION:
         components.pop(name, None)
     return schema
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str] | None:
+    """Every method the API documents for `path` (None when no documented path matches).
+
+    Starlette answers 405 with the methods of the first route whose path matched, but one path
+    may be served by several routes (GET and POST /backtests): the Allow header must list all.
+    """
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "allowed_methods", None
+    )
+    if table is None:
+        # Concrete paths first, as OpenAPI matches them: /signals/test before /signals/{id}.
+        templates = sorted(app.openapi().get("paths", {}).items(), key=lambda t: t[0].count("{"))
+        table = []
+        for template, item in templates:
+            parts = re.split(r"\{[^/{}]+\}", template)
+            pattern = re.compile("[^/]+".join(re.escape(part) for part in parts))
+            table.append((pattern, sorted(m.upper() for m in item if m in METHODS)))
+        app.state.allowed_methods = table
+    for pattern, methods in table:
+        if pattern.fullmatch(path):
+            return methods
+    return None
 
 
 def install_openapi(app: FastAPI, needs_key: Callable[[str], bool]) -> None:

@@ -3,9 +3,10 @@ request bodies are parsed as strict JSON.
 
 Strict JSON refuses at the edge what the rest of the API must never see: NaN and Infinity
 (Python's parser takes them, JSON does not have them), numbers too large to be finite, text
-that is not UTF-8, lone surrogates (escaped or encoded), NUL characters (PostgreSQL cannot
-store them), and nesting deeper than Python's parser can follow. Each answers 422
-`json_invalid` naming the body.
+that is not UTF-8, lone surrogates (escaped or encoded), and nesting deeper than Python's
+parser can follow. Each answers 422 `json_invalid` naming the body. (Text fields that are
+stored refuse NUL characters themselves, by their schema's pattern: PostgreSQL cannot store
+them.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from fastapi.routing import APIRoute
 
 from upstox_bot.api.auth import authenticated_key, require_trade
 
-# Escapes that may decode to what no stored text may hold: a surrogate or a NUL.
-_SUSPECT_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
+# An escape that may decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -37,24 +38,22 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _unstorable_text(value: Any) -> str | None:
+def _has_surrogate(value: Any) -> bool:
     # Iterative: the parsed value may be nested as deep as the parser allows.
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return "a NUL character is not allowed in text"
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                return "a lone surrogate is not a character"
+                return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return None
+    return False
 
 
 def strict_loads(body: bytes) -> Any:
@@ -76,9 +75,8 @@ def strict_loads(body: bytes) -> Any:
         raise json.JSONDecodeError(str(exc), "", 0) from None
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", "", 0) from None
-    problem = _unstorable_text(value) if _SUSPECT_ESCAPE.search(body) else None
-    if problem is not None:
-        raise json.JSONDecodeError(problem, "", 0)
+    if _SURROGATE_ESCAPE.search(body) and _has_surrogate(value):
+        raise json.JSONDecodeError("a lone surrogate is not a character", "", 0)
     return value
 
 

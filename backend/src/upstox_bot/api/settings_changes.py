@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fastapi.exceptions import RequestValidationError
@@ -107,6 +108,45 @@ def _invalid(key: str, message: str, value: Any) -> RequestValidationError:
     )
 
 
+CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"  # IST, no offset
+
+
+@cache
+def changeable_schema() -> dict[str, Any]:
+    """The JSON schema of each setting PATCH /settings accepts, from Settings (times of day
+    as HH:MM[:SS] in IST: JSON Schema's "time" format would ask for an offset)."""
+    properties = Settings.model_json_schema()["properties"]
+    out: dict[str, Any] = {}
+    for key in sorted(CHANGEABLE):
+        schema = dict(properties[key])
+        if schema.get("format") == "time":
+            del schema["format"]
+            schema["pattern"] = CLOCK_TIME
+        out[key] = schema
+    return out
+
+
+_JSON_TYPES: dict[type, tuple[str, ...]] = {
+    bool: ("boolean",),
+    int: ("integer", "number"),
+    float: ("number",),
+    str: ("string",),
+    dict: ("object",),
+    list: ("array",),
+    type(None): ("null",),
+}
+
+
+def _json_type_error(schema: Mapping[str, Any], value: Any) -> str | None:
+    # The setting's JSON type, as documented: JSON has no "2" for 2 nor 0 for false.
+    allowed = {schema["type"]} if "type" in schema else set()
+    allowed |= {option.get("type") for option in schema.get("anyOf", ())}
+    allowed.discard(None)
+    if not allowed or set(_JSON_TYPES.get(type(value), ())) & allowed:
+        return None
+    return f"must be a JSON {' or '.join(sorted(allowed))}"
+
+
 def validate_changes(current: Settings, changes: Mapping[str, Any]) -> Settings:
     """The settings with `changes` applied, validated as a whole.
 
@@ -119,6 +159,9 @@ def validate_changes(current: Settings, changes: Mapping[str, Any]) -> Settings:
             raise _invalid(key, f"unknown setting {key!r}", value)
         if key not in CHANGEABLE:
             raise _invalid(key, f"{key} cannot be changed through the API", value)
+        wrong_type = _json_type_error(changeable_schema()[key], value)
+        if wrong_type is not None:
+            raise _invalid(key, wrong_type, value)
     try:
         new = Settings.model_validate({**current.model_dump(), **changes})
     except ValidationError as exc:

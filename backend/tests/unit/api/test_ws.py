@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.unit.api.conftest import Keys
+from tests.unit.api.served import serve
 from upstox_bot.api.app import create_app
 from upstox_bot.api.hub import EventHub, tick_payload
 from upstox_bot.config import Settings
@@ -152,29 +152,11 @@ def test_hub_drops_a_full_subscriber_and_keeps_serving_the_others() -> None:
 # --- a real server: a client that stops reading is dropped, the other keeps receiving --------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def served(settings: Settings) -> Iterator[tuple[str, EventHub]]:
     hub = EventHub(queue_size=8)
-    app = create_app(settings, hub=hub)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started
-    yield f"ws://127.0.0.1:{port}/api/v1/ws", hub
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(settings, create_app(settings, hub=hub)) as base_url:
+        yield base_url.replace("http://", "ws://") + "/api/v1/ws", hub
 
 
 def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot.api.auth import ReadKey, TradeActor
 from upstox_bot.api.deps import SessionDep, SettingsDep
+from upstox_bot.api.errors import Forbidden
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.upstox_auth import (
@@ -41,7 +42,7 @@ from upstox_bot.api.schemas.upstox_auth import (
 )
 from upstox_bot.config import Settings
 from upstox_bot.db.session import session_scope
-from upstox_bot.errors import ConfigError, UpstoxBotError
+from upstox_bot.errors import ConfigError, Conflict, UpstoxBotError
 from upstox_bot.upstox.auth import UpstoxOAuth
 from upstox_bot.upstox.login_states import STATE_TTL, TICKET, LoginStateStore, bound_state
 from upstox_bot.upstox.token_store import (
@@ -59,16 +60,38 @@ router = APIRouter(prefix="/auth/upstox", tags=["auth"], route_class=GuardedRout
 
 
 class LoginStateInvalid(UpstoxBotError):
-    """The callback's state is unknown, spent or expired, or this browser did not start the
-    login: start the login again (400)."""
+    """The callback's state is unknown, spent or expired: start the login again (400)."""
 
     code = "invalid_login_state"
 
 
-class LoginLinkInvalid(UpstoxBotError):
-    """The login link's ticket is missing, unknown, used or expired: make a new link (400)."""
+class LoginNotStartedHere(Forbidden):
+    """The callback came to a browser that did not start this login (no login cookie, or
+    another login's): finish it in the browser that opened the link (403)."""
+
+    code = "login_not_started_here"
+
+
+class LoginLinkInvalid(Forbidden):
+    """The login link's ticket is unknown, used or expired: make a new link (403)."""
 
     code = "invalid_login_link"
+
+
+class UpstoxNotConfigured(Conflict):
+    """The Upstox app (UPSTOX_API_KEY, UPSTOX_API_SECRET) or TOKEN_ENCRYPTION_KEY is not set on
+    the server: set them and restart (409)."""
+
+    code = "upstox_not_configured"
+
+
+def _configured_oauth(settings: Settings) -> UpstoxOAuth:
+    try:
+        oauth = oauth_from_settings(settings)
+        require_cipher(settings.TOKEN_ENCRYPTION_KEY)
+    except ConfigError as exc:
+        raise UpstoxNotConfigured(str(exc)) from None
+    return oauth
 
 
 def issue_login_link(sessions: sessionmaker[Session], settings: Settings, now: datetime) -> str:
@@ -113,13 +136,12 @@ def oauth_from_settings(settings: Settings) -> UpstoxOAuth:
     "/login-link",
     response_model=UpstoxLoginLinkRead,
     status_code=201,
-    responses={**ERRORS, 422: {"model": ErrorBody}},
+    responses={**ERRORS, 409: {"model": ErrorBody, "description": "Upstox is not configured."}},
 )
 def login_link(request: Request, settings: SettingsDep, actor: TradeActor) -> UpstoxLoginLinkRead:
     """A one-time link that starts the Upstox login in the browser that opens it (trade scope;
-    valid ten minutes, once). 422 when the Upstox app or TOKEN_ENCRYPTION_KEY is not set."""
-    oauth_from_settings(settings)
-    require_cipher(settings.TOKEN_ENCRYPTION_KEY)
+    valid ten minutes, once). 409 when the Upstox app or TOKEN_ENCRYPTION_KEY is not set."""
+    _configured_oauth(settings)
     now = datetime.now(UTC)
     url = issue_login_link(request.app.state.sessions, settings, now)
     return UpstoxLoginLinkRead(url=url, expires_at=now + STATE_TTL)
@@ -131,26 +153,23 @@ def login_link(request: Request, settings: SettingsDep, actor: TradeActor) -> Up
     response_class=RedirectResponse,
     responses={
         302: {"description": "To Upstox's login dialog, with the login cookie set."},
-        400: {"model": ErrorBody, "description": "No ticket, or an unknown, used or old one."},
-        422: {"model": ErrorBody},
+        403: {"model": ErrorBody, "description": "An unknown, used or expired link."},
+        409: {"model": ErrorBody, "description": "The Upstox app is not configured."},
     },
 )
 def login(
     request: Request,
     settings: SettingsDep,
-    ticket: str | None = Query(None, max_length=512, description="From the one-time link."),
+    ticket: str = Query(max_length=512, description="From the one-time login link."),
 ) -> RedirectResponse:
     """Start the daily Upstox login from a one-time link (`upstox-bot login`): spend its ticket,
     bind the login to this browser (an HttpOnly cookie) and redirect to Upstox's dialog.
 
-    422 when the Upstox app or TOKEN_ENCRYPTION_KEY is not configured (checked before sending
+    409 when the Upstox app or TOKEN_ENCRYPTION_KEY is not configured (checked before sending
     you to Upstox, so a login never ends with nowhere to keep the token).
     """
-    oauth = oauth_from_settings(settings)
-    require_cipher(settings.TOKEN_ENCRYPTION_KEY)
+    oauth = _configured_oauth(settings)
     now = datetime.now(UTC)
-    if not ticket:
-        raise LoginLinkInvalid(f"a login starts from a one-time login link: {START_AGAIN}")
     if not _spend(request, ticket, now, TICKET):
         raise LoginLinkInvalid(f"this login link is unknown, used or expired: {START_AGAIN}")
     nonce = secrets.token_urlsafe(32)
@@ -173,7 +192,8 @@ def login(
     response_model=UpstoxLoginRead,
     responses={
         400: {"model": ErrorBody, "description": "Bad state or code, or Upstox refused it."},
-        422: {"model": ErrorBody},
+        403: {"model": ErrorBody, "description": "This browser did not start the login."},
+        409: {"model": ErrorBody, "description": "The Upstox app is not configured."},
         503: {"model": ErrorBody, "description": "Upstox did not answer; log in again."},
     },
 )
@@ -192,14 +212,18 @@ async def callback(
     nonce = request.cookies.get(COOKIE)
     if not nonce or not state or not hmac.compare_digest(bound_state(nonce), state):
         # Not spent: the browser that did start this login can still finish it.
-        raise LoginStateInvalid(f"this browser did not start this login: {START_AGAIN}")
+        raise LoginNotStartedHere(
+            "this browser did not start this login: finish it in the browser that opened "
+            f"the login link, or {START_AGAIN}"
+        )
     if not await run_in_threadpool(_spend, request, state, now, "state"):
         raise LoginStateInvalid(f"unknown or expired login state: {START_AGAIN}")
     response.delete_cookie(COOKIE, path=COOKIE_PATH)
     if not code:
         raise LoginStateInvalid(f"Upstox sent no code: {START_AGAIN}")
+    oauth = _configured_oauth(settings)
     cipher = require_cipher(settings.TOKEN_ENCRYPTION_KEY)
-    grant = await oauth_from_settings(settings).exchange_code(code, now=now)
+    grant = await oauth.exchange_code(code, now=now)
     store_grant(session, cipher, grant)
     return UpstoxLoginRead(
         user_id=grant.user_id,

@@ -8,6 +8,10 @@ from pydantic import BaseModel, Field
 
 T = TypeVar("T")
 
+# Text that is stored: no NUL character (PostgreSQL cannot store one). Request bodies take
+# booleans and numbers as JSON has them (strict): "true" or 0 is not a boolean.
+NO_NUL = r"^[^\x00]*$"
+
 
 class FieldError(BaseModel):
     """One field at fault in an invalid request."""

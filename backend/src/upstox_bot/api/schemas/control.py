@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from upstox_bot.api.schemas.common import NO_NUL
 from upstox_bot.domain import Direction, RiskRule
 
 
@@ -25,16 +26,31 @@ class SettingsRead(BaseModel):
     live: list[str] = Field(description="Of those, the ones applied to a running bot at once.")
 
 
+def _changeable_settings(schema: dict[str, Any]) -> None:
+    # Imported here: settings_changes imports the API, whose routers import these schemas.
+    from upstox_bot.api.settings_changes import changeable_schema
+
+    schema["properties"] = changeable_schema()
+    schema["additionalProperties"] = False
+
+
 class SettingsPatch(BaseModel):
     changes: dict[str, Any] = Field(
         min_length=1,
-        description='New values by setting name, e.g. {"MAX_OPEN_POSITIONS": 2}.',
+        description='New values by setting name, e.g. {"MAX_OPEN_POSITIONS": 2}; the settings '
+        "and their types are listed here (GET /settings shows the current values).",
+        json_schema_extra=_changeable_settings,
     )
     force: bool = Field(
-        False, description="Switch live trading on before the paper-trading period is over."
+        False,
+        strict=True,
+        description="Switch live trading on before the paper-trading period is over.",
     )
     reason: str | None = Field(
-        None, max_length=500, description="Why; required with force, recorded in the audit log."
+        None,
+        max_length=500,
+        pattern=NO_NUL,
+        description="Why; required with force, recorded in the audit log.",
     )
 
 
@@ -77,8 +93,8 @@ class StrategyParamsUpdate(BaseModel):
 
 
 class KillSwitchUpdate(BaseModel):
-    active: bool
-    reason: str = Field(min_length=1, max_length=500)
+    active: bool = Field(strict=True)
+    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
 
 
 class KillSwitchRead(BaseModel):
@@ -140,9 +156,9 @@ class AuthStatusRead(BaseModel):
 
 
 class ManualTradeCreate(BaseModel):
-    instrument_key: str = Field(min_length=1, max_length=64)
+    instrument_key: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     direction: Direction = Direction.LONG
-    reason: str = Field("manual entry", min_length=1, max_length=200)
+    reason: str = Field("manual entry", min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class ManualTradeRead(BaseModel):

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 
+from upstox_bot.api.schemas.common import NO_NUL
 from upstox_bot.db.repositories.symbols import SymbolRecord
 from upstox_bot.domain import (
     Candle,
@@ -141,7 +142,7 @@ class CandleIn(BaseModel):
     high: PriceRupees
     low: PriceRupees
     close: PriceRupees
-    volume: int = Field(0, ge=0, le=10**12)
+    volume: int = Field(0, ge=0, le=10**12, strict=True)
 
     @model_validator(mode="after")
     def _ohlc(self) -> Self:
@@ -155,18 +156,24 @@ class CandleIn(BaseModel):
 class SignalTestRequest(BaseModel):
     """Run a strategy over candles and see the signals it would raise; nothing is traded."""
 
-    strategy: str | None = Field(None, description="A built-in strategy; default the active one.")
+    strategy: str | None = Field(
+        None, max_length=64, pattern=NO_NUL, description="A strategy; default the active one."
+    )
     params: dict[str, Any] | None = Field(
         None, description="Strategy parameters; default the active ones for the active strategy."
     )
-    instrument_key: str = Field("TEST", min_length=1, max_length=64)
-    interval_s: int = Field(60, ge=60, le=86_400, description="Candle interval in seconds.")
+    instrument_key: str = Field("TEST", min_length=1, max_length=64, pattern=NO_NUL)
+    interval_s: int = Field(
+        60, ge=60, le=86_400, strict=True, description="Candle interval in seconds."
+    )
     candles: list[CandleIn] | None = Field(
         None,
         max_length=5000,
         description="Bars oldest first; omit to use the stored candles of instrument_key.",
     )
-    limit: int = Field(500, ge=1, le=5000, description="Stored candles to use (newest).")
+    limit: int = Field(
+        500, ge=1, le=5000, strict=True, description="Stored candles to use (newest)."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
