@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -57,19 +56,6 @@ def _config(path: Path) -> Path:
     return path
 
 
-def _refresh_from_the_shipped_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The universe refresh reads the shipped instrument master instead of downloading it.
-    from upstox_bot.screening import universe
-
-    real = universe.refresh_universe
-    sample = Path(universe.__file__).parents[1] / "data" / "upstox_instruments_sample.json.gz"
-
-    async def from_sample(session: Any, settings: Any) -> Any:
-        return await real(session, settings, source=sample)
-
-    monkeypatch.setattr(universe, "refresh_universe", from_sample)
-
-
 @pytest.fixture
 def fuzzed(played_dir: Path, tmp_path: Path) -> tuple[Settings, Keys]:
     for path in played_dir.iterdir():
@@ -85,11 +71,9 @@ def fuzzed(played_dir: Path, tmp_path: Path) -> tuple[Settings, Keys]:
     return settings, make_keys(settings)
 
 
-def test_api_passes_every_schemathesis_check(
-    fuzzed: tuple[Settings, Keys], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("universe_from_sample")
+def test_api_passes_every_schemathesis_check(fuzzed: tuple[Settings, Keys], tmp_path: Path) -> None:
     settings, keys = fuzzed
-    _refresh_from_the_shipped_sample(monkeypatch)
     with serve(settings) as base_url:
         result = subprocess.run(
             [
