@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,6 +109,45 @@ def stored_rows(settings: Settings) -> list[UpstoxTokenRow]:
             return list(session.scalars(select(UpstoxTokenRow)))
     finally:
         engine.dispose()
+
+
+def test_the_cli_prints_a_one_time_link_that_starts_the_login(env: Env) -> None:
+    settings = env.settings
+    variables = {
+        "DATA_DIR": str(settings.DATA_DIR),
+        "UPSTOX_API_BASE_URL": env.upstox.base_url,
+        "UPSTOX_API_KEY": env.upstox.rest.client_id,
+        "UPSTOX_API_SECRET": env.upstox.rest.client_secret,
+        "UPSTOX_REDIRECT_URI": CALLBACK,
+        "TOKEN_ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "COLUMNS": "300",  # the link on one line
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("UPSTOX_", "DATABASE_"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "upstox_bot.cli", "login"],
+        env={**base, **variables},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    (link,) = re.findall(r"http://testserver/api/v1/auth/upstox/login\?ticket=\S+", run.stdout)
+    parts = urlsplit(link)
+    start = env.client.get(f"{parts.path}?{parts.query}", follow_redirects=False)
+    assert start.status_code == 302, start.text
+    assert env.client.get(f"{parts.path}?{parts.query}").status_code == 403  # once only
+    missing = subprocess.run(
+        [sys.executable, "-m", "upstox_bot.cli", "login"],
+        env={**base, **variables, "TOKEN_ENCRYPTION_KEY": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "TOKEN_ENCRYPTION_KEY" in missing.stderr
+    assert "ticket=" not in missing.stdout
 
 
 def test_login_redirects_to_the_upstox_dialog_with_app_key_and_state(env: Env) -> None:
