@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -208,3 +211,54 @@ def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(
         with pytest.raises(ConnectionClosed) as info:
             drain_slow()
         assert info.value.rcvd is None or info.value.rcvd.code == 1013
+
+
+junk_messages = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=200),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=10,
+    ).map(lambda value: json.dumps(value)),
+    st.fixed_dictionaries(
+        {"action": st.sampled_from(["auth", "subscribe", "unsubscribe", "ping", "nope", None])},
+        optional={
+            "key": st.one_of(st.text(max_size=60), st.integers(), st.none()),
+            "channels": st.one_of(st.lists(st.text(max_size=10), max_size=3), st.text()),
+            "symbols": st.one_of(st.lists(st.text(max_size=10), max_size=3), st.integers()),
+        },
+    ).map(json.dumps),
+)
+
+
+def test_junk_on_the_stream_is_answered_or_refused_never_a_crash(
+    settings: Settings, keys: Keys
+) -> None:
+    client = TestClient(create_app(settings))
+
+    @hyp_settings(max_examples=150, deadline=None, derandomize=True, database=None)
+    @given(first=junk_messages, later=st.lists(junk_messages, max_size=4))
+    def exchange(first: str | bytes, later: list[str | bytes]) -> None:
+        with client.websocket_connect("/api/v1/ws") as ws:  # no key yet: junk first
+            if isinstance(first, bytes):
+                ws.send_bytes(first)
+            else:
+                ws.send_text(first)
+            with pytest.raises(WebSocketDisconnect) as closed:  # junk holds no valid key
+                ws.receive_json()
+            assert closed.value.code == 1008
+        with client.websocket_connect("/api/v1/ws", headers={"X-API-Key": keys.read}) as ws:
+            for message in later:
+                if isinstance(message, bytes):
+                    ws.send_bytes(message)
+                else:
+                    ws.send_text(message)
+                reply = ws.receive_json()
+                assert reply["type"] in ("error", "pong", "subscribed"), reply
+            ws.send_json({"action": "ping"})
+            assert ws.receive_json() == {"type": "pong"}
+
+    exchange()
