@@ -19,17 +19,28 @@ CHAT_ID = "-1001234567890"
 
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
+    """Logging as the bot's processes have it (uvicorn runs with log_config=None: its loggers
+    propagate to the root), whatever earlier tests left; restored afterwards."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in ("uvicorn.access", "httpx")}
+    named = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx")]
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in named]
+    for lg in named:
+        lg.setLevel(logging.NOTSET)
+        lg.handlers.clear()
+        lg.propagate = True
+        lg.disabled = False
     yield
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
-    for name, value in levels.items():
-        logging.getLogger(name).setLevel(value)
+    for lg, lg_level, lg_handlers, propagate, disabled in saved:
+        lg.setLevel(lg_level)
+        lg.handlers[:] = lg_handlers
+        lg.propagate = propagate
+        lg.disabled = disabled
 
 
 def _log_everything() -> None:
