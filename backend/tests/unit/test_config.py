@@ -71,3 +71,28 @@ def test_env_example_documents_every_setting_and_loads() -> None:
     settings = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
     assert settings.HOLIDAYS_FILE is None
     assert settings.STRATEGY_PARAMS == {}
+
+
+def test_config_command_shows_no_credential(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from upstox_bot.cli import app
+
+    secrets = {
+        "UPSTOX_API_KEY": "app-key-7f6e5d",
+        "UPSTOX_API_SECRET": "app-secret-4c3b2a",
+        "TELEGRAM_CHAT_ID": "-100555444333",
+        "SMTP_USERNAME": "bot-mailer@example.com",
+        "DATABASE_URL": "postgresql+psycopg://bot:db-password-99@db:5432/bot",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    shown = CliRunner().invoke(app, ["config"])
+    assert shown.exit_code == 0, shown.output
+    assert "UPSTOX_API_KEY=***" in shown.output
+    assert "TELEGRAM_CHAT_ID=***" in shown.output
+    for value in ("app-key-7f6e5d", "app-secret-4c3b2a", "555444333", "bot-mailer", "db-password"):
+        assert value not in shown.output
