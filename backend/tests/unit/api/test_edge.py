@@ -108,8 +108,8 @@ def test_a_nan_strategy_parameter_is_refused_and_nothing_changes(bot_app: BotApp
     response = client.put(
         "/api/v1/strategies/ema_rsi/parameters", json={"params": {"rsi_oversold": "nan"}}
     )
-    body = _invalid(response, ["body", "changes", "STRATEGY_PARAMS"])
-    assert "finite" in body["detail"]
+    refused = _invalid(response, ["body", "changes", "STRATEGY_PARAMS"])
+    assert "finite" in refused["detail"]
     assert client.get("/api/v1/strategies/ema_rsi/parameters").json() == before
     assert bot_app.bot.engine.strategy.params["rsi_oversold"] == 30
     with session_scope(bot_app.bot.sessions) as session:
