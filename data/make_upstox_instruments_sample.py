@@ -34,9 +34,9 @@ PACKAGE_DATA = ROOT / "backend" / "src" / "upstox_bot" / "data"
 OUTPUT = PACKAGE_DATA / "upstox_instruments_sample.json.gz"
 MONTHLY_EXPIRIES = (
     date(2026, 12, 29),
-    date(2027, 1, 26),
+    date(2027, 1, 25),  # the last Tuesday, 26 January, is Republic Day: the Monday before
     date(2027, 2, 23),
-)  # last Tuesdays
+)  # last Tuesdays, moved to the trading day before a holiday
 WEEKLY_NIFTY_EXPIRIES = (date(2026, 12, 1), date(2026, 12, 8))
 
 # (underlying symbol, index name as Upstox keys it, exchange token, lot, freeze qty, level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from datetime import date
 from pathlib import Path
@@ -27,7 +28,38 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 app.add_typer(db_app, name="db")
 
 console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a one-line error stays one line when stderr is a file or a pipe (not cut at 80).
+err_console = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger(__name__)
+
+
+class _Options:
+    debug = False  # --debug: a failure prints its full traceback
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On a failure, print the full traceback too.")
+    ] = False,
+) -> None:
+    """Automated trading of NSE F&O stocks on Upstox (paper trading by default)."""
+    _Options.debug = debug
+
+
+def main() -> None:
+    """The `upstox-bot` command: a known start-up failure is one line and exit code 2."""
+    from upstox_bot.diagnose import explain
+
+    try:
+        app()
+    except Exception as exc:
+        message = explain(exc, database_url=_database_url_or_none())
+        if message is None or _Options.debug:
+            raise
+        log.debug("cli.failed", exc_info=True)
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        sys.exit(2)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -36,6 +68,30 @@ def _settings(**overrides: Any) -> Settings:
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _database_url_or_none() -> str | None:
+    try:
+        return load_settings().database_url
+    except ConfigError:
+        return None
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def _check_storage(settings: Settings) -> None:
+    """DATA_DIR must be a writable folder when the database is the SQLite file in it."""
+    from upstox_bot.diagnose import StartupError, check_data_dir
+
+    if settings.DATABASE_URL:
+        return
+    try:
+        check_data_dir(settings.DATA_DIR)
+    except StartupError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -104,6 +160,16 @@ def run(
     if (chosen == "replay") != (data is not None):
         err_console.print("[bold red]error:[/] --data goes with --market replay (and only it)")
         raise typer.Exit(2)
+    _check_storage(settings)
+    if api:
+        # Before anything is created or printed: the one-time key must never scroll away
+        # above a failure to serve.
+        from upstox_bot.diagnose import StartupError, check_port_free
+
+        try:
+            check_port_free(settings.API_HOST, settings.API_PORT)
+        except StartupError as exc:
+            raise _fail(str(exc)) from None
     options = RunOptions(
         speed=speed if speed is not None else settings.SIM_SPEED,
         duration_minutes=duration,
@@ -148,12 +214,19 @@ def serve_api(
     from upstox_bot.api.app import create_app
     from upstox_bot.api.server import uvicorn_options
     from upstox_bot.db import migrate
+    from upstox_bot.diagnose import StartupError, check_port_free
 
+    _check_storage(settings)
+    bind_host, bind_port = host or settings.API_HOST, port or settings.API_PORT
+    try:
+        check_port_free(bind_host, bind_port)
+    except StartupError as exc:
+        raise _fail(str(exc)) from None
     migrate.upgrade(settings.database_url)
     uvicorn.run(
         create_app(settings),
-        host=host or settings.API_HOST,
-        port=port or settings.API_PORT,
+        host=bind_host,
+        port=bind_port,
         log_config=None,
         **uvicorn_options(settings),
     )
@@ -165,7 +238,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     settings = _settings()
     from upstox_bot.db import migrate
 
-    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _check_storage(settings)
     migrate.upgrade(settings.database_url, revision)
     console.print(f"database at revision {migrate.current(settings.database_url)}")
 
@@ -350,4 +423,4 @@ upstox_commands.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -2,7 +2,9 @@
 
 Market logic runs in Asia/Kolkata (IST, UTC+05:30, no daylight saving time). Clocks return aware
 datetimes in IST and epoch milliseconds (UTC). The calendar knows weekends, the trading holidays of
-a CSV file (the packaged one by default) and optional special sessions such as Muhurat trading.
+a CSV file (the packaged one by default, or days fetched from Upstox's market-holidays API) and
+optional special sessions such as Muhurat trading. It also knows which years it has a list for:
+outside them it can only guess (weekdays trade), and the harnesses take no entries there.
 """
 
 from __future__ import annotations
@@ -127,6 +129,64 @@ class SpecialSession:
         return reduce_to_fields(self)
 
 
+HOLIDAY = "holiday"
+SPECIAL = "special"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalendarDay:
+    """One listed day of the NSE calendar: a trading holiday or a special session.
+
+    Attributes:
+        day: the IST date.
+        name: what it is, in NSE's words (shortened).
+        kind: HOLIDAY (no regular session) or SPECIAL (a session with its own hours, such as
+            Muhurat trading).
+        session: the special session's hours; None for a holiday, or a special session whose
+            times were not announced.
+        provisional: assumed rather than taken from the exchange's list for that year.
+        source: where the row comes from (an NSE circular, Upstox's API, or why it is assumed).
+    """
+
+    day: date
+    name: str
+    kind: str = HOLIDAY
+    session: SpecialSession | None = None
+    provisional: bool = False
+    source: str = ""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
+    def describe(self) -> str:
+        """One line for people: the name, the special session's hours and the provisional mark."""
+        text = self.name
+        if self.kind == SPECIAL:
+            hours = (
+                f"{self.session.open:%H:%M}-{self.session.close:%H:%M} IST"
+                if self.session is not None
+                else "times not announced"
+            )
+            text = f"{text} [special session {hours}]"
+        if self.provisional:
+            text = f"{text} (provisional)"
+        return text
+
+
+def merge_calendar_days(
+    base: Iterable[CalendarDay], newer: Iterable[CalendarDay]
+) -> list[CalendarDay]:
+    """The days of `base`, with every year that `newer` lists replaced by `newer`'s days of it.
+
+    `newer` is the fresher source (Upstox's API over the shipped file): a year it lists is taken
+    from it whole, so a holiday withdrawn by the exchange disappears too.
+    """
+    fresh = list(newer)
+    years = {d.day.year for d in fresh}
+    kept = [d for d in base if d.day.year not in years]
+    return sorted([*kept, *fresh], key=lambda d: (d.day, d.kind))
+
+
 class NseCalendar:
     """NSE equity and F&O trading days and normal-market hours, in IST.
 
@@ -147,6 +207,8 @@ class NseCalendar:
         special_sessions: Mapping[date, SpecialSession] | None = None,
         session_open: time | None = None,
         session_close: time | None = None,
+        listed: Iterable[CalendarDay] = (),
+        known_years: Iterable[int] | None = None,
     ) -> None:
         """Build a calendar.
 
@@ -156,6 +218,9 @@ class NseCalendar:
                 (Muhurat trading); they replace the regular hours on that day.
             session_open: regular open (IST) instead of 09:15.
             session_close: regular close (IST) instead of 15:30.
+            listed: the named days behind the calendar (for `days_of_year` and provenance).
+            known_years: the years the calendar has a list for; None: the years of `holidays`,
+                `special_sessions` and `listed`.
 
         Raises:
             ValueError: a session closes at or before it opens.
@@ -169,6 +234,32 @@ class NseCalendar:
         for day, session in self._special.items():
             if session.close <= session.open:
                 raise ValueError(f"special session on {day}: close must be after open")
+        self._listed = tuple(sorted(listed, key=lambda d: (d.day, d.kind)))
+        if known_years is None:
+            known_years = {d.year for d in self._holidays} | {d.year for d in self._special}
+            known_years |= {d.day.year for d in self._listed}
+        self._known_years = frozenset(known_years)
+        # A year is provisional when every row listed for it is assumed, not published.
+        provisional: set[int] = set()
+        for year in self._known_years:
+            rows = [d for d in self._listed if d.day.year == year]
+            if rows and all(d.provisional for d in rows):
+                provisional.add(year)
+        self._provisional_years = frozenset(provisional)
+
+    @classmethod
+    def from_days(
+        cls, days: Iterable[CalendarDay], *, known_years: Iterable[int] | None = None
+    ) -> NseCalendar:
+        """A calendar of listed days: holidays close the day; special sessions are listed only.
+
+        A special session (Muhurat trading: an hour on a holiday or a Sunday) is not traded by
+        the bot, whose entry window and square-off assume the regular session: its day counts as
+        closed. Pass `special_sessions` to the constructor to trade one deliberately.
+        """
+        rows = list(days)
+        closed = [d.day for d in rows if d.kind == HOLIDAY]
+        return cls(closed, listed=rows, known_years=known_years)
 
     @classmethod
     def from_csv(
@@ -185,13 +276,17 @@ class NseCalendar:
             ValueError: the file has no `date` column, or a row is malformed.
         """
         with Path(path).open(newline="", encoding="utf-8") as handle:
-            return cls(_read_holidays(handle, str(path)), special_sessions=special_sessions)
+            days = read_calendar_days(handle, str(path))
+        if special_sessions is None:
+            return cls.from_days(days)
+        closed = [d.day for d in days if d.kind == HOLIDAY]
+        return cls(closed, special_sessions=special_sessions, listed=days)
 
     @classmethod
     def default(cls) -> NseCalendar:
-        """The calendar of the holiday file shipped with the package (NSE 2025-2026)."""
-        text = resources.files("upstox_bot.data").joinpath("nse_holidays.csv").read_text("utf-8")
-        return cls(_read_holidays(io.StringIO(text, newline=""), "nse_holidays.csv"))
+        """The calendar of the holiday file shipped with the package (NSE 2025-2026, and the
+        provisional fixed-date holidays of 2027)."""
+        return cls.from_days(shipped_calendar_days())
 
     @property
     def holidays(self) -> frozenset[date]:
@@ -200,8 +295,36 @@ class NseCalendar:
 
     @property
     def covered_years(self) -> frozenset[int]:
-        """Years with at least one listed holiday: outside them the calendar knows only weekends."""
-        return frozenset(day.year for day in self._holidays)
+        """The years the calendar has a list for: outside them it knows only weekends."""
+        return self._known_years
+
+    @property
+    def provisional_years(self) -> frozenset[int]:
+        """Known years whose list is assumed (fixed-date holidays), not the exchange's."""
+        return self._provisional_years
+
+    def knows(self, d: date) -> bool:
+        """Whether the calendar has a list for `d`'s year (else a weekday only looks open)."""
+        return d.year in self._known_years
+
+    def is_provisional(self, d: date) -> bool:
+        """Whether `d`'s year is known only provisionally."""
+        return d.year in self._provisional_years
+
+    def unknown_date_warning(self, d: date) -> str | None:
+        """Why the bot must not trade on `d`, or None when the calendar knows `d`'s year."""
+        if self.knows(d):
+            return None
+        years = ", ".join(str(y) for y in sorted(self._known_years)) or "none"
+        return (
+            f"the NSE calendar does not know {d.isoformat()} (it lists {years}): no new "
+            "entries until the year's holidays are loaded (log in to Upstox and run "
+            "`upstox-bot calendar --fetch`, or set HOLIDAYS_FILE)"
+        )
+
+    def days_of_year(self, year: int) -> list[CalendarDay]:
+        """The listed holidays and special sessions of `year`, by date."""
+        return [d for d in self._listed if d.day.year == year]
 
     def is_trading_day(self, d: date) -> bool:
         """Whether NSE holds a session on `d` (an IST date)."""
@@ -322,11 +445,31 @@ class NseCalendar:
         return days
 
 
-def _read_holidays(handle: Iterable[str], source: str) -> list[date]:
+def shipped_calendar_days() -> list[CalendarDay]:
+    """The days of the holiday file shipped with the package."""
+    text = resources.files("upstox_bot.data").joinpath("nse_holidays.csv").read_text("utf-8")
+    return read_calendar_days(io.StringIO(text, newline=""), "nse_holidays.csv")
+
+
+def _clock_time(text: str, source: str, line: int, column: str) -> time:
+    try:
+        return time.fromisoformat(text)
+    except ValueError as e:
+        raise ValueError(f"{source} line {line}: bad {column} {text!r}, expected HH:MM") from e
+
+
+def read_calendar_days(handle: Iterable[str], source: str) -> list[CalendarDay]:
+    """Read a holiday file: a `date` column (YYYY-MM-DD) and optional columns `weekday`
+    (checked against the date), `description`, `kind` (holiday or special), `open` and `close`
+    (HH:MM IST, a special session's hours), `status` (confirmed or provisional) and `source`.
+
+    Raises:
+        ValueError: no `date` column, or a malformed row (the line is named).
+    """
     reader = csv.DictReader(handle)
     if reader.fieldnames is None or "date" not in reader.fieldnames:
         raise ValueError(f"{source}: holiday file needs a 'date' column (YYYY-MM-DD)")
-    days: list[date] = []
+    days: list[CalendarDay] = []
     for row in reader:
         line = reader.line_num
         text = (row.get("date") or "").strip()
@@ -339,5 +482,30 @@ def _read_holidays(handle: Iterable[str], source: str) -> list[date]:
             raise ValueError(
                 f"{source} line {line}: {text} is a {_WEEKDAYS[day.weekday()]}, not a {weekday}"
             )
-        days.append(day)
+        kind = (row.get("kind") or HOLIDAY).strip().lower()
+        if kind not in (HOLIDAY, SPECIAL):
+            raise ValueError(f"{source} line {line}: kind {kind!r} is not holiday or special")
+        opens, closes = (row.get("open") or "").strip(), (row.get("close") or "").strip()
+        session = None
+        if kind == SPECIAL and opens and closes:
+            session = SpecialSession(
+                _clock_time(opens, source, line, "open"), _clock_time(closes, source, line, "close")
+            )
+            if session.close <= session.open:
+                raise ValueError(f"{source} line {line}: close must be after open")
+        status = (row.get("status") or "confirmed").strip().lower()
+        if status not in ("confirmed", "provisional"):
+            raise ValueError(
+                f"{source} line {line}: status {status!r} is not confirmed or provisional"
+            )
+        days.append(
+            CalendarDay(
+                day=day,
+                name=(row.get("description") or "").strip() or kind,
+                kind=kind,
+                session=session,
+                provisional=status == "provisional",
+                source=(row.get("source") or "").strip() or source,
+            )
+        )
     return days

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from upstox_bot.domain import InstrumentKind
 from upstox_bot.errors import ConfigError
@@ -180,6 +180,19 @@ class Settings(BaseSettings):
     ALERT_WEBHOOK_URL: SecretStr | None = Field(
         None, description="JSON POST target; secret, as such URLs often embed a token."
     )
+    # --- Telegram commands (api/telegram_commands.py; docs/operations.md) ---------------------
+    TELEGRAM_COMMANDS: bool = Field(
+        False,
+        description="Answer /status, /positions, /pnl and /kill from the allowed chats "
+        "(the process that serves the API polls the Bot API's getUpdates).",
+    )
+    TELEGRAM_COMMAND_CHAT_IDS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of chat ids allowed to send commands; empty = TELEGRAM_CHAT_ID.",
+    )
+    TELEGRAM_CONFIRM_SECONDS: int = Field(
+        60, ge=10, le=600, description="How long a /kill or /resume waits for its /confirm."
+    )
     SMTP_HOST: str | None = None
     SMTP_PORT: int = Field(587, ge=1, le=65535, description="465 = implicit TLS.")
     SMTP_USERNAME: str | None = None
@@ -190,7 +203,13 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma list of recipients."
     )
 
-    @field_validator("ALERT_CHANNELS", "ALERT_EMAIL_TO", "BACKTEST_DATA_DIRS", mode="before")
+    @field_validator(
+        "ALERT_CHANNELS",
+        "ALERT_EMAIL_TO",
+        "BACKTEST_DATA_DIRS",
+        "TELEGRAM_COMMAND_CHAT_IDS",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -251,6 +270,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"ALERT_CHANNELS has {channel}: set {', '.join(missing)}")
         return self
 
+    @model_validator(mode="after")
+    def _telegram_commands_ready(self) -> Settings:
+        if self.TELEGRAM_COMMANDS:
+            missing = [] if self.TELEGRAM_BOT_TOKEN else ["TELEGRAM_BOT_TOKEN"]
+            if not self.telegram_command_chats:
+                missing.append("TELEGRAM_COMMAND_CHAT_IDS (or TELEGRAM_CHAT_ID)")
+            if missing:
+                raise ValueError(f"TELEGRAM_COMMANDS=true: set {', '.join(missing)}")
+        return self
+
+    @property
+    def telegram_command_chats(self) -> frozenset[str]:
+        """The chat ids whose commands are answered."""
+        chats = self.TELEGRAM_COMMAND_CHAT_IDS or (
+            [self.TELEGRAM_CHAT_ID] if self.TELEGRAM_CHAT_ID else []
+        )
+        return frozenset(str(chat).strip() for chat in chats if str(chat).strip())
+
     @property
     def database_url(self) -> str:
         """The configured DATABASE_URL, or the embedded SQLite file in DATA_DIR."""
@@ -261,7 +298,9 @@ class Settings(BaseSettings):
 
 # Settings that identify or unlock an outside account. With every SecretStr setting they are
 # credentials: never shown (GET /api/v1/settings, `upstox-bot config`), never logged.
-CREDENTIAL_SETTINGS = frozenset({"UPSTOX_API_KEY", "TELEGRAM_CHAT_ID", "SMTP_USERNAME"})
+CREDENTIAL_SETTINGS = frozenset(
+    {"UPSTOX_API_KEY", "TELEGRAM_CHAT_ID", "TELEGRAM_COMMAND_CHAT_IDS", "SMTP_USERNAME"}
+)
 
 
 def credential_names() -> frozenset[str]:
@@ -279,10 +318,10 @@ def credential_values(settings: Settings) -> list[str]:
     values: list[str] = []
     for name in credential_names():
         value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value:
-            values.append(str(value))
+        for one in value if isinstance(value, list) else [value]:
+            text = one.get_secret_value() if isinstance(one, SecretStr) else one
+            if text:
+                values.append(str(text))
     return values
 
 
@@ -299,6 +338,27 @@ def _first_error_line(exc: ValidationError) -> str:
     return f"invalid setting {loc}: {msg}{shown}"
 
 
+# What a JSON setting should look like, for the one-line error when it does not parse.
+JSON_EXAMPLES = {
+    "STRATEGY_PARAMS": """STRATEGY_PARAMS='{"fast": 9, "slow": 21}'""",
+    "CORS_ORIGINS": """CORS_ORIGINS='["http://localhost:5173"]'""",
+}
+
+
+def _json_error_line(exc: SettingsError) -> str:
+    """pydantic-settings' 'error parsing value for field "X"' (a JSON setting that does not
+    parse) as one line naming the variable and an example."""
+    text = str(exc)
+    name = next((n for n in Settings.model_fields if f'"{n}"' in text), None)
+    if name is None:
+        return f"invalid settings: {text}"
+    cause = exc.__cause__ or exc.__context__
+    why = f" ({cause})" if cause is not None else ""
+    example = JSON_EXAMPLES.get(name)
+    fix = f": write valid JSON, e.g. {example}" if example else ": write valid JSON"
+    return f"invalid setting {name}: not valid JSON{why}{fix}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings from the environment (and overrides), or raise ConfigError in one line.
 
@@ -309,6 +369,8 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_first_error_line(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(_json_error_line(exc)) from None
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,12 @@ if not CHROMIUM.exists():
     pytest.skip(reason, allow_module_level=True)
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+from tests.support.waiting import wait_until  # noqa: E402
+
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+DOCS = BACKEND.parent / "docs"
 
 
 def _free_port() -> int:
@@ -86,6 +94,8 @@ def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
         text=True,
         check=True,
     ).stdout.strip()
+    sample = [*cli, "data", "sample", "--out", str(tmp / "bars"), "--days", "2", "--symbols", "3"]
+    subprocess.run(sample, env=env, cwd=tmp, capture_output=True, check=True)
     port = _free_port()
     run = [*cli, "run", "--speed", str(SPEED), "--seed", "7", "--date", SESSION_DATE]
     run += ["--port", str(port), "--no-live"]
@@ -121,11 +131,9 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def page(browser: Browser, bot: Bot) -> Iterator[Page]:
-    """One logged-in page, shared: the tests follow one trading day in order."""
+def _logged_in(browser: Browser, bot: Bot, viewport: dict[str, int]) -> Iterator[Page]:
     ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
@@ -138,6 +146,18 @@ def page(browser: Browser, bot: Bot) -> Iterator[Page]:
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, bot: Bot) -> Iterator[Page]:
+    """One logged-in page at 1280x900, shared: the tests follow one trading day in order."""
+    yield from _logged_in(browser, bot, DESKTOP)
+
+
+@pytest.fixture(scope="module")
+def phone(browser: Browser, bot: Bot) -> Iterator[Page]:
+    """The same day on a phone (390x844)."""
+    yield from _logged_in(browser, bot, PHONE)
 
 
 def _confirm(page: Page) -> None:
@@ -215,6 +235,162 @@ def test_an_invalid_setting_shows_the_api_error(page: Page, bot: Bot) -> None:
     page.screenshot(path=str(ARTIFACTS / "dashboard-invalid-setting.png"))
 
 
+# --- what happened today, at 1280x900 and on a phone ---------------------------------------------
+
+
+def _rows(page: Page, table: str) -> int:
+    return page.locator(f"#{table} tbody tr").count()
+
+
+def test_the_closed_trades_fill_as_the_session_trades(page: Page, bot: Bot) -> None:
+    before = _rows(page, "trades")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#trades tbody tr').length > n", arg=before, timeout=60_000
+    )
+    day = page.locator("#trades-date").inner_text()
+    row = page.locator("#trades tbody tr").first
+    trade_id = row.get_attribute("data-trade-id")
+    stored = bot.get(f"/api/v1/trades/{trade_id}")
+    assert stored["trading_symbol"] in row.inner_text()
+    cells = row.locator("td")
+    # Exit, symbol, side, qty, entry, exit price, gross, charges, net P&L, exit reason.
+    assert cells.count() == 10
+    assert cells.nth(3).inner_text() == str(stored["quantity"])
+    assert "₹" in cells.nth(4).inner_text()
+    assert stored["exit_reason"].replace("_", " ") == cells.nth(9).inner_text()
+    net = cells.nth(8).inner_text()
+    assert net.startswith(("+₹", "-₹", "₹"))
+    total = bot.get(f"/api/v1/trades?from={day}&to={day}")["total"]
+    assert _rows(page, "trades") <= total
+
+
+def test_the_equity_curve_ends_at_the_day_pnl(page: Page, bot: Bot) -> None:
+    expect(page.locator("#equity-date")).to_have_text(re.compile(r"\d{4}-\d{2}-\d{2}"))
+    curve = bot.get("/api/v1/account/equity")
+    account = bot.get("/api/v1/account")
+    assert curve["trading_date"] == account["trading_date"]
+    assert len(curve["points"]) > 10
+    expect(page.locator("#chart-day canvas").first).to_be_visible()
+    expect(page.locator("#chart-account canvas").first).to_be_visible()
+
+
+def test_the_candle_chart_marks_entries_and_exits(page: Page) -> None:
+    traded = page.locator("#trades tbody tr td.symbol").first.inner_text()
+    page.select_option("#candle-symbol", label=traded)
+    chart = page.locator("#chart-candles")
+    page.wait_for_function(
+        "() => Number(document.querySelector('#chart-candles').dataset.markers || 0) >= 2"
+    )
+    assert int(chart.get_attribute("data-candles") or 0) > 10
+    expect(chart.locator("canvas").first).to_be_visible()
+
+
+def test_performance_per_strategy_and_signal_outcomes(page: Page, bot: Bot) -> None:
+    row = page.locator("#performance tbody tr").first
+    expect(row).to_be_visible()
+    perf = bot.get("/api/v1/account/performance")["strategies"]
+    assert row.get_attribute("data-strategy") in {p["strategy"] for p in perf}
+    expect(row.locator("td").nth(2)).to_contain_text("%")
+    outcome = page.locator("#signals tbody tr td.outcome").first
+    expect(outcome).not_to_be_empty()
+    assert "paise" not in page.locator("#signals").inner_text()
+    # Lists that span days show the date.
+    expect(page.locator("#signals tbody tr td").first).to_contain_text("Nov")
+    expect(page.locator("#orders tbody tr td").first).to_contain_text("Nov")
+
+
+def test_a_backtest_runs_from_the_page_with_its_parameters(page: Page, bot: Bot) -> None:
+    page.select_option("#bt-strategy", "sma_crossover")
+    page.fill("#bt-params input[name=fast]", "5")
+    page.fill("#bt-params input[name=slow]", "20")
+    page.click("#bt-run")
+    expect(page.locator("#bt-state")).to_contain_text("done", timeout=60_000)
+    row = page.locator("#backtests tbody tr").first
+    expect(row).to_contain_text("fast=5, slow=20")
+    expect(page.locator("#backtest-params")).to_contain_text("fast=5, slow=20")
+    metrics = page.locator("#backtest-metrics").inner_text()
+    assert "₹" in metrics
+    # Figures are formatted, never raw floats like -13.516390000000001.
+    assert not re.search(r"\d\.\d{5,}", metrics), metrics
+    listed = bot.get("/api/v1/backtests")["items"][0]
+    assert listed["params"] == {"fast": 5, "slow": 20}
+    page.screenshot(path=str(ARTIFACTS / "dashboard-backtest.png"), full_page=True)
+
+
+def test_every_panel_at_the_desktop_size(page: Page) -> None:
+    for panel in (
+        "#positions",
+        "#trades",
+        "#chart-day",
+        "#chart-account",
+        "#chart-candles",
+        "#performance",
+        "#signals",
+        "#orders",
+        "#strategies",
+        "#backtests",
+        "#universe",
+    ):
+        expect(page.locator(panel)).to_be_attached()
+    assert _table_overflow(page, DESKTOP["width"]) == []
+    page.screenshot(path=str(ARTIFACTS / "dashboard-desktop.png"), full_page=True)
+    if os.environ.get("UPSTOX_BOT_UPDATE_SCREENSHOT") == "1":
+        page.screenshot(path=str(DOCS / "dashboard-desktop.png"), full_page=True)
+
+
+# Tables whose columns reach past the right edge of the screen, or that scroll sideways.
+OVERFLOW_JS = """
+width => [...document.querySelectorAll('table[id]')]
+  .filter(t => t.offsetParent !== null)
+  .flatMap(t => {
+    const wrap = t.parentElement;
+    const out = [];
+    if (wrap.scrollWidth > wrap.clientWidth + 1) out.push(`${t.id}: scrolls sideways`);
+    for (const th of t.querySelectorAll('thead th')) {
+      if (th.offsetParent === null) continue;
+      const right = th.getBoundingClientRect().right;
+      if (right > width + 0.5) out.push(`${t.id}: ${th.textContent || 'action'} ends at ${right}`);
+    }
+    return out;
+  })
+"""
+
+
+def _table_overflow(page: Page, width: int) -> list[str]:
+    result: list[str] = page.evaluate(OVERFLOW_JS, width)
+    return result
+
+
+def test_a_phone_sees_every_table_without_sideways_scrolling(phone: Page, bot: Bot) -> None:
+    expect(phone.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(phone.locator("#trades tbody tr").first).to_be_visible(timeout=30_000)
+    expect(phone.locator("#signals tbody tr").first).to_be_visible()
+    expect(phone.locator("#universe tbody tr").first).to_be_visible()
+    expect(phone.locator("#backtests tbody tr").first).to_be_visible()
+    assert _table_overflow(phone, PHONE["width"]) == []
+    # What matters stays: the symbol, the P&L and (for a position) the close button.
+    for table, needed in (
+        ("trades", ["Symbol", "Net P&L"]),
+        ("positions", ["Symbol", "P&L"]),
+        ("signals", ["Symbol", "Status", "Outcome"]),
+        ("orders", ["Symbol", "Status"]),
+        ("performance", ["Strategy", "Win rate", "Net P&L"]),
+        ("backtests", ["Strategy", "Net P&L", "Return"]),
+        ("universe", ["Symbol", "Last"]),
+    ):
+        shown = [h.strip() for h in phone.locator(f"#{table} thead th:visible").all_inner_texts()]
+        for name in needed:
+            assert name in shown, (table, shown)
+    close = phone.locator("#positions button.close-position")
+    for i in range(close.count()):
+        box = close.nth(i).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= PHONE["width"]
+    phone.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
+    if os.environ.get("UPSTOX_BOT_UPDATE_SCREENSHOT") == "1":
+        phone.screenshot(path=str(DOCS / "dashboard-phone.png"), full_page=True)
+
+
 def test_the_kill_switch_stops_new_entries(page: Page, bot: Bot) -> None:
     page.click("#kill-switch")
     _confirm(page)
@@ -224,9 +400,13 @@ def test_the_kill_switch_stops_new_entries(page: Page, bot: Bot) -> None:
     assert risk["kill_switch"] is True
     assert bot.get("/api/v1/account")["kill_switch"] is True
     switched_at = risk["at"]
-    walltime.sleep(6)  # half an hour of simulated trading
-    later = bot.get("/api/v1/risk")["at"]
-    assert later > switched_at, "the simulated market should have moved on"
+    # Half an hour of simulated trading after the switch.
+    half_hour_later = (datetime.fromisoformat(switched_at) + timedelta(minutes=30)).isoformat()
+    wait_until(
+        lambda: bot.get("/api/v1/risk")["at"] > half_hour_later,
+        timeout_s=120,
+        what="half an hour of market time after the kill switch",
+    )
     entries = [
         o
         for o in bot.get("/api/v1/orders?limit=1000")

@@ -289,7 +289,7 @@ def test_email_reaches_a_real_smtp_server(smtp: SmtpServer) -> None:
         recipients=["trader@example.test", "desk@example.test"],
         starttls=False,
     )
-    channel.send(alert(AlertKind.DAILY_LOSS_LIMIT_HIT, "Day P&L -Rs 2,150.50", key="2026-11-25"))
+    channel.send(alert(AlertKind.DAILY_LOSS_LIMIT_HIT, "Day P&L -₹2,150.50", key="2026-11-25"))
     [envelope] = smtp.mailbox.envelopes
     assert envelope.mail_from == "bot@example.test"
     assert envelope.rcpt_tos == ["trader@example.test", "desk@example.test"]
@@ -298,7 +298,7 @@ def test_email_reaches_a_real_smtp_server(smtp: SmtpServer) -> None:
     assert message["To"] == "trader@example.test, desk@example.test"
     assert message["X-Upstox-Bot-Alert"] == "daily_loss_limit_hit"
     body = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
-    assert "Day P&L -Rs 2,150.50" in body
+    assert "Day P&L -₹2,150.50" in body
     assert "2026-11-25 10:30:00 IST" in body
 
 

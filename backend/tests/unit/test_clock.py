@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import time as wall
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
-from upstox_bot.clock import IST, Clock, LiveClock, NseCalendar, SimClock, SpecialSession
+from upstox_bot.clock import (
+    IST,
+    CalendarDay,
+    Clock,
+    LiveClock,
+    NseCalendar,
+    SimClock,
+    SpecialSession,
+    merge_calendar_days,
+)
 from upstox_bot.domain import datetime_to_ms
 
 HOLIDAY_CSV = Path(__file__).parents[2] / "src" / "upstox_bot" / "data" / "nse_holidays.csv"
@@ -38,8 +49,8 @@ def test_default_calendar_closes_on_the_ad_hoc_jan_15_holiday_and_opens_the_next
 
 
 def test_default_calendar_carries_the_shipped_file(cal: NseCalendar) -> None:
-    assert len(cal.holidays) == 30
-    assert cal.covered_years == frozenset({2025, 2026})
+    assert len(cal.holidays) == 31  # 14 in 2025, 16 in 2026, 1 provisional in 2027
+    assert cal.covered_years == frozenset({2025, 2026, 2027})
     assert date(2025, 12, 25) in cal.holidays
     assert date(2026, 11, 24) in cal.holidays  # Guru Nanak Jayanti, a Tuesday
     assert NseCalendar.from_csv(HOLIDAY_CSV).holidays == cal.holidays
@@ -190,6 +201,121 @@ def test_shipped_holiday_weekdays_match_their_dates() -> None:
     # from_csv checks every `weekday` cell; loading the shipped file proves it consistent.
     cal = NseCalendar.from_csv(HOLIDAY_CSV)
     assert all(day.weekday() < 5 for day in cal.holidays)
+
+
+# --- calendar: 2027, provisional years, unknown dates, listing ------------------------------
+
+
+def test_republic_day_2027_is_a_provisional_holiday_of_the_shipped_calendar(
+    cal: NseCalendar,
+) -> None:
+    tue_jan_26 = date(2027, 1, 26)
+    assert tue_jan_26.weekday() == 1  # a Tuesday
+    assert not cal.is_trading_day(tue_jan_26)
+    assert cal.next_trading_day(date(2027, 1, 25)) == date(2027, 1, 27)
+    assert cal.knows(tue_jan_26)
+    assert cal.is_provisional(tue_jan_26)
+    assert cal.provisional_years == frozenset({2027})
+    assert not cal.is_provisional(date(2026, 6, 1))
+    (row,) = cal.days_of_year(2027)
+    assert row.source  # the source is written beside the data
+    assert row.describe() == "Republic Day (provisional)"
+
+
+def test_2027_lists_only_the_fixed_date_holidays_that_fall_on_weekdays(cal: NseCalendar) -> None:
+    # 1 May (Sat), 15 Aug (Sun), 2 Oct (Sat) and 25 Dec (Sat) 2027 are closed as weekends anyway.
+    fixed = [date(2027, 5, 1), date(2027, 8, 15), date(2027, 10, 2), date(2027, 12, 25)]
+    assert [d.weekday() for d in fixed] == [5, 6, 5, 5]
+    assert [d.day for d in cal.days_of_year(2027)] == [date(2027, 1, 26)]
+    assert not any(cal.is_trading_day(d) for d in fixed)
+
+
+def test_a_year_without_a_list_is_unknown_and_says_why(cal: NseCalendar) -> None:
+    monday = date(2028, 1, 3)
+    assert not cal.knows(monday)
+    assert cal.is_trading_day(monday)  # only looks open: the risk checks refuse entries
+    warning = cal.unknown_date_warning(monday)
+    assert warning is not None
+    assert "does not know 2028-01-03" in warning
+    assert cal.unknown_date_warning(date(2026, 6, 1)) is None
+
+
+def test_special_sessions_of_the_file_are_listed_but_not_traded(cal: NseCalendar) -> None:
+    sunday = date(2026, 11, 8)  # Muhurat trading, times not announced
+    assert not cal.is_trading_day(sunday)
+    rows = {(d.day, d.kind): d for d in cal.days_of_year(2025)}
+    muhurat = rows[(date(2025, 10, 21), "special")]
+    assert muhurat.session == SpecialSession(time(13, 45), time(14, 45))
+    assert muhurat.describe() == "Muhurat trading (Samvat 2082) [special session 13:45-14:45 IST]"
+    assert not cal.is_trading_day(date(2025, 10, 21))  # the regular session was closed
+    listed = [d for d in cal.days_of_year(2026) if d.day == sunday]
+    assert [d.describe() for d in listed] == [
+        "Muhurat trading (Diwali Laxmi Pujan; timings to be notified) "
+        "[special session times not announced]"
+    ]
+
+
+def test_a_fetched_year_replaces_that_year_of_the_file_whole() -> None:
+    base = [
+        CalendarDay(day=date(2026, 1, 26), name="Republic Day"),
+        CalendarDay(day=date(2027, 1, 26), name="Republic Day", provisional=True),
+    ]
+    fetched = [
+        CalendarDay(day=date(2027, 1, 26), name="Republic Day", source="upstox"),
+        CalendarDay(day=date(2027, 3, 22), name="Holi", source="upstox"),
+    ]
+    merged = merge_calendar_days(base, fetched)
+    assert [(d.day, d.provisional) for d in merged] == [
+        (date(2026, 1, 26), False),
+        (date(2027, 1, 26), False),
+        (date(2027, 3, 22), False),
+    ]
+    cal = NseCalendar.from_days(merged)
+    assert not cal.is_trading_day(date(2027, 3, 22))
+    assert not cal.is_provisional(date(2027, 3, 22))
+
+
+def test_from_csv_reads_kinds_hours_status_and_source(tmp_path: Path) -> None:
+    path = tmp_path / "holidays.csv"
+    path.write_text(
+        "date,description,kind,open,close,status,source\n"
+        "2028-01-26,Republic Day,holiday,,,provisional,assumed\n"
+        "2028-10-17,Muhurat,special,18:00,19:00,confirmed,circular X\n",
+        encoding="utf-8",
+    )
+    cal = NseCalendar.from_csv(path)
+    assert cal.covered_years == frozenset({2028})
+    assert not cal.is_provisional(date(2028, 5, 2))  # one confirmed row: the list is NSE's
+    holiday, special = cal.days_of_year(2028)
+    assert (holiday.provisional, holiday.source) == (True, "assumed")
+    assert special.session == SpecialSession(time(18, 0), time(19, 0))
+    assert cal.is_trading_day(date(2028, 10, 17))  # a Tuesday: the listed session is not a closure
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("2028-01-26,x,closure,,,confirmed", "kind 'closure'"),
+        ("2028-01-26,x,special,18:00,17:00,confirmed", "close must be after open"),
+        ("2028-01-26,x,special,6pm,19:00,confirmed", "bad open"),
+        ("2028-01-26,x,holiday,,,maybe", "status 'maybe'"),
+    ],
+)
+def test_from_csv_rejects_bad_kinds_hours_and_status(
+    tmp_path: Path, row: str, message: str
+) -> None:
+    path = tmp_path / "holidays.csv"
+    path.write_text(f"date,description,kind,open,close,status\n{row}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        NseCalendar.from_csv(path)
+
+
+def test_calendar_values_pickle_through_their_constructor() -> None:
+    day = CalendarDay(
+        day=date(2027, 1, 26), name="x", kind="special", session=SpecialSession(time(9), time(10))
+    )
+    assert pickle.loads(pickle.dumps(day)) == day  # noqa: S301 - our own bytes
+    assert copy.copy(day) == day
 
 
 # --- clocks ---------------------------------------------------------------------------------

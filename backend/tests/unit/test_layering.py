@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "upstox_bot"
 CORE = [
     "domain.py",
     "errors.py",
+    "money.py",
     "clock.py",
     "feed/candles.py",
     "feed/sim.py",

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,6 +35,7 @@ from upstox_bot.api.routers import (
     health,
     market,
     options,
+    reports,
     risk,
     strategies,
     trading,
@@ -46,6 +48,7 @@ from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import RootRead
 from upstox_bot.api.settings_changes import LIVE, apply_live, changed_keys, effective_settings
+from upstox_bot.api.telegram_commands import start_commands
 from upstox_bot.config import Settings
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+SWAGGER_UI = "/static/vendor/swagger-ui"
 
 DESCRIPTION = f"""
 REST API of upstox-bot: positions, trades, signals, orders, the account, risk, settings and
@@ -87,6 +91,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(ws.publish_snapshots(app)),
         asyncio.create_task(ws.close_revoked(app)),
     ]
+    commands = start_commands(app)
+    telegram = asyncio.create_task(commands.run()) if commands is not None else None
+    app.state.telegram_commands = commands
     try:
         yield
     finally:
@@ -95,6 +102,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if telegram is not None and commands is not None:
+            telegram.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await telegram
+            await commands.close()
         if app.state.own_db_engine is not None:  # the bot disposes of its own engine
             app.state.own_db_engine.dispose()
 
@@ -109,7 +121,12 @@ def create_app(
         hub: the event hub the bot publishes to (a new one if not given), served at /api/v1/ws.
     """
     app = FastAPI(
-        title="upstox-bot", version=__version__, description=DESCRIPTION, lifespan=_lifespan
+        title="upstox-bot",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,  # served below from the package's own copy of Swagger UI
+        redoc_url=None,  # ReDoc would load from a CDN: blank offline
     )
     app.state.bot = bot
     app.state.hub = hub or EventHub()
@@ -157,9 +174,20 @@ def create_app(
         responses=ERRORS,
         route_class=GuardedRoute,
     )
-    for module in (trading, market, strategies, settings_router, risk, audit, auth, options):
+    for module in (
+        trading,
+        reports,
+        market,
+        strategies,
+        settings_router,
+        risk,
+        audit,
+        auth,
+        options,
+    ):
         v1.include_router(module.router)
     v1.include_router(backtests.router)
+    v1.include_router(backtests.data_router)
 
     @v1.get("", response_model=RootRead, tags=["health"])
     def api_root() -> RootRead:
@@ -182,5 +210,16 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def root() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        # Swagger UI from static/vendor/swagger-ui (vendor/README.md): it works offline.
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="upstox-bot API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        )
 
     return app

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,17 +17,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from upstox_bot.config import Settings, load_settings
-from upstox_bot.domain import IST, paise_to_rupees
+from upstox_bot.domain import IST
 from upstox_bot.errors import ConfigError
+from upstox_bot.money import format_rupees
 
 if TYPE_CHECKING:
     from upstox_bot.backtest.grid import GridRun
-    from upstox_bot.backtest.models import BacktestResult
+    from upstox_bot.backtest.models import BacktestRequest, BacktestResult
 
 data_app = typer.Typer(help="Historical candles for backtests.", no_args_is_help=True)
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 PROGRESS_MIN_BARS = 50_000  # smaller runs finish before a bar would help
 
 
@@ -114,8 +115,8 @@ def _print_summary(result: BacktestResult) -> None:
     table.add_column("value", justify="right")
     rows = [
         ("bars", f"{result.bars:,} ({result.timeframe} candles, {s.sessions} sessions)"),
-        ("net P&L", f"₹{paise_to_rupees(s.net_pnl_paise):,}"),
-        ("charges", f"₹{paise_to_rupees(s.charges_paise):,}"),
+        ("net P&L", format_rupees(s.net_pnl_paise, signed=True)),
+        ("charges", format_rupees(s.charges_paise)),
         ("return", pct(s.return_pct)),
         ("CAGR", pct(s.cagr_pct)),
         ("Sharpe", num(s.sharpe)),
@@ -147,7 +148,7 @@ def _print_grid(runs: list[GridRun], metric: str) -> None:
         table.add_row(
             str(i),
             params,
-            f"₹{paise_to_rupees(s.net_pnl_paise):,}",
+            format_rupees(s.net_pnl_paise, signed=True),
             f"{s.return_pct:.2f}%",
             "n/a" if s.sharpe is None else f"{s.sharpe:.2f}",
             f"{s.max_drawdown_pct:.2f}%",
@@ -191,6 +192,13 @@ def backtest(
     workers: Annotated[int | None, typer.Option(help="Grid processes (default CPUs).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report.")] = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            help="Store the result in the database (DATABASE_URL, or the SQLite file in "
+            "DATA_DIR), where the dashboard and GET /api/v1/backtests list it."
+        ),
+    ] = True,
 ) -> None:
     """Backtest a strategy over history with the live engine, risk rules, exits and charges."""
     settings = _settings()
@@ -248,6 +256,46 @@ def backtest(
     if report is not None:
         report.write_text(render_html(result), encoding="utf-8")
         console.print(f"wrote {report}")
+    if save:
+        _store(settings, request, data, result)
+
+
+def _store(
+    settings: Settings, request: BacktestRequest, data: Path, result: BacktestResult
+) -> None:
+    """Keep a CLI backtest beside the API's, marked as run by the CLI. A database that cannot
+    be used costs a note, never the result already printed."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from upstox_bot.db import migrate
+    from upstox_bot.db.repositories.backtests import BacktestRepository
+    from upstox_bot.db.session import make_engine, make_session_factory, session_scope
+    from upstox_bot.diagnose import explain
+
+    stored = {**request.to_dict(), "data": str(data.resolve()), "source": "cli"}
+    try:
+        if not settings.DATABASE_URL:
+            settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(settings.database_url)
+        engine = make_engine(settings.database_url)
+        try:
+            with session_scope(make_session_factory(engine)) as session:
+                repo = BacktestRepository(session)
+                now = datetime.now(UTC)
+                record = repo.create(stored, now)
+                repo.mark_running(record.id, now)
+                repo.finish(record.id, result.to_dict(), now)
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, OSError) as exc:
+        why = explain(exc, database_url=settings.database_url) or str(exc)
+        err_console.print(f"note: the result was not stored ({why}); --no-save skips storing")
+        return
+    console.print(
+        f"stored as backtest {record.id}: the dashboard and GET /api/v1/backtests list it",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @data_app.command("download")
@@ -323,4 +371,45 @@ def download(
     console.print(
         f"{report.downloaded} chunks fetched, {report.skipped} already cached, "
         f"{report.candles} candles written to {cache / interval.lower()}"
+    )
+
+
+@data_app.command("sample")
+def sample(
+    out: Annotated[Path, typer.Option(help="Folder to write the CSVs to (created if missing).")],
+    symbols: Annotated[
+        int, typer.Option(min=1, max=40, help="How many stocks (the most liquid first).")
+    ] = 5,
+    days: Annotated[int, typer.Option(min=1, max=60, help="How many sessions.")] = 5,
+    seed: Annotated[int, typer.Option(help="Market seed of the first session.")] = 7,
+    last: Annotated[
+        str | None, typer.Option("--to", help="Last session (YYYY-MM-DD); default yesterday.")
+    ] = None,
+) -> None:
+    """Write a small offline set of 1-minute bars generated by the simulated market (not real
+    prices), to try `backtest`, `--report` and `--grid` without an Upstox token."""
+    from datetime import timedelta
+
+    from upstox_bot.backtest.sample import write_sample
+    from upstox_bot.clock import NseCalendar
+
+    settings = _settings()
+    calendar = (
+        NseCalendar.from_csv(settings.HOLIDAYS_FILE)
+        if settings.HOLIDAYS_FILE
+        else NseCalendar.default()
+    )
+    end = _date(last, "--to") or datetime.now(IST).date() - timedelta(days=1)
+    try:
+        report = write_sample(
+            out, calendar=calendar, last=end, symbols=symbols, days=days, seed=seed
+        )
+    except OSError as exc:
+        raise _fail(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    console.print(
+        f"wrote {report.bars:,} 1-minute bars of {', '.join(report.symbols)} "
+        f"({report.sessions[0]} to {report.sessions[-1]}) to {out}: generated by the simulated "
+        f"market (seed {report.seed}), not real prices. Try: upstox-bot backtest --data {out}",
+        highlight=False,
+        soft_wrap=True,
     )

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -98,6 +99,57 @@ def check_data_path(data: str, settings: Settings) -> Path:
         why = getattr(exc, "strerror", None) or str(exc)
         raise DataPathRefused(f"{data}: cannot be read ({why})") from None
     return resolved
+
+
+@dataclass(frozen=True, slots=True)
+class DataChoice:
+    """Bars a backtest may read: `path` is what to give as the request's `data`."""
+
+    path: str
+    kind: str  # "file" or "folder"
+    files: int  # CSV files it holds (a file: 1)
+
+
+MAX_DATA_CHOICES = 200
+
+
+def _csv_count(folder: Path) -> int:
+    top = [f for f in folder.glob("*.csv") if f.is_file()]
+    nested = [f for f in folder.glob("*/*.csv") if f.is_file()]
+    return len(top) + len(nested)
+
+
+def data_choices(settings: Settings) -> list[DataChoice]:
+    """The CSV files and folders of bars in DATA_DIR and BACKTEST_DATA_DIRS (a few levels deep),
+    for a form to offer; paths inside DATA_DIR are given relative to it."""
+    data_dir = Path(settings.DATA_DIR).resolve()
+    choices: list[DataChoice] = []
+    seen: set[Path] = set()
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else str(path)
+
+    def add(path: Path, kind: str, files: int) -> None:
+        if path not in seen and files and len(choices) < MAX_DATA_CHOICES:
+            seen.add(path)
+            choices.append(DataChoice(shown(path), kind, files))
+
+    for folder in allowed_data_dirs(settings):
+        if not folder.is_dir():
+            continue
+        if folder != data_dir:
+            add(folder, "folder", _csv_count(folder))
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                count = _csv_count(child)
+                add(child.resolve(), "folder", count)
+                if not count:  # a cache folder: candles/<interval>/<symbol>/*.csv
+                    for grandchild in sorted(child.iterdir()):
+                        if grandchild.is_dir():
+                            add(grandchild.resolve(), "folder", _csv_count(grandchild))
+            elif child.is_file() and child.suffix.lower() == ".csv":
+                add(child.resolve(), "file", 1)
+    return choices
 
 
 def submit(

@@ -10,7 +10,7 @@ from datetime import date
 from html import escape
 
 from upstox_bot.backtest.models import BacktestResult, EquityPoint
-from upstox_bot.domain import paise_to_rupees
+from upstox_bot.money import format_rupees
 
 MAX_TRADE_ROWS = 5000
 _WIDTH, _HEIGHT, _PAD = 900, 260, 40
@@ -27,7 +27,7 @@ gap:4px 24px;width:max-content}.k{color:#5f6673}svg{background:#fbfcfd;border:1p
 
 
 def _rupees(paise: int) -> str:
-    return f"₹{paise_to_rupees(paise):,}"
+    return format_rupees(paise)
 
 
 def _num(value: float | None, suffix: str = "", places: int = 2) -> str:

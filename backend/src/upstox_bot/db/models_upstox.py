@@ -1,10 +1,11 @@
-"""Tables of the Upstox adapter: the daily login's encrypted tokens and its pending states."""
+"""Tables of the Upstox adapter: the daily login's encrypted tokens and its pending states, and
+the NSE calendar days fetched from Upstox's market-holidays API."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import Boolean, Date, Index, String, Text, Time
 from sqlalchemy.orm import Mapped, mapped_column
 
 from upstox_bot.db.base import Base, BigId, UtcDateTime
@@ -45,3 +46,22 @@ class UpstoxLoginStateRow(Base):
     state_sha256: Mapped[str] = mapped_column(String(KEY), primary_key=True)
     issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MarketCalendarDayRow(Base):
+    """One NSE holiday or special session fetched from Upstox (``GET /v2/market/holidays``).
+
+    A fetch replaces every row of the years it lists, so a withdrawn holiday disappears; these
+    rows win over the shipped holiday file for those years.
+    """
+
+    __tablename__ = "market_calendar_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # holiday or special
+    name: Mapped[str] = mapped_column(Text)
+    session_open: Mapped[time | None] = mapped_column(Time)  # IST; special sessions only
+    session_close: Mapped[time | None] = mapped_column(Time)
+    provisional: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -22,7 +22,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from upstox_bot.domain import IST, AccountSnapshot, AuditRecord, Trade, paise_to_rupees
+from upstox_bot.domain import IST, AccountSnapshot, AuditRecord, Trade
+from upstox_bot.money import format_rupees
 
 if TYPE_CHECKING:
     from upstox_bot.clock import Clock
@@ -612,26 +613,6 @@ def _held_note(channel: _Channel) -> str:
 # --- engine audit records and the end-of-day summary --------------------------------------------
 
 
-def format_rupees(paise: int, *, signed: bool = False) -> str:
-    """Paise as rupees with Indian digit grouping: 12345678 -> "Rs 1,23,456.78".
-
-    Args:
-        signed: prefix "+" to positive amounts (negative ones always carry "-").
-    """
-    rupees = abs(paise_to_rupees(paise))
-    whole, _, fraction = f"{rupees:.2f}".partition(".")
-    head, tail = whole[:-3], whole[-3:]
-    groups: list[str] = []
-    while len(head) > 2:
-        groups.insert(0, head[-2:])
-        head = head[:-2]
-    if head:
-        groups.insert(0, head)
-    grouped = ",".join([*groups, tail])
-    sign = "-" if paise < 0 else ("+" if signed and paise > 0 else "")
-    return f"{sign}Rs {grouped}.{fraction}"
-
-
 def _paise(data: Mapping[str, object], name: str) -> int | None:
     value = data.get(name)
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
@@ -745,8 +726,8 @@ def end_of_day_summary(
     for trade in list(trades)[:MAX_TRADE_LINES]:
         lines.append(
             f"- {trade.instrument_key} {trade.direction.value} {trade.quantity} "
-            f"@ {paise_to_rupees(trade.entry_price_paise)} -> "
-            f"{paise_to_rupees(trade.exit_price_paise)}: "
+            f"@ {format_rupees(trade.entry_price_paise)} -> "
+            f"{format_rupees(trade.exit_price_paise)}: "
             f"{format_rupees(trade.net_pnl_paise, signed=True)} ({trade.exit_reason.value})"
         )
     if len(trades) > MAX_TRADE_LINES:

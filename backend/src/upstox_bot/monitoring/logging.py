@@ -116,6 +116,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+def _extras(record: logging.LogRecord) -> str:
+    """The record's context as ` key=value` pairs (secrets blanked), for the console format."""
+    parts = [
+        f"{key}={_redact_key(key, value)}"
+        for key, value in vars(record).items()
+        if key not in _STANDARD and not key.startswith("_")
+    ]
+    return (" " + " ".join(parts)) if parts else ""
+
+
+def _console_handler() -> logging.Handler:
+    from rich.console import ConsoleRenderable
+    from rich.logging import RichHandler
+    from rich.text import Text
+
+    class ConsoleHandler(RichHandler):
+        """Rich's handler, with each event's context after its name: `strategy.file_error`
+        alone tells nothing, `strategy.file_error path=... error=...` does."""
+
+        def render_message(self, record: logging.LogRecord, message: str) -> ConsoleRenderable:
+            rendered = super().render_message(record, message)
+            extras = _extras(record)
+            if extras and isinstance(rendered, Text):
+                rendered.append(extras, style="dim")
+            return rendered
+
+    return ConsoleHandler(rich_tracebacks=True, show_path=False, markup=False)
+
+
 def configure_logging(
     level: str = "INFO", fmt: str = "console", secrets: Iterable[str] = ()
 ) -> None:
@@ -129,9 +158,7 @@ def configure_logging(
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
     else:
-        from rich.logging import RichHandler
-
-        handler = RichHandler(rich_tracebacks=True, show_path=False, markup=False)
+        handler = _console_handler()
     handler.addFilter(RedactingFilter(secrets))
     root.addHandler(handler)
     root.setLevel(level)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
+from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import IST, Direction, RiskDecision, RiskRule, SignalId, reduce_to_fields
+from upstox_bot.money import format_rupees
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.risk.sizing import size_position
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,13 +91,27 @@ class RiskManager:
     """Vets entries against the hard limits. Exits are never refused, only paced."""
 
     def __init__(
-        self, limits: RiskLimits, rate_limiter: OrderRateLimiter, kill_switch: KillSwitch
+        self,
+        limits: RiskLimits,
+        rate_limiter: OrderRateLimiter,
+        kill_switch: KillSwitch,
+        *,
+        calendar: NseCalendar | None = None,
     ) -> None:
+        """Set up the checks.
+
+        Args:
+            calendar: the NSE calendar of a live or paper session: no entry is taken on a date
+                whose year it has no list for (a backtest passes None: its bars are the
+                sessions).
+        """
         self.limits = limits
         self.rate_limiter = rate_limiter
         self.kill_switch = kill_switch
         self.entries_paused: str | None = None  # why new entries wait (token expired, ...)
         self.banned: frozenset[str] = frozenset()  # instrument keys in the F&O ban period
+        self.calendar = calendar
+        self._unknown_dates_warned: set[date] = set()
 
     @property
     def limits(self) -> RiskLimits:
@@ -131,9 +150,13 @@ class RiskManager:
             return RiskRule.KILL_SWITCH, f"kill switch on: {self.kill_switch.reason}"
         if self.entries_paused is not None:
             return RiskRule.ENTRIES_PAUSED, f"new entries paused: {self.entries_paused}"
+        local = at.astimezone(IST)
+        calendar = self.calendar
+        if calendar is not None and not calendar.knows(local.date()):
+            return RiskRule.ENTRIES_PAUSED, self._unknown_date(calendar, local.date())
         if instrument_key is not None and instrument_key in self.banned:
             return RiskRule.FNO_BAN, "the stock is in the NSE F&O ban period"
-        clock_time = at.astimezone(IST).time()
+        clock_time = local.time()
         if not (limits.entry_start <= clock_time <= limits.entry_end):
             return (
                 RiskRule.ENTRY_WINDOW,
@@ -141,6 +164,14 @@ class RiskManager:
                 f"{limits.entry_start:%H:%M}-{limits.entry_end:%H:%M} IST",
             )
         return None
+
+    def _unknown_date(self, calendar: NseCalendar, day: date) -> str:
+        reason = calendar.unknown_date_warning(day) or f"the NSE calendar does not know {day}"
+        if day not in self._unknown_dates_warned:
+            # Loud, once per date: weekdays of an unlisted year only look like trading days.
+            self._unknown_dates_warned.add(day)
+            log.error("calendar.unknown_date", extra={"date": day.isoformat(), "reason": reason})
+        return reason
 
     def check_entry(self, req: EntryRequest, book: BookState) -> RiskDecision:
         """Approve and size an entry, or refuse it naming the first rule it breaks."""
@@ -165,8 +196,8 @@ class RiskManager:
         if book.loss_limit_hit or self.loss_limit_breached(book.day_pnl_paise):
             return refuse(
                 RiskRule.DAILY_LOSS_LIMIT,
-                f"daily loss limit hit: day P&L {book.day_pnl_paise} paise, "
-                f"limit -{limits.daily_loss_limit_paise}",
+                f"daily loss limit hit: day P&L {format_rupees(book.day_pnl_paise)}, "
+                f"limit {format_rupees(-limits.daily_loss_limit_paise)}",
             )
         if book.in_position:
             return refuse(RiskRule.ALREADY_IN_POSITION, "already holding this instrument")

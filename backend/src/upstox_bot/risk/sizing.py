@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from upstox_bot.domain import RiskRule, reduce_to_fields
+from upstox_bot.money import format_rupees
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,12 +69,13 @@ def size_position(
     quantity = lots * lot_size
     if lots == 0:
         what = {
-            RiskRule.RISK_PER_TRADE: f"risk at the stop {per_share_risk * lot_size} paise per lot "
-            f"exceeds the risk budget {risk_budget_paise}",
-            RiskRule.POSITION_SIZE: f"one lot worth {price_paise * lot_size} paise exceeds the "
-            f"position cap {max_position_value_paise}",
-            RiskRule.CAPITAL: f"one lot worth {price_paise * lot_size} paise exceeds the "
-            f"available cash {available_paise}",
+            RiskRule.RISK_PER_TRADE: "risk at the stop "
+            f"{format_rupees(per_share_risk * lot_size)} per lot exceeds the risk budget "
+            f"{format_rupees(risk_budget_paise)}",
+            RiskRule.POSITION_SIZE: f"one lot worth {format_rupees(price_paise * lot_size)} "
+            f"exceeds the position cap {format_rupees(max_position_value_paise)}",
+            RiskRule.CAPITAL: f"one lot worth {format_rupees(price_paise * lot_size)} exceeds "
+            f"the available cash {format_rupees(available_paise)}",
         }[rule]
         return Sizing(lots=0, quantity=0, binding_rule=rule, reason=what)
     return Sizing(

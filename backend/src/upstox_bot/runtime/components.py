@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from upstox_bot.clock import (
+    CalendarDay,
+    NseCalendar,
+    merge_calendar_days,
+    read_calendar_days,
+    shipped_calendar_days,
+)
 from upstox_bot.config import Settings
 from upstox_bot.domain import Direction, InstrumentKind, Side, rupees_to_paise
 from upstox_bot.risk.limits import RiskLimits
@@ -12,6 +23,45 @@ from upstox_bot.signals.base import Strategy
 from upstox_bot.trading.charges import BrokeragePlan, ChargeSegment, round_trip_charges
 from upstox_bot.trading.exits import ExitRules
 from upstox_bot.trading.ports import ChargesModel
+
+log = logging.getLogger(__name__)
+
+
+def calendar_days(
+    settings: Settings, sessions: sessionmaker[Session] | None = None
+) -> list[CalendarDay]:
+    """The NSE calendar's days: HOLIDAYS_FILE (else the shipped file), with every year fetched
+    from Upstox's market-holidays API and stored in the database taking that year's place.
+
+    Raises:
+        ValueError: HOLIDAYS_FILE is malformed (the line is named).
+        OSError: HOLIDAYS_FILE cannot be read.
+    """
+    if settings.HOLIDAYS_FILE:
+        with settings.HOLIDAYS_FILE.open(newline="", encoding="utf-8") as handle:
+            base = read_calendar_days(handle, str(settings.HOLIDAYS_FILE))
+    else:
+        base = shipped_calendar_days()
+    if sessions is None:
+        return base
+    from upstox_bot.db.repositories.calendar_days import CalendarDayRepository
+    from upstox_bot.db.session import session_scope
+
+    try:
+        with session_scope(sessions) as session:
+            stored = CalendarDayRepository(session).find()
+    except SQLAlchemyError:
+        # A database without the table (not migrated yet) keeps the file's calendar.
+        log.warning("calendar.stored_days_unreadable", exc_info=True)
+        return base
+    return merge_calendar_days(base, stored)
+
+
+def trading_calendar(
+    settings: Settings, sessions: sessionmaker[Session] | None = None
+) -> NseCalendar:
+    """The NSE calendar the bot trades by (see `calendar_days`)."""
+    return NseCalendar.from_days(calendar_days(settings, sessions))
 
 
 def risk_limits(settings: Settings, capital_paise: int | None = None) -> RiskLimits:

@@ -329,10 +329,8 @@ def account_instruments(resources: Resources) -> dict[str, Instrument]:
     return {i.instrument_key: i for i in ranked}
 
 
-def calendar_of(settings: Settings) -> NseCalendar:
-    if settings.HOLIDAYS_FILE:
-        return NseCalendar.from_csv(settings.HOLIDAYS_FILE)
-    return NseCalendar.default()
+def calendar_of(settings: Settings, sessions: sessionmaker[Session] | None = None) -> NseCalendar:
+    return components.trading_calendar(settings, sessions)
 
 
 class AccountRuntime:
@@ -387,6 +385,7 @@ class AccountRuntime:
                     account=account,
                 ),
                 kill,
+                calendar=calendar_of(settings, resources.sessions),
             ),
             exits=ExitManager(components.exit_rules(settings)),
             journal=self.journal,

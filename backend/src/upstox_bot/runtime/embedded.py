@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time as walltime
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -32,7 +32,6 @@ from upstox_bot.api.hub import (
 )
 from upstox_bot.api.settings_changes import settings_with_overrides
 from upstox_bot.backtest.data import Dataset, load_bars
-from upstox_bot.clock import NseCalendar
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.models import AccountMode
@@ -46,6 +45,7 @@ from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import (
     IST,
+    AccountSnapshot,
     AuditRecord,
     ExitReason,
     Instrument,
@@ -138,6 +138,8 @@ class EmbeddedBot:
         self.options = options
         self.stats = LiveStats()
         self.hub: EventHub | None = None  # the API's live stream, when the API runs here
+        # Told of each session's end (the console prints its summary), on the loop thread.
+        self.session_ended: Callable[[date, AccountSnapshot], None] | None = None
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         url = settings.database_url
         migrate.upgrade(url)
@@ -148,11 +150,7 @@ class EmbeddedBot:
             # that no longer builds is skipped (audited, alerted below), never stops the start.
             settings, skipped = settings_with_overrides(session, settings, at=datetime.now(UTC))
         self.settings = settings
-        self.calendar = (
-            NseCalendar.from_csv(settings.HOLIDAYS_FILE)
-            if settings.HOLIDAYS_FILE
-            else NseCalendar.default()
-        )
+        self.calendar = components.trading_calendar(settings, self.sessions)
         self.account = settings.ACCOUNT_NAME
         self.replay: Dataset | None = None
         if options.replay_data is not None:
@@ -180,6 +178,11 @@ class EmbeddedBot:
         elif not self.calendar.is_trading_day(first):
             first = self.calendar.next_trading_day(first)
         self.first_date = first
+        unknown = self.calendar.unknown_date_warning(first)
+        if unknown is not None:
+            log.error("calendar.unknown_date", extra={"date": first.isoformat(), "reason": unknown})
+        elif self.calendar.is_provisional(first):
+            log.warning("calendar.provisional", extra={"year": first.year})
         if options.market == "upstox":
             # The real market: its time is the wall clock's (and today is the trading date).
             self.first_date = datetime.now(IST).date()
@@ -225,6 +228,7 @@ class EmbeddedBot:
                 limits,
                 OrderRateLimiter(limits.max_orders_per_minute, limits.min_order_interval_s),
                 kill,
+                calendar=self.calendar,
             ),
             exits=ExitManager(components.exit_rules(settings)),
             journal=self.journal,
@@ -536,6 +540,8 @@ class EmbeddedBot:
                     start_date=day, end_date=day, limit=100_000
                 )
             self.alerts.send(end_of_day_summary(engine.snapshot(), trades))
+        if self.session_ended is not None:
+            self.session_ended(day, engine.snapshot())
         log.info(
             "session.done",
             extra={

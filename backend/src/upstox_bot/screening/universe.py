@@ -27,11 +27,12 @@ from pydantic import SecretStr
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from upstox_bot.clock import CalendarDay
 from upstox_bot.config import Settings
 from upstox_bot.db.models import SymbolRow
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.domain import IST
-from upstox_bot.errors import ConfigError
+from upstox_bot.errors import ConfigError, UpstoxBotError
 from upstox_bot.feed.sim import load_universe
 from upstox_bot.screening.ban_list import BanList, parse_ban_list
 from upstox_bot.screening.instruments import (
@@ -42,6 +43,7 @@ from upstox_bot.screening.instruments import (
 )
 from upstox_bot.upstox.client import UpstoxClient
 from upstox_bot.upstox.errors import UpstoxApiError
+from upstox_bot.upstox.holidays import fetch_calendar_days, store_calendar_days
 from upstox_bot.upstox.models import FullQuote
 from upstox_bot.upstox.token_store import access_token_in
 
@@ -83,6 +85,7 @@ class UniverseReport:
     top: tuple[str, ...]  # the ten most liquid symbols
     skipped: Mapping[str, int] = field(default_factory=dict)
     ban: BanListReport | None = None
+    calendar_days: int | None = None  # NSE calendar rows stored from Upstox; None: not fetched
 
 
 def read_instrument_file(path: Path) -> list[dict[str, Any]]:
@@ -189,6 +192,7 @@ async def refresh_universe(
             source_name = f"{client.assets_base_url} {INSTRUMENT_FILE}.json.gz"
         universe = build_universe(records, trading_date, sectors=_shipped_sectors())
         quotes = await _quotes(client, universe) if not own_client or token else {}
+        holidays = await _holidays(client) if not own_client or token else None
     finally:
         if own_client:
             await client.aclose()
@@ -218,6 +222,11 @@ async def refresh_universe(
     }
     if quote_prices:
         symbols.set_last_prices(quote_prices, at)
+    stored_days = (
+        store_calendar_days(session, holidays, year=trading_date.year, at=at)
+        if holidays is not None
+        else None
+    )
     ban_location = ban_source or settings.FNO_BAN_LIST
     ban = await refresh_ban_list(session, ban_location, now=at) if ban_location else None
     report = UniverseReport(
@@ -232,12 +241,22 @@ async def refresh_universe(
         top=top,
         skipped=dict(universe.skipped),
         ban=ban,
+        calendar_days=stored_days,
     )
     log.info(
         "universe.refreshed",
         extra={"stocks": report.stocks, "ranked_by": ranked_by, "deactivated": deactivated},
     )
     return report
+
+
+async def _holidays(client: UpstoxClient) -> list[CalendarDay] | None:
+    """This year's NSE holidays from Upstox; None (the stored calendar stays) if the call fails."""
+    try:
+        return await fetch_calendar_days(client)
+    except UpstoxBotError as exc:
+        log.warning("calendar.upstox_fetch_failed", extra={"error": str(exc)})
+        return None
 
 
 async def read_ban_list(

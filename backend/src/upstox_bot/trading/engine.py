@@ -51,6 +51,7 @@ from upstox_bot.domain import (
 )
 from upstox_bot.errors import Conflict, InvalidTransition, NotFound
 from upstox_bot.feed.candles import DAY_MS, IST_OFFSET_MS, CandleResampler, TickAggregator
+from upstox_bot.money import format_rupees
 from upstox_bot.options.selection import check_smallest_lot
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
 from upstox_bot.signals.base import Strategy, StrategySignal
@@ -470,7 +471,9 @@ class Engine:
             decision = RiskDecision(
                 approved=False,
                 rule=RiskRule.NO_PRICE,
-                reason=f"{instrument.trading_symbol} at {price} paise is too cheap for a stop",
+                reason=(
+                    f"{instrument.trading_symbol} at {format_rupees(price)} is too cheap for a stop"
+                ),
                 instrument_key=key,
                 signal_id=signal.signal_id,
                 price_paise=price,

@@ -779,6 +779,16 @@ class UpstoxClient:
         )
         return BrokerageCharges.from_api(data or {})
 
+    # --- market calendar ------------------------------------------------------------------
+
+    async def market_holidays(self, day: date | None = None) -> list[dict[str, Any]]:
+        """The current year's market holidays and special timings (``GET /v2/market/holidays``),
+        or those of one date (``/v2/market/holidays/{YYYY-MM-DD}``), as raw records (API.md 7.4;
+        ``upstox.holidays`` turns them into calendar days)."""
+        path = "/v2/market/holidays" if day is None else f"/v2/market/holidays/{day.isoformat()}"
+        data = await self._data("GET", path, endpoint="GET /v2/market/holidays")
+        return [dict(raw) for raw in data or () if isinstance(raw, Mapping)]
+
     async def logout(self) -> None:
         """Invalidate the access token (``DELETE /v2/logout``)."""
         await self._call("DELETE", "/v2/logout", retry_ambiguous=False)

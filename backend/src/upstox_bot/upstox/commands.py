@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -83,6 +83,10 @@ def universe_refresh(
     console.print(f"ranked by {report.ranked_by}; most liquid: {', '.join(report.top)}")
     if report.deactivated:
         console.print(f"{report.deactivated} instruments no longer in the file were deactivated")
+    if report.calendar_days is not None:
+        console.print(
+            f"NSE calendar: {report.calendar_days} holidays and sessions stored from Upstox"
+        )
     if report.ban is not None:
         stale = " (STALE: not today's list)" if report.ban.stale else ""
         console.print(
@@ -260,9 +264,90 @@ def token_status() -> None:
         raise typer.Exit(1)
 
 
+def calendar(
+    year: Annotated[
+        int | None, typer.Option("--year", min=2000, max=2100, help="The year (default: this one).")
+    ] = None,
+    fetch: Annotated[
+        bool,
+        typer.Option(
+            "--fetch", help="First fetch this year's list from Upstox and store it (needs a login)."
+        ),
+    ] = False,
+) -> None:
+    """List the year's NSE holidays and special sessions, one a line: ISO date, then its name.
+
+    Exit code 1 when the calendar has no list for the year (the bot takes no entries then).
+    """
+    from upstox_bot.clock import IST, NseCalendar
+    from upstox_bot.db import migrate
+    from upstox_bot.db.session import make_engine, make_session_factory
+    from upstox_bot.runtime import components
+
+    settings = _settings()
+    today = datetime.now(UTC).astimezone(IST).date()
+    chosen = year or today.year
+    stored = settings.DATABASE_URL is not None or (settings.DATA_DIR / "upstox_bot.sqlite").exists()
+    if fetch:
+        token = _token(settings)
+        if not token:
+            raise _fail("no Upstox token: run `upstox-bot login` or set UPSTOX_ACCESS_TOKEN")
+        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(settings.database_url)
+        try:
+            rows = asyncio.run(_fetch_calendar(settings, token, today.year))
+        except UpstoxBotError as exc:
+            raise _fail(f"holiday fetch failed: {exc}", 1) from None
+        err_console.print(f"stored {rows} calendar rows from Upstox for {today.year}")
+        stored = True
+    engine = make_engine(settings.database_url) if stored else None
+    try:
+        sessions = make_session_factory(engine) if engine is not None else None
+        try:
+            days = components.calendar_days(settings, sessions)
+        except (OSError, ValueError) as exc:
+            raise _fail(f"HOLIDAYS_FILE: {exc}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+    known = NseCalendar.from_days(days)
+    for day in known.days_of_year(chosen):
+        sys.stdout.write(f"{day.day.isoformat()} {day.describe()}\n")
+    first = date(chosen, 1, 1)
+    warning = known.unknown_date_warning(first)
+    if warning is not None:
+        err_console.print(f"[bold red]warning:[/] {warning}", highlight=False)
+        raise typer.Exit(1)
+    if known.is_provisional(first):
+        err_console.print(
+            f"[bold yellow]warning:[/] the {chosen} list is provisional (fixed-date holidays "
+            "only, until NSE publishes its list): refresh it with `upstox-bot calendar --fetch` "
+            "in that year, or set HOLIDAYS_FILE",
+            highlight=False,
+        )
+
+
+async def _fetch_calendar(settings: Settings, token: str, year: int) -> int:
+    from upstox_bot.db.session import make_engine, make_session_factory, session_scope
+    from upstox_bot.upstox.client import UpstoxClient
+    from upstox_bot.upstox.holidays import fetch_calendar_days, store_calendar_days
+
+    async with UpstoxClient(
+        access_token=lambda: token, api_base_url=settings.UPSTOX_API_BASE_URL
+    ) as client:
+        days = await fetch_calendar_days(client)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return store_calendar_days(session, days, year=year, at=datetime.now(UTC))
+    finally:
+        engine.dispose()
+
+
 def register(app: typer.Typer) -> None:
     """Mount the Upstox commands on the CLI app."""
     app.add_typer(universe_app, name="universe")
     app.add_typer(token_app, name="token")
     app.command("feed")(feed)
+    app.command("calendar")(calendar)
     app.command("login")(login)

@@ -453,6 +453,63 @@ def sample_instruments(today: date) -> tuple[list[dict[str, Any]], dict[str, Dec
     return records, prices
 
 
+_EQUITY_EXCHANGES = ["NSE", "NFO", "CDS", "BSE", "BFO", "BCD"]
+
+
+def _ist_ms(day: date, at: time) -> int:
+    return int(datetime.combine(day, at, tzinfo=IST).timestamp()) * 1000
+
+
+def holiday_record(
+    day: date,
+    description: str,
+    *,
+    holiday_type: str = "TRADING_HOLIDAY",
+    closed: Sequence[str] = tuple(_EQUITY_EXCHANGES),
+    open_sessions: Sequence[tuple[str, time, time]] = (),
+) -> dict[str, Any]:
+    """One record of ``GET /v2/market/holidays`` (API.md 7.4): ``date`` as YYYY-MM-DD, the closed
+    exchanges, and the open ones with start and end in epoch ms."""
+    return {
+        "date": day.isoformat(),
+        "description": description,
+        "holiday_type": holiday_type,
+        "closed_exchanges": list(closed),
+        "open_exchanges": [
+            {"exchange": name, "start_time": _ist_ms(day, start), "end_time": _ist_ms(day, end)}
+            for name, start, end in open_sessions
+        ],
+    }
+
+
+def sample_holidays(year: int) -> list[dict[str, Any]]:
+    """A year's answer in Upstox's shape: Republic Day (commodities open in the evening, as in
+    Upstox's doc example), a settlement-only holiday, and a Diwali day whose Muhurat session
+    opens NSE and NFO for an hour. The dates are fixed for the simulator, not NSE's list."""
+    return [
+        holiday_record(
+            date(year, 1, 26),
+            "Republic Day",
+            open_sessions=[("MCX", time(17, 0), time(23, 55))],
+        ),
+        holiday_record(
+            date(year, 2, 19),
+            "Chhatrapati Shivaji Maharaj Jayanti",
+            holiday_type="SETTLEMENT_HOLIDAY",
+            closed=[],
+        ),
+        holiday_record(
+            date(year, 11, 9),
+            "Diwali Laxmi Pujan",
+            open_sessions=[
+                ("NSE", time(18, 0), time(19, 0)),
+                ("NFO", time(18, 0), time(19, 0)),
+            ],
+        ),
+        holiday_record(date(year, 12, 25), "Christmas"),
+    ]
+
+
 def gzip_json(records: Sequence[dict[str, Any]]) -> bytes:
     """The instrument file bytes: a gzip of one JSON array."""
     return gzip.compress(json.dumps(list(records), separators=(",", ":")).encode("utf-8"))
@@ -641,6 +698,8 @@ class RestSimulator:
         self.partial_fills: dict[str, tuple[int, str | None]] = {}  # tag -> (cap, cancel message)
         self.place_requests = 0
         today = self.now().astimezone(IST).date()
+        # Market holidays of the current year (GET /v2/market/holidays); tests replace them.
+        self.holidays: list[dict[str, Any]] = sample_holidays(today.year)
         self.instruments, self.prices = sample_instruments(today)
         self._by_key = {r["instrument_key"]: r for r in self.instruments}
         self._instrument_file = gzip_json(self.instruments)
@@ -1579,6 +1638,22 @@ def create_rest_router(sim: RestSimulator) -> APIRouter:
         if segment not in (None, "SEC", "COM"):
             raise SimError(400, "UDAPI1019", "Invalid segment")
         return ok(sim.funds())
+
+    @router.get("/v2/market/holidays")
+    async def market_holidays() -> JSONResponse:
+        # No Authorization needed (API.md 0.2, 7.4); the current year's list.
+        with sim.lock:
+            year = sim.now().astimezone(IST).year
+            return ok([h for h in sim.holidays if h["date"].startswith(f"{year}-")])
+
+    @router.get("/v2/market/holidays/{day}")
+    async def market_holiday(day: str) -> JSONResponse:
+        try:
+            wanted = date.fromisoformat(day).isoformat()
+        except ValueError:
+            raise SimError(400, "UDAPI1088", "Invalid date", property_path="date") from None
+        with sim.lock:
+            return ok([h for h in sim.holidays if h["date"] == wanted])
 
     @router.get("/v2/charges/brokerage")
     async def brokerage(request: Request) -> JSONResponse:

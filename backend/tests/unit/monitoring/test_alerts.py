@@ -18,6 +18,7 @@ from upstox_bot.domain import (
     ExitReason,
     Trade,
 )
+from upstox_bot.money import format_rupees
 from upstox_bot.monitoring.alerts import (
     Alert,
     AlertDeliveryError,
@@ -28,7 +29,6 @@ from upstox_bot.monitoring.alerts import (
     alerts_for_audit,
     deliver,
     end_of_day_summary,
-    format_rupees,
     make_alert,
 )
 
@@ -97,8 +97,8 @@ def test_loss_limit_record_becomes_a_critical_alert_with_rupee_amounts() -> None
     [alert] = alerts_for_audit(record)
     assert alert.kind is AlertKind.DAILY_LOSS_LIMIT_HIT
     assert alert.severity is Severity.CRITICAL
-    assert "-Rs 2,150.50" in alert.message
-    assert "Rs 2,000.00" in alert.message
+    assert "-₹2,150.50" in alert.message
+    assert "₹2,000.00" in alert.message
     assert alert.key == "2026-11-25"
     assert alert.at == record.at
 
@@ -139,13 +139,13 @@ def test_routine_records_raise_no_alert(event: str) -> None:
 @pytest.mark.parametrize(
     ("paise", "text"),
     [
-        (0, "Rs 0.00"),
-        (5, "Rs 0.05"),
-        (99_999, "Rs 999.99"),
-        (100_000, "Rs 1,000.00"),
-        (10_000_000, "Rs 1,00,000.00"),
-        (12_345_678_901, "Rs 12,34,56,789.01"),
-        (-215_050, "-Rs 2,150.50"),
+        (0, "₹0.00"),
+        (5, "₹0.05"),
+        (99_999, "₹999.99"),
+        (100_000, "₹1,000.00"),
+        (10_000_000, "₹1,00,000.00"),
+        (12_345_678_901, "₹12,34,56,789.01"),
+        (-215_050, "-₹2,150.50"),
     ],
 )
 def test_rupees_use_indian_digit_grouping(paise: int, text: str) -> None:
@@ -153,8 +153,8 @@ def test_rupees_use_indian_digit_grouping(paise: int, text: str) -> None:
 
 
 def test_signed_rupees_mark_gains() -> None:
-    assert format_rupees(150, signed=True) == "+Rs 1.50"
-    assert format_rupees(-150, signed=True) == "-Rs 1.50"
+    assert format_rupees(150, signed=True) == "+₹1.50"
+    assert format_rupees(-150, signed=True) == "-₹1.50"
 
 
 def make_trade(net_paise: int, n: int = 1) -> Trade:
@@ -198,12 +198,12 @@ def test_end_of_day_summary_gives_pnl_trades_and_limit_headroom() -> None:
     alert = end_of_day_summary(snapshot(), [make_trade(150_000, 1), make_trade(-26_550, 2)])
     assert alert.kind is AlertKind.END_OF_DAY_SUMMARY
     assert alert.severity is Severity.INFO
-    assert alert.title == "End of day 2026-11-25: P&L +Rs 1,234.50"
+    assert alert.title == "End of day 2026-11-25: P&L +₹1,234.50"
     assert "2 (1 won, 1 lost)" in alert.message
-    assert "charges Rs 80.00" in alert.message
-    assert "not hit (headroom Rs 2,000.00)" in alert.message
-    assert "+Rs 1,500.00 (take_profit)" in alert.message
-    assert "-Rs 265.50 (stop_loss)" in alert.message
+    assert "charges ₹80.00" in alert.message
+    assert "not hit (headroom ₹2,000.00)" in alert.message
+    assert "+₹1,500.00 (take_profit)" in alert.message
+    assert "-₹265.50 (stop_loss)" in alert.message
     assert alert.at == ist(15, 30)
     assert alert.data["day_pnl_paise"] == 123_450
 
@@ -212,7 +212,7 @@ def test_end_of_day_summary_of_a_losing_day_flags_the_limit() -> None:
     day = snapshot(realised_pnl_paise=-180_000, unrealised_pnl_paise=-30_000, loss_limit_hit=True)
     alert = end_of_day_summary(day, [], at=ist(15, 31))
     assert alert.severity is Severity.WARNING
-    assert "P&L -Rs 2,100.00" in alert.title
+    assert "P&L -₹2,100.00" in alert.title
     assert "HIT" in alert.message
     assert alert.at == ist(15, 31)
 

@@ -31,6 +31,9 @@ CALENDAR = NseCalendar.default()
         (2026, 11, date(2026, 11, 23)),  # Tuesday 24th is Guru Nanak Jayanti: Monday
         (2026, 3, date(2026, 3, 30)),  # Tuesday 31st is Mahavir Jayanti: Monday
         (2026, 6, date(2026, 6, 30)),  # the last day of the month is itself a Tuesday
+        # 31 Jan 2027 is a Sunday, so the last Tuesday is the 26th, Republic Day (a provisional
+        # holiday of the shipped calendar): the expiry moves to Monday 25 January.
+        (2027, 1, date(2027, 1, 25)),
     ],
 )
 def test_monthly_expiry_is_the_last_tuesday_or_the_trading_day_before(
@@ -42,7 +45,7 @@ def test_monthly_expiry_is_the_last_tuesday_or_the_trading_day_before(
 def test_monthly_expiries_start_from_the_current_month_until_its_expiry() -> None:
     assert monthly_expiries(date(2026, 11, 25), CALENDAR) == [
         date(2026, 12, 29),
-        date(2027, 1, 26),
+        date(2027, 1, 25),  # not Tuesday 26 January, Republic Day
         date(2027, 2, 23),
     ]
     assert monthly_expiries(date(2026, 12, 29), CALENDAR, 1) == [date(2026, 12, 29)]
@@ -61,7 +64,7 @@ def test_chain_of_a_shipped_stock_uses_its_lot_size_and_centres_on_the_spot() ->
     chain = simulate_fno_chain(sbin, 94_050, date(2026, 11, 25), CALENDAR)
     futures = [c for c in chain if c.kind is InstrumentKind.FUTURE]
     options = [c for c in chain if c.kind is InstrumentKind.OPTION]
-    assert [f.expiry for f in futures] == ["2026-12-29", "2027-01-26", "2027-02-23"]
+    assert [f.expiry for f in futures] == ["2026-12-29", "2027-01-25", "2027-02-23"]
     assert futures[0].trading_symbol == "SBIN FUT 29 DEC 26"
     assert futures[0].instrument_key == "NSE_FO|SIM_SBIN_20261229_FUT"
     assert len(options) == 3 * 21 * 2

@@ -70,7 +70,7 @@ def test_future_rolls_to_next_month_on_its_exit_date() -> None:
     chain = _chain(date(2026, 12, 24))  # listed before: still holds the December future
     choice = _select(day, InstrumentKind.FUTURE, contracts=chain)
     assert choice.instrument is not None
-    assert choice.expiry == date(2027, 1, 26)
+    assert choice.expiry == date(2027, 1, 25)  # Tuesday 26 January 2027 is Republic Day
     earlier = _select(date(2026, 12, 24), InstrumentKind.FUTURE, contracts=chain)
     assert earlier.expiry == date(2026, 12, 29)
 

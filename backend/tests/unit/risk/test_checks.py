@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
-from datetime import time
+from datetime import date, time
 
 import pytest
 
 from tests.support.factories import ist, ist_ms, make_limits
+from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import Direction, RiskRule
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
@@ -170,3 +172,30 @@ def test_stock_in_the_fno_ban_takes_no_entry() -> None:
     manager.banned = frozenset({"K"})
     assert manager.check_entry(_request(), BOOK).rule is RiskRule.FNO_BAN
     assert manager.check_entry(_request(instrument_key="OTHER"), BOOK).approved
+
+
+def test_a_date_the_calendar_does_not_know_takes_no_entry_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lim = make_limits()
+    manager = RiskManager(
+        lim,
+        OrderRateLimiter(lim.max_orders_per_minute, lim.min_order_interval_s),
+        KillSwitch(),
+        calendar=NseCalendar.default(),
+    )
+    unknown = date(2028, 1, 3)  # a Monday of a year the shipped calendar has no list for
+    at = ist(10, day=unknown)
+    request = _request(at=at, at_ms=ist_ms(10, day=unknown))
+    with caplog.at_level(logging.ERROR, logger="upstox_bot.risk.checks"):
+        first = manager.check_entry(request, BOOK)
+        second = manager.check_entry(request, BOOK)
+    assert first.rule is second.rule is RiskRule.ENTRIES_PAUSED
+    assert "does not know 2028-01-03" in first.reason
+    assert manager.refuses_every_entry(at)
+    assert [r.message for r in caplog.records] == ["calendar.unknown_date"]  # loud, once
+    known = date(2027, 1, 27)  # provisional 2027 still trades
+    assert manager.check_entry(
+        _request(at=ist(10, day=known), at_ms=ist_ms(10, day=known)), BOOK
+    ).approved
+    assert _manager().check_entry(request, BOOK).approved  # no calendar (a backtest): no gate

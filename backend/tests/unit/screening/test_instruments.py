@@ -99,7 +99,7 @@ def test_sample_stock_carries_its_lot_futures_and_options() -> None:
     assert reliance.equity.kind is InstrumentKind.EQUITY
     assert reliance.equity.segment == "NSE_EQ"
     assert reliance.equity.sector == "Oil Gas & Consumable Fuels"
-    assert [f.expiry for f in reliance.futures] == ["2026-12-29", "2027-01-26", "2027-02-23"]
+    assert [f.expiry for f in reliance.futures] == ["2026-12-29", "2027-01-25", "2027-02-23"]
     assert reliance.near_future is not None
     assert reliance.near_future.trading_symbol == "RELIANCE FUT 29 DEC 26"
     assert all(f.kind is InstrumentKind.FUTURE and f.lot_size == 500 for f in reliance.futures)

@@ -194,7 +194,7 @@ def test_option_expiry_with_too_few_days_left_is_skipped() -> None:
     ((key, _),) = h.engine.positions.items()
     option = h.book.instrument_or_none(key)
     assert option is not None
-    assert option.expiry == "2027-01-26"
+    assert option.expiry == "2027-01-25"  # the last Tuesday, 26th, is Republic Day
 
 
 def test_one_lot_too_big_is_refused_naming_the_position_cap() -> None:
@@ -302,7 +302,7 @@ def test_a_future_inside_its_exit_window_is_not_entered() -> None:
     )
     h.signal_at_10()
     ((key, _),) = h.engine.positions.items()
-    assert h.book.instrument_or_none(key).expiry == "2027-01-26"  # type: ignore[union-attr]
+    assert h.book.instrument_or_none(key).expiry == "2027-01-25"  # type: ignore[union-attr]
 
 
 def test_stock_router_trades_the_stock_itself() -> None:

@@ -17,6 +17,7 @@ from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offse
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.backtests import (
     BacktestCreate,
+    BacktestDataRead,
     BacktestListItem,
     BacktestRead,
     BacktestSubmitted,
@@ -126,6 +127,20 @@ def list_backtests(
         limit=limit,
         offset=offset,
     )
+
+
+# Outside /backtests/{id}: "data" would be read as a backtest's id.
+data_router = APIRouter(tags=["backtests"], responses=ERRORS, route_class=GuardedRoute)
+
+
+@data_router.get("/backtest-data", response_model=list[BacktestDataRead])
+def list_backtest_data(settings: SettingsDep) -> list[BacktestDataRead]:
+    """CSV files and folders of bars that a backtest may read (in DATA_DIR and
+    BACKTEST_DATA_DIRS, two levels deep), for the `data` field of POST /backtests."""
+    return [
+        BacktestDataRead(path=c.path, kind="file" if c.kind == "file" else "folder", files=c.files)
+        for c in jobs.data_choices(settings)
+    ]
 
 
 @router.get("/{backtest_id}", response_model=BacktestRead, responses={404: {"model": ErrorBody}})

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
@@ -23,6 +24,9 @@ from upstox_bot.domain import AuditRecord, datetime_to_ms, paise_to_rupees, rupe
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import WINDOW_MS, OrderRateLimiter
 from upstox_bot.runtime import components
+
+if TYPE_CHECKING:
+    from upstox_bot.runtime.embedded import EmbeddedBot
 
 router = APIRouter(tags=["risk"], responses=ERRORS, route_class=GuardedRoute)
 
@@ -132,27 +136,24 @@ def _store_kill_switch(
         )
 
 
-@router.post(
-    "/risk/kill-switch",
-    response_model=KillSwitchRead,
-    responses={404: {"model": ErrorBody}},
-)
-async def set_kill_switch(
+async def apply_kill_switch(
+    sessions: sessionmaker[Session],
+    bot: EmbeddedBot | None,
     body: KillSwitchUpdate,
-    request: Request,
-    bot: BotDep,
-    account: AccountDep,
-    settings: SettingsDep,
-    actor: TradeActor,
+    *,
+    account: str,
+    settings: Settings,
+    actor: str,
 ) -> KillSwitchRead:
-    """Turn the kill switch on (no new entries; by default open positions are closed) or off.
-    It is stored on the account, so it holds across restarts and for a bot started later."""
+    """Turn the kill switch on or off: store it on the account, and apply it to the running
+    engine when it runs in this process. Every caller (the route below, Telegram's /kill)
+    goes through here, on the event loop."""
     at = datetime.now(UTC)
 
     def store() -> None:
         # A fresh unit of work (see settings.change_settings): never upgrade the request's
         # read snapshot to a write while the trading loop commits.
-        with session_scope(request.app.state.sessions) as own:
+        with session_scope(sessions) as own:
             _store_kill_switch(
                 own,
                 body,
@@ -185,4 +186,24 @@ async def set_kill_switch(
         changed_by=actor,
         applied_to_running_bot=False,
         positions_closing=0,
+    )
+
+
+@router.post(
+    "/risk/kill-switch",
+    response_model=KillSwitchRead,
+    responses={404: {"model": ErrorBody}},
+)
+async def set_kill_switch(
+    body: KillSwitchUpdate,
+    request: Request,
+    bot: BotDep,
+    account: AccountDep,
+    settings: SettingsDep,
+    actor: TradeActor,
+) -> KillSwitchRead:
+    """Turn the kill switch on (no new entries; by default open positions are closed) or off.
+    It is stored on the account, so it holds across restarts and for a bot started later."""
+    return await apply_kill_switch(
+        request.app.state.sessions, bot, body, account=account, settings=settings, actor=actor
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -37,7 +38,7 @@ from upstox_bot.api.schemas.trading import (
     TradeRead,
     snapshot_fields,
 )
-from upstox_bot.db.models import OrderRow, SignalRow, SymbolRow, TradeRow
+from upstox_bot.db.models import OrderRow, RiskDecisionRow, SignalRow, SymbolRow, TradeRow
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.orders import OrderRepository, order_from_row
 from upstox_bot.db.repositories.positions import PositionRepository
@@ -45,6 +46,7 @@ from upstox_bot.db.repositories.signals import SignalRecord, SignalRepository, s
 from upstox_bot.db.repositories.trades import TradeRepository, trade_from_row
 from upstox_bot.domain import (
     OrderStatus,
+    RiskRule,
     SignalStatus,
     SignalType,
     ms_to_datetime,
@@ -259,9 +261,77 @@ async def submit_trade(body: ManualTradeCreate, bot: BotDep, actor: TradeActor) 
 # --- signals -----------------------------------------------------------------------------------
 
 
-def signal_read(record: SignalRecord, symbol: str) -> SignalRead:
-    """The API view of a stored signal (NaN indicators become null)."""
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    """What came of a signal: the risk refusal, or the order it caused."""
+
+    refusal_rule: RiskRule | None = None
+    refusal_reason: str | None = None
+    order_id: str | None = None
+    order_status: OrderStatus | None = None
+
+
+def signal_outcomes(
+    session: Session, account: str, signal_ids: list[str]
+) -> dict[str, SignalOutcome]:
+    """The refusal (from the stored risk decision) or the entry order of each signal."""
+    if not signal_ids:
+        return {}
+    refusals = {
+        signal_id: (rule, reason)
+        for signal_id, rule, reason in session.execute(
+            select(RiskDecisionRow.signal_id, RiskDecisionRow.rule, RiskDecisionRow.reason)
+            .where(
+                RiskDecisionRow.account == account,
+                RiskDecisionRow.signal_id.in_(signal_ids),
+                RiskDecisionRow.approved.is_(False),
+            )
+            .order_by(RiskDecisionRow.id)
+        )
+    }
+    orders = {
+        signal_id: (order_id, status)
+        for signal_id, order_id, status in session.execute(
+            select(OrderRow.signal_id, OrderRow.client_order_id, OrderRow.status)
+            .where(OrderRow.account == account, OrderRow.signal_id.in_(signal_ids))
+            .order_by(OrderRow.id)
+        )
+    }
+    out: dict[str, SignalOutcome] = {}
+    for signal_id in signal_ids:
+        refusal = refusals.get(signal_id)
+        order = orders.get(signal_id)
+        out[signal_id] = SignalOutcome(
+            refusal_rule=RiskRule(refusal[0]) if refusal and refusal[0] else None,
+            refusal_reason=refusal[1] if refusal else None,
+            order_id=order[0] if order else None,
+            order_status=OrderStatus(order[1]) if order else None,
+        )
+    return out
+
+
+def _outcome_text(record: SignalRecord, outcome: SignalOutcome) -> str:
+    status = record.status
+    if outcome.order_id is not None and outcome.order_status is not None:
+        return f"entry order {outcome.order_status.value}"
+    if status is SignalStatus.REJECTED:
+        rule = outcome.refusal_rule.value if outcome.refusal_rule else "risk"
+        return f"refused by {rule}: {outcome.refusal_reason or 'see the audit log'}"
+    if status is SignalStatus.IGNORED:
+        if record.signal.type.is_entry:
+            return "ignored: within SIGNAL_COOLDOWN_MINUTES of the symbol's last entry signal"
+        return "ignored: no position in that direction to exit"
+    if status is SignalStatus.ACCEPTED:
+        return "accepted" if record.signal.type.is_entry else "exit requested"
+    return "pending"
+
+
+def signal_read(
+    record: SignalRecord, symbol: str, outcome: SignalOutcome | None = None
+) -> SignalRead:
+    """The API view of a stored signal (NaN indicators become null) and what came of it."""
     s = record.signal
+    outcome = outcome or SignalOutcome()
     return SignalRead(
         signal_id=s.signal_id,
         instrument_key=s.instrument_key,
@@ -275,6 +345,11 @@ def signal_read(record: SignalRecord, symbol: str) -> SignalRead:
         candle_start_at=ms_to_datetime(s.candle_start_ms),
         created_at=s.created_at,
         indicators={k: (None if v != v else v) for k, v in s.indicators.items()},
+        outcome=_outcome_text(record, outcome),
+        refusal_rule=outcome.refusal_rule,
+        refusal_reason=outcome.refusal_reason,
+        order_id=outcome.order_id,
+        order_status=outcome.order_status,
     )
 
 
@@ -322,7 +397,11 @@ def list_signals(
     response.headers[TOTAL_HEADER] = str(total)
     records = [signal_from_row(row) for row in rows]
     names = symbols_for(session, (r.signal.instrument_key for r in records))
-    return [signal_read(r, names[r.signal.instrument_key]) for r in records]
+    outcomes = signal_outcomes(session, account, [r.signal.signal_id for r in records])
+    return [
+        signal_read(r, names[r.signal.instrument_key], outcomes[r.signal.signal_id])
+        for r in records
+    ]
 
 
 @router.get(
@@ -332,7 +411,8 @@ def read_signal(signal_id: PathId, session: SessionDep, account: AccountDep) -> 
     """One signal."""
     record = SignalRepository(session, account).get(signal_id)
     key = record.signal.instrument_key
-    return signal_read(record, symbols_for(session, [key])[key])
+    outcome = signal_outcomes(session, account, [signal_id])[signal_id]
+    return signal_read(record, symbols_for(session, [key])[key], outcome)
 
 
 # --- orders ------------------------------------------------------------------------------------

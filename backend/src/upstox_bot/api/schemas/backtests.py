@@ -196,7 +196,14 @@ class BacktestListItem(BaseModel):
     id: str
     status: BacktestStatus
     strategy: str
+    params: dict[str, Any] = Field(description="The strategy parameters it ran with.")
     data: str
+    symbols: list[str] = Field(description="The symbols asked for; [] = all in the data.")
+    start: date | None
+    end: date | None
+    source: Literal["api", "cli"] = Field(
+        description="Submitted through the API (or the dashboard), or run by `upstox-bot backtest`."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -205,11 +212,19 @@ class BacktestListItem(BaseModel):
 
     @classmethod
     def of(cls, r: BacktestRecord, summary: dict[str, Any] | None) -> BacktestListItem:
+        request = r.request
+        start, end = request.get("start"), request.get("end")
+        params = request.get("params")
         return cls(
             id=r.id,
             status=r.status,
-            strategy=str(r.request.get("strategy", "")),
-            data=str(r.request.get("data", "")),
+            strategy=str(request.get("strategy", "")),
+            params=dict(params) if isinstance(params, dict) else {},
+            data=str(request.get("data", "")),
+            symbols=[str(x) for x in request.get("symbols") or ()],
+            start=date.fromisoformat(start) if isinstance(start, str) and start else None,
+            end=date.fromisoformat(end) if isinstance(end, str) and end else None,
+            source="cli" if request.get("source") == "cli" else "api",
             created_at=r.created_at,
             started_at=r.started_at,
             finished_at=r.finished_at,
@@ -256,3 +271,11 @@ class BacktestRead(BaseModel):
                 [BacktestOpenPositionRead.of(p) for p in result.open_positions] if result else None
             ),
         )
+
+
+class BacktestDataRead(BaseModel):
+    """Bars a backtest may read: a CSV file or a folder of them under an allowed folder."""
+
+    path: str = Field(description="The value to give as `data` (relative to DATA_DIR when inside).")
+    kind: Literal["file", "folder"]
+    files: int = Field(description="CSV files (in a folder: at its top and one level down).")

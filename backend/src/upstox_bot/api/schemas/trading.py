@@ -17,6 +17,7 @@ from upstox_bot.domain import (
     OrderStatus,
     OrderType,
     Position,
+    RiskRule,
     Side,
     SignalStatus,
     SignalType,
@@ -120,11 +121,18 @@ class SignalRead(BaseModel):
     type: SignalType
     strength: float
     status: SignalStatus
-    reason: str
+    reason: str = Field(description="Why the strategy raised it.")
     price: Decimal
     candle_start_at: datetime
     created_at: datetime
     indicators: dict[str, float | None]
+    outcome: str = Field(
+        "", description="What came of it, for a person: the order and its state, or why not."
+    )
+    refusal_rule: RiskRule | None = Field(None, description="The risk rule that refused it.")
+    refusal_reason: str | None = Field(None, description="The refusal, amounts in rupees.")
+    order_id: str | None = Field(None, description="The entry order it caused (client id).")
+    order_status: OrderStatus | None = None
 
 
 class OrderRead(BaseModel):

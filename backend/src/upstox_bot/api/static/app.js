@@ -70,18 +70,50 @@ async function api(path, { method = "GET", body } = {}) {
 
 // --- formatting --------------------------------------------------------------------------------
 
+// Money as everywhere else (the console, the CLI, alerts): Indian digit grouping, the sign
+// first: -₹1,23,456.78; a P&L also marks a gain: +₹1,234.50.
 const money = new Intl.NumberFormat("en-IN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
 function rupees(value) {
-  if (value === null || value === undefined) return "–";
+  if (value === null || value === undefined || value === "") return "–";
   const n = Number(value);
+  if (!Number.isFinite(n)) return "–";
   return (n < 0 ? "-₹" : "₹") + money.format(Math.abs(n));
 }
 
+function pnl(value) {
+  const text = rupees(value);
+  return Number(value) > 0 ? `+${text}` : text;
+}
+
 function signed(el, value) {
-  el.textContent = rupees(value);
+  el.textContent = pnl(value);
   el.classList.toggle("gain", Number(value) > 0);
   el.classList.toggle("loss", Number(value) < 0);
+}
+
+function pnlCell(value) {
+  const td = cell(pnl(value), Number(value) > 0 ? "gain num pnl" : Number(value) < 0 ? "loss num pnl" : "num pnl");
+  return td;
+}
+
+const number2 = new Intl.NumberFormat("en-IN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+/** Date and time in IST, for lists that span days: "25 Nov 10:32:05". */
+function stamp(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  const day = d.toLocaleDateString("en-IN", { timeZone: "Asia/Kolkata", day: "2-digit", month: "short" });
+  return `${day} ${clock(iso)}`;
+}
+
+function istDate(iso) {
+  return new Date(iso).toLocaleDateString("en-CA", { timeZone: "Asia/Kolkata" }); // YYYY-MM-DD
+}
+
+/** Seconds for the charts' time axis, which shows UTC: shifted so that it reads IST. */
+function chartTime(iso) {
+  return Math.floor(Date.parse(iso) / 1000) + 19800;
 }
 
 function clock(iso) {
@@ -149,22 +181,25 @@ async function command(question, run, done) {
 function renderPositions(positions) {
   const tbody = $("#positions tbody");
   $("#positions-empty").hidden = positions.length > 0;
+  if (state.positionCount !== undefined && state.positionCount !== positions.length) {
+    refreshSoon("trades", loadDay); // a position opened or closed: the day's views follow
+  }
+  state.positionCount = positions.length;
+  state.openPositions = positions;
   fillRows(tbody, positions, (p) => {
     const tr = document.createElement("tr");
     tr.dataset.key = p.instrument_key;
-    const pnl = cell(rupees(p.unrealised_pnl), Number(p.unrealised_pnl) >= 0 ? "gain" : "loss");
-    pnl.classList.add("pnl");
     const trailing = p.trailing_active ? `on @ ${rupees(p.trail_stop)}` : "off";
     tr.append(
-      cell(p.trading_symbol || p.instrument_key),
-      cell(p.direction),
-      cell(p.quantity),
-      cell(rupees(p.entry_price)),
-      cell(rupees(p.last_price), "last"),
-      cell(rupees(p.effective_stop ?? p.stop)),
-      cell(rupees(p.target)),
-      cell(trailing),
-      pnl,
+      cell(p.trading_symbol || p.instrument_key, "symbol"),
+      cell(p.direction, "opt"),
+      cell(p.quantity, "num"),
+      cell(rupees(p.entry_price), "opt num"),
+      cell(rupees(p.last_price), "last opt num"),
+      cell(rupees(p.effective_stop ?? p.stop), "opt num"),
+      cell(rupees(p.target), "opt num"),
+      cell(trailing, "opt"),
+      pnlCell(p.unrealised_pnl),
     );
     const action = document.createElement("td");
     if (p.exit_pending) {
@@ -208,7 +243,9 @@ function renderAccount(a) {
   $("#loss-limit").textContent = rupees(limit);
   $("#loss-hit").hidden = !a.loss_limit_hit;
   renderKillSwitch(a.kill_switch, a.kill_switch_reason);
+  state.account = a;
   addDayPoint(Number(a.capital) + Number(a.day_pnl), a.as_of);
+  updateTodayInHistory(a);
 }
 
 function renderKillSwitch(active, reason) {
@@ -233,12 +270,15 @@ function renderRisk(r) {
 function renderSignals(signals) {
   fillRows($("#signals tbody"), signals, (s) => {
     const tr = document.createElement("tr");
+    tr.dataset.status = s.status;
+    const outcome = cell(s.outcome || s.status, "outcome");
+    outcome.title = `strategy: ${s.reason}`;
     tr.append(
-      cell(clock(s.created_at)),
-      cell(s.trading_symbol || s.instrument_key),
-      cell(s.type),
+      cell(stamp(s.created_at), "opt"),
+      cell(s.trading_symbol || s.instrument_key, "symbol"),
+      cell(s.type, "opt"),
       cell(s.status, `status-${s.status}`),
-      cell(s.reason, "reason"),
+      outcome,
     );
     return tr;
   });
@@ -251,13 +291,13 @@ function renderOrders(orders) {
     const status = cell(o.status, `status-${o.status}`);
     if (o.rejection_reason) status.title = o.rejection_reason;
     tr.append(
-      cell(clock(o.created_at)),
-      cell(o.trading_symbol || o.instrument_key),
+      cell(stamp(o.created_at), "opt"),
+      cell(o.trading_symbol || o.instrument_key, "symbol"),
       cell(o.side),
-      cell(o.quantity),
-      cell(o.purpose),
+      cell(o.quantity, "opt num"),
+      cell(o.purpose, "opt"),
       status,
-      cell(o.average_price ? rupees(o.average_price) : "–"),
+      cell(o.average_price ? rupees(o.average_price) : "–", "num"),
     );
     return tr;
   });
@@ -331,10 +371,10 @@ function renderUniverse() {
     const tr = document.createElement("tr");
     tr.dataset.symbol = s.trading_symbol;
     tr.append(
-      cell(s.trading_symbol),
-      cell(s.name),
-      cell(s.lot_size),
-      cell(rupees(state.prices.get(s.instrument_key) ?? s.last_price), "last"),
+      cell(s.trading_symbol, "symbol"),
+      cell(s.name, "opt"),
+      cell(s.lot_size, "num"),
+      cell(rupees(state.prices.get(s.instrument_key) ?? s.last_price), "last num"),
     );
     return tr;
   });
@@ -361,31 +401,274 @@ function makeChart(id) {
 
 function addDayPoint(equity, asOf) {
   const chart = state.charts.day;
-  if (!chart || !Number.isFinite(equity)) return;
+  if (!chart || !Number.isFinite(equity) || !state.curveLoaded) return;
   // At the market time the figures hold at (a simulated or replayed session runs on its own
   // clock); without one, at the browser's clock. The axis shows IST.
   const at = asOf ? Date.parse(asOf) : NaN;
+  if (asOf && state.curveDate && istDate(asOf) !== state.curveDate) {
+    refreshSoon("trades", loadDay); // a new trading date: its own curve
+    return;
+  }
   const now = Math.floor((Number.isFinite(at) ? at : Date.now()) / 1000) + 19800;
   const time = Math.max(now, state.lastDayPoint);
   state.lastDayPoint = time;
   chart.series.update({ time, value: equity });
 }
 
+/** The day's equity curve from the stored data (GET /account/equity), then live points. */
+async function loadEquityCurve() {
+  const curve = await api("/account/equity");
+  state.curveDate = curve.trading_date;
+  $("#equity-date").textContent = curve.trading_date;
+  const chart = state.charts.day;
+  if (!chart) return curve;
+  const points = [];
+  for (const p of curve.points) {
+    const time = chartTime(p.at);
+    if (points.length && points[points.length - 1].time >= time) points[points.length - 1].value = Number(p.equity);
+    else points.push({ time, value: Number(p.equity) });
+  }
+  chart.series.setData(points);
+  chart.chart.timeScale().fitContent();
+  state.lastDayPoint = points.length ? points[points.length - 1].time : 0;
+  state.curveLoaded = true;
+  return curve;
+}
+
 async function loadAccountCurve() {
   const days = await api("/account/days?limit=365").catch(() => []);
   const chart = state.charts.account;
   if (!chart || !Array.isArray(days)) return;
-  const points = days
+  state.days = days
     .map((d) => ({ time: d.trading_date, value: Number(d.capital) + Number(d.day_pnl) }))
     .sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
-  chart.series.setData(points);
+  if (state.account) updateTodayInHistory(state.account, false);
+  chart.series.setData(state.days);
   chart.chart.timeScale().fitContent();
+}
+
+/** Today's bar of the per-day history is the account's figure now, so the two never differ. */
+function updateTodayInHistory(a, draw = true) {
+  if (!state.days || !a.trading_date) return;
+  const value = Number(a.capital) + Number(a.day_pnl);
+  if (!Number.isFinite(value)) return;
+  const last = state.days[state.days.length - 1];
+  if (last && last.time === a.trading_date) last.value = value;
+  else if (!last || last.time < a.trading_date) state.days.push({ time: a.trading_date, value });
+  else return;
+  if (draw && state.charts.account) state.charts.account.series.update({ time: a.trading_date, value });
+}
+
+// --- the day: closed trades, performance, a candle chart with the entries and exits -------------
+
+function tradingDate() {
+  return state.curveDate || state.account?.trading_date || null;
+}
+
+function renderTrades(page) {
+  const items = page.items || [];
+  state.trades = items;
+  $("#trades-empty").hidden = items.length > 0;
+  $("#trades-date").textContent = tradingDate() || "";
+  const net = items.reduce((sum, t) => sum + Number(t.net_pnl), 0);
+  const wins = items.filter((t) => Number(t.net_pnl) > 0).length;
+  $("#trades-total").textContent = items.length
+    ? `${page.total} trade(s), ${wins} won · net ${pnl(net)} after charges ${rupees(
+        items.reduce((sum, t) => sum + Number(t.charges), 0),
+      )}`
+    : "";
+  fillRows($("#trades tbody"), items, (t) => {
+    const tr = document.createElement("tr");
+    tr.dataset.tradeId = t.trade_id;
+    tr.title = `entry ${stamp(t.entry_at)} · exit ${stamp(t.exit_at)} · ${t.strategy}`;
+    tr.append(
+      cell(clock(t.exit_at)),
+      cell(t.trading_symbol || t.instrument_key, "symbol"),
+      cell(t.direction, "opt"),
+      cell(t.quantity, "opt num"),
+      cell(rupees(t.entry_price), "opt num"),
+      cell(rupees(t.exit_price), "opt num"),
+      cell(pnl(t.gross_pnl), "opt num"),
+      cell(rupees(t.charges), "opt num"),
+      pnlCell(t.net_pnl),
+      cell(t.exit_reason.replaceAll("_", " "), "reason"),
+    );
+    return tr;
+  });
+}
+
+async function loadTrades() {
+  const day = tradingDate();
+  const query = day ? `&from=${day}&to=${day}` : "";
+  renderTrades(await api(`/trades?limit=500&sort=-exit_at${query}`));
+}
+
+async function loadPerformance() {
+  const day = tradingDate();
+  const range = $("#perf-range").value === "day" && day ? `?from=${day}&to=${day}` : "";
+  const perf = await api(`/account/performance${range}`);
+  const rows = perf.strategies || [];
+  $("#performance-empty").hidden = rows.length > 0;
+  fillRows($("#performance tbody"), rows, (p) => {
+    const tr = document.createElement("tr");
+    tr.dataset.strategy = p.strategy;
+    tr.append(
+      cell(p.strategy, "symbol"),
+      cell(p.trades, "num"),
+      cell(p.win_rate === null ? "–" : `${(100 * p.win_rate).toFixed(0)}%`, "num"),
+      cell(rupees(p.charges), "opt num"),
+      pnlCell(p.net_pnl),
+    );
+    return tr;
+  });
+}
+
+function candleChoices() {
+  // The symbols of the day first (held or traded), then the universe.
+  const seen = new Set();
+  const out = [];
+  const add = (key, symbol) => {
+    if (!key || seen.has(key)) return;
+    seen.add(key);
+    out.push({ key, symbol: symbol || key });
+  };
+  for (const p of state.openPositions || []) add(p.instrument_key, p.trading_symbol);
+  for (const t of state.trades || []) add(t.instrument_key, t.trading_symbol);
+  for (const u of state.universe || []) add(u.instrument_key, u.trading_symbol);
+  return out;
+}
+
+function renderCandleChoices() {
+  const select = $("#candle-symbol");
+  const chosen = select.value;
+  const choices = candleChoices();
+  select.replaceChildren(
+    ...choices.map((c) => Object.assign(document.createElement("option"), { value: c.key, textContent: c.symbol })),
+  );
+  if (chosen && choices.some((c) => c.key === chosen)) select.value = chosen;
+}
+
+async function loadCandles() {
+  const key = $("#candle-symbol").value;
+  const day = tradingDate();
+  if (!key || !day) return;
+  state.charts.candles ??= makeCandleChart("chart-candles");
+  const chart = state.charts.candles;
+  if (!chart) return;
+  // The session of the trading date, in IST.
+  const since = `${day}T09:15:00+05:30`;
+  const until = `${day}T15:30:00+05:30`;
+  const candles = await api(
+    `/symbols/${encodeURIComponent(key)}/candles?interval_s=60&since=${encodeURIComponent(since)}` +
+      `&until=${encodeURIComponent(until)}&limit=400`,
+  );
+  chart.series.setData(
+    candles.map((c) => ({
+      time: chartTime(c.start_at),
+      open: Number(c.open),
+      high: Number(c.high),
+      low: Number(c.low),
+      close: Number(c.close),
+    })),
+  );
+  const markers = [];
+  const minute = (iso) => Math.floor(chartTime(iso) / 60) * 60;
+  for (const t of (state.trades || []).filter((t) => t.instrument_key === key)) {
+    const long = t.direction === "long";
+    markers.push({
+      time: minute(t.entry_at),
+      position: long ? "belowBar" : "aboveBar",
+      color: "#4fa3ff",
+      shape: long ? "arrowUp" : "arrowDown",
+      text: `${long ? "buy" : "sell"} ${t.quantity} @ ${rupees(t.entry_price)}`,
+    });
+    markers.push({
+      time: minute(t.exit_at),
+      position: long ? "aboveBar" : "belowBar",
+      color: Number(t.net_pnl) >= 0 ? "#3fb950" : "#f85149",
+      shape: long ? "arrowDown" : "arrowUp",
+      text: `${t.exit_reason.replaceAll("_", " ")} ${pnl(t.net_pnl)}`,
+    });
+  }
+  for (const p of (state.openPositions || []).filter((p) => p.instrument_key === key)) {
+    const long = p.direction === "long";
+    markers.push({
+      time: minute(p.entry_at),
+      position: long ? "belowBar" : "aboveBar",
+      color: "#4fa3ff",
+      shape: long ? "arrowUp" : "arrowDown",
+      text: `${long ? "buy" : "sell"} ${p.quantity} @ ${rupees(p.entry_price)} (open)`,
+    });
+  }
+  markers.sort((a, b) => a.time - b.time);
+  chart.markers.setMarkers(markers);
+  state.candleMarkers = markers.length;
+  $("#chart-candles").dataset.markers = String(markers.length);
+  $("#chart-candles").dataset.candles = String(candles.length);
+  chart.chart.timeScale().fitContent();
+}
+
+function makeCandleChart(id) {
+  const el = document.getElementById(id);
+  const lib = window.LightweightCharts;
+  if (!lib || !el) return null;
+  const chart = lib.createChart(el, {
+    autoSize: true,
+    layout: { background: { color: "transparent" }, textColor: "#9aa4b2" },
+    grid: { vertLines: { color: "#1f2733" }, horzLines: { color: "#1f2733" } },
+    timeScale: { timeVisible: true, secondsVisible: false },
+    localization: { priceFormatter: (p) => rupees(p) },
+  });
+  const series = chart.addSeries(lib.CandlestickSeries, {
+    upColor: "#3fb950",
+    downColor: "#f85149",
+    borderVisible: false,
+    wickUpColor: "#3fb950",
+    wickDownColor: "#f85149",
+  });
+  return { chart, series, markers: lib.createSeriesMarkers(series, []) };
+}
+
+/** Everything about the trading date: the curve first (it names the date), then the rest. */
+async function loadDay() {
+  await loadEquityCurve().catch((err) => console.warn("equity", err));
+  await loadTrades();
+  renderCandleChoices();
+  await Promise.allSettled([loadPerformance(), loadCandles(), loadAccountCurve()]);
 }
 
 // --- backtests (shown only when the API serves them) -------------------------------------------
 
 function pct(value) {
-  return value === null || value === undefined ? "–" : `${Number(value).toFixed(2)}%`;
+  return value === null || value === undefined ? "–" : `${number2.format(Number(value))}%`;
+}
+
+function paramsText(params) {
+  const entries = Object.entries(params || {});
+  return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(", ") : "defaults";
+}
+
+// How each summary figure reads: money, percent or a plain number.
+const METRIC_FORMAT = {
+  start_capital: rupees,
+  final_equity: rupees,
+  net_pnl: pnl,
+  gross_pnl: pnl,
+  charges: rupees,
+  return_pct: pct,
+  cagr_pct: pct,
+  max_drawdown_pct: pct,
+  win_rate_pct: pct,
+  exposure_pct: pct,
+  sharpe: (v) => number2.format(Number(v)),
+  sortino: (v) => number2.format(Number(v)),
+  profit_factor: (v) => number2.format(Number(v)),
+};
+
+function metricText(name, value) {
+  if (value === null || value === undefined) return "–";
+  const format = METRIC_FORMAT[name];
+  return format ? format(value) : String(value);
 }
 
 async function loadBacktests() {
@@ -403,34 +686,53 @@ async function loadBacktests() {
     const tr = document.createElement("tr");
     tr.className = "clickable";
     tr.dataset.id = b.id;
+    tr.dataset.source = b.source;
     const s = b.summary;
+    const data = b.data.split("/").filter(Boolean).slice(-1)[0] || b.data;
     tr.append(
-      cell(new Date(b.created_at).toLocaleString("en-IN", { timeZone: "Asia/Kolkata" })),
-      cell(b.strategy),
-      cell(b.status, `status-${b.status}`),
-      cell(s ? s.trade_count : "–"),
-      cell(s ? rupees(s.net_pnl) : "–", s && Number(s.net_pnl) < 0 ? "loss" : "gain"),
-      cell(s ? pct(s.return_pct) : "–"),
-      cell(s ? pct(s.max_drawdown_pct) : "–"),
+      cell(`${stamp(b.created_at)}${b.source === "cli" ? " (CLI)" : ""}`, "opt"),
+      cell(b.strategy, "symbol"),
+      cell(paramsText(b.params), "opt params-cell"),
+      cell(data, "opt"),
+      cell(b.status, `opt status-${b.status}`),
+      cell(s ? s.trade_count : "–", "opt num"),
+      s ? pnlCell(s.net_pnl) : cell(b.status, `status-${b.status}`),
+      cell(s ? pct(s.return_pct) : "–", "num"),
+      cell(s ? pct(s.max_drawdown_pct) : "–", "opt num"),
     );
     tr.addEventListener("click", () => loadBacktest(b.id));
     return tr;
   });
 }
 
+function definitionList(dl, entries) {
+  dl.replaceChildren();
+  for (const [k, v] of entries) {
+    dl.append(
+      Object.assign(document.createElement("dt"), { textContent: k }),
+      Object.assign(document.createElement("dd"), { textContent: v }),
+    );
+  }
+}
+
 async function loadBacktest(id) {
   try {
     const report = await api(`/backtests/${encodeURIComponent(id)}`);
+    const req = report.request;
     $("#backtest-report").hidden = false;
-    $("#backtest-title").textContent = `${report.request.strategy} on ${report.request.data} (${report.status})`;
-    const dl = $("#backtest-metrics");
-    dl.replaceChildren();
-    for (const [k, v] of Object.entries(report.summary || { error: report.error })) {
-      dl.append(
-        Object.assign(document.createElement("dt"), { textContent: k.replaceAll("_", " ") }),
-        Object.assign(document.createElement("dd"), { textContent: v === null ? "–" : String(v) }),
-      );
-    }
+    $("#backtest-title").textContent = `${req.strategy} on ${req.data} (${report.status})`;
+    definitionList($("#backtest-params"), [
+      ["parameters", paramsText(req.params)],
+      ["dates", `${req.start || "first"} to ${req.end || "last"}`],
+      ["bars", `${report.timeframe || req.timeframe || "as in the data"}${report.bars ? ` (${report.bars.toLocaleString("en-IN")})` : ""}`],
+      ["symbols", (report.symbols || req.symbols || []).join(", ") || "all"],
+      ["run by", req.source === "cli" ? "upstox-bot backtest" : "the API"],
+    ]);
+    const summary = report.summary || { error: report.error };
+    definitionList(
+      $("#backtest-metrics"),
+      Object.entries(summary).map(([k, v]) => [k.replaceAll("_", " "), metricText(k, v)]),
+    );
     // The equity curve: the start capital plus each closed trade's net P&L, at its exit.
     state.charts.backtest ??= makeChart("chart-backtest");
     if (state.charts.backtest && report.summary) {
@@ -439,7 +741,7 @@ async function loadBacktest(id) {
       const trades = [...(report.trades || [])].sort((a, b) => (a.exit_time < b.exit_time ? -1 : 1));
       for (const t of trades) {
         equity += Number(t.pnl);
-        const time = Math.floor(new Date(t.exit_time).getTime() / 1000) + 19800;
+        const time = chartTime(t.exit_time);
         if (points.length && points[points.length - 1].time >= time) points[points.length - 1].value = equity;
         else points.push({ time, value: equity });
       }
@@ -462,6 +764,92 @@ async function loadBacktest(id) {
   }
 }
 
+async function loadBacktestForm() {
+  const [data, strategies] = await Promise.all([api("/backtest-data"), api("/strategies")]);
+  state.strategies = strategies;
+  const dataSelect = $("#bt-data");
+  dataSelect.replaceChildren(
+    ...data.map((d) =>
+      Object.assign(document.createElement("option"), {
+        value: d.path,
+        textContent: `${d.path} (${d.files} file${d.files === 1 ? "" : "s"})`,
+      }),
+    ),
+  );
+  $("#bt-run").disabled = data.length === 0 || state.scope !== "trade";
+  if (!data.length) $("#bt-state").textContent = "no bars in the data folder: upstox-bot data sample --out var/bars";
+  const strategySelect = $("#bt-strategy");
+  const chosen = strategySelect.value;
+  strategySelect.replaceChildren(
+    ...strategies.map((s) => Object.assign(document.createElement("option"), { value: s.name, textContent: s.name })),
+  );
+  if (chosen) strategySelect.value = chosen;
+  renderBacktestParams();
+}
+
+function renderBacktestParams() {
+  const strategy = (state.strategies || []).find((s) => s.name === $("#bt-strategy").value);
+  $("#bt-params").replaceChildren(
+    ...(strategy?.parameters || []).map((p) => {
+      const label = document.createElement("label");
+      label.title = p.description;
+      const input = document.createElement("input");
+      input.name = p.name;
+      input.dataset.type = p.type;
+      if (p.type === "bool") {
+        input.type = "checkbox";
+        input.checked = Boolean(p.value);
+      } else {
+        input.type = "number";
+        input.value = p.value;
+        input.step = p.type === "int" ? "1" : "any";
+        if (p.minimum !== null) input.min = p.minimum;
+        if (p.maximum !== null) input.max = p.maximum;
+      }
+      label.append(p.name, input);
+      return label;
+    }),
+  );
+}
+
+async function submitBacktest(event) {
+  event.preventDefault();
+  const params = {};
+  for (const input of $("#bt-params").querySelectorAll("input")) {
+    if (input.type === "checkbox") params[input.name] = input.checked;
+    else if (input.value !== "") params[input.name] = Number(input.value);
+  }
+  const body = {
+    data: $("#bt-data").value,
+    strategy: $("#bt-strategy").value,
+    params,
+    start: $("#bt-from").value || null,
+    end: $("#bt-to").value || null,
+    timeframe: $("#bt-timeframe").value || null,
+  };
+  const note = $("#bt-state");
+  try {
+    $("#bt-run").disabled = true;
+    note.textContent = "queued…";
+    const submitted = await api("/backtests", { method: "POST", body });
+    await loadBacktests();
+    let report = submitted;
+    while (report.status === "pending" || report.status === "running") {
+      note.textContent = `${report.status}…`;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      report = await api(`/backtests/${encodeURIComponent(submitted.id)}`);
+    }
+    note.textContent = report.status === "done" ? `done: ${paramsText(params)}` : `failed: ${report.error}`;
+    await loadBacktests();
+    await loadBacktest(submitted.id);
+  } catch (err) {
+    note.textContent = "";
+    showError(err.message);
+  } finally {
+    $("#bt-run").disabled = state.scope !== "trade";
+  }
+}
+
 // --- REST loading ------------------------------------------------------------------------------
 
 async function loadSignals() {
@@ -470,6 +858,7 @@ async function loadSignals() {
 
 async function loadOrders() {
   renderOrders(await api(`/orders?limit=${LIST_LIMIT}&sort=-created_at`));
+  refreshSoon("trades", loadDay); // a filled exit is a closed trade
 }
 
 async function loadStrategies() {
@@ -503,6 +892,7 @@ async function refreshRest() {
     loadSignals(),
     loadOrders(),
     loadSettings(),
+    loadDay(),
   ];
   const results = await Promise.allSettled(jobs);
   const failed = results.find((r) => r.status === "rejected");
@@ -595,8 +985,10 @@ async function start(key) {
   state.charts.day ??= makeChart("chart-day");
   state.charts.account ??= makeChart("chart-account");
   connect();
-  await Promise.allSettled([refreshRest(), loadStrategies(), loadAccountCurve(), loadBacktests()]);
+  await Promise.allSettled([refreshRest(), loadStrategies(), loadBacktests()]);
   await loadUniverse().catch((err) => console.warn("universe", err));
+  renderCandleChoices();
+  if (!$("#backtests-section").hidden) loadBacktestForm().catch((err) => console.warn("backtest form", err));
   poll();
   state.pollTimer = setInterval(poll, POLL_MS);
 }
@@ -661,6 +1053,10 @@ function wire() {
     );
   });
   $("#universe-filter").addEventListener("input", renderUniverse);
+  $("#candle-symbol").addEventListener("change", () => loadCandles().catch((err) => showError(err.message)));
+  $("#perf-range").addEventListener("change", () => loadPerformance().catch((err) => showError(err.message)));
+  $("#bt-strategy").addEventListener("change", renderBacktestParams);
+  $("#backtest-form").addEventListener("submit", submitBacktest);
 }
 
 wire();

@@ -14,7 +14,7 @@ from upstox_bot.monitoring.notifiers._http import status_error, transport_error
 MAX_TEXT_CHARS = 4096  # Telegram's limit for one message
 
 
-class _RedactToken(logging.Filter):
+class RedactToken(logging.Filter):
     """Blanks the bot token in httpx's request log lines (the token is part of every URL)."""
 
     def __init__(self, token: str) -> None:
@@ -52,7 +52,7 @@ class TelegramNotifier:
         self._token = bot_token
         self._chat_id = chat_id
         self._client = httpx.Client(timeout=timeout_s, transport=transport)
-        self._redact = _RedactToken(bot_token.get_secret_value())
+        self._redact = RedactToken(bot_token.get_secret_value())
         logging.getLogger("httpx").addFilter(self._redact)
 
     def __repr__(self) -> str:

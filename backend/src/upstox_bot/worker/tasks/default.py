@@ -41,7 +41,7 @@ def start_todays_session() -> list[str]:
     res = resources()
     settings = res.settings
     today = now_ist().date()
-    if not calendar_of(settings).is_trading_day(today):
+    if not calendar_of(settings, res.sessions).is_trading_day(today):
         log.info("session.holiday", extra={"date": today.isoformat()})
         return []
     if settings.MARKET is MarketSource.UPSTOX:
