@@ -43,6 +43,7 @@ COMPILED = (
     "upstox_bot/trading/engine.py",
     "upstox_bot/trading/brokers/paper.py",
     "upstox_bot/trading/execution.py",
+    "upstox_bot/trading/kernel.py",
     "upstox_bot/trading/exits.py",
     "upstox_bot/trading/journal.py",
     "upstox_bot/trading/order_state.py",

@@ -1,10 +1,10 @@
 """The embedded bot's tick pace while its API is sent 10 MB request bodies, against the same
 bot left alone, measured in the same run.
 
-`upstox-bot run` trades the simulated market with its API on the engine's event loop (as the
-trader runs it). For a window of wall time this process samples GET /health (the ticks the
-engine has processed, and how long the answer took: the API shares the engine's loop, so a slow
-answer is a stalled loop); then, for a window of the same length, it does the same while other
+`upstox-bot run` trades the simulated market with its API in the same process (as the trader
+runs it; the API serves from a thread of its own). For a window of wall time this process
+samples GET /health (the ticks the engine has processed, its market time, and how long the
+answer took); then, for a window of the same length, it does the same while other
 threads send PATCHes that declare and send 10 MB bodies, each thread one body every `pause`
 seconds (0 = as fast as it can: a connection flood), with a trade key, with a read key and
 without one. The API refuses each with 413 from its headers and closes the connection without

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sys
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -223,8 +223,14 @@ def serve_api(
     except StartupError as exc:
         raise _fail(str(exc)) from None
     migrate.upgrade(settings.database_url)
+    control = None
+    if settings.REDIS_URL:
+        from upstox_bot.worker.control import RedisControl
+
+        # The distributed harness: controls go to the worker holding the account.
+        control = RedisControl(settings.REDIS_URL, settings.ACCOUNT_NAME)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, control=control),
         host=bind_host,
         port=bind_port,
         log_config=None,
@@ -416,6 +422,139 @@ def beat(
             settings.LOG_LEVEL,
         ]
     )
+
+
+session_app = typer.Typer(
+    help="Simulated sessions on the workers (distributed harness: REDIS_URL, DATABASE_URL).",
+    no_args_is_help=True,
+)
+app.add_typer(session_app, name="session")
+
+
+def _workers_settings() -> Settings:
+    settings = _settings()
+    if not settings.REDIS_URL:
+        err_console.print(
+            "[bold red]error:[/] sessions run on the workers: set REDIS_URL (and DATABASE_URL) "
+            "as the workers have them; the embedded bot plays its own with `upstox-bot run`"
+        )
+        raise typer.Exit(2)
+    return settings
+
+
+@session_app.command("start")
+def session_start(
+    speed: Annotated[
+        float | None,
+        typer.Option(help="Simulated seconds per wall second (default SIM_SPEED; 0 = flat out)."),
+    ] = None,
+    start_date: Annotated[
+        str | None, typer.Option("--date", help="The session (YYYY-MM-DD); default today/next.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Market seed (default SIM_SEED).")] = None,
+    minutes: Annotated[
+        float, typer.Option(help="Simulated minutes from 09:15 (375 = the whole session).")
+    ] = 375,
+    shards: Annotated[int, typer.Option(help="Feed shards (one feed worker slot each).")] = 1,
+) -> None:
+    """Start a simulated session on the running workers, at any hour."""
+    settings = _workers_settings()
+    from upstox_bot.errors import Conflict
+    from upstox_bot.runtime.distributed import start_sim_session
+    from upstox_bot.worker.app import enqueue
+    from upstox_bot.worker.state import redis_client
+
+    try:
+        day = date.fromisoformat(start_date) if start_date else None
+    except ValueError:
+        err_console.print(f"[bold red]error:[/] --date: not a date: {start_date!r}")
+        raise typer.Exit(2) from None
+    pace = settings.SIM_SPEED if speed is None else speed
+    try:
+        specs = start_sim_session(
+            settings,
+            redis_client(settings.REDIS_URL or ""),
+            enqueue,
+            trading_date=day,
+            speed=pace or None,
+            seed=seed,
+            minutes=minutes,
+            shards=shards,
+            sessions=_sessions(settings),
+        )
+    except (ConfigError, Conflict) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    first = specs[0]
+    console.print(
+        f"session {first.trading_date.isoformat()} started for account {first.account}: "
+        f"{len(specs)} shard(s) ({', '.join(s.shard for s in specs)}), seed {first.seed}, "
+        f"speed {'flat out' if first.speed is None else f'x{first.speed:g}'}",
+        highlight=False,
+    )
+
+
+def _sessions(settings: Settings) -> Any:
+    from upstox_bot.db.session import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings.database_url))
+
+
+def _session_command(action: str, **args: object) -> None:
+    settings = _workers_settings()
+    from upstox_bot.runtime.control import Command, CommandKind, NoKernel
+    from upstox_bot.worker.control import RedisControl
+
+    control = RedisControl(settings.REDIS_URL or "", settings.ACCOUNT_NAME)
+    command = Command(
+        kind=CommandKind.SESSION, by="cli", args={"action": action, **args}, reason=action
+    )
+    try:
+        result = asyncio.run(control.send(command))
+    except NoKernel as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    except TimeoutError:
+        err_console.print("[bold red]error:[/] the account's worker did not answer in time")
+        raise typer.Exit(1) from None
+    console.print(result.detail, highlight=False)
+    raise typer.Exit(0 if result.status.value == "done" else 1)
+
+
+@session_app.command("pause")
+def session_pause(
+    at: Annotated[str, typer.Option(help="Market time to pause at (HH:MM, IST).")],
+) -> None:
+    """Pause the simulated market at a market time of the running session."""
+    settings = _workers_settings()
+    from upstox_bot.worker.control import RedisControl
+
+    try:
+        clock = time.fromisoformat(at)
+    except ValueError:
+        err_console.print(f"[bold red]error:[/] --at: not a time (HH:MM): {at!r}")
+        raise typer.Exit(2) from None
+    view = RedisControl(settings.REDIS_URL or "", settings.ACCOUNT_NAME).view()
+    if view is None:
+        err_console.print("[bold red]error:[/] no session is running (no worker holds the account)")
+        raise typer.Exit(1)
+    from upstox_bot.domain import IST
+
+    day = view.at.astimezone(IST).date()
+    at_ms = int(datetime.combine(day, clock, tzinfo=IST).timestamp() * 1000)
+    _session_command("pause_at", at_ms=at_ms)
+
+
+@session_app.command("resume")
+def session_resume() -> None:
+    """Resume a paused simulated market."""
+    _session_command("resume")
+
+
+@session_app.command("stop")
+def session_stop() -> None:
+    """End the running session now (its feeds send their last batch)."""
+    _session_command("stop")
 
 
 # universe refresh, feed, login, token status (upstox/commands.py)

@@ -118,6 +118,38 @@ class SimClock:
         self.advance_to(self._ms + round(seconds * 1000))
 
 
+class MarketClock:
+    """Market time for a harness's engine: moved forward by the harness as trades arrive, never
+    backwards (a trade stamped earlier than one already applied leaves it where it is).
+
+    Args:
+        start_ms: the time to start at (epoch ms).
+        ist: `now()` in Asia/Kolkata (a backtest's reports read local times); else in UTC,
+            as the live harnesses record and serve times.
+    """
+
+    def __init__(self, start_ms: int, *, ist: bool = False) -> None:
+        self._ms = start_ms
+        self._epoch = _EPOCH_IST if ist else _EPOCH
+        self._at: datetime | None = None
+
+    def now(self) -> datetime:
+        """The market time as an aware datetime (UTC, or IST when asked)."""
+        if self._at is None:
+            self._at = self._epoch + timedelta(milliseconds=self._ms)
+        return self._at
+
+    def now_ms(self) -> int:
+        """The market time in epoch milliseconds (UTC)."""
+        return self._ms
+
+    def advance_to(self, ms: int) -> None:
+        """Move to `ms` (epoch ms) if it is later than now; an earlier time changes nothing."""
+        if ms > self._ms:
+            self._ms = ms
+            self._at = None
+
+
 @dataclass(frozen=True, slots=True)
 class SpecialSession:
     """A session with its own hours (IST) on a day that is otherwise closed or shortened."""

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
 
     # --- Trading rules (DESIGN.md) ------------------------------------------------------------
     ACCOUNT_SIZE: Decimal = Field(Decimal("100000"), gt=0, description="Capital in rupees.")
+    FIXED_RISK_CAPITAL: bool = Field(
+        False,
+        description="Size every day's limits on ACCOUNT_SIZE instead of the day's opening "
+        "capital (ACCOUNT_SIZE plus the net P&L of every day before).",
+    )
     RISK_PER_TRADE: Decimal = Field(
         Decimal("5"), gt=0, le=100, description="Percent of capital lost if the stop is hit."
     )

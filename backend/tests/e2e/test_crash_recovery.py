@@ -3,6 +3,7 @@ trades, positions and P&L equal those of an uninterrupted run, no order is doubl
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -133,3 +134,132 @@ def test_twenty_kills_and_restarts_end_as_an_uninterrupted_run(
     assert recovered["sent"] == uninterrupted["sent"]  # no order sent twice
     count, distinct = recovered["signals"][0]
     assert count == distinct == uninterrupted["signals"][0][0]
+
+
+# --- several days -------------------------------------------------------------------------------
+
+DAYS_ARGS = [
+    "run",
+    "--speed",
+    "1000000",
+    "--duration",
+    str(375 * 3),
+    "--seed",
+    "5",
+    "--date",
+    "2026-11-24",
+    "--no-api",
+    "--no-live",
+]
+# The default loss limit (2% of each day's opening capital): days end on it.
+DAYS_ENV = {"LOG_LEVEL": "WARNING", "SIM_SYMBOLS": "30", "TICK_STORE_INTERVAL_SECONDS": "0"}
+DAY_POINTS = ["order.recorded", "order.placed", "fill.applied", "exit.sent"]
+
+
+def _run_days(data_dir: Path, crash_at: str | None = None) -> int:
+    env = {**os.environ, **DAYS_ENV, "DATA_DIR": str(data_dir)}
+    env.pop("DATABASE_URL", None)
+    env.pop("UPSTOX_BOT_CRASH_AT", None)
+    if crash_at:
+        env["UPSTOX_BOT_CRASH_AT"] = crash_at
+    proc = subprocess.run(
+        [sys.executable, "-m", "upstox_bot.cli", *DAYS_ARGS],
+        env=env,
+        capture_output=True,
+        cwd=data_dir,
+        timeout=600,
+        check=False,
+    )
+    return proc.returncode
+
+
+def _checkpoint_day(data_dir: Path) -> str | None:
+    engine = create_engine(f"sqlite:///{data_dir / 'upstox_bot.sqlite'}")
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT position FROM checkpoints")).first()
+    finally:
+        engine.dispose()
+    if row is None:
+        return None
+    session: str | None = json.loads(row[0]).get("session")
+    return session
+
+
+def _days_state(data_dir: Path) -> dict[str, Any]:
+    state = _state(data_dir)
+    engine = create_engine(f"sqlite:///{data_dir / 'upstox_bot.sqlite'}")
+    with engine.connect() as conn:
+        state["days"] = [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT trading_date, capital_paise, realised_pnl_paise, trades, "
+                    "loss_limit_paise, loss_limit_hit FROM account_days ORDER BY trading_date"
+                )
+            )
+        ]
+        state["trades_by_day"] = dict(
+            conn.execute(text("SELECT trading_date, count(*) FROM trades GROUP BY 1")).all()
+        )
+        state["loss_limit_hits"] = [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT at FROM audit_logs WHERE event = 'risk.daily_loss_limit_hit' "
+                    "ORDER BY at"
+                )
+            )
+        ]
+        state["entries"] = [
+            r[0]
+            for r in conn.execute(
+                text("SELECT created_at FROM orders WHERE purpose = 'entry' ORDER BY created_at")
+            )
+        ]
+    engine.dispose()
+    return state
+
+
+@pytest.fixture(scope="module")
+def three_days(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    data_dir = tmp_path_factory.mktemp("three-days")
+    assert _run_days(data_dir) == 0
+    state = _days_state(data_dir)
+    assert len(state["days"]) == 3
+    return state
+
+
+def test_three_days_killed_on_each_day_end_as_an_uninterrupted_run(
+    three_days: dict[str, Any], tmp_path: Path
+) -> None:
+    rng = random.Random(20261124)
+    killed_on: dict[str, int] = {}
+    runs = 0
+    # Kill at random events until every day has been killed into at least twice.
+    while len(killed_on) < 3 or min(killed_on.values()) < 2:
+        runs += 1
+        assert runs <= 60, f"the run should reach every day: kills per day {killed_on}"
+        crash_at = f"{rng.choice(DAY_POINTS)}:{rng.randint(1, 6)}"
+        code = _run_days(tmp_path, crash_at)
+        if code == 0:
+            break  # the run finished before its crash point: nothing more to kill
+        assert code in (-9, 137), f"the bot failed instead of being killed: {code}"
+        day = _checkpoint_day(tmp_path)
+        assert day is not None
+        killed_on[day] = killed_on.get(day, 0) + 1
+    assert len(killed_on) == 3, f"kills per day {killed_on}"
+    assert _run_days(tmp_path) == 0
+    recovered = _days_state(tmp_path)
+    for key in ("trades", "positions", "orders", "fills", "sent", "days", "loss_limit_hits"):
+        assert recovered[key] == three_days[key], key
+    # Every day's row is that day's: its trades are the trades of its date.
+    for trading_date, _capital, _realised, trades, _limit, _hit in recovered["days"]:
+        assert trades == recovered["trades_by_day"].get(trading_date, 0)
+    # The limits follow each day's opening capital (2% of it), and no entry follows a hit.
+    for trading_date, capital, _realised, _trades, limit, _hit in recovered["days"]:
+        assert limit == capital * 2 // 100, trading_date
+    for (hit_at,) in recovered["loss_limit_hits"]:
+        same_day = [e for e in recovered["entries"] if e[:10] == hit_at[:10] and e > hit_at]
+        assert not same_day, f"entries after the loss limit was hit at {hit_at}"
+    assert recovered["loss_limit_hits"], "the scenario should hit the daily loss limit"

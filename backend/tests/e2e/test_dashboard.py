@@ -404,7 +404,7 @@ def test_the_kill_switch_stops_new_entries(page: Page, bot: Bot) -> None:
     half_hour_later = (datetime.fromisoformat(switched_at) + timedelta(minutes=30)).isoformat()
     wait_until(
         lambda: bot.get("/api/v1/risk")["at"] > half_hour_later,
-        timeout_s=120,
+        within_s=120,
         what="half an hour of market time after the kill switch",
     )
     entries = [

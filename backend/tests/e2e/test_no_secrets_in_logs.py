@@ -45,7 +45,8 @@ if not CHROMIUM.exists():
 
 from playwright.sync_api import ConsoleMessage, expect, sync_playwright  # noqa: E402
 
-from tests.unit.api.served import free_port, wait_until  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
+from tests.unit.api.served import free_port  # noqa: E402
 from upstox_bot.db.repositories.api_keys import ApiKeyRepository, hash_key  # noqa: E402
 from upstox_bot.db.session import (  # noqa: E402
     make_engine,
@@ -110,7 +111,9 @@ def running_bot(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: proc.poll() is not None or _up(f"{url}/health"), "the bot's API")
+            wait_until(
+                lambda: proc.poll() is not None or _up(f"{url}/health"), what="the bot's API"
+            )
             assert proc.poll() is None, output.read_text()
             yield url, keys, env, output
         finally:

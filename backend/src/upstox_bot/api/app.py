@@ -37,6 +37,7 @@ from upstox_bot.api.routers import (
     options,
     reports,
     risk,
+    session,
     strategies,
     trading,
     upstox_auth,
@@ -47,14 +48,17 @@ from upstox_bot.api.routers import (
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import RootRead
-from upstox_bot.api.settings_changes import LIVE, apply_live, changed_keys, effective_settings
+from upstox_bot.api.settings_changes import effective_settings
 from upstox_bot.api.telegram_commands import start_commands
 from upstox_bot.config import Settings
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 
 if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from upstox_bot.runtime.control import ControlPort
+    from upstox_bot.runtime.embedded import LiveStats
 
 log = logging.getLogger(__name__)
 
@@ -85,40 +89,60 @@ def _with_overrides(app: FastAPI, settings: Settings) -> Settings:
     return effective_settings(settings, overrides) if overrides else settings
 
 
+async def _relay_events(app: FastAPI, redis_url: str) -> None:
+    """The distributed harness: what the workers publish in Redis goes to this API's stream."""
+    from upstox_bot.worker.events import subscribe_events
+
+    while True:
+        try:
+            async for channel, data in subscribe_events(redis_url):
+                app.state.hub.publish(channel, data)
+        except Exception:  # a lost connection: reconnect (events meanwhile are gone)
+            log.warning("events.relay_lost", exc_info=True)
+            await asyncio.sleep(1.0)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(ws.publish_snapshots(app)),
         asyncio.create_task(ws.close_revoked(app)),
     ]
+    if app.state.relay_url:
+        tasks.append(asyncio.create_task(_relay_events(app, app.state.relay_url)))
     commands = start_commands(app)
-    telegram = asyncio.create_task(commands.run()) if commands is not None else None
+    if commands is not None:
+        tasks.append(asyncio.create_task(commands.run()))
     app.state.telegram_commands = commands
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if telegram is not None and commands is not None:
-            telegram.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await telegram
+        if commands is not None:
             await commands.close()
         if app.state.own_db_engine is not None:  # the bot disposes of its own engine
             app.state.own_db_engine.dispose()
 
 
 def create_app(
-    settings: Settings, *, bot: EmbeddedBot | None = None, hub: EventHub | None = None
+    settings: Settings,
+    *,
+    control: ControlPort | None = None,
+    sessions: sessionmaker[Session] | None = None,
+    hub: EventHub | None = None,
+    stats: LiveStats | None = None,
 ) -> FastAPI:
-    """Build the app over the bot's database (embedded) or settings.database_url (alone).
+    """Build the app over a database (the running bot's, or settings.database_url).
 
     Args:
-        bot: the embedded bot, when the API runs in its process (commands reach its engine).
+        control: where controls go and the running kernel's view comes from (the embedded
+            bot's own port, or the distributed harness's through Redis); None: no kernel.
+        sessions: the bot's session factory (embedded); None builds one from the settings.
         hub: the event hub the bot publishes to (a new one if not given), served at /api/v1/ws.
+        stats: the embedded market loop's figures (ticks, pace), for /health and /metrics.
     """
     app = FastAPI(
         title="upstox-bot",
@@ -128,23 +152,20 @@ def create_app(
         docs_url=None,  # served below from the package's own copy of Swagger UI
         redoc_url=None,  # ReDoc would load from a CDN: blank offline
     )
-    app.state.bot = bot
+    app.state.control = control
+    app.state.stats = stats
+    # Without a kernel in this process, the distributed workers' events come through Redis.
+    app.state.relay_url = settings.REDIS_URL if sessions is None and settings.REDIS_URL else None
     app.state.hub = hub or EventHub()
     app.state.latest_snapshots = {}
     app.state.ws_streams = {}  # open live streams and their key ids (api/ws.py)
     app.state.own_db_engine = None
-    if bot is not None:
-        app.state.sessions = bot.sessions
+    if sessions is not None:
+        app.state.sessions = sessions
     else:
         app.state.own_db_engine = make_engine(settings.database_url)
         app.state.sessions = make_session_factory(app.state.own_db_engine)
     app.state.settings = _with_overrides(app, settings)
-    if bot is not None:
-        # Changes made through the API earlier win over the environment: the running engine
-        # takes those it can apply live (create_app runs on the bot's event loop thread).
-        live = changed_keys(settings, app.state.settings, LIVE)
-        if live:
-            apply_live(bot, app.state.settings, live)
     # Middleware, innermost first: authentication, then the body limits, CORS, and the
     # security headers on every response (api/middleware.py).
     app.state.auth_limiter = FailedAuthLimiter(
@@ -181,6 +202,7 @@ def create_app(
         strategies,
         settings_router,
         risk,
+        session,
         audit,
         auth,
         options,

@@ -1,4 +1,4 @@
-"""Dependencies of the routes: settings, a database session per request, the running bot."""
+"""Dependencies of the routes: settings, a database session per request, the control port."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from upstox_bot.config import Settings
 
 if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+    from upstox_bot.runtime.control import ControlPort, KernelView
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -33,9 +33,16 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_bot(request: Request) -> EmbeddedBot | None:
-    bot: EmbeddedBot | None = request.app.state.bot
-    return bot
+def get_control(request: Request) -> ControlPort | None:
+    """Where controls go (None: this API runs without any trading kernel to reach)."""
+    control: ControlPort | None = request.app.state.control
+    return control
+
+
+def get_view(request: Request) -> KernelView | None:
+    """The running kernel's last committed state, or None when none runs."""
+    control: ControlPort | None = request.app.state.control
+    return control.view() if control is not None else None
 
 
 def get_account(request: Request) -> str:
@@ -45,5 +52,6 @@ def get_account(request: Request) -> str:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
-BotDep = Annotated["EmbeddedBot | None", Depends(get_bot)]
+ControlDep = Annotated["ControlPort | None", Depends(get_control)]
+ViewDep = Annotated["KernelView | None", Depends(get_view)]
 AccountDep = Annotated[str, Depends(get_account)]

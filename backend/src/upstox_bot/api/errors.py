@@ -25,6 +25,7 @@ from upstox_bot.errors import (
     OrderRejected,
     UpstoxBotError,
 )
+from upstox_bot.runtime.control import NoAnswer
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ STATUS: list[tuple[type[UpstoxBotError], int, str]] = [
     (ConfigError, 422, "invalid_setting"),
     (OrderRejected, 422, "order_rejected"),
     (NotAvailable, 501, "not_available"),
+    (NoAnswer, 503, "bot_not_answering"),
     (BrokerUnavailable, 503, "broker_unavailable"),
     (UpstoxBotError, 400, "bad_request"),
 ]

@@ -105,7 +105,8 @@ class EventHub:
 
     def has_subscribers(self, channel: str) -> bool:
         """Whether anybody listens on `channel`: skip building payloads nobody reads."""
-        return any(channel in s.channels for s in self._subscribers)
+        # A copy first: the trading loop asks from its own thread while clients come and go.
+        return any(channel in s.channels for s in tuple(self._subscribers))
 
     def publish(self, channel: str, payload: Mapping[str, Any]) -> int:
         """Send an event to every subscriber of `channel`, never waiting.

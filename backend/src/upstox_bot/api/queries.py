@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Path, Query
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -68,7 +68,24 @@ def iso_time(value: object) -> datetime:
         return EARLIEST if parsed.year < 5000 else LATEST
 
 
+CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"  # a time of day in IST
+
+
+def clock_time(value: object) -> time:
+    """A time of day given as HH:MM[:SS], without an offset (market times are IST)."""
+    if isinstance(value, time) and value.tzinfo is None:
+        return value
+    if not isinstance(value, str) or not re.fullmatch(CLOCK_TIME, value):
+        raise ValueError("must be a time of day in IST as HH:MM or HH:MM:SS, without an offset")
+    return time.fromisoformat(value)
+
+
 IsoDate = Annotated[date, BeforeValidator(iso_date)]
+ClockTime = Annotated[
+    time,
+    BeforeValidator(clock_time),
+    WithJsonSchema({"type": "string", "pattern": CLOCK_TIME, "examples": ["14:30"]}),
+]
 IsoTime = Annotated[datetime, BeforeValidator(iso_time)]
 Since = Annotated[IsoTime | None, Query(description="From this time, inclusive (ISO 8601).")]
 Until = Annotated[IsoTime | None, Query(description="Before this time (ISO 8601).")]

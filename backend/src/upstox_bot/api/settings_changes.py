@@ -9,13 +9,12 @@ starts with the rest, and the skip is logged, audited ("setting.override_skipped
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -24,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.errors import PaperHistoryTooShort
+from upstox_bot.api.queries import CLOCK_TIME
 from upstox_bot.config import Settings, credential_names
 from upstox_bot.db.base import jsonable
 from upstox_bot.db.models import AccountMode
@@ -31,11 +31,7 @@ from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.domain import IST, AuditRecord
-from upstox_bot.runtime import components
 from upstox_bot.signals import registry
-
-if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +102,6 @@ def _invalid(key: str, message: str, value: Any) -> RequestValidationError:
             }
         ]
     )
-
-
-CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"  # IST, no offset
 
 
 @cache
@@ -359,8 +352,10 @@ def persist(
     actor: str,
     at: datetime,
     forced: dict[str, Any] | None,
+    audit_changes: bool = True,
 ) -> None:
-    """Store the overrides, keep the account's switches in step, and audit each change."""
+    """Store the overrides, keep the account's switches in step, and audit each change
+    (unless `audit_changes` is off: a running kernel audits them when it applies them)."""
     overrides = SettingsOverrideRepository(session)
     audit = AuditRepository(session)
     accounts = AccountRepository(session)
@@ -368,20 +363,8 @@ def persist(
     for key in keys:
         value = getattr(new, key)
         overrides.set(key, value, updated_by=actor, at=at)
-        audit.add(
-            AuditRecord(
-                event="setting.changed",
-                entity="setting",
-                entity_id=key,
-                at=at,
-                data={
-                    "old": jsonable(getattr(old, key)),
-                    "new": jsonable(value),
-                    "applied": applied[key],
-                },
-                actor=actor,
-            )
-        )
+        if audit_changes:
+            audit.add(setting_changed(key, old, new, applied[key], actor=actor, at=at))
     if accounts.get_or_none(account) is not None:
         if old.LIVE_TRADING_ENABLED != new.LIVE_TRADING_ENABLED:
             accounts.set_live_trading(account, enabled=new.LIVE_TRADING_ENABLED, at=at)
@@ -401,30 +384,19 @@ def persist(
         )
 
 
-def apply_live(bot: EmbeddedBot, new: Settings, keys: Iterable[str]) -> None:
-    """Apply changed settings to the running engine; call on the bot's event loop thread."""
-    keys = set(keys)
-    engine = bot.engine
-    if keys & LIVE_RISK:
-        limits = components.risk_limits(new, capital_paise=engine.risk.limits.capital_paise)
-        engine.risk.limits = limits
-        engine.risk.rate_limiter.max_per_minute = limits.max_orders_per_minute
-        engine.risk.rate_limiter.min_interval_ms = limits.min_order_interval_s * 1000
-    if keys & LIVE_EXITS:
-        engine.exits.rules = dataclasses.replace(
-            engine.exits.rules,
-            stop_loss_pct=new.STOP_LOSS_PERCENT,
-            take_profit_pct=new.TAKE_PROFIT_PERCENT,
-            trailing_stop_pct=new.TRAILING_STOP_PERCENT,
-        )
-    if keys & LIVE_ENGINE:
-        engine.config = dataclasses.replace(
-            engine.config,
-            signal_cooldown_s=new.SIGNAL_COOLDOWN_MINUTES * 60,
-            kill_switch_square_off=new.KILL_SWITCH_SQUARE_OFF,
-        )
-    if keys & LIVE_STRATEGY:
-        engine.strategy = components.strategy(new)
-    if keys & LIVE_CHARGES:
-        engine.charges = components.charges_model(new)
-    log.info("settings.applied_live", extra={"keys": sorted(keys)})
+def setting_changed(
+    key: str, old: Settings, new: Settings, applied: str, *, actor: str, at: datetime
+) -> AuditRecord:
+    """The audit record of one changed setting (old and new value, how it applies, who)."""
+    return AuditRecord(
+        event="setting.changed",
+        entity="setting",
+        entity_id=key,
+        at=at,
+        data={
+            "old": jsonable(getattr(old, key)),
+            "new": jsonable(getattr(new, key)),
+            "applied": applied,
+        },
+        actor=actor,
+    )

@@ -39,6 +39,7 @@ from upstox_bot.db.session import session_scope
 from upstox_bot.domain import IST
 from upstox_bot.money import format_amount, format_rupees
 from upstox_bot.monitoring.notifiers.telegram import RedactToken
+from upstox_bot.runtime.control import KernelView
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -213,7 +214,7 @@ class TelegramCommands:
         settings = state.settings
         result = await apply_kill_switch(
             state.sessions,
-            state.bot,
+            state.control,
             KillSwitchUpdate(active=pending.active, reason=pending.reason),
             account=settings.ACCOUNT_NAME,
             settings=settings,
@@ -233,7 +234,7 @@ class TelegramCommands:
         state = self._app.state
         settings = state.settings
         with session_scope(state.sessions) as session:
-            return await read_account(state.bot, session, settings.ACCOUNT_NAME, settings)
+            return await read_account(_view(state), session, settings.ACCOUNT_NAME, settings)
 
     async def _status(self) -> str:
         a = await self._account()
@@ -257,8 +258,9 @@ class TelegramCommands:
     async def _positions(self) -> str:
         state = self._app.state
         positions: list[PositionRead]
-        if state.bot is not None:
-            positions = live_positions(state.bot)
+        view = _view(state)
+        if view is not None:
+            positions = live_positions(view)
         else:
             with session_scope(state.sessions) as session:
                 positions = stored_positions(session, state.settings.ACCOUNT_NAME)
@@ -310,3 +312,10 @@ def start_commands(app: FastAPI) -> TelegramCommands | None:
         allowed_chats=settings.telegram_command_chats,
         confirm_s=settings.TELEGRAM_CONFIRM_SECONDS,
     )
+
+
+def _view(state: Any) -> KernelView | None:
+    """The running kernel's view through the app's control port, if one runs."""
+    control = state.control
+    view: KernelView | None = control.view() if control is not None else None
+    return view

@@ -49,7 +49,7 @@ from upstox_bot.db.repositories.api_keys import ApiKeyRecord
 from upstox_bot.db.session import session_scope
 
 if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+    from upstox_bot.runtime.control import KernelView
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +296,10 @@ def _stored_snapshots(app: FastAPI) -> dict[str, Any]:
     return out
 
 
-def _live_snapshots(bot: EmbeddedBot) -> dict[str, Any]:
+def _live_snapshots(view: KernelView) -> dict[str, Any]:
     return {
-        POSITIONS: {"positions": [p.model_dump(mode="json") for p in live_positions(bot)]},
-        ACCOUNT: account_payload(bot.engine.snapshot(), bot.engine.clock.now()),
+        POSITIONS: {"positions": [p.model_dump(mode="json") for p in live_positions(view)]},
+        ACCOUNT: account_payload(view.account, view.at),
     }
 
 
@@ -314,10 +314,11 @@ async def publish_snapshots(app: FastAPI, every_s: float = SNAPSHOT_EVERY_S) -> 
             latest.clear()
             continue
         try:
-            bot = app.state.bot
+            control = app.state.control
+            view = control.view() if control is not None else None
             snapshots = (
-                _live_snapshots(bot)
-                if bot is not None
+                _live_snapshots(view)
+                if view is not None
                 else await run_in_threadpool(_stored_snapshots, app)
             )
         except Exception:  # a failed snapshot must not end the stream: log, try next time

@@ -24,7 +24,7 @@ from upstox_bot.backtest.data import Dataset
 from upstox_bot.backtest.fastpath import FastPlan
 from upstox_bot.backtest.models import BacktestTrade, EquityPoint, OpenPosition
 from upstox_bot.backtest.rules import BacktestExitManager, BacktestExitRules, BacktestRiskManager
-from upstox_bot.clock import SimClock
+from upstox_bot.clock import MarketClock
 from upstox_bot.domain import (
     AccountSnapshot,
     AuditRecord,
@@ -37,7 +37,6 @@ from upstox_bot.domain import (
     Signal,
     SignalStatus,
     Trade,
-    ms_to_datetime,
     reduce_to_fields,
 )
 from upstox_bot.feed.replay import (
@@ -57,6 +56,7 @@ from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.engine import Engine, EngineConfig
 from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.journal import MemoryJournal
+from upstox_bot.trading.kernel import TradingCore
 from upstox_bot.trading.ports import ChargesModel
 
 _DAY_MS = 86_400_000
@@ -153,6 +153,9 @@ class RunConfig:
     # Step only the minutes where a decision, a fill or an exit can happen, when the strategy
     # has a vectorised form (same trades; False steps every bar, for tests and comparisons).
     fast_path: bool = True
+    # Recompute the percentage limits from each day's opening capital, as a live account does
+    # (False: keep them on capital_paise, FIXED_RISK_CAPITAL).
+    limits_follow_capital: bool = True
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -191,7 +194,7 @@ class Backtest:
         }
         self.first_ms = min(int(s.start_ms[0]) for s in self.series)
         self.last_ms = max(int(s.start_ms[-1]) for s in self.series)
-        self.clock = SimClock(ms_to_datetime(session_open_ms(ist_date_of_ms(self.first_ms))))
+        self.clock = MarketClock(session_open_ms(ist_date_of_ms(self.first_ms)), ist=True)
         self.journal = BacktestJournal()
         limits = config.limits
         self.engine = Engine(
@@ -204,6 +207,7 @@ class Backtest:
                 series_capacity=config.series_capacity,
                 snapshot_every_minute=False,  # the backtest builds its own equity curve
                 audit_records=False,  # BacktestJournal drops audit records and snapshots
+                limits_follow_capital=config.limits_follow_capital,
             ),
             instruments=self.instruments,
             strategy=strategy,
@@ -225,6 +229,9 @@ class Backtest:
             tick_size_paise=lambda key: self.instruments[key].tick_size_paise,
         )
         self.executor = OrderExecutor(engine=self.engine, broker=self.broker, journal=self.journal)
+        self.core = TradingCore(
+            engine=self.engine, executor=self.executor, clock=self.clock, paper=self.broker
+        )
         self._equity: list[EquityPoint] = []
         self._exposed_ms = 0
         self._market_ms = 0
@@ -234,8 +241,7 @@ class Backtest:
 
     def _open_session(self, day: date) -> None:
         open_ms = session_open_ms(day)
-        self.clock.advance_to(open_ms)
-        self.executor.execute(self.engine.on_timer(open_ms))
+        self.core.fire_timer(open_ms)
         self._last_ts = open_ms
         self._market_ms += SESSION_MS
 
@@ -244,9 +250,8 @@ class Backtest:
         engine = self.engine
         if engine.positions:
             self._exposed_ms += close_ms - self._last_ts
-        self.clock.advance_to(close_ms)
-        self.executor.execute(engine.on_timer(close_ms))
-        equity = engine.day.capital_paise + engine.day.realised_paise + engine.unrealised_paise
+        self.core.fire_timer(close_ms)
+        equity = engine.capital_paise + engine.realised_paise + engine.unrealised_paise
         self._equity.append(EquityPoint(day=day, equity_paise=equity))
 
     def run(self, progress: Callable[[float], None] | None = None) -> RunOutput:
@@ -264,11 +269,11 @@ class Backtest:
         if plan is None:
             self._run_full(progress)
         else:
-            self.engine.strategy = _CandidateGate(self._strategy, plan.candidates)
+            self.engine.reconfigure(strategy=_CandidateGate(self._strategy, plan.candidates))
             try:
                 self._run_fast(plan, progress)
             finally:
-                self.engine.strategy = self._strategy
+                self.engine.reconfigure(strategy=self._strategy)
         if progress is not None:
             progress(1.0)
         return RunOutput(
@@ -282,7 +287,7 @@ class Backtest:
 
     def _run_full(self, progress: Callable[[float], None] | None) -> None:
         """Every trade of every bar path, in time order."""
-        engine, broker, executor, clock = self.engine, self.broker, self.executor, self.clock
+        engine, broker, core = self.engine, self.broker, self.core
         keys = self.keys
         skip_repeats = self.config.skip_idle_repeats
         span = max(self.last_ms - self.first_ms, 1)
@@ -300,17 +305,10 @@ class Backtest:
                 working = broker.working_count
             if repeat and skip_repeats and not working and not engine.exit_queue:
                 continue
-            clock.advance_to(ts)
             if engine.positions:
                 self._exposed_ms += ts - self._last_ts
             self._last_ts = ts
-            key = keys[index]
-            if working:
-                executor.apply_fills(broker.on_trade(key, price))
-                working = broker.working_count
-            intents = engine.on_trade(key, ts, price, quantity)
-            if intents:
-                executor.execute(intents)
+            if core.step_trade(keys[index], ts, price, quantity) or working:
                 working = broker.working_count
             count += 1
             if progress is not None and not count % _PROGRESS_EVERY:
@@ -386,10 +384,10 @@ class Backtest:
                     )
         if len(self.series) > 1:
             trades.sort()
-        engine, broker, executor, clock, keys = (
+        engine, broker, core, clock, keys = (
             self.engine,
             self.broker,
-            self.executor,
+            self.core,
             self.clock,
             self.keys,
         )
@@ -405,19 +403,14 @@ class Backtest:
             self._count += 1
             if not working:
                 # Nothing to fill: most trades only move the candle and the last price.
+                clock.advance_to(ts)
                 quiet = engine.on_quiet_trade(keys[index], ts, price, quantity)
                 if quiet is not None:
                     if quiet:
-                        executor.execute(quiet)
+                        core.execute(quiet)
                         working = broker.working_count
                     continue
-            key = keys[index]
-            if working:
-                executor.apply_fills(broker.on_trade(key, price))
-                working = broker.working_count
-            intents = engine.on_trade(key, ts, price, quantity)
-            if intents:
-                executor.execute(intents)
+            if core.step_trade(keys[index], ts, price, quantity) or working:
                 working = broker.working_count
 
     def _quiet_end(
@@ -426,13 +419,13 @@ class Backtest:
         """How far from minute j the open positions let the run skip: before the first bar
         that could reach an exit level, the square-off or the daily loss limit (j: none)."""
         engine = self.engine
-        if not engine.day.square_off_done:
+        if not engine.square_off_done:
             end = min(end, square_off_at)
         if end <= j:
             return j
         rules = self.config.exits
         until = int(plan.minutes[end]) if end < len(plan.minutes) else None
-        worst_pnl = engine.day.realised_paise
+        worst_pnl = engine.realised_paise
         for key, position in engine.positions.items():
             if engine.router.exit_date(key) is not None:
                 return j
@@ -478,7 +471,7 @@ class Backtest:
             )
             if end <= j:
                 return j
-        if not engine.day.loss_limit_hit and engine.risk.loss_limit_breached(worst_pnl):
+        if not engine.loss_limit_hit and engine.risk.loss_limit_breached(worst_pnl):
             return j
         return end
 
@@ -547,9 +540,9 @@ class Backtest:
                     )
         if len(bars) > 1:
             trades.sort()
-        aggregator, keys = self.engine.aggregator, self.keys
+        engine, keys = self.engine, self.keys
         for ts, index, price, quantity, _repeat in trades:
-            if aggregator.on_trade(keys[index], ts, price, quantity) is not None:
+            if engine.aggregate_trade(keys[index], ts, price, quantity):
                 raise RuntimeError("backtest fast path: a built candle closed another")
 
     def _trades(self) -> list[BacktestTrade]:

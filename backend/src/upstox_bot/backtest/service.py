@@ -140,6 +140,7 @@ def build_config(
         ),
         quantity=request.quantity,
         kill_switch_square_off=settings.KILL_SWITCH_SQUARE_OFF,
+        limits_follow_capital=not settings.FIXED_RISK_CAPITAL,
     )
     return config, timeframe_s
 

@@ -96,7 +96,8 @@ class TickRow(Base):
     """A stored market update (sampled: the feed keeps one per symbol every few seconds)."""
 
     __tablename__ = "ticks"
-    __table_args__ = (Index(None, "instrument_key", "ts"),)
+    # One stored tick per instrument and time: storing a batch twice stores nothing more.
+    __table_args__ = (Index(None, "instrument_key", "ts", unique=True),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     instrument_key: Mapped[str] = mapped_column(String(KEY))
@@ -391,8 +392,9 @@ class CheckpointRow(Base):
     harness: Mapped[str] = mapped_column(String(32))
     trading_date: Mapped[date] = mapped_column(Date)
     market_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    ticks_processed: Mapped[int] = mapped_column(BigInteger)  # in this trading date's stream
-    seed: Mapped[int | None] = mapped_column(BigInteger)
+    position: Mapped[dict[str, Any]] = mapped_column(JsonDoc)  # the harness's place in its stream
+    holder: Mapped[str | None] = mapped_column(String(64))  # the kernel instance that wrote it
+    number: Mapped[int] = mapped_column(BigInteger, server_default="0")  # its commits
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

@@ -94,6 +94,32 @@ class TickAggregator:
         self._session_open = day + self._open_offset
         self._session_close = day + self._close_offset
 
+    def state(self) -> list[list[object]]:
+        """The open candles and volume baselines of every instrument, in the order the
+        instruments were first seen (which is the order a flush closes candles in): JSON
+        data that `restore_state` turns back into exactly this aggregator."""
+        return [
+            [key, b.start, b.end, b.open, b.high, b.low, b.close, b.volume, b.ticks, b.last_volume]
+            for key, b in self._builders.items()
+        ]
+
+    def restore_state(self, rows: list[list[object]]) -> None:
+        """Rebuild the aggregator from `state()` (a restart), before any trade is applied."""
+        builders: dict[str, _Builder] = {}
+        for row in rows:
+            key = str(row[0])
+            start, end, open_, high, low, close, volume, ticks, last = (
+                int(str(v)) for v in row[1:]
+            )
+            builder = _Builder(start, end, open_, last)
+            builder.high, builder.low, builder.close = high, low, close
+            builder.volume, builder.ticks = volume, ticks
+            builders[key] = builder
+        self._builders = builders
+        self._day_start = -1
+        self._session_open = 0
+        self._session_close = 0
+
     def on_tick(self, tick: Tick) -> Candle | None:
         """Apply a tick; return the candle it closed for its instrument, if any."""
         return self.on_trade(tick.instrument_key, tick.ts_ms, tick.ltp_paise, tick.ltq, tick.volume)
@@ -236,6 +262,40 @@ class CandleResampler:
         else:
             self._open[key] = current
         return completed
+
+    def state(self) -> list[list[object]]:
+        """The multiples being built, as JSON data for `restore_state`."""
+        return [
+            [
+                c.instrument_key,
+                c.start_ms,
+                c.open_paise,
+                c.high_paise,
+                c.low_paise,
+                c.close_paise,
+                c.volume,
+                c.ticks,
+            ]
+            for c in self._open.values()
+        ]
+
+    def restore_state(self, rows: list[list[object]]) -> None:
+        """Rebuild the multiples being built from `state()` (a restart)."""
+        self._open = {}
+        for row in rows:
+            key = str(row[0])
+            start, open_, high, low, close, volume, ticks = (int(str(v)) for v in row[1:])
+            self._open[key] = Candle(
+                instrument_key=key,
+                interval_s=self.interval_s,
+                start_ms=start,
+                open_paise=open_,
+                high_paise=high,
+                low_paise=low,
+                close_paise=close,
+                volume=volume,
+                ticks=ticks,
+            )
 
     def flush(self, now_ms: int) -> list[Candle]:
         """Close multiples whose bucket ended at or before now_ms."""

@@ -49,6 +49,7 @@ class AlertKind(StrEnum):
     RECONCILIATION_MISMATCH = "reconciliation_mismatch"
     WORKER_DOWN = "worker_down"
     SETTING_SKIPPED = "setting_skipped"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     END_OF_DAY_SUMMARY = "end_of_day_summary"
     TEST = "test"
     RATE_LIMITED = "alerts_rate_limited"  # the dispatcher's own note: alerts were held back
@@ -70,6 +71,7 @@ _DEFAULTS: dict[AlertKind, tuple[Severity, str]] = {
     AlertKind.RECONCILIATION_MISMATCH: (Severity.CRITICAL, "Reconciliation mismatch"),
     AlertKind.WORKER_DOWN: (Severity.CRITICAL, "Worker down"),
     AlertKind.SETTING_SKIPPED: (Severity.WARNING, "Stored setting skipped at start"),
+    AlertKind.DATABASE_UNAVAILABLE: (Severity.CRITICAL, "Database unavailable"),
     AlertKind.END_OF_DAY_SUMMARY: (Severity.INFO, "End-of-day summary"),
     AlertKind.TEST: (Severity.INFO, "Test alert"),
     AlertKind.RATE_LIMITED: (Severity.WARNING, "Alerts held back by the rate limit"),

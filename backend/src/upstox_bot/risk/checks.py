@@ -125,6 +125,13 @@ class RiskManager:
         self._risk_per_trade_paise = limits.risk_per_trade_paise
         self._max_position_value_paise = limits.max_position_value_paise
 
+    def reconfigure(self, limits: RiskLimits) -> None:
+        """Take new limits, the order pacing included (settings changed, or a new day's
+        capital)."""
+        self.limits = limits
+        self.rate_limiter.max_per_minute = limits.max_orders_per_minute
+        self.rate_limiter.min_interval_ms = limits.min_order_interval_s * 1000
+
     @property
     def loss_limit_paise(self) -> int:
         """The daily loss limit of the current limits (paise, positive)."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -29,9 +30,6 @@ from upstox_bot.diagnose import StartupError, port_message
 from upstox_bot.domain import IST, AccountSnapshot, Position, Trade
 from upstox_bot.money import format_rupees
 from upstox_bot.runtime.embedded import EmbeddedBot, RunOptions
-
-if TYPE_CHECKING:
-    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +254,46 @@ class _LiveBlock:
         return render_summary(self._bot, width=size.width, height=size.height)
 
 
+class ApiThread:
+    """The API server on a thread of its own, with its own event loop: no request (a large
+    body, a slow client) ever runs on the market loop or slows trading."""
+
+    def __init__(self, bot: EmbeddedBot, settings: Settings) -> None:
+        import uvicorn
+
+        from upstox_bot.api.server import uvicorn_options
+
+        app = bot.create_api()
+        config = uvicorn.Config(
+            app,
+            host=settings.API_HOST,
+            port=settings.API_PORT,
+            log_config=None,
+            lifespan="on",
+            **uvicorn_options(settings),
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._serve, name="api", daemon=True)
+
+    def _serve(self) -> None:
+        # uvicorn exits with SystemExit when it cannot bind: that ends this thread only.
+        with contextlib.suppress(SystemExit):
+            self.server.run()
+
+    async def start(self) -> bool:
+        """Start serving; False when the server could not start (its port is taken)."""
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.to_thread(self.thread.join, 10)
+
+
 async def run_embedded(settings: Settings, options: RunOptions, console: Console) -> int:
     """Run until the duration is played (exit 0) or the process is interrupted."""
     bot = EmbeddedBot(settings, options)
@@ -269,33 +307,13 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
             log.warning("console.summary_failed", exc_info=True)
 
     bot.session_ended = session_ended
-    server = None
-    server_task: asyncio.Task[None] | None = None
+    api: ApiThread | None = None
     if options.serve_api:
-        import uvicorn
-
-        from upstox_bot.api.app import create_app
-        from upstox_bot.api.hub import EventHub
-        from upstox_bot.api.server import uvicorn_options
-
-        bot.hub = EventHub()
-        app = create_app(bot.settings, bot=bot, hub=bot.hub)
-        config = uvicorn.Config(
-            app,
-            host=settings.API_HOST,
-            port=settings.API_PORT,
-            log_config=None,
-            lifespan="on",
-            **uvicorn_options(settings),
-        )
-        server = uvicorn.Server(config)
-        server_task = asyncio.create_task(_serve(server))
+        api = ApiThread(bot, settings)
         # Trade only once the API is up: a bot the trader cannot reach or stop is refused.
-        while not server.started:
-            if server_task.done():
-                bot.close()
-                raise StartupError(port_message(settings.API_HOST, settings.API_PORT))
-            await asyncio.sleep(0.05)
+        if not await api.start():
+            bot.close()
+            raise StartupError(port_message(settings.API_HOST, settings.API_PORT))
         console.print(
             f"API on http://{settings.API_HOST}:{settings.API_PORT} (dashboard at /, docs at "
             "/docs)",
@@ -310,6 +328,19 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
         highlight=False,
         soft_wrap=True,
     )
+    terminated = False
+
+    def on_sigterm() -> None:
+        # SIGTERM (a service manager, `docker stop`) stops as Ctrl-C does: the market loop
+        # ends, the last commit is made and pending alerts are sent.
+        nonlocal terminated
+        terminated = True
+        log.warning("run.sigterm")
+        bot.stop()
+
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     market = asyncio.create_task(bot.run_market())
     interrupted = False
     try:
@@ -336,10 +367,8 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
             with contextlib.suppress(asyncio.CancelledError):
                 await market
         bot.flush()
-        if server is not None and server_task is not None:
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await server_task
+        if api is not None:
+            await api.stop()
         bot.close()
         if interrupted:
             console.print(stop_note(bot), highlight=False, soft_wrap=True)
@@ -353,7 +382,7 @@ async def run_embedded(settings: Settings, options: RunOptions, console: Console
     )
     if snap.open_positions:
         console.print(stop_note(bot), highlight=False, soft_wrap=True)
-    return 0
+    return 128 + signal.SIGTERM if terminated else 0
 
 
 def _log_through(console: Console) -> None:
@@ -365,9 +394,3 @@ def _log_through(console: Console) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, RichHandler):
             handler.console = console
-
-
-async def _serve(server: uvicorn.Server) -> None:
-    """uvicorn's serve(), with its exit on a failed bind (SystemExit) turned into an ending."""
-    with contextlib.suppress(SystemExit):
-        await server.serve()

@@ -1,18 +1,17 @@
-"""The distributed harness: the same Engine driven by Celery tasks over Redis and PostgreSQL.
+"""The distributed harness's transport: feed shards, their tick batches in Redis, sessions.
 
 Design (docs/deployment.md tells the whole story):
 
-- A feed task holds one market-data shard under a Redis lease. It cuts the shard's ticks into
-  numbered batches, stores each in Redis, and enqueues `orders.apply_ticks` for it.
-- The account's Engine lives in whichever orders worker holds the account lock. An apply task
-  takes the lock, gets the engine (this process's, if it is the one that wrote the newest
-  checkpoint; otherwise rebuilt from PostgreSQL), and applies every available batch in order,
-  tick by tick, exactly as the embedded loop does: paper fills first, then `Engine.on_tick`,
-  then placement of the intents. The paper broker's book is in Redis
-  (`PersistentPaperBroker`), so an order accepted before a crash is found by its tag.
-- Every commit writes an `engine.checkpoint` audit record in the same transaction: which tick
-  of which batch the engine has applied. After a crash the next engine resumes exactly there,
-  with the state the database held at that commit; nothing is applied twice and nothing lost.
+- A feed task holds one market-data shard under a Redis lease: a simulated market played at a
+  chosen speed (or flat out), or one live Upstox V3 connection. It cuts the shard's ticks into
+  numbered batches, stores each in Redis (fenced by the lease), puts a note on the account's
+  wake stream and enqueues the batch's ingest (sampled ticks into PostgreSQL).
+- The account's kernel lives in the one worker holding the account's lease (runtime/holder.py):
+  woken by the note, it applies the batch tick by tick exactly as the embedded loop does, and
+  commits with its checkpoint (each shard's cursor). Controls reach it on its control stream.
+- A batch is kept by its feed until it is applied and ingested: if Redis loses batches, notes
+  or tasks (a restart, a flush), the feed stores and announces them again; duplicates change
+  nothing.
 
 The result: one seed gives the same orders, trades and positions as the embedded harness.
 """
@@ -28,56 +27,27 @@ import time as walltime
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from itertools import islice
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import redis
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from upstox_bot.api.hub import (
-    account_payload,
-    candle_payload,
-    order_payload,
-    signal_payload,
-    tick_payload,
-)
+from upstox_bot.api.hub import tick_payload
 from upstox_bot.clock import NseCalendar
 from upstox_bot.config import MarketSource, Settings
-from upstox_bot.db.models import AccountMode, SignalRow
-from upstox_bot.db.repositories.accounts import AccountRepository
-from upstox_bot.db.repositories.audit import AuditRepository
-from upstox_bot.db.repositories.candles import CandleRepository
-from upstox_bot.db.repositories.journal import SqlJournal
-from upstox_bot.db.repositories.orders import OrderRepository
-from upstox_bot.db.repositories.positions import PositionRepository
-from upstox_bot.db.repositories.rate_limits import RateLimitLogRepository
-from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.repositories.ticks import TickRepository
-from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import (
     IST,
-    AccountSnapshot,
-    AuditRecord,
-    Candle,
-    ExitReason,
-    Fill,
     Instrument,
-    Order,
-    Position,
-    RiskDecision,
-    Signal,
-    SignalStatus,
     Tick,
-    Trade,
     datetime_to_ms,
     ms_to_datetime,
-    rupees_to_paise,
 )
-from upstox_bot.errors import ConfigError, NotFound
+from upstox_bot.errors import ConfigError
+from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
 from upstox_bot.feed.upstox_v3 import (
     DecodedFrame,
@@ -88,51 +58,37 @@ from upstox_bot.feed.upstox_v3 import (
     plan_shards,
 )
 from upstox_bot.monitoring.alerts import AlertDispatcher, AlertKind, dispatcher_from_settings
-from upstox_bot.risk.checks import RiskManager
-from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.runtime import components
-from upstox_bot.runtime.embedded import MarketClock
-from upstox_bot.trading.brokers.persistent import PersistentPaperBroker
-from upstox_bot.trading.engine import Engine, EngineConfig
-from upstox_bot.trading.exits import ExitManager
-from upstox_bot.trading.journal import BufferedJournal
-from upstox_bot.trading.ports import Journal
-from upstox_bot.trading.recovery import (
-    DurableOrderExecutor,
-    RecoveredState,
-    restore,
-    warm_candles,
-)
+from upstox_bot.runtime.store import with_db_retry
 from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
 from upstox_bot.worker import events
 from upstox_bot.worker.locks import Lease
 from upstox_bot.worker.state import (
     Keys,
-    RedisOrderRateLimiter,
-    RedisPaperBook,
     decode_tick,
     encode_ticks,
-    position_to_dict,
     redis_client,
 )
 
+__all__ = ["with_db_retry"]  # the workers' units of work wait out PostgreSQL restarts
+
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EVENT = "engine.checkpoint"
-BATCH_TICKS = 2000  # ticks per feed batch
+BATCH_TICKS = 2000  # ticks per feed batch (at most)
+PACED_CUT_S = 0.02  # a paced feed cuts a batch of what is due at least this often
+PAUSE_READ_S = 0.05  # how often a feed looks whether the session is paused
+WAKE_MAXLEN = 10_000
+HOLDER_LAUNCH_MS = 5_000
+SESSION_MINUTES = 375
 BATCH_TTL_S = 6 * 3600
 FEED_LEASE_MS = 5000
 FEED_WINDOW = 16  # batches the feed may run ahead of the engine
 FEED_STALL_S = 3.0  # no engine progress for this long: store and enqueue the batches again
 FEED_FINAL_WAIT_S = 600.0
-DB_RETRY_S = 90.0  # ride out a PostgreSQL restart before giving a commit up
-WARM_UP_MAX_MS = 5 * 60_000  # how far back a rebuilt engine replays ticks into its candles
 MARKET_SIM = "sim"
 MARKET_UPSTOX = "upstox"
-LATENCY_SAMPLES = 1000  # candle-close-to-order latencies kept in Redis per account
 
 Enqueue = Callable[[str, Sequence[Any]], None]
-_T = TypeVar("_T")
 
 
 # --- per-process resources ------------------------------------------------------------------
@@ -148,7 +104,6 @@ class Resources:
         self.redis_url = settings.REDIS_URL
         self._sessions: sessionmaker[Session] | None = None
         self._redis: redis.Redis | None = None
-        self.runtimes: dict[str, AccountRuntime] = {}
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -169,141 +124,16 @@ class Resources:
             self._redis = redis_client(self.redis_url)
         return self._redis
 
-
-def with_db_retry(work: Callable[[], _T], *, deadline_s: float = DB_RETRY_S) -> _T:
-    """Run a unit of work, retrying while the database is unreachable (a restart).
-
-    Raises:
-        sqlalchemy.exc.DBAPIError: the database stayed away past the deadline, or the error is
-            not a lost connection.
-    """
-    deadline = walltime.monotonic() + deadline_s
-    pause = 0.1
-    while True:
-        try:
-            return work()
-        except DBAPIError as exc:
-            if not _is_disconnect(exc) or walltime.monotonic() >= deadline:
-                raise
-            log.warning("db.unavailable", extra={"retry_in_s": pause})
-            walltime.sleep(pause)
-            pause = min(pause * 2, 2.0)
-
-
-def _is_disconnect(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
-        return True
-    text = str(exc.orig).lower()
-    return any(
-        word in text
-        for word in ("connection", "terminating", "shutting down", "starting up", "closed")
-    )
-
-
-# --- the journal that also collects live events -----------------------------------------------
-
-
-class EventJournal:
-    """A Journal that forwards every call and collects the live events to publish after commit."""
-
-    def __init__(self, inner: Journal, symbols: Mapping[str, str]) -> None:
-        self.inner = inner
-        self.symbols = symbols
-        self.events: list[events.Event] = []
-        self.positions_changed = False
-
-    def candle(self, candle: Candle) -> None:
-        self.inner.candle(candle)
-        self.events.append(
-            (events.CANDLES, candle_payload(candle, self.symbols.get(candle.instrument_key)))
-        )
-
-    def signal(self, signal: Signal, status: SignalStatus) -> None:
-        self.inner.signal(signal, status)
-        self.events.append((events.SIGNALS, signal_payload(signal, status)))
-
-    def signal_status(self, signal_id: str, status: SignalStatus) -> None:
-        self.inner.signal_status(signal_id, status)
-        self.events.append((events.SIGNALS, {"signal_id": signal_id, "status": status.value}))
-
-    def risk_decision(self, decision: RiskDecision) -> None:
-        self.inner.risk_decision(decision)
-
-    def order(self, order: Order) -> None:
-        self.inner.order(order)
-        self.events.append((events.ORDERS, order_payload(order)))
-
-    def order_sent(self, client_order_id: str, at: datetime) -> None:
-        self.inner.order_sent(client_order_id, at)
-
-    def fill(self, fill: Fill) -> None:
-        self.inner.fill(fill)
-
-    def position_opened(self, position: Position) -> None:
-        self.inner.position_opened(position)
-        self.positions_changed = True
-
-    def position_updated(self, position: Position) -> None:
-        self.inner.position_updated(position)
-        self.positions_changed = True
-
-    def position_closed(self, position: Position, trade: Trade) -> None:
-        self.inner.position_closed(position, trade)
-        self.positions_changed = True
-
-    def account(self, snapshot: AccountSnapshot) -> None:
-        self.inner.account(snapshot)
-        self.events.append((events.ACCOUNT, account_payload(snapshot)))
-
-    def audit(self, record: AuditRecord) -> None:
-        self.inner.audit(record)
-
-
-class _CandleBatchingJournal:
-    """Replays into a SqlJournal but keeps the candles for one multi-row upsert at the end
-    (candles reference nothing, so writing them last in the transaction changes nothing)."""
-
-    def __init__(self, inner: SqlJournal) -> None:
-        self.inner = inner
-        self.candles: list[Candle] = []
-
-    def candle(self, candle: Candle) -> None:
-        self.candles.append(candle)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-# --- the account's engine in a worker ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """The newest engine.checkpoint of an account: who wrote it and how far each shard is."""
-
-    token: str
-    number: int
-    clock_ms: int
-    cursors: Mapping[str, tuple[int, int]]  # shard -> (next batch, next tick in it)
-    first_seen: tuple[str, ...] = ()  # instruments in the order the engine first saw a tick
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> Checkpoint:
-        return cls(
-            token=str(data["token"]),
-            number=int(data["number"]),
-            clock_ms=int(data["clock_ms"]),
-            cursors={k: (int(v[0]), int(v[1])) for k, v in dict(data["cursors"]).items()},
-            first_seen=tuple(data.get("first_seen") or ()),
-        )
-
-
-def load_checkpoint(session: Session, account: str) -> Checkpoint | None:
-    """The newest checkpoint the account's engine committed, or None (never ran)."""
-    found = AuditRepository(session).find(
-        entity="engine", entity_id=account, event=CHECKPOINT_EVENT, limit=1
-    )
-    return Checkpoint.from_data(found[0].data) if found else None
+    def close(self) -> None:
+        """Dispose of the database engine and the Redis client (a worker process ending)."""
+        if self._sessions is not None:
+            bind = self._sessions.kw.get("bind")
+            if bind is not None:
+                bind.dispose()
+            self._sessions = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
 
 
 def sim_universe(settings: Settings) -> tuple[dict[str, Instrument], dict[str, int]]:
@@ -333,522 +163,6 @@ def calendar_of(settings: Settings, sessions: sessionmaker[Session] | None = Non
     return components.trading_calendar(settings, sessions)
 
 
-class AccountRuntime:
-    """One account's Engine, paper broker and executor inside the worker holding its lock.
-
-    Build it with `AccountRuntime.load`, which restores the state the database holds; call its
-    methods only while holding the account lock.
-    """
-
-    def __init__(
-        self,
-        resources: Resources,
-        account: str,
-        *,
-        clock_ms: int,
-        after_place: Callable[[Order], None] | None = None,
-    ) -> None:
-        settings = resources.settings
-        self.resources = resources
-        self.account = account
-        self.token = uuid.uuid4().hex
-        self.number = 0  # checkpoints this instance committed
-        self.cursors: dict[str, tuple[int, int]] = {}
-        # wall seconds from the feed cutting the batch with a candle's closing tick to the
-        # entry orders it caused being sent (the embedded harness's candle_to_order_s)
-        self.latencies: list[float] = []
-        self.first_seen: dict[str, None] = {}  # ordered: the aggregator's instrument order
-        self.clock = MarketClock(clock_ms)
-        self.instruments = account_instruments(resources)
-        symbols = {k: i.trading_symbol for k, i in self.instruments.items()}
-        self.buffer = BufferedJournal()
-        self.journal = EventJournal(self.buffer, symbols)
-        client = resources.redis
-        capital, kill = self._prepare_account()
-        limits = components.risk_limits(settings, capital_paise=capital)
-        self.engine = Engine(
-            config=EngineConfig(
-                account=account,
-                capital_paise=capital,
-                candle_interval_s=settings.CANDLE_INTERVAL_MINUTES * 60,
-                signal_cooldown_s=settings.SIGNAL_COOLDOWN_MINUTES * 60,
-                kill_switch_square_off=settings.KILL_SWITCH_SQUARE_OFF,
-            ),
-            instruments=self.instruments,
-            strategy=components.strategy(settings),
-            risk=RiskManager(
-                limits,
-                RedisOrderRateLimiter(
-                    limits.max_orders_per_minute,
-                    limits.min_order_interval_s,
-                    client=client,
-                    account=account,
-                ),
-                kill,
-                calendar=calendar_of(settings, resources.sessions),
-            ),
-            exits=ExitManager(components.exit_rules(settings)),
-            journal=self.journal,
-            charges=components.charges_model(settings),
-            clock=self.clock,
-        )
-        self.broker = PersistentPaperBroker(
-            book=RedisPaperBook(client, account),
-            clock=self.clock,
-            slippage_bps=settings.SLIPPAGE_BPS,
-            tick_size_paise=lambda key: self.instruments[key].tick_size_paise,
-        )
-        self.executor = DurableOrderExecutor(
-            engine=self.engine,
-            broker=self.broker,
-            journal=self.journal,
-            commit=self.flush,
-            fills_of=self.broker.fills_of,
-            after_place=after_place,
-        )
-
-    # --- building ---------------------------------------------------------------------------
-
-    @classmethod
-    def load(
-        cls,
-        resources: Resources,
-        account: str,
-        *,
-        default_clock_ms: int,
-        after_place: Callable[[Order], None] | None = None,
-    ) -> AccountRuntime:
-        """The account's engine as the database holds it: fresh, or restored at its checkpoint.
-
-        Args:
-            default_clock_ms: market time to start at when the engine never ran (epoch ms).
-        """
-
-        def read() -> Checkpoint | None:
-            with session_scope(resources.sessions) as session:
-                return load_checkpoint(session, account)
-
-        checkpoint = with_db_retry(read)
-        clock_ms = checkpoint.clock_ms if checkpoint is not None else default_clock_ms
-        runtime = with_db_retry(
-            lambda: cls(resources, account, clock_ms=clock_ms, after_place=after_place)
-        )
-        if checkpoint is not None:
-            runtime.cursors = dict(checkpoint.cursors)
-            runtime.first_seen = dict.fromkeys(checkpoint.first_seen)
-            runtime._recover()
-        runtime.flush()  # claims the account: the newest checkpoint is now this instance's
-        log.info(
-            "engine.loaded",
-            extra={
-                "account": account,
-                "restored": checkpoint is not None,
-                "positions": len(runtime.engine.positions),
-                "orders_in_flight": len(runtime.engine.orders),
-            },
-        )
-        return runtime
-
-    def is_current(self, checkpoint: Checkpoint | None) -> bool:
-        """Whether this instance wrote the newest checkpoint (no other worker moved on since)."""
-        if checkpoint is None:
-            return False
-        return checkpoint.token == self.token and checkpoint.number == self.number
-
-    def _prepare_account(self) -> tuple[int, KillSwitch]:
-        settings = self.resources.settings
-        today = self.clock.now().astimezone(IST).date()
-        with session_scope(self.resources.sessions) as session:
-            now = datetime.now(UTC)
-            SymbolRepository(session).upsert_many(self.instruments.values(), now)
-            account = AccountRepository(session).get_or_create(
-                self.account,
-                mode=AccountMode.PAPER,
-                starting_capital_paise=rupees_to_paise(settings.ACCOUNT_SIZE),
-                at=now,
-            )
-            earlier = TradeRepository(session, self.account).net_pnl_paise(
-                date(1970, 1, 1), today - timedelta(days=1)
-            )
-            kill = KillSwitch(active=account.kill_switch, reason=account.kill_switch_reason or "")
-            return account.starting_capital_paise + earlier, kill
-
-    def _recover(self) -> None:
-        engine = self.engine
-        now = self.clock.now()
-        today = now.astimezone(IST).date()
-        day_start = datetime.combine(today, datetime.min.time(), tzinfo=IST)
-
-        def read() -> RecoveredState:
-            with session_scope(self.resources.sessions) as session:
-                return self._read_state(session, today, day_start, now)
-
-        state = with_db_retry(read)
-        # The open candles and the latest prices were in the dead engine's memory only:
-        # rebuild them from the tick batches it applied last (still in Redis).
-        recent, shard_of, shard_ms = self._recent_ticks()
-        prices = warm_candles(engine, recent, first_seen=list(self.first_seen))
-        state.last_prices = {**state.last_prices, **prices}
-        # A shard behind the clock may have had a candle closed early (a minute flush driven
-        # by another shard's ticks); keep each series before its shard's current minute, so that
-        # a candle the aggregator closes again is not older than the series' last.
-        fallback = min(shard_ms.values(), default=self.clock.now_ms())
-        state.candles = {
-            key: [
-                c
-                for c in candles
-                if c.start_ms < _minute(shard_ms.get(shard_of.get(key, ""), fallback))
-            ]
-            for key, candles in state.candles.items()
-        }
-        restore(engine, state)
-        for order in list(engine.orders.values()):
-            self.executor.resolve(order)
-
-    def _recent_ticks(self) -> tuple[list[Tick], dict[str, str], dict[str, int]]:
-        """The ticks applied in the few minutes before the checkpoint, oldest first: back to
-        the first minute in which every instrument of the newest minute had traded before.
-
-        Returns:
-            The ticks; the shard of each instrument seen; each shard's time (epoch ms of the
-            last tick it applied).
-        """
-        client = self.resources.redis
-        clock_ms = self.clock.now_ms()
-        earliest = _minute(clock_ms) - WARM_UP_MAX_MS
-        collected: list[Tick] = []
-        shard_of: dict[str, str] = {}
-        shard_ms: dict[str, int] = {}
-        for shard, (seq, index) in self.cursors.items():
-            wanted: set[str] = set()
-            seen_before: set[str] = set()
-            ticks: list[Tick] = []
-            done = False
-            minute_start: int | None = None
-            while seq >= 1 and not done:
-                raw = cast(bytes | None, client.get(Keys.batch(self.account, shard, seq)))
-                if raw is None:
-                    break
-                rows = json.loads(raw)["ticks"]
-                upto = index if index else len(rows)
-                for row in reversed(rows[:upto]):
-                    tick = decode_tick(row)
-                    if minute_start is None:
-                        shard_ms[shard] = tick.ts_ms
-                        minute_start = _minute(tick.ts_ms)
-                    if tick.ts_ms < earliest:
-                        done = True
-                        break
-                    shard_of.setdefault(tick.instrument_key, shard)
-                    if tick.ts_ms >= minute_start:
-                        wanted.add(tick.instrument_key)
-                    else:
-                        seen_before.add(tick.instrument_key)
-                        if wanted <= seen_before:
-                            done = True
-                            break
-                    ticks.append(tick)
-                seq, index = seq - 1, 0
-            collected.extend(reversed(ticks))
-        collected.sort(key=lambda t: t.ts_ms)  # stable: ties keep their shard order
-        return collected, shard_of, shard_ms
-
-    def _read_state(
-        self, session: Session, today: date, day_start: datetime, now: datetime
-    ) -> RecoveredState:
-        account = self.account
-        engine = self.engine
-        trades = TradeRepository(session, account).find(
-            start_date=today, end_date=today, limit=100_000
-        )
-        snapshot = AccountRepository(session).latest_snapshot(account, on_or_before=today)
-        interval_s = engine.config.candle_interval_s
-        candles: dict[str, list[Candle]] = {}
-        last_prices: dict[str, int] = {}
-        repo = CandleRepository(session)
-        for key in self.instruments:
-            base = repo.find(key, 60, since=day_start, until=now)
-            if base:
-                last_prices[key] = base[-1].close_paise
-            series = base if interval_s == 60 else repo.find(key, interval_s, since=day_start)
-            candles[key] = series[-engine.config.series_capacity :]
-        cooldowns: dict[str, int] = {}
-        rows = session.execute(
-            select(SignalRow.instrument_key, SignalRow.created_at, SignalRow.type, SignalRow.status)
-            .where(SignalRow.account == account, SignalRow.created_at >= day_start)
-            .order_by(SignalRow.created_at)
-        )
-        for key, created_at, kind, status in rows:
-            if kind in ("entry_long", "entry_short") and status != SignalStatus.IGNORED.value:
-                cooldowns[key] = datetime_to_ms(created_at)
-        horizon = max(60, engine.risk.limits.min_order_interval_s)
-        positions = PositionRepository(session, account).open_positions()
-        queued: dict[str, ExitReason] = {}
-        audits = AuditRepository(session)
-        for position in positions:
-            if position.exit_pending:
-                continue
-            triggered = audits.find(
-                entity="position",
-                entity_id=position.instrument_key,
-                event="exit.triggered",
-                since=position.entry_at,
-                limit=1,
-            )
-            if triggered:
-                queued[position.instrument_key] = ExitReason(str(triggered[0].data["reason"]))
-        return RecoveredState(
-            positions=positions,
-            queued_exits=queued,
-            unfinished_orders=OrderRepository(session, account).unfinished(),
-            realised_paise=sum(t.net_pnl_paise for t in trades),
-            charges_paise=sum(t.charges_paise for t in trades),
-            trades=len(trades),
-            orders=OrderRepository(session, account).count(since=day_start),
-            loss_limit_hit=bool(
-                snapshot and snapshot.trading_date == today.isoformat() and snapshot.loss_limit_hit
-            ),
-            last_prices=last_prices,
-            candles=candles,
-            last_entry_signal_ms=cooldowns,
-            sent_ms=RateLimitLogRepository(session, account).sent_ms_since(
-                now - timedelta(seconds=horizon)
-            ),
-        )
-
-    # --- committing -------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Commit what the engine recorded with a checkpoint, then publish and mirror to Redis."""
-        number = self.number + 1
-        checkpoint = AuditRecord(
-            event=CHECKPOINT_EVENT,
-            entity="engine",
-            entity_id=self.account,
-            at=self.clock.now(),
-            data={
-                "token": self.token,
-                "number": number,
-                "clock_ms": self.clock.now_ms(),
-                "cursors": {k: list(v) for k, v in self.cursors.items()},
-                "first_seen": list(self.first_seen),
-            },
-            actor="worker",
-        )
-
-        def commit() -> int:
-            with session_scope(self.resources.sessions) as session:
-                journal = _CandleBatchingJournal(SqlJournal(session, self.account))
-                count = self.buffer.replay_into(journal)
-                # One row per key: a multi-row upsert must not touch a row twice.
-                latest = {(c.instrument_key, c.interval_s, c.start_ms): c for c in journal.candles}
-                CandleRepository(session).upsert_many(latest.values())
-                AuditRepository(session).add(checkpoint)
-            return count
-
-        count = with_db_retry(commit)
-        self.buffer.forget(count)
-        self.number = number
-        self._after_commit()
-
-    def _after_commit(self) -> None:
-        client = self.resources.redis
-        published = list(self.journal.events)
-        self.journal.events.clear()
-        if self.journal.positions_changed:
-            self.journal.positions_changed = False
-            snapshot = [position_to_dict(p) for p in self.engine.positions.values()]
-            published.append((events.POSITIONS, snapshot))
-            try:
-                pipe = client.pipeline(transaction=True)
-                pipe.delete(Keys.positions(self.account))
-                if snapshot:
-                    pipe.hset(
-                        Keys.positions(self.account),
-                        mapping={p["instrument_key"]: json.dumps(p) for p in snapshot},
-                    )
-                pipe.execute()
-            except redis.RedisError:
-                log.warning("positions.snapshot_failed", extra={"account": self.account})
-        if self.latencies:
-            samples, self.latencies = self.latencies, []
-            try:
-                pipe = client.pipeline(transaction=False)
-                pipe.lpush(Keys.latencies(self.account), *(f"{x:.6f}" for x in samples))
-                pipe.ltrim(Keys.latencies(self.account), 0, LATENCY_SAMPLES - 1)
-                pipe.execute()
-            except redis.RedisError:
-                log.warning("latency.record_failed", extra={"account": self.account})
-        try:
-            mirror: dict[str, str] = {
-                "token": self.token,
-                "clock_ms": str(self.clock.now_ms()),
-                **{f"cursor:{k}": f"{s}:{i}" for k, (s, i) in self.cursors.items()},
-            }
-            client.hset(Keys.engine(self.account), mapping=mirror)  # type: ignore[arg-type]
-        except redis.RedisError:
-            log.warning("engine.mirror_failed", extra={"account": self.account})
-        events.publish(client, published)
-
-    # --- applying the market --------------------------------------------------------------
-
-    def drain(
-        self, shard: str, *, budget_s: float, stop: Callable[[], bool] = lambda: False
-    ) -> bool:
-        """Apply the shard's stored batches in order from the cursor, for up to `budget_s`.
-
-        Args:
-            stop: checked between batches; True stops (the account lock was lost).
-
-        Returns:
-            True when it stopped early with batches possibly left (enqueue another drain).
-        """
-        deadline = walltime.monotonic() + budget_s
-        client = self.resources.redis
-        while True:
-            if stop():
-                return True
-            seq, index = self.cursors.get(shard, (1, 0))
-            raw = cast(bytes | None, client.get(Keys.batch(self.account, shard, seq)))
-            if raw is None:
-                return False
-            self.apply_batch(shard, json.loads(raw), index)
-            if walltime.monotonic() >= deadline:
-                return True
-
-    def apply_batch(self, shard: str, batch: Mapping[str, Any], start: int) -> None:
-        """Apply one batch from tick `start`, as the embedded loop applies the same ticks."""
-        engine, executor, broker, clock = self.engine, self.executor, self.broker, self.clock
-        seen = self.first_seen
-        seq = int(batch["seq"])
-        rows = batch["ticks"]
-        if "entries_paused" in batch:  # live batches: the feed's view of the Upstox token
-            engine.risk.entries_paused = batch["entries_paused"]
-        cut_at = batch.get("cut_at")  # wall time (epoch s) the feed cut the batch
-        open_ms = batch.get("open_ms")
-        if start == 0 and open_ms is not None:
-            clock.advance_to(open_ms)
-            self.cursors[shard] = (seq, 0)
-            executor.execute(engine.on_timer(open_ms))
-        for index in range(start, len(rows)):
-            tick = decode_tick(rows[index])
-            if tick.instrument_key not in seen:
-                seen[tick.instrument_key] = None
-            clock.advance_to(tick.ts_ms)
-            if broker.working_count:
-                executor.apply_fills(broker.on_tick(tick))
-            intents = engine.on_tick(tick)
-            if intents:
-                # The tick is done once its intents are on record: resume after it.
-                self.cursors[shard] = (seq, index + 1)
-                executor.execute(intents)
-                if cut_at is not None and any(i.signal_id for i in intents):
-                    self.latencies.append(walltime.time() - float(cut_at))
-        timer_ms = batch.get("timer_ms")
-        if timer_ms is not None:  # live batches carry the engine's once-a-second timer
-            clock.advance_to(int(timer_ms))
-            executor.execute(engine.on_timer(clock.now_ms()))
-        close_ms = batch.get("close_ms")
-        if close_ms is not None:
-            clock.advance_to(close_ms)
-            executor.execute(engine.on_timer(close_ms))
-            self.journal.account(engine.snapshot())
-        self.cursors[shard] = (seq + 1, 0)
-        self.flush()
-
-    # --- commands -------------------------------------------------------------------------
-
-    def request_exit(self, instrument_key: str, reason: ExitReason, *, by: str) -> bool:
-        """Queue the exit of an open position and place what is due; False without a position."""
-        try:
-            self.engine.request_exit(instrument_key, reason)
-        except NotFound:
-            return False
-        self.journal.audit(
-            AuditRecord(
-                event="position.close_requested",
-                entity="position",
-                entity_id=instrument_key,
-                at=self.clock.now(),
-                data={"reason": reason.value},
-                actor=by,
-            )
-        )
-        self.executor.execute(self.engine.on_timer(self.clock.now_ms()))
-        self.flush()
-        return True
-
-    def set_kill_switch(self, active: bool, *, reason: str, by: str) -> None:
-        """Turn the kill switch on or off (on may square off), and place what is due."""
-        self.engine.set_kill_switch(active, reason=reason, by=by)
-        self.executor.execute(self.engine.on_timer(self.clock.now_ms()))
-        self.flush()
-
-    def reconcile(self) -> dict[str, int]:
-        """Compare the orders in flight with the broker's view by tag and settle differences."""
-        checked = settled = 0
-        for order in list(self.engine.orders.values()):
-            checked += 1
-            known = self.broker.find_by_tag(order.client_order_id)
-            if known is None or known.status is not order.status:
-                self.executor.resolve(order)
-                settled += 1
-        self.executor.resolve_unresolved()
-        self.flush()
-        return {"checked": checked, "settled": settled}
-
-
-def _minute(ms: int) -> int:
-    return ms - ms % 60_000
-
-
-def fault_hook_from_env() -> Callable[[Order], None] | None:
-    """Test-only fault injection: UPSTOX_BOT_FAULT=kill-after-place SIGKILLs the worker process
-    right after the broker accepted an order, before the database records it as accepted."""
-    if os.environ.get("UPSTOX_BOT_FAULT") != "kill-after-place":
-        return None
-
-    def kill(order: Order) -> None:
-        import signal
-
-        log.error("fault.kill_after_place", extra={"client_order_id": order.client_order_id})
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    return kill
-
-
-def account_runtime(
-    resources: Resources, account: str, *, default_clock_ms: int | None
-) -> AccountRuntime | None:
-    """This process's engine for the account if it is current, else one rebuilt from the store.
-
-    Call it holding the account lock. Returns None when the engine never ran and no start time
-    is given (nothing to act on).
-    """
-
-    def read() -> Checkpoint | None:
-        with session_scope(resources.sessions) as session:
-            return load_checkpoint(session, account)
-
-    cached = resources.runtimes.get(account)
-    checkpoint = with_db_retry(read)
-    if cached is not None and cached.is_current(checkpoint):
-        return cached
-    if checkpoint is None and default_clock_ms is None:
-        return None
-    start_ms = checkpoint.clock_ms if checkpoint is not None else cast(int, default_clock_ms)
-    runtime = AccountRuntime.load(
-        resources, account, default_clock_ms=start_ms, after_place=fault_hook_from_env()
-    )
-    resources.runtimes[account] = runtime
-    return runtime
-
-
-def drop_runtime(resources: Resources, account: str) -> None:
-    """Forget this process's engine (after an error): the next task rebuilds it from the store."""
-    resources.runtimes.pop(account, None)
-
-
 # --- the feed ----------------------------------------------------------------------------------
 
 
@@ -865,6 +179,7 @@ class FeedSpec:
     batch_ticks: int = BATCH_TICKS
     market: str = MARKET_SIM  # "sim": play the simulated market; "upstox": the live V3 feed
     end_ms: int | None = None  # live shards: when the session ends (epoch ms; None = the close)
+    speed: float | None = None  # simulated seconds per wall second; None plays flat out
 
     @property
     def live(self) -> bool:
@@ -881,6 +196,7 @@ class FeedSpec:
             "batch_ticks": self.batch_ticks,
             "market": self.market,
             "end_ms": self.end_ms,
+            "speed": self.speed,
         }
 
     @classmethod
@@ -895,6 +211,7 @@ class FeedSpec:
             batch_ticks=int(data.get("batch_ticks") or BATCH_TICKS),
             market=str(data.get("market") or MARKET_SIM),
             end_ms=int(data["end_ms"]) if data.get("end_ms") is not None else None,
+            speed=float(data["speed"]) if data.get("speed") is not None else None,
         )
 
 
@@ -933,9 +250,36 @@ def feed_progress(client: redis.Redis, account: str, shard: str) -> FeedProgress
     )
 
 
+def announce(client: redis.Redis, enqueue: Enqueue, spec: FeedSpec, seq: int) -> None:
+    """Tell the account's holder a batch is stored (a note on its wake stream), and have the
+    batch's ticks stored for the record (an ingest task, off the trading path). The shard is
+    registered again each time: a Redis that lost its data learns it back."""
+    account, shard = spec.account, spec.shard
+    try:
+        client.hset(Keys.shards, shard, json.dumps(spec.to_json()))
+        client.xadd(
+            Keys.wake(account), {"shard": shard, "seq": seq}, maxlen=WAKE_MAXLEN, approximate=True
+        )
+    except redis.RedisError:
+        log.warning("feed.wake_failed", extra={"shard": shard, "seq": seq})
+    enqueue("ingest.ticks", (account, shard, seq))
+
+
+def ensure_holder(client: redis.Redis, enqueue: Enqueue, account: str) -> bool:
+    """Start the account's holder unless one holds the account (or was just started)."""
+    if client.exists(Keys.account_lock(account)):
+        return False
+    if client.set(Keys.holder_launch(account), "1", nx=True, px=HOLDER_LAUNCH_MS):
+        enqueue("orders.hold_account", (account,))
+        return True
+    return False
+
+
 class FeedShard:
-    """Plays one shard under its lease: batches to Redis, an apply task per batch, kicks on
-    stall, at most FEED_WINDOW batches ahead of the engine."""
+    """Plays one simulated shard under its lease: numbered tick batches to Redis (at the
+    spec's speed, or flat out), a note to the account's holder per batch, at most FEED_WINDOW
+    batches ahead of it; batches not yet applied or not yet ingested are kept to be stored
+    and announced again if Redis loses them."""
 
     def __init__(self, resources: Resources, spec: FeedSpec, enqueue: Enqueue) -> None:
         """Args:
@@ -948,10 +292,19 @@ class FeedShard:
         self.enqueue = enqueue
         self.redis = resources.redis
         self.outstanding: dict[int, bytes] = {}
+        self._pause_at: int | None = None
+        self._pause_read = 0.0
+        self._lost: Callable[[], bool] = lambda: False
+        self._stop = False  # the session was asked to end now
+        self.last_seq: int | None = None  # the last batch's number, once it is cut
+        self.seq = 1  # the next batch's number
+        self.done = 0  # ticks stored so far
+        self.open_ms: int | None = None
+        self.last_ts: dict[str, int] = {}  # each instrument's last tick so far (epoch ms)
 
     def run(self) -> str:
         """Play the shard to its end; returns "done", "held" (another task has the lease),
-        "lost" (the lease was taken over) or "stalled" (the engine stopped applying)."""
+        "lost" (the lease was taken over) or "stalled" (the holder stopped applying)."""
         spec = self.spec
         from upstox_bot.worker.locks import Lease
 
@@ -961,6 +314,7 @@ class FeedShard:
             return "held"
         lease.start_renewing()
         try:
+            ensure_holder(self.redis, self.enqueue, spec.account)
             return self._play(lease.lost.is_set)
         finally:
             lease.release()
@@ -988,6 +342,22 @@ class FeedShard:
         close_ms = min(end_ms, datetime_to_ms(calendar.session_close(spec.trading_date)))
         return market.iter_ticks(), open_ms, close_ms
 
+    def _pause(self) -> int | None:
+        """The market time the account's feeds wait at, read from Redis now and then (with
+        whether the session was asked to stop)."""
+        now = walltime.monotonic()
+        if now - self._pause_read >= PAUSE_READ_S:
+            self._pause_read = now
+            try:
+                raw = self.redis.get(Keys.session_pause(self.spec.account))
+                self._pause_at = int(raw) if raw is not None else None
+                self._stop = bool(
+                    self.redis.hget(Keys.feed_state(self.spec.shard), "stop_requested")
+                )
+            except redis.RedisError:
+                pass
+        return self._pause_at
+
     def _play(self, lost: Callable[[], bool]) -> str:
         spec = self.spec
         progress = feed_progress(self.redis, spec.account, spec.shard)
@@ -995,47 +365,135 @@ class FeedShard:
             return self._wait(0, lost, final=True)
         ticks, open_ms, close_ms = self._ticks()
         end_ms = open_ms + int(spec.minutes * 60_000)
-        stream = islice(ticks, progress.ticks_done, None)
-        seq, done = progress.next_seq, progress.ticks_done
+        for tick in islice(ticks, progress.ticks_done):  # played before a takeover
+            self.last_ts[tick.instrument_key] = tick.ts_ms
+        stream = ticks
+        self.seq, self.done = progress.next_seq, progress.ticks_done
+        self.open_ms = open_ms
+        self._lost = lost
+        speed = spec.speed
+        pending: list[Tick] = []
+        pace_wall, pace_market = walltime.time(), None
+        last_cut = walltime.monotonic()
         finished = False
-        while not finished:
-            chunk: list[Tick] = []
-            for tick in stream:
-                if tick.ts_ms >= end_ms:
-                    finished = True
-                    break
-                chunk.append(tick)
-                if len(chunk) >= spec.batch_ticks:
-                    break
-            else:
+        last_ms = open_ms
+        for tick in stream:
+            if tick.ts_ms >= end_ms:
                 finished = True
-            batch = {
-                "seq": seq,
-                "shard": spec.shard,
-                "open_ms": open_ms if seq == 1 else None,
-                "close_ms": close_ms if finished else None,
-                "cut_at": walltime.time(),
-                "ticks": encode_ticks(chunk),
-            }
-            raw = json.dumps(batch, separators=(",", ":")).encode()
-            done += len(chunk)
-            self._store(seq, raw)
-            state = {"next_seq": seq + 1, "ticks_done": done, "open_ms": open_ms}
-            if finished:
-                state["last_seq"] = seq
-            self.redis.hset(Keys.feed_state(spec.shard), mapping=state)  # type: ignore[arg-type]
-            self.enqueue("orders.apply_ticks", (spec.account, spec.shard, seq))
-            self.enqueue("ingest.ticks", (spec.account, spec.shard, seq))
-            self._publish_ticks(chunk)
-            self.outstanding[seq] = raw
-            seq += 1
-            if lost():
-                log.error("feed.lease_lost", extra={"shard": spec.shard})
-                return "lost"
-            outcome = self._wait(FEED_WINDOW, lost)
-            if outcome != "ok":
-                return outcome
+                break
+            pause_at = self._pause()
+            if self._stop:
+                # Asked to end now: the session closes at the last tick played.
+                close_ms = last_ms
+                finished = True
+                break
+            last_ms = tick.ts_ms
+            if pause_at is not None and tick.ts_ms >= pause_at:
+                outcome = self._cut(pending, close_ms=None, pace=None)
+                pending = []
+                if outcome != "ok":
+                    return outcome
+                outcome = self._hold_at_pause(lost, tick.ts_ms)
+                if outcome != "ok":
+                    return outcome
+                pace_wall, pace_market = walltime.time(), None
+                last_cut = walltime.monotonic()
+            if speed is not None:
+                if pace_market is None:
+                    pace_wall, pace_market = walltime.time(), tick.ts_ms
+                due = pace_wall + (tick.ts_ms - pace_market) / 1000 / speed
+                ahead = due - walltime.time()
+                if ahead > 0:
+                    if pending:
+                        outcome = self._cut(
+                            pending, close_ms=None, pace=(pace_wall, pace_market, speed)
+                        )
+                        pending = []
+                        last_cut = walltime.monotonic()
+                        if outcome != "ok":
+                            return outcome
+                    walltime.sleep(ahead)
+            pending.append(tick)
+            full = len(pending) >= spec.batch_ticks
+            if full or (speed is not None and walltime.monotonic() - last_cut >= PACED_CUT_S):
+                pace = (pace_wall, pace_market, speed) if speed is not None else None
+                outcome = self._cut(pending, close_ms=None, pace=pace)
+                pending = []
+                last_cut = walltime.monotonic()
+                if outcome != "ok":
+                    return outcome
+        else:
+            finished = True
+        if not finished:  # pragma: no cover - the loop only leaves by the end of the stream
+            return "done"
+        pace = (pace_wall, pace_market, speed) if speed is not None and pace_market else None
+        outcome = self._cut(pending, close_ms=close_ms, pace=pace)
+        if outcome != "ok":
+            return outcome
         return self._wait(0, lost, final=True)
+
+    def _cut(
+        self,
+        chunk: list[Tick],
+        *,
+        close_ms: int | None,
+        pace: tuple[float, int | None, float] | None,
+    ) -> str:
+        """Store `chunk` as the next batch and announce it; then wait while the holder is more
+        than FEED_WINDOW batches behind. "ok", or how the wait ended."""
+        if not chunk and close_ms is None:
+            return "ok"
+        spec = self.spec
+        seq = self.seq
+        batch = {
+            "seq": seq,
+            "shard": spec.shard,
+            "open_ms": self.open_ms if seq == 1 else None,
+            "close_ms": close_ms,
+            "full_day": spec.minutes >= SESSION_MINUTES and not self._stop,
+            "cut_at": walltime.time(),
+            "pace": list(pace) if pace is not None and pace[1] is not None else None,
+            "prev": previous_ticks(self.last_ts, chunk),
+            "ticks": encode_ticks(chunk),
+        }
+        raw = json.dumps(batch, separators=(",", ":")).encode()
+        self.done += len(chunk)
+        self._store(seq, raw)
+        state: dict[str, str | int] = {
+            "next_seq": seq + 1,
+            "ticks_done": self.done,
+            "open_ms": self.open_ms,
+        }
+        if close_ms is not None:
+            state["last_seq"] = self.last_seq = seq
+        self.redis.hset(Keys.feed_state(spec.shard), mapping=state)  # type: ignore[arg-type]
+        announce(self.redis, self.enqueue, spec, seq)
+        self._publish_ticks(chunk)
+        self.outstanding[seq] = raw
+        self.seq = seq + 1
+        if self._lost():
+            log.error("feed.lease_lost", extra={"shard": spec.shard})
+            return "lost"
+        return self._wait(FEED_WINDOW, self._lost)
+
+    def _hold_at_pause(self, lost: Callable[[], bool], tick_ms: int) -> str:
+        """Wait at the pause until it is lifted or moved past the next tick (`tick_ms`)."""
+        key = Keys.feed_state(self.spec.shard)
+        self.redis.hset(key, "paused", "1")
+        try:
+            while True:
+                if lost():
+                    return "lost"
+                outcome = self._wait(len(self.outstanding), lost)  # keep batches safe
+                if outcome != "ok":
+                    return outcome
+                self._pause_read = 0.0
+                pause_at = self._pause()
+                if pause_at is None or tick_ms < pause_at or self._stop:
+                    return "ok"
+                walltime.sleep(PAUSE_READ_S)
+        finally:
+            self.redis.hset(key, "paused", "0")
 
     def _store(self, seq: int, raw: bytes) -> None:
         self.redis.set(Keys.batch(self.spec.account, self.spec.shard, seq), raw, ex=BATCH_TTL_S)
@@ -1047,15 +505,21 @@ class FeedShard:
         events.publish(self.redis, ((events.TICKS, tick_payload(t)) for t in latest.values()))
 
     def _wait(self, window: int, lost: Callable[[], bool], *, final: bool = False) -> str:
-        """Wait until at most `window` batches are unapplied; kick the engine when it stalls."""
+        """Wait until at most `window` batches are unapplied or uningested; store and announce
+        them again (and start a holder) when nothing moves for FEED_STALL_S."""
         spec = self.spec
         started = last_move = walltime.monotonic()
         last_applied = -1
         while True:
-            progress = feed_progress(self.redis, spec.account, spec.shard)
-            for seq in [s for s in self.outstanding if s <= progress.applied_seq]:
+            try:
+                progress = feed_progress(self.redis, spec.account, spec.shard)
+                ingested = ingested_seqs(self.redis, spec.shard)
+            except redis.RedisError:
+                walltime.sleep(0.1)
+                continue
+            for seq in [s for s in self.outstanding if s <= progress.applied_seq and s in ingested]:
                 del self.outstanding[seq]
-            if final and progress.finished:
+            if final and progress.finished and not self.outstanding:
                 return "done"
             if not final and len(self.outstanding) <= window:
                 return "ok"
@@ -1063,13 +527,9 @@ class FeedShard:
             if progress.applied_seq != last_applied:
                 last_applied, last_move = progress.applied_seq, now
             elif now - last_move > FEED_STALL_S:
-                # Apply messages or batches may have been lost (a Redis restart): store the
-                # unapplied batches again and enqueue a drain; a duplicate drain is a no-op.
-                for seq, raw in self.outstanding.items():
-                    self._store(seq, raw)
-                self.enqueue(
-                    "orders.apply_ticks", (spec.account, spec.shard, progress.applied_seq + 1)
-                )
+                # Redis may have lost batches, notes or ingest tasks (a restart, a flush):
+                # store and announce what is outstanding again; duplicates change nothing.
+                self._resend(progress.applied_seq, ingested)
                 log.warning(
                     "feed.engine_stalled",
                     extra={"shard": spec.shard, "applied_seq": progress.applied_seq},
@@ -1079,7 +539,44 @@ class FeedShard:
                 return "lost"
             if final and now - started > FEED_FINAL_WAIT_S:
                 return "stalled"
-            walltime.sleep(0.02)
+            walltime.sleep(0.01)
+
+    def _resend(self, applied_seq: int, ingested: set[int]) -> None:
+        spec = self.spec
+        try:
+            self.redis.hset(Keys.shards, spec.shard, json.dumps(spec.to_json()))
+            for seq, raw in self.outstanding.items():
+                self._store(seq, raw)
+            state: dict[str, str | int] = {"next_seq": self.seq, "ticks_done": self.done}
+            if self.open_ms is not None:
+                state["open_ms"] = self.open_ms
+            if self.last_seq is not None:
+                state["last_seq"] = self.last_seq
+            self.redis.hset(Keys.feed_state(spec.shard), mapping=state)  # type: ignore[arg-type]
+            for seq in self.outstanding:
+                if seq > applied_seq:
+                    self.redis.xadd(Keys.wake(spec.account), {"shard": spec.shard, "seq": seq})
+                if seq not in ingested:
+                    self.enqueue("ingest.ticks", (spec.account, spec.shard, seq))
+            ensure_holder(self.redis, self.enqueue, spec.account)
+        except redis.RedisError:
+            log.warning("feed.resend_failed", extra={"shard": spec.shard})
+
+
+def previous_ticks(last_ts: dict[str, int], chunk: Sequence[Tick]) -> dict[str, int]:
+    """Each instrument's tick before `chunk` (for the ingest's sampling), and move `last_ts`
+    past the chunk."""
+    keys = {tick.instrument_key for tick in chunk}
+    prev = {k: last_ts[k] for k in keys if k in last_ts}
+    for tick in chunk:
+        last_ts[tick.instrument_key] = tick.ts_ms
+    return prev
+
+
+def ingested_seqs(client: redis.Redis, shard: str) -> set[int]:
+    """The batches of a shard whose ticks are stored."""
+    raw = cast(set[bytes], client.smembers(f"{Keys.ingest_sampled(shard)}:seqs"))
+    return {int(x) for x in raw}
 
 
 # --- the live feed: one Upstox Market Data Feed V3 connection per shard -----------------------
@@ -1169,6 +666,7 @@ class LiveFeedShard:
         self.seq = 1
         self.ticks_done = 0
         self.last_tick_ms = 0
+        self.last_ts: dict[str, int] = {}  # each instrument's last tick so far (epoch ms)
         self._applied = -1
         self._applied_moved = walltime.monotonic()
 
@@ -1186,6 +684,7 @@ class LiveFeedShard:
             return "held"
         lease.start_renewing()
         try:
+            ensure_holder(self.redis, self.enqueue, self.spec.account)
             return asyncio.run(self._hold(lease))
         finally:
             lease.release()
@@ -1314,6 +813,7 @@ class LiveFeedShard:
             "cut_at": walltime.time(),
             "timer_ms": now_ms if timer else None,
             "entries_paused": paused,
+            "prev": previous_ticks(self.last_ts, chunk),
             "ticks": encode_ticks(chunk),
         }
         raw = json.dumps(batch, separators=(",", ":")).encode()
@@ -1360,9 +860,8 @@ class LiveFeedShard:
             last_tick_ms,
         )
         self.outstanding[seq] = raw
-        self.enqueue("orders.apply_ticks", (spec.account, spec.shard, seq))
+        announce(self.redis, self.enqueue, spec, seq)
         if chunk:
-            self.enqueue("ingest.ticks", (spec.account, spec.shard, seq))
             latest = {t.instrument_key: t for t in chunk}
             events.publish(self.redis, ((events.TICKS, tick_payload(t)) for t in latest.values()))
         return "ok"
@@ -1375,18 +874,24 @@ class LiveFeedShard:
             progress = feed_progress(self.redis, spec.account, spec.shard)
         except redis.RedisError:
             return False
-        for seq in [s for s in self.outstanding if s <= progress.applied_seq]:
+        ingested = ingested_seqs(self.redis, spec.shard)
+        for seq in [s for s in self.outstanding if s <= progress.applied_seq and s in ingested]:
             del self.outstanding[seq]
         now = walltime.monotonic()
         if progress.applied_seq != self._applied:
             self._applied, self._applied_moved = progress.applied_seq, now
         elif self.outstanding and now - self._applied_moved > FEED_STALL_S:
-            # Apply messages or batches may have been lost (a Redis restart): store the
-            # unapplied batches again and enqueue a drain; a duplicate drain is a no-op.
+            # Batches, notes or ingest tasks may have been lost (a Redis restart): store the
+            # outstanding batches again and announce them; duplicates change nothing.
             if lease.held():
+                self.redis.hset(Keys.shards, spec.shard, json.dumps(spec.to_json()))
                 for seq, raw in self.outstanding.items():
                     self.redis.set(Keys.batch(spec.account, spec.shard, seq), raw, ex=BATCH_TTL_S)
-            self.enqueue("orders.apply_ticks", (spec.account, spec.shard, progress.applied_seq + 1))
+                    if seq > progress.applied_seq:
+                        self.redis.xadd(Keys.wake(spec.account), {"shard": spec.shard, "seq": seq})
+                    if seq not in ingested:
+                        self.enqueue("ingest.ticks", (spec.account, spec.shard, seq))
+            ensure_holder(self.redis, self.enqueue, spec.account)
             log.warning(
                 "feed.engine_stalled",
                 extra={"shard": spec.shard, "applied_seq": progress.applied_seq},
@@ -1429,10 +934,12 @@ def start_session(client: redis.Redis, enqueue: Enqueue, specs: Sequence[FeedSpe
 
 
 def supervise_feeds(client: redis.Redis, enqueue: Enqueue) -> list[str]:
-    """Enqueue a feed task for every registered shard that is unfinished and unleased.
+    """Enqueue a feed task for every registered shard that is unfinished and unleased, and a
+    holder for every account with such a shard and no holder.
 
-    A shard whose feed worker died loses its lease within FEED_LEASE_MS; the next supervision
-    starts a new feed task that resumes from the shard's progress. Returns the shards started.
+    A shard whose feed worker died loses its lease within FEED_LEASE_MS, an account whose
+    holder died within the holder's lease; the next supervision starts a new task that resumes
+    from the shard's progress or the account's checkpoint. Returns the shards started.
     """
     started = []
     registry = cast(dict[bytes, bytes], client.hgetall(Keys.shards))
@@ -1442,6 +949,8 @@ def supervise_feeds(client: redis.Redis, enqueue: Enqueue) -> list[str]:
         if progress.finished:
             client.hdel(Keys.shards, shard_b)
             continue
+        # The account's holder too: a worker killed while holding it loses its lease.
+        ensure_holder(client, enqueue, spec.account)
         if client.exists(Keys.feed_lease(spec.shard)):
             continue
         if client.set(Keys.feed_launch(spec.shard), "1", nx=True, px=FEED_LEASE_MS * 2):
@@ -1477,12 +986,27 @@ def upstox_session_specs(
 
 
 def sim_session_specs(
-    settings: Settings, trading_date: date, *, shards: int = 1, minutes: float = 375
+    settings: Settings,
+    trading_date: date,
+    *,
+    shards: int = 1,
+    minutes: float = 375,
+    speed: float | None = None,
+    seed: int | None = None,
+    session_id: str | None = None,
 ) -> list[FeedSpec]:
-    """The shards of one simulated session of the account (instruments dealt round-robin)."""
+    """The shards of one simulated session of the account (instruments dealt round-robin).
+
+    Args:
+        speed: simulated seconds per wall second (None: as fast as the holder applies).
+        seed: the market's seed (default SIM_SEED).
+        session_id: makes the shards' names unique to this start (a session started by hand;
+            the day's scheduled session is named by its date alone).
+    """
     instruments, _ = sim_universe(settings)
     keys = list(instruments)
-    seed = settings.SIM_SEED
+    seed = settings.SIM_SEED if seed is None else seed
+    prefix = trading_date.isoformat() if session_id is None else f"{trading_date}-{session_id}"
     if shards == 1:
         parts: list[tuple[str, ...]] = [()]
     else:
@@ -1490,11 +1014,12 @@ def sim_session_specs(
     return [
         FeedSpec(
             account=settings.ACCOUNT_NAME,
-            shard=f"{trading_date.isoformat()}-{n}",
+            shard=f"{prefix}-{n}",
             trading_date=trading_date,
             seed=seed,
             minutes=minutes,
             instrument_keys=part,
+            speed=speed,
         )
         for n, part in enumerate(parts)
     ]
@@ -1506,39 +1031,36 @@ def sim_session_specs(
 def ingest_batch(resources: Resources, account: str, shard: str, seq: int) -> int:
     """Store the batch's ticks sampled every TICK_STORE_INTERVAL_SECONDS per instrument.
 
-    Returns how many ticks were stored (0 for a batch already ingested or gone).
+    Which ticks are kept depends only on the stream (feed/sampling.py): the batch carries each
+    instrument's previous tick, so batches are ingested in any order, and one ingested twice
+    stores nothing more. Returns how many ticks were stored.
     """
     interval_ms = resources.settings.TICK_STORE_INTERVAL_SECONDS * 1000
     client = resources.redis
     raw = cast(bytes | None, client.get(Keys.batch(account, shard, seq)))
-    if not interval_ms or raw is None:
+    if raw is None:
         return 0
-    key = Keys.ingest_sampled(shard)
-    if client.sismember(f"{key}:seqs", str(seq)):
-        return 0  # a duplicate delivery
-    sampled = {k.decode(): int(v) for k, v in cast(dict[bytes, bytes], client.hgetall(key)).items()}
-    keep: list[Tick] = []
-    for row in json.loads(raw)["ticks"]:
-        tick = decode_tick(row)
-        last = sampled.get(tick.instrument_key)
-        if last is None or tick.ts_ms - last >= interval_ms:
-            sampled[tick.instrument_key] = tick.ts_ms
-            keep.append(tick)
+    batch = json.loads(raw)
+    sampler = TickSampler(
+        interval_ms, {str(k): int(v) for k, v in (batch.get("prev") or {}).items()}
+    )
+    keep = [
+        tick
+        for tick in (decode_tick(row) for row in batch["ticks"])
+        if sampler.keep(tick.instrument_key, tick.ts_ms)
+    ]
 
-    def store() -> None:
+    def store() -> int:
         with session_scope(resources.sessions) as session:
-            TickRepository(session).insert_many(keep)
+            return TickRepository(session).insert_many(keep)
 
-    if keep:
-        with_db_retry(store)
+    stored = with_db_retry(store) if keep else 0
+    seqs = f"{Keys.ingest_sampled(shard)}:seqs"
     pipe = client.pipeline(transaction=True)
-    if sampled:
-        pipe.hset(key, mapping=sampled)  # type: ignore[arg-type]
-    pipe.sadd(f"{key}:seqs", seq)
-    pipe.expire(key, BATCH_TTL_S)
-    pipe.expire(f"{key}:seqs", BATCH_TTL_S)
+    pipe.sadd(seqs, seq)
+    pipe.expire(seqs, BATCH_TTL_S)
     pipe.execute()
-    return len(keep)
+    return stored
 
 
 def now_ist() -> datetime:
@@ -1554,3 +1076,86 @@ def shard_open_ms(client: redis.Redis, shard: str) -> int | None:
     """The session open (epoch ms) of the shard's feed, once its feed has started."""
     raw = cast(bytes | None, client.hget(Keys.feed_state(shard), "open_ms"))
     return int(raw) if raw is not None else None
+
+
+# --- starting a session (CLI, API, beat) --------------------------------------------------------
+
+
+def running_shards(client: redis.Redis, account: str) -> list[str]:
+    """The account's registered shards that have not finished."""
+    registry = cast(dict[bytes, bytes], client.hgetall(Keys.shards))
+    out = []
+    for shard, raw in registry.items():
+        spec = FeedSpec.from_json(json.loads(raw))
+        if spec.account == account and not feed_progress(client, account, spec.shard).finished:
+            out.append(shard.decode())
+    return sorted(out)
+
+
+def start_sim_session(
+    settings: Settings,
+    client: redis.Redis,
+    enqueue: Enqueue,
+    *,
+    trading_date: date | None = None,
+    speed: float | None = None,
+    seed: int | None = None,
+    minutes: float = 375,
+    shards: int = 1,
+    sessions: sessionmaker[Session] | None = None,
+) -> list[FeedSpec]:
+    """Start a simulated session of the account on the workers, at any hour.
+
+    Args:
+        trading_date: the session to simulate; default today, or the next trading day.
+        speed: simulated seconds per wall second (None: as fast as the account applies them).
+        sessions: the database, to refuse a date before the account's last session.
+
+    Raises:
+        Conflict: a session of the account is still running, or it traded a later date.
+        ConfigError: the date is not a trading day, or the arguments are out of range.
+    """
+    from upstox_bot.errors import Conflict
+
+    if speed is not None and not 0 < speed <= 1_000_000:
+        raise ConfigError(f"speed must be within (0, 1000000], got {speed}")
+    if not 0 < minutes <= SESSION_MINUTES:
+        raise ConfigError(f"minutes must be within (0, {SESSION_MINUTES}], got {minutes}")
+    if not 1 <= shards <= 16:
+        raise ConfigError(f"shards must be within 1-16, got {shards}")
+    calendar = calendar_of(settings)
+    day = trading_date or datetime.now(IST).date()
+    if trading_date is None and not calendar.is_trading_day(day):
+        day = calendar.next_trading_day(day)
+    if not calendar.is_trading_day(day):
+        raise ConfigError(f"{day.isoformat()} is not an NSE trading day")
+    if sessions is not None:
+        from upstox_bot.runtime.store import AccountStore
+
+        checkpoint = AccountStore(
+            sessions, settings.ACCOUNT_NAME, harness="distributed"
+        ).checkpoint()
+        if checkpoint is not None and checkpoint.trading_date > day:
+            raise Conflict(
+                f"account {settings.ACCOUNT_NAME!r} has traded up to "
+                f"{checkpoint.trading_date.isoformat()}: a session on {day.isoformat()} would "
+                "run its clock backwards; use a later date or another ACCOUNT_NAME"
+            )
+    running = running_shards(client, settings.ACCOUNT_NAME)
+    if running:
+        raise Conflict(
+            f"a session of account {settings.ACCOUNT_NAME!r} is running ({', '.join(running)}): "
+            "stop it first (`upstox-bot session stop`)"
+        )
+    specs = sim_session_specs(
+        settings,
+        day,
+        shards=shards,
+        minutes=minutes,
+        speed=speed,
+        seed=seed,
+        session_id=uuid.uuid4().hex[:8],
+    )
+    client.delete(Keys.session_pause(settings.ACCOUNT_NAME))
+    start_session(client, enqueue, specs)
+    return specs

@@ -11,12 +11,16 @@ import asyncio
 import logging
 import time as walltime
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 from upstox_bot import faults
 from upstox_bot.api.hub import (
@@ -32,70 +36,47 @@ from upstox_bot.api.hub import (
 )
 from upstox_bot.api.settings_changes import settings_with_overrides
 from upstox_bot.backtest.data import Dataset, load_bars
+from upstox_bot.clock import MarketClock
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
-from upstox_bot.db.models import AccountMode
-from upstox_bot.db.repositories.accounts import AccountRepository
-from upstox_bot.db.repositories.checkpoints import Checkpoint, CheckpointRepository
-from upstox_bot.db.repositories.journal import SqlJournal
+from upstox_bot.db.repositories.checkpoints import Checkpoint
 from upstox_bot.db.repositories.orders import OrderRepository
-from upstox_bot.db.repositories.symbols import SymbolRepository
-from upstox_bot.db.repositories.ticks import TickRepository
 from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import (
     IST,
     AccountSnapshot,
-    AuditRecord,
-    ExitReason,
     Instrument,
     InstrumentKind,
     OrderPurpose,
     OrderStatus,
     Tick,
     datetime_to_ms,
-    rupees_to_paise,
 )
 from upstox_bot.errors import ConfigError
 from upstox_bot.feed.derivatives import ChainPricer, DerivativeTicks, WatchSpan
 from upstox_bot.feed.replay import ReplayMarket
+from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
-from upstox_bot.monitoring.alerts import dispatcher_from_settings, end_of_day_summary
+from upstox_bot.monitoring.alerts import AlertKind, dispatcher_from_settings
 from upstox_bot.options.chain import simulate_fno_chain
-from upstox_bot.risk.checks import RiskManager
-from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime import components
-from upstox_bot.runtime.recovery import recover
-from upstox_bot.screening.universe import banned_instrument_keys
-from upstox_bot.trading.brokers.paper import PaperBroker
-from upstox_bot.trading.engine import Engine, EngineConfig
-from upstox_bot.trading.execution import OrderExecutor
-from upstox_bot.trading.exits import ExitManager
-from upstox_bot.trading.journal import BufferedJournal
+from upstox_bot.runtime.control import (
+    Command,
+    CommandResult,
+    CommandStatus,
+    KernelView,
+    LocalControl,
+)
+from upstox_bot.runtime.kernel import AccountKernel, KernelPorts, Ops
+from upstox_bot.runtime.store import AccountStore, RetryPolicy
 from upstox_bot.trading.routing import ContractBook
 
 log = logging.getLogger(__name__)
 
 SESSION_MINUTES = 375  # 09:15 to 15:30
 FLUSH_EVERY_WALL_S = 0.25
-
-
-class MarketClock:
-    """Market time for the engine, moved forward by the harness (never backwards)."""
-
-    def __init__(self, start_ms: int) -> None:
-        self._ms = start_ms
-
-    def now_ms(self) -> int:
-        return self._ms
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self._ms / 1000, tz=UTC)
-
-    def advance_to(self, ms: int) -> None:
-        if ms > self._ms:
-            self._ms = ms
 
 
 @dataclass(slots=True)
@@ -131,8 +112,42 @@ class LiveStats:
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+class HubSink:
+    """Publishes a kernel's committed facts on the API's event hub (from the engine's thread)."""
+
+    def __init__(self, hub: EventHub, symbols: Mapping[str, str]) -> None:
+        self.hub = hub
+        self.symbols = symbols
+
+    def committed(self, ops: Ops, view: KernelView) -> None:
+        hub = self.hub
+        for name, args in ops:
+            if name == "candle" and hub.has_subscribers(CANDLES):
+                candle = args[0]
+                symbol = self.symbols.get(candle.instrument_key, candle.instrument_key)
+                hub.publish_threadsafe(CANDLES, candle_payload(candle, symbol))
+            elif name == "signal" and hub.has_subscribers(SIGNALS):
+                hub.publish_threadsafe(SIGNALS, signal_payload(args[0], args[1]))
+            elif name == "order" and hub.has_subscribers(ORDERS):
+                hub.publish_threadsafe(ORDERS, order_payload(args[0]))
+
+
+class _Sinks:
+    """The embedded kernel's event sink: the controls' view, and the hub when the API runs."""
+
+    def __init__(self, bot: EmbeddedBot) -> None:
+        self.bot = bot
+
+    def committed(self, ops: Ops, view: KernelView) -> None:
+        bot = self.bot
+        bot.control.publish(view)
+        if bot.hub is not None:
+            HubSink(bot.hub, bot.kernel.symbols).committed(ops, view)
+
+
 class EmbeddedBot:
-    """Wires settings into the engine, the simulated market, SQLite and the API."""
+    """One process: the account's kernel, the simulated (or replayed, or Upstox) market, the
+    database (SQLite by default) and, beside it, the API on its own thread."""
 
     def __init__(self, settings: Settings, options: RunOptions) -> None:
         self.options = options
@@ -140,6 +155,7 @@ class EmbeddedBot:
         self.hub: EventHub | None = None  # the API's live stream, when the API runs here
         # Told of each session's end (the console prints its summary), on the loop thread.
         self.session_ended: Callable[[date, AccountSnapshot], None] | None = None
+        self.control = LocalControl()
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         url = settings.database_url
         migrate.upgrade(url)
@@ -189,10 +205,11 @@ class EmbeddedBot:
             self.clock = MarketClock(datetime_to_ms(datetime.now(UTC)))
         else:
             self.clock = MarketClock(datetime_to_ms(self.calendar.session_open(first)))
-        self.journal = BufferedJournal()
-        self._tick_buffer: list[Tick] = []
-        self._tick_sampled_at: dict[str, int] = {}
+        self.sampler = TickSampler(settings.TICK_STORE_INTERVAL_SECONDS * 1000)
         self._stop = asyncio.Event()
+        self._paused_at_ms: int | None = None  # the simulated market waits before this time
+        self._resume = asyncio.Event()
+        self._resume.set()
         self.alerts = dispatcher_from_settings(settings)
         self.alerts.start()
         for record in skipped:
@@ -212,162 +229,119 @@ class EmbeddedBot:
                 expiry_exit_sessions=settings.EXPIRY_EXIT_SESSIONS,
             )
         # --- end F&O ----------------------------------------------------------------------
-        capital, kill = self._prepare_account()
-        limits = components.risk_limits(settings, capital_paise=capital)
-        self.engine = Engine(
-            config=EngineConfig(
-                account=self.account,
-                capital_paise=capital,
-                candle_interval_s=settings.CANDLE_INTERVAL_MINUTES * 60,
-                signal_cooldown_s=settings.SIGNAL_COOLDOWN_MINUTES * 60,
-                kill_switch_square_off=settings.KILL_SWITCH_SQUARE_OFF,
-            ),
+        self.store = AccountStore(
+            self.sessions,
+            self.account,
+            harness="embedded",
+            retry=RetryPolicy(deadline_s=None, on_wait=self._db_waiting, stop=self._stop.is_set),
+        )
+        self.kernel = AccountKernel(
+            settings,
+            harness="embedded",
             instruments=self.instruments,
-            strategy=components.strategy(settings),
-            risk=RiskManager(
-                limits,
-                OrderRateLimiter(limits.max_orders_per_minute, limits.min_order_interval_s),
-                kill,
-                calendar=self.calendar,
+            clock=self.clock,
+            calendar=self.calendar,
+            ports=KernelPorts(
+                store=self.store,
+                rate_limiter=OrderRateLimiter(
+                    settings.MAX_ORDERS_PER_MINUTE, settings.MIN_ORDER_INTERVAL_SECONDS
+                ),
+                events=_Sinks(self),
+                alerts=self.alerts,
             ),
-            exits=ExitManager(components.exit_rules(settings)),
-            journal=self.journal,
-            charges=components.charges_model(settings),
-            clock=self.clock,
             router=self.router,
+            position=self._position,
+            on_session=self._on_session,
         )
-        self.broker = PaperBroker(
-            clock=self.clock,
-            slippage_bps=settings.SLIPPAGE_BPS,
-            tick_size_paise=self._tick_size_paise,
-        )
-        self.executor = OrderExecutor(
-            engine=self.engine, broker=self.broker, journal=self.journal, before_send=self.flush
-        )
-        with session_scope(self.sessions) as session:
-            # `upstox-bot universe refresh --ban-list` marks them; no new entry in any of them.
-            self.engine.risk.banned = frozenset(banned_instrument_keys(session))
+        self.engine = self.kernel.engine
 
     # --- set-up ----------------------------------------------------------------------------
 
     def _default_start_date(self) -> date:
         return datetime.now(IST).date()
 
-    def _tick_size_paise(self, key: str) -> int:
-        contract = self.router.instrument_or_none(key) if self.router is not None else None
-        return (contract or self.instruments[key]).tick_size_paise
+    def _position(self) -> dict[str, Any]:
+        if self._session is None:
+            return {}
+        day, seed = self._session
+        return {
+            "session": day.isoformat(),
+            "ticks": self._ticks_done,
+            "seed": seed,
+            "sampled": self.sampler.state(),
+        }
 
-    def _prepare_account(self) -> tuple[int, KillSwitch]:
-        """Create the account and symbols if new; return today's capital and the kill switch."""
-        with session_scope(self.sessions) as session:
-            now = datetime.now(UTC)
-            SymbolRepository(session).upsert_many(self.instruments.values(), now)
-            account = AccountRepository(session).get_or_create(
-                self.account,
-                mode=AccountMode.PAPER,
-                starting_capital_paise=rupees_to_paise(self.settings.ACCOUNT_SIZE),
-                at=now,
-            )
-            earlier = TradeRepository(session, self.account).net_pnl_paise(
-                date(1970, 1, 1), self.first_date - timedelta(days=1)
-            )
-            capital = account.starting_capital_paise + earlier
-            kill = KillSwitch(active=account.kill_switch, reason=account.kill_switch_reason or "")
-        return capital, kill
+    def _db_waiting(self, error: Exception) -> None:
+        self.alerts.notify(
+            AlertKind.DATABASE_UNAVAILABLE,
+            f"The database cannot be written ({str(error)[:160]}): trading waits until it can "
+            "(nothing is lost; orders are never sent before they are on disk).",
+        )
 
     # --- persistence -----------------------------------------------------------------------
 
     def flush(self) -> None:
         """Commit what the engine recorded (and sampled ticks) in one transaction."""
-        if not len(self.journal) and not self._tick_buffer:
-            return
-        ticks, self._tick_buffer = self._tick_buffer, []
-        with session_scope(self.sessions) as session:
-            count = self.journal.replay_into(SqlJournal(session, self.account))
-            if ticks:
-                TickRepository(session).insert_many(ticks)
-            if self._session is not None:
-                day, seed = self._session
-                CheckpointRepository(session, self.account).save(
-                    Checkpoint(
-                        trading_date=day,
-                        market_at=self.clock.now(),
-                        ticks_processed=self._ticks_done,
-                        seed=seed,
-                    ),
-                    datetime.now(UTC),
-                )
-        audits = self.journal.audit_records(count)
-        if self.hub is not None:
-            self._publish(self.hub, count)
-        self.journal.forget(count)
-        for record in audits:
-            self.alerts.on_audit(record)
+        self.kernel.commit()
         if faults.ENABLED:
             faults.point("flush.committed")
 
-    def _publish(self, hub: EventHub, count: int) -> None:
-        """Stream what was just committed (never before: a client sees only durable facts)."""
-        for name, args in self.journal.ops(count):
-            if name == "candle" and hub.has_subscribers(CANDLES):
-                candle = args[0]
-                symbol = self._symbol(candle.instrument_key)
-                hub.publish(CANDLES, candle_payload(candle, symbol))
-            elif name == "signal" and hub.has_subscribers(SIGNALS):
-                hub.publish(SIGNALS, signal_payload(args[0], args[1]))
-            elif name == "order" and hub.has_subscribers(ORDERS):
-                hub.publish(ORDERS, order_payload(args[0]))
-
-    def _symbol(self, key: str) -> str:
-        instrument = self.instruments.get(key)
-        return instrument.trading_symbol if instrument is not None else key
-
     def sample_tick(self, tick: Tick) -> None:
         """Keep one tick per instrument every TICK_STORE_INTERVAL_SECONDS for storage."""
-        interval_ms = self.settings.TICK_STORE_INTERVAL_SECONDS * 1000
-        if not interval_ms:
-            return
-        last = self._tick_sampled_at.get(tick.instrument_key)
-        if last is None or tick.ts_ms - last >= interval_ms:
-            self._tick_sampled_at[tick.instrument_key] = tick.ts_ms
-            self._tick_buffer.append(tick)
+        if self.sampler.keep(tick.instrument_key, tick.ts_ms):
+            self.kernel.ticks.append(tick)
 
-    # --- commands from the API (run on the loop thread) ------------------------------------
+    # --- controls (applied on the market loop, between two ticks) --------------------------
 
-    def set_kill_switch(self, active: bool, *, reason: str, by: str) -> None:
-        self.engine.set_kill_switch(active, reason=reason, by=by)
-        self.executor.execute(self.engine.on_timer(self.clock.now_ms()))
-        self.flush()
+    def attach_controls(self) -> None:
+        """Serve controls from now on: the API (on its own thread) sends them here."""
+        self.control.attach(asyncio.get_running_loop(), self.kernel.apply)
+        self.control.publish(self.kernel.view())
 
-    def close_position(self, instrument_key: str, *, by: str) -> None:
-        """Queue a manual exit; raises NotFound when there is no such open position."""
-        self.engine.request_exit(instrument_key, ExitReason.MANUAL)
-        self.journal.audit(
-            AuditRecord(
-                event="position.close_requested",
-                entity="position",
-                entity_id=instrument_key,
-                at=self.clock.now(),
-                data={},
-                actor=by,
-            )
+    def create_api(self) -> FastAPI:
+        """The API app over this bot: its database, controls, live stream and loop figures."""
+        from upstox_bot.api.app import create_app
+
+        if self.hub is None:
+            self.hub = EventHub()
+        return create_app(
+            self.settings,
+            control=self.control,
+            sessions=self.sessions,
+            hub=self.hub,
+            stats=self.stats,
         )
-        self.executor.execute(self.engine.on_timer(self.clock.now_ms()))
-        self.flush()
+
+    def _on_session(self, command: Command) -> CommandResult:
+        action = str(command.args.get("action", ""))
+        if action == "pause_at":
+            self._paused_at_ms = int(command.args["at_ms"])
+            return CommandResult(
+                status=CommandStatus.DONE, detail=f"the market pauses at {self._paused_at_ms}"
+            )
+        if action == "resume":
+            # Resume, and pause again at the next time given (if any).
+            until = command.args.get("pause_at")
+            self._paused_at_ms = int(until) if until is not None else None
+            self._resume.set()
+            self.kernel.market = "running"
+            return CommandResult(status=CommandStatus.DONE, detail="the market resumes")
+        if action == "stop":
+            self.stop()
+            return CommandResult(status=CommandStatus.DONE, detail="the session stops")
+        raise ValueError(f"unknown session action {action!r}: pause_at, resume or stop")
 
     def stop(self) -> None:
         self._stop.set()
+        self._resume.set()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def recover_today(self) -> None:
-        """Rebuild the engine from the database for the clock's trading date (live feed)."""
-        self._recover(self.calendar.trading_date(self.clock.now()))
-
     def close(self) -> None:
         """Release what the bot holds: pending alerts are sent (bounded wait), the DB closed."""
+        self.control.detach()
         self.alerts.close()
         self.db_engine.dispose()
 
@@ -390,16 +364,19 @@ class EmbeddedBot:
         """Play simulated sessions until the duration is reached or stop() is called.
 
         After a restart the sessions already played are fast-forwarded (no trading), and the
-        session of the checkpoint resumes at the first tick after it, with the engine rebuilt
-        from the database (runtime/recovery.py): the run ends as an uninterrupted one would.
+        session of the checkpoint resumes at the first tick after it, with the kernel rebuilt
+        from the database (`AccountKernel.recover`): the run ends as an uninterrupted one would.
         """
+        self.attach_controls()
         if self.options.market == "upstox":
             from upstox_bot.runtime.live_market import play_upstox
 
             await play_upstox(self)
             return
-        with session_scope(self.sessions) as session:
-            checkpoint = CheckpointRepository(session, self.account).get_or_none()
+        checkpoint = self.store.checkpoint()
+        resume_day: date | None = None
+        if checkpoint is not None and checkpoint.position.get("session"):
+            resume_day = date.fromisoformat(str(checkpoint.position["session"]))
         remaining_ms = (
             None
             if self.options.duration_minutes is None
@@ -412,18 +389,18 @@ class EmbeddedBot:
             session_ms = SESSION_MINUTES * 60_000
             play_ms = session_ms if remaining_ms is None else min(session_ms, remaining_ms)
             seed = self.options.seed + index
-            if checkpoint is not None and day < checkpoint.trading_date:
+            if resume_day is not None and day < resume_day:
                 self._fast_forward(day, seed)
             else:
-                resume = None
-                if checkpoint is not None and day == checkpoint.trading_date:
-                    resume = checkpoint
+                resume = checkpoint if resume_day is not None and day == resume_day else None
                 await self._play_session(day, seed, play_ms, resume=resume, recover_first=first)
                 first = False
             if remaining_ms is not None:
                 remaining_ms -= play_ms
         self.flush()
         self.stats.finished = True
+        self.kernel.market = "finished"
+        self.control.publish(self.kernel.view())
 
     def _market(self, day: date, seed: int) -> SimulatedMarket | ReplayMarket:
         if self.replay is not None:
@@ -444,18 +421,17 @@ class EmbeddedBot:
             pass
         self.prices = market.closing_prices()
 
-    def _recover(self, day: date) -> None:
-        with session_scope(self.sessions) as session:
-            report = recover(
-                session,
-                engine=self.engine,
-                executor=self.executor,
-                account=self.account,
-                trading_date=day,
-            )
-        if report.positions or report.orders_in_flight or report.realised_paise:
-            log.warning("recovery.resumed", extra={"summary": report.summary()})
+    async def _wait_while_paused(self, tick_ms: int) -> None:
+        """Hold the market before `tick_ms` while a pause at or before it is set."""
+        paused_at = self._paused_at_ms
+        if paused_at is None or tick_ms < paused_at:
+            return
+        self._resume.clear()
         self.flush()
+        self.kernel.market = "paused"
+        self.control.publish(self.kernel.view())
+        while not self._resume.is_set():
+            await self._resume.wait()
 
     async def _play_session(
         self,
@@ -473,27 +449,26 @@ class EmbeddedBot:
         ticks = market.iter_ticks()
         if self.router is not None:  # F&O: the day's chain, and ticks of the watched contracts
             ticks = self._fno_ticks(day, ticks, resume)
-        engine, executor, broker, hub = self.engine, self.executor, self.broker, self.hub
+        kernel, stats, hub = self.kernel, self.stats, self.hub
         self.clock.advance_to(open_ms)
         count = 0
         if resume is not None:
-            # Ticks acted on before the restart rebuild the candles being built and last prices.
-            if resume.ticks_processed:
-                for tick in ticks:
-                    engine.warm_tick(tick)
-                    self.clock.advance_to(tick.ts_ms)
+            # The ticks acted on before the restart: the checkpoint holds what they built.
+            self.sampler = TickSampler.from_state(
+                self.sampler.interval_ms, dict(resume.position.get("sampled") or {})
+            )
+            done = int(resume.position.get("ticks") or 0)
+            if done:
+                for _ in ticks:
                     count += 1
-                    if count >= resume.ticks_processed:
+                    if count >= done:
                         break
-            resume_ms = datetime_to_ms(resume.market_at)
-            engine.warm_timer(resume_ms)
-            self.clock.advance_to(resume_ms)
         self._session = (day, seed)
         self._ticks_done = count
         if recover_first:
-            self._recover(day)
+            kernel.recover(resume)
         if resume is None:
-            executor.execute(engine.on_timer(open_ms))
+            kernel.timer(open_ms)
         speed = self.options.speed
         wall_start = walltime.monotonic()
         market_start_ms = self.clock.now_ms()
@@ -501,54 +476,52 @@ class EmbeddedBot:
         for tick in ticks:
             if tick.ts_ms >= end_ms or self._stop.is_set():
                 break
-            self.clock.advance_to(tick.ts_ms)
+            if self._paused_at_ms is not None and tick.ts_ms >= self._paused_at_ms:
+                await self._wait_while_paused(tick.ts_ms)
+                if self._stop.is_set():
+                    break
+                wall_start = walltime.monotonic()
+                market_start_ms = self.clock.now_ms()
             started = walltime.perf_counter()
-            if broker.working_count:
-                executor.apply_fills(broker.on_tick(tick))
-            intents = engine.on_tick(tick)
+            # The tick counts as done once its orders are on record (they commit inside).
+            self._ticks_done = count + 1
+            intents = kernel.step(tick)
             count += 1
-            self._ticks_done = count
-            if intents:
-                executor.execute(intents)
-                if any(intent.signal_id for intent in intents):
-                    self.stats.candle_to_order_s.append(walltime.perf_counter() - started)
+            if intents and any(intent.signal_id for intent in intents):
+                stats.candle_to_order_s.append(walltime.perf_counter() - started)
             self.sample_tick(tick)
             if hub is not None and hub.has_subscribers(TICKS):
-                hub.publish(TICKS, tick_payload(tick, self._symbol(tick.instrument_key)))
+                hub.publish_threadsafe(
+                    TICKS, tick_payload(tick, self.kernel.symbols.get(tick.instrument_key))
+                )
             if count % 256 == 0:
-                self.stats.ticks += 256
+                stats.ticks += 256
                 now_wall = walltime.monotonic()
-                self.stats.recent.append((now_wall, self.stats.ticks))
-                self.stats.last_tick_wall = now_wall
-                self.stats.market_now = self.clock.now()
+                stats.recent.append((now_wall, stats.ticks))
+                stats.last_tick_wall = now_wall
+                stats.market_now = self.clock.now()
                 ahead_s = (tick.ts_ms - market_start_ms) / 1000 / speed - (now_wall - wall_start)
                 if now_wall - last_flush >= FLUSH_EVERY_WALL_S:
                     self.flush()
                     last_flush = now_wall
-                # Yield to the API and the console; sleep when the market is ahead of the pace.
+                # Let controls in; sleep when the market is ahead of the pace.
                 await asyncio.sleep(max(0.0, ahead_s))
-        self.stats.ticks += count % 256
+        stats.ticks += count % 256
+        self._ticks_done = count
         close_ms = min(end_ms, datetime_to_ms(self.calendar.session_close(day)))
-        self.clock.advance_to(close_ms)
-        executor.execute(engine.on_timer(close_ms))
-        self.journal.account(engine.snapshot())
+        full_day = close_ms >= datetime_to_ms(self.calendar.session_close(day))
+        kernel.close_session(close_ms, full_day=full_day and not self._stop.is_set())
         self.prices = market.closing_prices()
-        self.flush()
-        if close_ms >= datetime_to_ms(self.calendar.session_close(day)):
-            with session_scope(self.sessions) as session:
-                trades = TradeRepository(session, self.account).find(
-                    start_date=day, end_date=day, limit=100_000
-                )
-            self.alerts.send(end_of_day_summary(engine.snapshot(), trades))
+        stats.market_now = self.clock.now()
         if self.session_ended is not None:
-            self.session_ended(day, engine.snapshot())
+            self.session_ended(day, self.engine.snapshot())
         log.info(
             "session.done",
             extra={
                 "trading_date": day.isoformat(),
                 "ticks": count,
-                "trades": engine.day.trades,
-                "realised_paise": engine.day.realised_paise,
+                "trades": self.engine.day.trades,
+                "realised_paise": self.engine.day.realised_paise,
             },
         )
 

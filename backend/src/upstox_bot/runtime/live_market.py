@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time as walltime
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -23,7 +25,6 @@ from upstox_bot.db.session import session_scope
 from upstox_bot.domain import Instrument, InstrumentKind, Order, OrderPurpose, Tick
 from upstox_bot.errors import ConfigError
 from upstox_bot.monitoring.alerts import AlertKind
-from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.brokers.upstox import OrderClosed, UpstoxBroker
 from upstox_bot.upstox.client import UpstoxClient
 from upstox_bot.upstox.live import UpstoxOrderGateway, UpstoxTickSource, reconcile
@@ -32,7 +33,10 @@ from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from upstox_bot.config import Settings
+    from upstox_bot.monitoring.alerts import AlertDispatcher
     from upstox_bot.runtime.embedded import EmbeddedBot
+    from upstox_bot.runtime.kernel import AccountKernel
 
 log = logging.getLogger(__name__)
 
@@ -61,43 +65,99 @@ def _now_ms() -> int:
     return int(walltime.time() * 1000)
 
 
-async def play_upstox(bot: EmbeddedBot) -> None:
-    """Trade on the real feed until stop() is called (or the duration, in market minutes)."""
-    settings = bot.settings
-    store = token_store_from_settings(settings, bot.sessions)
-    guard = TokenGuard(store, alerts=bot.alerts)
+@dataclass(slots=True)
+class LiveTrading:
+    """What trading on Upstox needs besides the kernel: the token store, its guard and, when
+    live orders are switched on, the broker (with its portfolio stream started)."""
+
+    guard: TokenGuard
+    token: Callable[[], str]
+    broker: UpstoxBroker | None
+
+
+def live_trading(
+    settings: Settings, sessions: sessionmaker[Session], alerts: AlertDispatcher | None
+) -> LiveTrading:
+    """The token guard and, with PAPER_TRADING=false and LIVE_TRADING_ENABLED=true, the live
+    Upstox broker (started: its portfolio stream runs). Used by every harness."""
+    store = token_store_from_settings(settings, sessions)
+    guard = TokenGuard(store, alerts=alerts)
 
     def token() -> str:
         secret = store.access_token(datetime.now(UTC))
         return secret.get_secret_value() if secret is not None else ""
 
-    live_broker: UpstoxBroker | None = None
-    if not settings.PAPER_TRADING and settings.LIVE_TRADING_ENABLED:
-        client = UpstoxClient(
-            access_token=token,
-            api_base_url=settings.UPSTOX_API_BASE_URL,
-            algo_name=settings.UPSTOX_ALGO_NAME,
-        )
-        gateway = UpstoxOrderGateway(
-            client,
-            access_token=token,
-            api_base_url=settings.UPSTOX_API_BASE_URL,
-            on_auth_failure=lambda reason: guard.report_rejected(datetime.now(UTC), reason),
-        )
+    if settings.PAPER_TRADING or not settings.LIVE_TRADING_ENABLED:
+        return LiveTrading(guard=guard, token=token, broker=None)
+    client = UpstoxClient(
+        access_token=token,
+        api_base_url=settings.UPSTOX_API_BASE_URL,
+        algo_name=settings.UPSTOX_ALGO_NAME,
+    )
+    gateway = UpstoxOrderGateway(
+        client,
+        access_token=token,
+        api_base_url=settings.UPSTOX_API_BASE_URL,
+        on_auth_failure=lambda reason: guard.report_rejected(datetime.now(UTC), reason),
+    )
 
-        def can_place(order: Order) -> str | None:
-            if order.purpose is OrderPurpose.EXIT or guard.entries_allowed(datetime.now(UTC)):
-                return None
-            return "Upstox token expired or missing: log in again"
+    def can_place(order: Order) -> str | None:
+        if order.purpose is OrderPurpose.EXIT or guard.entries_allowed(datetime.now(UTC)):
+            return None
+        return "Upstox token expired or missing: log in again"
 
-        live_broker = UpstoxBroker(gateway, clock=lambda: datetime.now(UTC), can_place=can_place)
-        live_broker.start()
-        bot.broker = live_broker  # type: ignore[assignment]
-        bot.executor.broker = live_broker
-        log.warning("live.trading", extra={"broker": "upstox"})
+    broker = UpstoxBroker(gateway, clock=lambda: datetime.now(UTC), can_place=can_place)
+    broker.start()
+    log.warning("live.trading", extra={"broker": "upstox"})
+    return LiveTrading(guard=guard, token=token, broker=broker)
+
+
+def apply_broker_events(kernel: AccountKernel, broker: UpstoxBroker) -> None:
+    """Feed the live broker's order updates to the kernel: fills, then closures."""
+    for event in broker.drain():
+        if isinstance(event, OrderClosed):
+            # cancelled or rejected at Upstox, after the fills it had (drained first)
+            kernel.engine.on_order_closed(
+                event.client_order_id,
+                event.status,
+                event.reason,
+                by=event.requested_by or "broker",
+            )
+        else:
+            kernel.executor.apply_fills([event])
+
+
+def reconcile_with_upstox(
+    kernel: AccountKernel, broker: UpstoxBroker, alerts: AlertDispatcher | None
+) -> None:
+    """Compare the bot's orders and positions with Upstox's; alert on a difference and settle
+    the orders whose outcome was unknown."""
+    now = datetime.now(UTC)
+    report = kernel.store.run(
+        lambda session: reconcile(session, broker, account=kernel.account, now=now)
+    )
+    if not report.clean and alerts is not None:
+        alerts.notify(
+            AlertKind.RECONCILIATION_MISMATCH,
+            f"{len(report.orders)} order and {len(report.positions)} position "
+            "difference(s) with Upstox",
+        )
+    kernel.executor.resolve_unresolved()
+
+
+async def play_upstox(bot: EmbeddedBot) -> None:
+    """Trade on the real feed until stop() is called (or the duration, in market minutes)."""
+    settings = bot.settings
+    live = live_trading(settings, bot.sessions, bot.alerts)
+    guard, token, live_broker = live.guard, live.token, live.broker
+    if live_broker is not None:
+        bot.kernel.use_broker(live_broker)
 
     bot.clock.advance_to(_now_ms())
-    bot.recover_today()
+    checkpoint = bot.store.checkpoint()
+    if checkpoint is not None and checkpoint.trading_date != bot.kernel.today():
+        checkpoint = None  # an earlier day's candles being built are of no use today
+    bot.kernel.recover(checkpoint)
     if live_broker is not None:
         for order in list(bot.engine.orders.values()):
             live_broker.track(order)
@@ -140,12 +200,7 @@ async def play_upstox(bot: EmbeddedBot) -> None:
 
 def _on_tick(bot: EmbeddedBot, tick: Tick) -> None:
     bot.clock.advance_to(max(tick.ts_ms, _now_ms()))
-    broker = bot.broker
-    if isinstance(broker, PaperBroker) and broker.working_count:
-        bot.executor.apply_fills(broker.on_tick(tick))
-    intents = bot.engine.on_tick(tick)
-    if intents:
-        bot.executor.execute(intents)
+    bot.kernel.step(tick)
     bot.sample_tick(tick)
     bot.stats.ticks += 1
     bot.stats.last_tick_wall = walltime.monotonic()
@@ -153,7 +208,9 @@ def _on_tick(bot: EmbeddedBot, tick: Tick) -> None:
     hub = bot.hub
     if hub is not None and hub.has_subscribers(TICKS):
         instrument = bot.instruments.get(tick.instrument_key)
-        hub.publish(TICKS, tick_payload(tick, instrument.trading_symbol if instrument else None))
+        hub.publish_threadsafe(
+            TICKS, tick_payload(tick, instrument.trading_symbol if instrument else None)
+        )
 
 
 async def _timer(
@@ -165,32 +222,14 @@ async def _timer(
         now = datetime.now(UTC)
         bot.clock.advance_to(_now_ms())
         allowed = guard.entries_allowed(now)
-        bot.engine.risk.entries_paused = None if allowed else guard.token_state(now).value
+        bot.engine.pause_entries(None if allowed else guard.token_state(now).value)
         if live_broker is not None:
-            for event in live_broker.drain():
-                if isinstance(event, OrderClosed):
-                    # cancelled or rejected at Upstox, after the fills it had (drained first)
-                    bot.engine.on_order_closed(
-                        event.client_order_id,
-                        event.status,
-                        event.reason,
-                        by=event.requested_by or "broker",
-                    )
-                else:
-                    bot.executor.apply_fills([event])
-        bot.executor.execute(bot.engine.on_timer(bot.clock.now_ms()))
+            apply_broker_events(bot.kernel, live_broker)
+        bot.kernel.timer(bot.clock.now_ms())
         bot.stats.recent.append((walltime.monotonic(), bot.stats.ticks))
         bot.flush()
         if live_broker is not None and walltime.monotonic() - last_reconcile >= RECONCILE_S:
             last_reconcile = walltime.monotonic()
-            with session_scope(bot.sessions) as session:
-                report = reconcile(session, live_broker, account=bot.account, now=now)
-            if not report.clean:
-                bot.alerts.notify(
-                    AlertKind.RECONCILIATION_MISMATCH,
-                    f"{len(report.orders)} order and {len(report.positions)} position "
-                    "difference(s) with Upstox",
-                )
-            bot.executor.resolve_unresolved()
+            reconcile_with_upstox(bot.kernel, live_broker, bot.alerts)
         if end_ms is not None and bot.clock.now_ms() >= end_ms:
             bot.stop()

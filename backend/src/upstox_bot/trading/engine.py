@@ -13,11 +13,11 @@ is taken.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import date, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
 from hashlib import sha256
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -54,10 +54,11 @@ from upstox_bot.feed.candles import DAY_MS, IST_OFFSET_MS, CandleResampler, Tick
 from upstox_bot.money import format_rupees
 from upstox_bot.options.selection import check_smallest_lot
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
+from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.signals.base import Strategy, StrategySignal
 from upstox_bot.signals.series import CandleSeries
 from upstox_bot.trading import order_state
-from upstox_bot.trading.exits import ExitManager
+from upstox_bot.trading.exits import ExitManager, ExitRules
 from upstox_bot.trading.ports import ChargesModel, Journal
 from upstox_bot.trading.routing import InstrumentRouter, StockRouter
 
@@ -93,6 +94,9 @@ class EngineConfig:
     # Build audit records and account snapshots for the journal. A backtest, whose journal
     # drops both, turns this off so that they are not built only to be thrown away.
     audit_records: bool = True
+    # Recompute the risk limits from each day's opening capital (capital plus the realised
+    # P&L of every day before). False keeps the limits on the capital they were built with.
+    limits_follow_capital: bool = True
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -108,6 +112,41 @@ class DayState:
     orders: int = 0
     loss_limit_hit: bool = False
     square_off_done: bool = False
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
+
+@dataclass(slots=True, kw_only=True)
+class EngineState:
+    """What the store says about an account's trading day, for `Engine.restore` (one call).
+
+    Everything the engine held in memory that a restart must not lose: the day (its date, its
+    opening capital, its money and counters), open positions with their stop state, orders in
+    flight, exits waiting for a slot and how many exit orders each position has had, the
+    strategy's candle windows, the entry cool-downs, the order-rate windows and last prices.
+    """
+
+    trading_date: date
+    capital_paise: int  # the day's opening capital
+    positions: Sequence[Position] = ()
+    unfinished_orders: Sequence[Order] = ()  # not filled, cancelled or rejected; oldest first
+    reference_prices: Mapping[str, int] = field(default_factory=dict)  # entry id -> paise
+    realised_paise: int = 0  # the day's net realised P&L
+    charges_paise: int = 0
+    trades: int = 0
+    orders: int = 0  # orders created on the day
+    loss_limit_hit: bool = False
+    last_prices: Mapping[str, int] = field(default_factory=dict)  # paise by instrument
+    candles: Mapping[str, Sequence[Candle]] = field(default_factory=dict)  # oldest first
+    last_entry_signal_ms: Mapping[str, int] = field(default_factory=dict)
+    sent_ms: Sequence[int] = ()  # orders sent in the rate windows (epoch ms)
+    queued_exits: Mapping[str, ExitReason] = field(default_factory=dict)  # triggered, not sent
+    exit_attempts: Mapping[str, int] = field(default_factory=dict)  # exit orders per position
+    market: Mapping[str, Any] | None = None  # `Engine.market_state()` saved at the checkpoint
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
 
 
 class Engine:
@@ -128,40 +167,135 @@ class Engine:
     ) -> None:
         """Wire the engine. `instruments` are the stocks strategies watch; `router` says what is
         traded on their signals (default: the stock itself, StockRouter)."""
-        self.config = config
-        self.instruments = dict(instruments)
-        self.strategy = strategy
-        self.risk = risk
-        self.exits = exits
+        self._config = config
+        self._instruments = dict(instruments)
+        self._strategy = strategy
+        self._risk = risk
+        self._exits = exits
         self.journal = journal
-        self.charges = charges
+        self._charges = charges
         self.clock = clock
         self.router: InstrumentRouter = router if router is not None else StockRouter()
-        self.aggregator = TickAggregator(60)
-        self.resampler = (
+        self._aggregator = TickAggregator(60)
+        self._resampler = (
             CandleResampler(config.candle_interval_s) if config.candle_interval_s > 60 else None
         )
-        self.series: dict[str, CandleSeries] = {}
-        self.stale_candles = 0  # closed candles refused as not newer than their window's last
-        self.last_price: dict[str, int] = {}
-        self.positions: dict[str, Position] = {}
-        self.orders: dict[str, Order] = {}  # orders not yet terminal
-        self.pending_entries: dict[str, OrderIntent] = {}  # by instrument
-        self.exit_queue: dict[str, ExitReason] = {}  # by instrument, oldest first
-        self.exit_attempts: dict[str, int] = {}
-        self.last_entry_signal_ms: dict[str, int] = {}
+        self._series: dict[str, CandleSeries] = {}
+        self._stale_candles = 0  # closed candles refused as not newer than their window's last
+        self._last_price: dict[str, int] = {}
+        self._positions: dict[str, Position] = {}
+        self._orders: dict[str, Order] = {}  # orders not yet terminal
+        self._pending_entries: dict[str, OrderIntent] = {}  # by instrument
+        self._exit_queue: dict[str, ExitReason] = {}  # by instrument, oldest first
+        self._exit_attempts: dict[str, int] = {}
+        self._last_entry_signal_ms: dict[str, int] = {}
         self._unrealised_paise = 0  # kept in step with the positions: O(1) per tick
         now = clock.now()
-        self.day = DayState(trading_date=_ist_date(now), capital_paise=config.capital_paise)
+        self._day = DayState(trading_date=_ist_date(now), capital_paise=config.capital_paise)
         self._next_timer_ms = (clock.now_ms() // MINUTE_MS + 1) * MINUTE_MS
-        square_off = exits.rules.square_off
-        self._square_off_ms: int | None = (
-            None
-            if square_off is None
-            else ((square_off.hour * 60 + square_off.minute) * 60 + square_off.second) * 1000
-        )
+        self._square_off_ms = _ms_of_day(exits.rules.square_off)
         self._day_index = -1
         self._records = config.audit_records
+        if config.limits_follow_capital and risk.limits.capital_paise != config.capital_paise:
+            risk.reconfigure(replace(risk.limits, capital_paise=config.capital_paise))
+
+    # --- read-only views: the state changes only through the engine's own methods ---------
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    @property
+    def instruments(self) -> Mapping[str, Instrument]:
+        """The stocks the strategy watches, by instrument key."""
+        return self._instruments
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def risk(self) -> RiskManager:
+        """The risk manager (read it; change it through `reconfigure` and the commands)."""
+        return self._risk
+
+    @property
+    def exits(self) -> ExitManager:
+        return self._exits
+
+    @property
+    def charges(self) -> ChargesModel:
+        return self._charges
+
+    @property
+    def positions(self) -> Mapping[str, Position]:
+        """Open positions by instrument key."""
+        return self._positions
+
+    @property
+    def orders(self) -> Mapping[str, Order]:
+        """Orders not yet terminal, by client order id."""
+        return self._orders
+
+    @property
+    def pending_entries(self) -> Mapping[str, OrderIntent]:
+        """Entries on their way (not completely filled), by instrument key."""
+        return self._pending_entries
+
+    @property
+    def exit_queue(self) -> Mapping[str, ExitReason]:
+        """Exits waiting for an order slot, by instrument key, oldest first."""
+        return self._exit_queue
+
+    @property
+    def exit_attempts(self) -> Mapping[str, int]:
+        return self._exit_attempts
+
+    @property
+    def last_price(self) -> Mapping[str, int]:
+        """The last traded price (paise) by instrument key."""
+        return self._last_price
+
+    @property
+    def last_entry_signal_ms(self) -> Mapping[str, int]:
+        return self._last_entry_signal_ms
+
+    @property
+    def series(self) -> Mapping[str, CandleSeries]:
+        """The strategy's windows of closed candles, by instrument key."""
+        return self._series
+
+    @property
+    def stale_candles(self) -> int:
+        """Closed candles refused as not newer than their window's last."""
+        return self._stale_candles
+
+    @property
+    def day(self) -> DayState:
+        """A copy of the day's state (its date, opening capital, money and counters)."""
+        return replace(self._day)
+
+    @property
+    def trading_date(self) -> date:
+        return self._day.trading_date
+
+    @property
+    def realised_paise(self) -> int:
+        """The day's realised P&L, net of charges."""
+        return self._day.realised_paise
+
+    @property
+    def loss_limit_hit(self) -> bool:
+        return self._day.loss_limit_hit
+
+    @property
+    def square_off_done(self) -> bool:
+        return self._day.square_off_done
+
+    @property
+    def capital_paise(self) -> int:
+        """The current day's opening capital."""
+        return self._day.capital_paise
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -172,37 +306,37 @@ class Engine:
 
     @property
     def day_pnl_paise(self) -> int:
-        return self.day.realised_paise + self.unrealised_paise
+        return self._day.realised_paise + self.unrealised_paise
 
     @property
     def open_position_count(self) -> int:
         # An entry partly filled and still working is one position, not two.
-        if not self.pending_entries:
-            return len(self.positions)
-        return len(self.positions.keys() | self.pending_entries.keys())
+        if not self._pending_entries:
+            return len(self._positions)
+        return len(self._positions.keys() | self._pending_entries.keys())
 
     def available_paise(self) -> int:
         """Cash not tied up in open positions or entries on their way (their unfilled part)."""
-        used = sum(p.entry_price_paise * p.quantity for p in self.positions.values())
-        for intent in self.pending_entries.values():
-            order = self.orders.get(intent.client_order_id)
+        used = sum(p.entry_price_paise * p.quantity for p in self._positions.values())
+        for intent in self._pending_entries.values():
+            order = self._orders.get(intent.client_order_id)
             unfilled = intent.quantity - (order.filled_quantity if order is not None else 0)
             used += intent.reference_price_paise * max(unfilled, 0)
-        return self.day.capital_paise + self.day.realised_paise - used
+        return self._day.capital_paise + self._day.realised_paise - used
 
     def snapshot(self) -> AccountSnapshot:
         return AccountSnapshot(
-            trading_date=self.day.trading_date.isoformat(),
-            capital_paise=self.day.capital_paise,
-            realised_pnl_paise=self.day.realised_paise,
+            trading_date=self._day.trading_date.isoformat(),
+            capital_paise=self._day.capital_paise,
+            realised_pnl_paise=self._day.realised_paise,
             unrealised_pnl_paise=self.unrealised_paise,
-            charges_paise=self.day.charges_paise,
-            open_positions=len(self.positions),
-            trades=self.day.trades,
-            orders=self.day.orders,
-            loss_limit_paise=self.risk.loss_limit_paise,
-            loss_limit_hit=self.day.loss_limit_hit,
-            kill_switch=self.risk.kill_switch.active,
+            charges_paise=self._day.charges_paise,
+            open_positions=len(self._positions),
+            trades=self._day.trades,
+            orders=self._day.orders,
+            loss_limit_paise=self._risk.loss_limit_paise,
+            loss_limit_hit=self._day.loss_limit_hit,
+            kill_switch=self._risk.kill_switch.active,
         )
 
     # --- events ----------------------------------------------------------------------------
@@ -218,17 +352,17 @@ class Engine:
         intents: list[OrderIntent] = []
         if ts_ms >= self._next_timer_ms:
             intents.extend(self.on_timer(ts_ms))
-        self.last_price[key] = price
-        closed = self.aggregator.on_trade(key, ts_ms, price, ltq, volume)
+        self._last_price[key] = price
+        closed = self._aggregator.on_trade(key, ts_ms, price, ltq, volume)
         if closed is not None:
             intents.extend(self._on_base_candle(closed))
-        position = self.positions.get(key)
+        position = self._positions.get(key)
         if position is not None:
             was_trailing = position.trailing_active
             self._unrealised_paise += (
                 position.direction.sign * (price - position.last_price_paise) * position.quantity
             )
-            reason, changed = self.exits.on_price(position, price)
+            reason, changed = self._exits.on_price(position, price)
             if changed:
                 self.journal.position_updated(position)
                 if not was_trailing and self._records:
@@ -243,10 +377,10 @@ class Engine:
                             "trail_stop_paise": position.trail_stop_paise,
                         },
                     )
-            if reason is not None and not position.exit_pending and key not in self.exit_queue:
+            if reason is not None and not position.exit_pending and key not in self._exit_queue:
                 self._queue_exit(key, reason)
             self._check_loss_limit()
-        if self.exit_queue:
+        if self._exit_queue:
             intents.extend(self._drain_exits())
         return intents
 
@@ -262,14 +396,14 @@ class Engine:
             The orders to place now (as `on_tick`); None, with nothing changed, when the trade
             needs `on_tick`.
         """
-        if ts_ms >= self._next_timer_ms or self.exit_queue or instrument_key in self.positions:
+        if ts_ms >= self._next_timer_ms or self._exit_queue or instrument_key in self._positions:
             return None
-        self.last_price[instrument_key] = price_paise
-        closed = self.aggregator.on_trade(instrument_key, ts_ms, price_paise, ltq)
+        self._last_price[instrument_key] = price_paise
+        closed = self._aggregator.on_trade(instrument_key, ts_ms, price_paise, ltq)
         if closed is None:
             return []
         intents = self._on_base_candle(closed)
-        if self.exit_queue:
+        if self._exit_queue:
             intents.extend(self._drain_exits())
         return intents
 
@@ -282,62 +416,62 @@ class Engine:
         if day_index != self._day_index:
             self._day_index = day_index
             new_date = ms_to_datetime(now_ms).astimezone(IST).date()
-            if new_date != self.day.trading_date:
+            if new_date != self._day.trading_date:
                 self._roll_day(new_date)
-        if self.positions:
+        if self._positions:
             self._check_expiry_exits()
-        if self.exit_queue:
+        if self._exit_queue:
             intents.extend(self._drain_exits())
-        for candle in self.aggregator.flush(now_ms):
+        for candle in self._aggregator.flush(now_ms):
             intents.extend(self._on_base_candle(candle))
-        if self.resampler is not None:
-            for candle in self.resampler.flush(now_ms):
+        if self._resampler is not None:
+            for candle in self._resampler.flush(now_ms):
                 intents.extend(self._on_strategy_candle(candle))
         if (
-            not self.day.square_off_done
+            not self._day.square_off_done
             and self._square_off_ms is not None
             and ms_of_day >= self._square_off_ms
         ):
-            self.day.square_off_done = True
-            for key in list(self.positions):
+            self._day.square_off_done = True
+            for key in list(self._positions):
                 self.request_exit(key, ExitReason.SQUARE_OFF)
-        if self.exit_queue:
+        if self._exit_queue:
             intents.extend(self._drain_exits())
         if now_ms >= self._next_timer_ms:
             self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
-            if self.positions and self.config.snapshot_every_minute:
+            if self._positions and self._config.snapshot_every_minute:
                 self._journal_account()
         return intents
 
     def _on_base_candle(self, candle: Candle) -> list[OrderIntent]:
         self.journal.candle(candle)
-        if self.resampler is None:
+        if self._resampler is None:
             return self._on_strategy_candle(candle)
         intents: list[OrderIntent] = []
-        for multiple in self.resampler.on_candle(candle):
+        for multiple in self._resampler.on_candle(candle):
             self.journal.candle(multiple)
             intents.extend(self._on_strategy_candle(multiple))
         return intents
 
     def _on_strategy_candle(self, candle: Candle) -> list[OrderIntent]:
         key = candle.instrument_key
-        series = self.series.get(key)
+        series = self._series.get(key)
         if series is None:
-            series = CandleSeries(key, candle.interval_s, self.config.series_capacity)
-            self.series[key] = series
+            series = CandleSeries(key, candle.interval_s, self._config.series_capacity)
+            self._series[key] = series
         last = series.last_start_ms
         if last is not None and candle.start_ms <= last:
             # The window holds this minute already (a candle closed again after a rebuild
             # from the store): deciding on it twice would be wrong, stopping the engine worse.
-            self.stale_candles += 1
+            self._stale_candles += 1
             log.error(
                 "candle.stale",
                 extra={"key": key, "start_ms": candle.start_ms, "last_start_ms": last},
             )
             return []
         series.append(candle)
-        strategy = self.strategy
-        if len(series) < strategy.startup_candles or key not in self.instruments:
+        strategy = self._strategy
+        if len(series) < strategy.startup_candles or key not in self._instruments:
             return []
         now = None
         try:
@@ -367,8 +501,8 @@ class Engine:
             signal_id=SignalId(
                 derive_id(
                     "sg",
-                    self.config.account,
-                    self.strategy.name,
+                    self._config.account,
+                    self._strategy.name,
                     key,
                     candle.start_ms,
                     candle.interval_s,
@@ -376,7 +510,7 @@ class Engine:
                 )
             ),
             instrument_key=key,
-            strategy=self.strategy.name,
+            strategy=self._strategy.name,
             type=said.type,
             strength=min(1.0, max(0.0, said.strength)),
             reason=said.reason,
@@ -396,12 +530,12 @@ class Engine:
             self.request_exit(held[0], ExitReason.SIGNAL)
             return None
         now_ms = self.clock.now_ms()
-        last = self.last_entry_signal_ms.get(key)
-        cooldown_ms = self.config.signal_cooldown_s * 1000
+        last = self._last_entry_signal_ms.get(key)
+        cooldown_ms = self._config.signal_cooldown_s * 1000
         if last is not None and now_ms - last < cooldown_ms:
             self.journal.signal(signal, SignalStatus.IGNORED)
             return None
-        self.last_entry_signal_ms[key] = now_ms
+        self._last_entry_signal_ms[key] = now_ms
         self.journal.signal(signal, SignalStatus.NEW)
         return self._try_entry(signal, now, now_ms)
 
@@ -409,7 +543,7 @@ class Engine:
         """The position held on a stock (itself or one of its contracts): its key and the
         signal direction it stands for."""
         router = self.router
-        for key, position in self.positions.items():
+        for key, position in self._positions.items():
             if router.underlying_key(key) == underlying_key:
                 return key, router.signal_direction(key, position.direction)
         return None
@@ -419,7 +553,7 @@ class Engine:
         router = self.router
         return any(
             router.underlying_key(key) == underlying_key
-            for keys in (self.positions, self.pending_entries)
+            for keys in (self._positions, self._pending_entries)
             for key in keys
         )
 
@@ -437,18 +571,18 @@ class Engine:
     def _try_entry(self, signal: Signal, now: datetime, now_ms: int) -> OrderIntent | None:
         underlying_key = signal.instrument_key
         route = self.router.route(
-            self.instruments[underlying_key],
+            self._instruments[underlying_key],
             direction=signal.type.direction,
-            spot_paise=self.last_price.get(underlying_key, 0),
+            spot_paise=self._last_price.get(underlying_key, 0),
             at_ms=now_ms,
-            trading_date=self.day.trading_date,
+            trading_date=self._day.trading_date,
         )
         instrument = route.instrument
         key = instrument.instrument_key if instrument is not None else underlying_key
         direction = route.direction or signal.type.direction
         price = route.price_paise
-        stop, target = self.exits.rules.levels(direction, price) if price else (0, 0)
-        if self.exit_queue:
+        stop, target = self._exits.rules.levels(direction, price) if price else (0, 0)
+        if self._exit_queue:
             decision = RiskDecision(
                 approved=False,
                 rule=RiskRule.ORDER_SPACING,
@@ -485,7 +619,7 @@ class Engine:
                 open_positions=self.open_position_count,
                 in_position=self._holds(underlying_key),
                 day_pnl_paise=self.day_pnl_paise,
-                loss_limit_hit=self.day.loss_limit_hit,
+                loss_limit_hit=self._day.loss_limit_hit,
                 available_paise=self.available_paise(),
             )
             decision = self._check_routed_entry(
@@ -511,7 +645,7 @@ class Engine:
         self.journal.signal_status(signal.signal_id, SignalStatus.ACCEPTED)
         intent = OrderIntent(
             client_order_id=ClientOrderId(
-                derive_id("ub", self.config.account, "entry", signal.signal_id)
+                derive_id("ub", self._config.account, "entry", signal.signal_id)
             ),
             instrument_key=key,
             side=direction.entry_side,
@@ -523,8 +657,8 @@ class Engine:
             signal_id=signal.signal_id,
             reference_price_paise=price,
         )
-        self.risk.rate_limiter.record(now_ms)
-        self.pending_entries[key] = intent
+        self._risk.rate_limiter.record(now_ms)
+        self._pending_entries[key] = intent
         if self._records:
             self._audit(
                 "order.intent",
@@ -565,13 +699,13 @@ class Engine:
                 contract=instrument,
                 price_paise=price,
                 stop_paise=stop,
-                limits=self.risk.limits,
+                limits=self._risk.limits,
                 signal_id=signal.signal_id,
                 at=now,
             )
             if not smallest.approved:
                 return smallest
-        return self.risk.check_entry(
+        return self._risk.check_entry(
             EntryRequest(
                 instrument_key=instrument.instrument_key,
                 direction=direction,
@@ -594,16 +728,16 @@ class Engine:
         Raises:
             NotFound: no open position in that instrument.
         """
-        position = self.positions.get(instrument_key)
+        position = self._positions.get(instrument_key)
         if position is None:
             raise NotFound(f"no open position in {instrument_key}")
-        if position.exit_pending or instrument_key in self.exit_queue:
+        if position.exit_pending or instrument_key in self._exit_queue:
             return
         self._queue_exit(instrument_key, reason)
 
     def _queue_exit(self, key: str, reason: ExitReason) -> None:
-        self.exit_queue[key] = reason
-        position = self.positions[key]
+        self._exit_queue[key] = reason
+        position = self._positions[key]
         if self._records:
             self._audit(
                 "exit.triggered",
@@ -622,20 +756,20 @@ class Engine:
     def _drain_exits(self) -> list[OrderIntent]:
         intents: list[OrderIntent] = []
         now_ms = self.clock.now_ms()
-        while self.exit_queue:
-            if not self.risk.rate_limiter.check(now_ms).allowed:
+        while self._exit_queue:
+            if not self._risk.rate_limiter.check(now_ms).allowed:
                 break
-            key, reason = next(iter(self.exit_queue.items()))
-            del self.exit_queue[key]
-            position = self.positions.get(key)
+            key, reason = next(iter(self._exit_queue.items()))
+            del self._exit_queue[key]
+            position = self._positions.get(key)
             if position is None or position.exit_pending:
                 continue
-            attempt = self.exit_attempts.get(key, 0) + 1
-            self.exit_attempts[key] = attempt
+            attempt = self._exit_attempts.get(key, 0) + 1
+            self._exit_attempts[key] = attempt
             now = self.clock.now()
             intent = OrderIntent(
                 client_order_id=ClientOrderId(
-                    derive_id("ub", self.config.account, "exit", position.entry_order_id, attempt)
+                    derive_id("ub", self._config.account, "exit", position.entry_order_id, attempt)
                 ),
                 instrument_key=key,
                 side=position.direction.exit_side,
@@ -649,7 +783,7 @@ class Engine:
             )
             position.exit_pending = True
             self.journal.position_updated(position)
-            self.risk.rate_limiter.record(now_ms)
+            self._risk.rate_limiter.record(now_ms)
             intents.append(intent)
             if faults.ENABLED:
                 faults.point("exit.sent")
@@ -659,12 +793,12 @@ class Engine:
 
     def on_order_created(self, order: Order) -> None:
         """Track an order the executor recorded (status PENDING or later)."""
-        self.orders[order.client_order_id] = order
-        self.day.orders += 1
+        self._orders[order.client_order_id] = order
+        self._day.orders += 1
 
     def on_fill(self, fill: Fill) -> None:
         """Apply a fill to its order, then to the position (open, or close into a trade)."""
-        order = self.orders.get(fill.client_order_id)
+        order = self._orders.get(fill.client_order_id)
         if order is None:
             raise NotFound(f"fill for unknown order {fill.client_order_id}")
         order_state.apply_fill(order, fill.quantity, fill.price_paise, fill.filled_at)
@@ -689,17 +823,17 @@ class Engine:
         elif order.status is OrderStatus.FILLED:
             self._close_position(order, fill.filled_at)
         if order.status.is_terminal:
-            del self.orders[order.client_order_id]
+            del self._orders[order.client_order_id]
 
     def _apply_entry_fill(self, order: Order, fill: Fill) -> None:
         key = order.instrument_key
         if order.status is OrderStatus.FILLED:
             # A part-filled entry keeps the rest reserved until it fills or ends (on_order_closed).
-            self.pending_entries.pop(key, None)
-        position = self.positions.get(key)
+            self._pending_entries.pop(key, None)
+        position = self._positions.get(key)
         price = order.average_price_paise or fill.price_paise
         direction = Direction.LONG if order.side.value == "buy" else Direction.SHORT
-        stop, target = self.exits.rules.levels(direction, price)
+        stop, target = self._exits.rules.levels(direction, price)
         if position is None:
             position = Position(
                 instrument_key=key,
@@ -712,10 +846,10 @@ class Engine:
                 stop_paise=stop,
                 target_paise=target,
                 best_price_paise=price,
-                last_price_paise=self.last_price.get(key, price),
-                strategy=self.strategy.name,
+                last_price_paise=self._last_price.get(key, price),
+                strategy=self._strategy.name,
             )
-            self.positions[key] = position
+            self._positions[key] = position
             self._unrealised_paise += position.unrealised_pnl_paise
             self.journal.position_opened(position)
             event = "position.opened"
@@ -745,14 +879,14 @@ class Engine:
         self._journal_account()
 
     def _lot_size(self, key: str) -> int:
-        instrument = self.instruments.get(key) or self.router.instrument_or_none(key)
+        instrument = self._instruments.get(key) or self.router.instrument_or_none(key)
         if instrument is None:
             raise NotFound(f"unknown instrument {key}")
         return instrument.lot_size
 
     def _close_position(self, order: Order, at: datetime) -> None:
         key = order.instrument_key
-        position = self.positions.pop(key)
+        position = self._positions.pop(key)
         self._unrealised_paise -= position.unrealised_pnl_paise
         exit_price = order.average_price_paise or position.last_price_paise
         position.last_price_paise = exit_price
@@ -766,7 +900,7 @@ class Engine:
             at=at,
         )
         gross, charges = trade.gross_pnl_paise, trade.charges_paise
-        self.exit_attempts.pop(key, None)
+        self._exit_attempts.pop(key, None)
         self.journal.position_closed(position, trade)
         if self._records:
             self._audit(
@@ -800,12 +934,12 @@ class Engine:
         """The trade of `quantity` of the position closed by `order` at `exit_price_paise`,
         booked into the day's realised P&L, charges and trade count."""
         gross = position.direction.sign * (exit_price_paise - position.entry_price_paise) * quantity
-        charges = self.charges(
+        charges = self._charges(
             direction=position.direction,
             entry_price_paise=position.entry_price_paise,
             exit_price_paise=exit_price_paise,
             quantity=quantity,
-            trading_date=self.day.trading_date,
+            trading_date=self._day.trading_date,
         )
         trade = Trade(
             trade_id=trade_id,
@@ -825,9 +959,9 @@ class Engine:
             exit_order_id=order.client_order_id,
             strategy=position.strategy,
         )
-        self.day.realised_paise += trade.net_pnl_paise
-        self.day.charges_paise += charges
-        self.day.trades += 1
+        self._day.realised_paise += trade.net_pnl_paise
+        self._day.charges_paise += charges
+        self._day.trades += 1
         return trade
 
     def on_order_cancelled(self, client_order_id: str, *, by: str) -> None:
@@ -837,15 +971,15 @@ class Engine:
             NotFound: no working order with that id.
             Conflict: it is an exit (an exit is never dropped: close the position instead).
         """
-        order = self.orders.get(client_order_id)
+        order = self._orders.get(client_order_id)
         if order is None:
             raise NotFound(f"no working order {client_order_id}")
         if order.purpose is OrderPurpose.EXIT:
             raise Conflict("an exit order is not cancelled: a stop must never be lost")
         now = self.clock.now()
         order_state.transition(order, OrderStatus.CANCELLED, now)
-        del self.orders[client_order_id]
-        self.pending_entries.pop(order.instrument_key, None)
+        del self._orders[client_order_id]
+        self._pending_entries.pop(order.instrument_key, None)
         self.journal.order(order)
         if self._records:
             self._audit("order.cancelled", "order", client_order_id, now, {}, actor=by)
@@ -868,7 +1002,7 @@ class Engine:
             reason: the broker's message (audited).
             by: who asked for the cancel (audit actor); ``broker`` when nobody here did.
         """
-        order = self.orders.get(client_order_id)
+        order = self._orders.get(client_order_id)
         if order is None:
             log.warning("order.close.ignored", extra={"client_order_id": client_order_id})
             return
@@ -877,7 +1011,7 @@ class Engine:
             return
         now = self.clock.now()
         order_state.transition(order, OrderStatus.CANCELLED, now)
-        del self.orders[client_order_id]
+        del self._orders[client_order_id]
         self.journal.order(order)
         key = order.instrument_key
         if self._records:
@@ -896,11 +1030,11 @@ class Engine:
                 actor=by,
             )
         if order.purpose is OrderPurpose.ENTRY:
-            self.pending_entries.pop(key, None)
+            self._pending_entries.pop(key, None)
             if order.filled_quantity:
                 self._journal_account()
             return
-        position = self.positions.get(key)
+        position = self._positions.get(key)
         if position is None:
             return
         if order.filled_quantity:
@@ -963,7 +1097,7 @@ class Engine:
 
     def on_order_rejected(self, client_order_id: str, reason: str) -> None:
         """A broker refused an order: free the entry slot, or queue the exit again."""
-        order = self.orders.pop(client_order_id, None)
+        order = self._orders.pop(client_order_id, None)
         if order is None:
             raise NotFound(f"rejection for unknown order {client_order_id}")
         now = self.clock.now()
@@ -977,62 +1111,104 @@ class Engine:
             self._audit("order.rejected", "order", client_order_id, now, {"reason": reason})
         key = order.instrument_key
         if order.purpose is OrderPurpose.ENTRY:
-            self.pending_entries.pop(key, None)
+            self._pending_entries.pop(key, None)
             return
-        position = self.positions.get(key)
+        position = self._positions.get(key)
         if position is not None:
             # The position is still open: its exit goes back in the queue, never dropped.
             position.exit_pending = False
             self.journal.position_updated(position)
             self._queue_exit(key, order.exit_reason or ExitReason.MANUAL)
 
-    def restore_position(self, position: Position) -> None:
-        """Take over an open position recorded earlier (restart recovery), stop state intact.
+    # --- recovery: rebuilding state after a restart (the kernel's recovery drives these) ---
+
+    def restore(self, state: EngineState) -> None:
+        """Put a freshly built engine (no position, no order) into the recorded state.
+
+        Call it once, with the clock at the restart point and before the engine sees any new
+        event. Orders in flight are tracked
+        again (an entry keeps its slot and its cash reserved); a position flagged as exiting
+        with no exit order in flight is released, so that its exit triggers again. The
+        executor then settles the unfinished orders through the broker (by their tags).
 
         Raises:
-            Conflict: a position in that instrument is already held.
+            Conflict: the engine already holds positions or orders.
         """
-        if position.instrument_key in self.positions:
-            raise Conflict(f"a position in {position.instrument_key} is already held")
-        self.positions[position.instrument_key] = position
-        self._unrealised_paise += position.unrealised_pnl_paise
-
-    # --- recovery: rebuilding state after a restart (runtime/recovery.py drives these) ---
-
-    def warm_tick(self, tick: Tick) -> None:
-        """Rebuild market state from a tick already acted on before a restart: the candles
-        being built (closing them exactly where on_tick did) and last prices, with no decision,
-        no candle emitted and nothing journaled."""
-        closed: list[Candle] = []
-        if tick.ts_ms >= self._next_timer_ms:
-            closed.extend(self.aggregator.flush(tick.ts_ms))
-            if self.resampler is not None:
-                self.resampler.flush(tick.ts_ms)
-            self._next_timer_ms = (tick.ts_ms // MINUTE_MS + 1) * MINUTE_MS
-        self.last_price[tick.instrument_key] = tick.ltp_paise
-        candle = self.aggregator.on_tick(tick)
-        if candle is not None:
-            closed.append(candle)
-        if self.resampler is not None:
-            for base in closed:
-                self.resampler.on_candle(base)
-
-    def warm_timer(self, now_ms: int) -> None:
-        """Rebuild the effect of an on_timer call made before a restart (candles it closed)."""
-        self.aggregator.flush(now_ms)
-        if self.resampler is not None:
-            self.resampler.flush(now_ms)
-        if now_ms >= self._next_timer_ms:
-            self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
-
-    def restore_candles(self, instrument_key: str, candles: list[Candle]) -> None:
-        """Refill the strategy's window of closed candles (oldest first)."""
-        series = CandleSeries(
-            instrument_key, self.config.candle_interval_s, self.config.series_capacity
+        if self._positions or self._orders:
+            raise Conflict("restore needs a fresh engine")
+        now_ms = self.clock.now_ms()
+        self._day = DayState(
+            trading_date=state.trading_date,
+            capital_paise=state.capital_paise,
+            realised_paise=state.realised_paise,
+            charges_paise=state.charges_paise,
+            trades=state.trades,
+            orders=state.orders,
+            loss_limit_hit=state.loss_limit_hit,
         )
-        for candle in candles[-self.config.series_capacity :]:
-            series.append(candle)
-        self.series[instrument_key] = series
+        day_index, ms_of_day = divmod(now_ms + IST_OFFSET_MS, DAY_MS)
+        if ms_to_datetime(now_ms).astimezone(IST).date() == state.trading_date:
+            self._day_index = day_index
+            self._day.square_off_done = (
+                self._square_off_ms is not None and ms_of_day >= self._square_off_ms
+            )
+        if self._config.limits_follow_capital:
+            self._risk.reconfigure(replace(self._risk.limits, capital_paise=state.capital_paise))
+        self._last_price.update(state.last_prices)
+        market = state.market
+        if market is not None:  # exact, where the store's candle closes are only a fallback
+            self._aggregator.restore_state(list(market.get("candles") or []))
+            if self._resampler is not None:
+                self._resampler.restore_state(list(market.get("multiples") or []))
+            self._last_price.update({str(k): int(v) for k, v in dict(market["prices"]).items()})
+        for position in state.positions:
+            key = position.instrument_key
+            position.last_price_paise = self._last_price.get(
+                key, position.last_price_paise or position.entry_price_paise
+            )
+            self._positions[key] = position
+            self._unrealised_paise += position.unrealised_pnl_paise
+            self._last_price.setdefault(key, position.last_price_paise)
+        exiting: set[str] = set()
+        for order in state.unfinished_orders:
+            self._orders[order.client_order_id] = order
+            if order.purpose is OrderPurpose.ENTRY:
+                reference = state.reference_prices.get(order.client_order_id) or (
+                    self._last_price.get(order.instrument_key, 0)
+                )
+                self._pending_entries[order.instrument_key] = _intent_of(order, reference)
+            else:
+                exiting.add(order.instrument_key)
+        for key, position in self._positions.items():
+            if position.exit_pending and key not in exiting:
+                position.exit_pending = False
+                self.journal.position_updated(position)
+        capacity = self._config.series_capacity
+        for key, candles in state.candles.items():
+            if not candles:
+                continue
+            series = CandleSeries(key, candles[0].interval_s, capacity)
+            for candle in candles[-capacity:]:
+                series.append(candle)
+            self._series[key] = series
+        self._last_entry_signal_ms.update(state.last_entry_signal_ms)
+        self._risk.rate_limiter.restore(state.sent_ms)
+        self._exit_attempts.update(state.exit_attempts)
+        for key, reason in state.queued_exits.items():
+            held = self._positions.get(key)
+            if held is not None and not held.exit_pending:
+                self._exit_queue[key] = reason
+        self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
+
+    def market_state(self) -> dict[str, Any]:
+        """The market state only memory holds (the candles being built, with each instrument's
+        volume baseline, and the last prices), as JSON data. A harness saves it with its
+        checkpoint; `restore` puts it back exactly, so that a restart needs no replay."""
+        return {
+            "candles": self._aggregator.state(),
+            "multiples": [] if self._resampler is None else self._resampler.state(),
+            "prices": dict(self._last_price),
+        }
 
     # --- backtest fast path: bars proved to change nothing but the candles and prices ---
 
@@ -1047,12 +1223,12 @@ class Engine:
         """Add closed strategy candles that the caller knows make no signal, without evaluating
         them: the window ends up as if each had closed in turn (`rows` as `CandleSeries.extend`
         takes them: open, high, low, close in rupees, and volume)."""
-        series = self.series.get(instrument_key)
+        series = self._series.get(instrument_key)
         if series is None:
             series = CandleSeries(
-                instrument_key, self.config.candle_interval_s, self.config.series_capacity
+                instrument_key, self._config.candle_interval_s, self._config.series_capacity
             )
-            self.series[instrument_key] = series
+            self._series[instrument_key] = series
         series.extend(start_ms, rows)
 
     def refuses_entries_when_flat(self, at_ms: int) -> bool:
@@ -1062,23 +1238,28 @@ class Engine:
         switch, entries paused, entry window, or the daily loss limit, the day's P&L being
         realised); with no signal cooldown, the time a refused entry leaves is never read."""
         if (
-            self.positions
-            or self.orders
-            or self.pending_entries
-            or self.exit_queue
-            or self.config.signal_cooldown_s
+            self._positions
+            or self._orders
+            or self._pending_entries
+            or self._exit_queue
+            or self._config.signal_cooldown_s
         ):
             return False
-        if self.day.loss_limit_hit or self.risk.loss_limit_breached(self.day_pnl_paise):
+        if self._day.loss_limit_hit or self._risk.loss_limit_breached(self.day_pnl_paise):
             return True
-        return self.risk.refuses_every_entry(ms_to_datetime(at_ms))
+        return self._risk.refuses_every_entry(ms_to_datetime(at_ms))
+
+    def aggregate_trade(self, instrument_key: str, ts_ms: int, price_paise: int, ltq: int) -> bool:
+        """Feed a trade to the candle aggregator alone (a backtest building the candles of a
+        span it skips); True when the trade closed a candle, which such a span never does."""
+        return self._aggregator.on_trade(instrument_key, ts_ms, price_paise, ltq) is not None
 
     def apply_quiet_prices(self, prices: Mapping[str, int]) -> None:
         """Move last prices (and the open positions' unrealised P&L) to where ticks the caller
         proved to touch no exit level and no loss limit left them."""
         for key, price in prices.items():
-            self.last_price[key] = price
-            position = self.positions.get(key)
+            self._last_price[key] = price
+            position = self._positions.get(key)
             if position is not None:
                 self._unrealised_paise += (
                     position.direction.sign
@@ -1087,70 +1268,70 @@ class Engine:
                 )
                 position.last_price_paise = price
 
-    def restore_order(self, order: Order, reference_price_paise: int) -> None:
-        """Track an order left in flight; an entry keeps its slot and its cash reserved."""
-        self.orders[order.client_order_id] = order
-        if order.purpose is OrderPurpose.ENTRY:
-            self.pending_entries[order.instrument_key] = OrderIntent(
-                client_order_id=order.client_order_id,
-                instrument_key=order.instrument_key,
-                side=order.side,
-                quantity=order.quantity,
-                lots=order.lots,
-                purpose=order.purpose,
-                reason=order.reason,
-                created_at=order.created_at,
-                signal_id=order.signal_id,
-                reference_price_paise=reference_price_paise,
-            )
+    # --- commands --------------------------------------------------------------------------
 
-    def restore_exit(self, instrument_key: str, reason: ExitReason | None, attempts: int) -> None:
-        """Put back an exit that was waiting for an order slot, and the exit attempt count."""
-        if attempts:
-            self.exit_attempts[instrument_key] = attempts
-        if reason is not None and instrument_key in self.positions:
-            self.exit_queue[instrument_key] = reason
-
-    def restore_day(
+    def reconfigure(
         self,
         *,
-        realised_paise: int,
-        charges_paise: int,
-        trades: int,
-        orders: int,
-        loss_limit_hit: bool,
-        last_entry_signal_ms: Mapping[str, int],
+        limits: RiskLimits | None = None,
+        exit_rules: ExitRules | None = None,
+        signal_cooldown_s: int | None = None,
+        kill_switch_square_off: bool | None = None,
+        strategy: Strategy | None = None,
+        charges: ChargesModel | None = None,
     ) -> None:
-        """Put back the day's counters and flags as they were recorded."""
-        self.day.realised_paise = realised_paise
-        self.day.charges_paise = charges_paise
-        self.day.trades = trades
-        self.day.orders = orders
-        self.day.loss_limit_hit = loss_limit_hit
-        ms_of_day = (self.clock.now_ms() + IST_OFFSET_MS) % DAY_MS
-        self.day.square_off_done = (
-            self._square_off_ms is not None and ms_of_day >= self._square_off_ms
-        )
-        self.last_entry_signal_ms.update(last_entry_signal_ms)
-        self._next_timer_ms = (self.clock.now_ms() // MINUTE_MS + 1) * MINUTE_MS
+        """Apply changed settings to the running engine (what is not given stays).
 
-    # --- commands --------------------------------------------------------------------------
+        `limits` take the current day's opening capital when the limits follow the capital
+        (the capital they carry is then ignored). New exit rules apply to new positions; the
+        open ones keep the levels they were opened with.
+        """
+        if limits is not None:
+            if self._config.limits_follow_capital:
+                limits = replace(limits, capital_paise=self._day.capital_paise)
+            self._risk.reconfigure(limits)
+        if exit_rules is not None:
+            self._exits.rules = exit_rules
+            self._square_off_ms = _ms_of_day(exit_rules.square_off)
+        if signal_cooldown_s is not None or kill_switch_square_off is not None:
+            self._config = replace(
+                self._config,
+                signal_cooldown_s=self._config.signal_cooldown_s
+                if signal_cooldown_s is None
+                else signal_cooldown_s,
+                kill_switch_square_off=self._config.kill_switch_square_off
+                if kill_switch_square_off is None
+                else kill_switch_square_off,
+            )
+        if strategy is not None:
+            self._strategy = strategy
+        if charges is not None:
+            self._charges = charges
+
+    def pause_entries(self, reason: str | None) -> None:
+        """Refuse new entries while `reason` is set (an unusable Upstox token, a refused IP);
+        None resumes them. Exits go on."""
+        self._risk.entries_paused = reason
+
+    def ban(self, instrument_keys: frozenset[str]) -> None:
+        """Take no new entry in these instruments (the F&O ban list)."""
+        self._risk.banned = instrument_keys
 
     def set_kill_switch(self, active: bool, *, reason: str, by: str) -> None:
         """Turn the kill switch on or off; on closes open positions when configured so."""
         now = self.clock.now()
-        changed = self.risk.kill_switch.set(active, reason=reason, at=now, by=by)
+        changed = self._risk.kill_switch.set(active, reason=reason, at=now, by=by)
         if changed and self._records:
             self._audit(
                 "kill_switch." + ("on" if active else "off"),
                 "account",
-                self.config.account,
+                self._config.account,
                 now,
                 {"reason": reason},
                 actor=by,
             )
-        if active and self.config.kill_switch_square_off:
-            for key in list(self.positions):
+        if active and self._config.kill_switch_square_off:
+            for key in list(self._positions):
                 self.request_exit(key, ExitReason.KILL_SWITCH)
         self._journal_account()
 
@@ -1158,43 +1339,49 @@ class Engine:
 
     def _check_expiry_exits(self) -> None:
         # Stock F&O settle physically: a contract is closed on its expiry exit date.
-        today = self.day.trading_date
-        for key, position in self.positions.items():
+        today = self._day.trading_date
+        for key, position in self._positions.items():
             exit_date = self.router.exit_date(key)
             if exit_date is None or exit_date > today:
                 continue
-            if not position.exit_pending and key not in self.exit_queue:
+            if not position.exit_pending and key not in self._exit_queue:
                 self._queue_exit(key, ExitReason.EXPIRY)
 
     def _check_loss_limit(self) -> None:
-        if not self.day.loss_limit_hit and self.risk.loss_limit_breached(self.day_pnl_paise):
-            self.day.loss_limit_hit = True
+        if not self._day.loss_limit_hit and self._risk.loss_limit_breached(self.day_pnl_paise):
+            self._day.loss_limit_hit = True
             now = self.clock.now()
             if self._records:
                 self._audit(
                     "risk.daily_loss_limit_hit",
                     "account",
-                    self.config.account,
+                    self._config.account,
                     now,
                     {
                         "day_pnl_paise": self.day_pnl_paise,
-                        "limit_paise": self.risk.limits.daily_loss_limit_paise,
+                        "limit_paise": self._risk.limits.daily_loss_limit_paise,
                     },
                 )
             self._journal_account()
 
     def _roll_day(self, new_date: date) -> None:
         self._journal_account()
-        self.day = DayState(
+        self._day = DayState(
             trading_date=new_date,
-            capital_paise=self.day.capital_paise + self.day.realised_paise,
+            capital_paise=self._day.capital_paise + self._day.realised_paise,
         )
-        self.last_entry_signal_ms.clear()
+        if self._config.limits_follow_capital:
+            # The limits of a day come from its opening capital, whether the process ran
+            # through the night or started that morning.
+            self._risk.reconfigure(
+                replace(self._risk.limits, capital_paise=self._day.capital_paise)
+            )
+        self._last_entry_signal_ms.clear()
         if self._records:
             self._audit(
                 "day.started",
                 "account",
-                self.config.account,
+                self._config.account,
                 self.clock.now(),
                 {"trading_date": new_date.isoformat()},
             )
@@ -1223,3 +1410,25 @@ class Engine:
 
 def _ist_date(at: datetime) -> date:
     return at.astimezone(IST).date()
+
+
+def _intent_of(order: Order, reference_price_paise: int) -> OrderIntent:
+    return OrderIntent(
+        client_order_id=order.client_order_id,
+        instrument_key=order.instrument_key,
+        side=order.side,
+        quantity=order.quantity,
+        lots=order.lots,
+        purpose=order.purpose,
+        reason=order.reason,
+        created_at=order.created_at,
+        order_type=order.order_type,
+        limit_price_paise=order.limit_price_paise,
+        signal_id=order.signal_id,
+        exit_reason=order.exit_reason,
+        reference_price_paise=reference_price_paise,
+    )
+
+
+def _ms_of_day(at: time | None) -> int | None:
+    return None if at is None else ((at.hour * 60 + at.minute) * 60 + at.second) * 1000

@@ -1,9 +1,16 @@
-"""The order executor: records each intent as an order, sends it, and feeds the result back."""
+"""The order executor: records each intent as an order, makes it durable, sends it, and feeds
+the result back to the engine. One executor for every harness.
+
+A crash at any instruction neither loses nor doubles an order: the intents of one engine step
+are all recorded as SUBMITTING and committed (`commit`) before the first is sent, so after a
+restart every order is either on record, and then looked up by its tag before anything is sent
+again (`resolve`), or was never produced.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from upstox_bot import faults
 from upstox_bot.domain import Fill, Order, OrderIntent, OrderStatus
@@ -16,11 +23,18 @@ log = logging.getLogger(__name__)
 
 
 class OrderExecutor:
-    """Places intents through a broker, in order, recording state before each outside call.
+    """Places the engine's intents through a broker, in order, durable before each send.
 
-    `before_send` runs after an order is recorded as SUBMITTING and before the broker sees it:
-    the embedded harness commits the journal there, so a crash after the broker accepted an
-    order always finds the order on disk and looks it up by its tag instead of placing it again.
+    Args:
+        engine: the account's engine.
+        broker: where orders go.
+        journal: the engine's journal (orders are recorded through it).
+        commit: makes everything journalled so far durable, raising if it cannot; None when
+            nothing is kept (a backtest).
+        fills_of: the broker's recorded fills of an order, when it keeps them, so that a
+            restart replays them exactly (the paper book in Redis).
+        after_place: called right after the broker accepted an order (fault injection in
+            tests; monitoring).
     """
 
     def __init__(
@@ -29,31 +43,119 @@ class OrderExecutor:
         engine: Engine,
         broker: Broker,
         journal: Journal,
-        before_send: Callable[[], None] | None = None,
+        commit: Callable[[], None] | None = None,
+        fills_of: Callable[[str], Sequence[Fill]] | None = None,
+        after_place: Callable[[Order], None] | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.journal = journal
-        self.before_send = before_send
+        self.commit = commit
+        self.fills_of = fills_of
+        self.after_place = after_place
         self.unresolved: dict[str, Order] = {}  # sent, outcome unknown (broker unavailable)
 
     def execute(self, intents: Iterable[OrderIntent]) -> None:
+        """Record every intent as an order (SUBMITTING), commit once, then send them in order."""
+        orders: list[Order] = []
+        engine, journal = self.engine, self.journal
+        now = engine.clock.now()
         for intent in intents:
-            self._execute_one(intent)
-
-    def _execute_one(self, intent: OrderIntent) -> None:
-        order = Order.from_intent(intent)
-        now = self.engine.clock.now()
-        self.engine.on_order_created(order)
-        self.journal.order(order)
-        order_state.transition(order, OrderStatus.SUBMITTING, now)
-        self.journal.order(order)
-        self.journal.order_sent(order.client_order_id, now)
-        if self.before_send is not None:
-            self.before_send()
+            order = Order.from_intent(intent)
+            engine.on_order_created(order)
+            journal.order(order)
+            order_state.transition(order, OrderStatus.SUBMITTING, now)
+            journal.order(order)
+            journal.order_sent(order.client_order_id, now)
+            orders.append(order)
+        if not orders:
+            return
+        if self.commit is not None:
+            self.commit()
         if faults.ENABLED:
             faults.point("order.recorded")
-        self._send(order)
+        for order in orders:
+            self._send(order)
+
+    def apply_fills(self, fills: Iterable[Fill]) -> None:
+        """Feed fills reported after placement (next tick, portfolio stream) to the engine."""
+        for fill in fills:
+            self.engine.on_fill(fill)
+
+    def resolve(self, order: Order) -> None:
+        """Settle an unfinished order (after a restart, or an unknown outcome) from the
+        broker's view of its tag.
+
+        An order the broker never received is sent now if it was never sent (PENDING) or its
+        sending may have failed (SUBMITTING); one the broker accepted becomes OPEN; its fills
+        and a rejection are applied to the engine.
+        """
+        try:
+            known = self.broker.find_by_tag(order.client_order_id)
+        except BrokerUnavailable:
+            self.unresolved[order.client_order_id] = order
+            return
+        self.unresolved.pop(order.client_order_id, None)
+        if known is None:
+            if order.status in (OrderStatus.PENDING, OrderStatus.SUBMITTING):
+                if order.status is OrderStatus.PENDING:
+                    now = self.engine.clock.now()
+                    order_state.transition(order, OrderStatus.SUBMITTING, now)
+                    self.journal.order(order)
+                    self.journal.order_sent(order.client_order_id, now)
+                    if self.commit is not None:
+                        self.commit()
+                self._send(order)
+            else:
+                log.error(
+                    "order.unknown_to_broker",
+                    extra={"client_order_id": order.client_order_id, "status": order.status},
+                )
+            return
+        if known.status is OrderStatus.REJECTED:
+            self.engine.on_order_rejected(order.client_order_id, known.rejection_reason or "")
+            return
+        now = self.engine.clock.now()
+        if order.status is OrderStatus.PENDING:
+            order_state.transition(order, OrderStatus.SUBMITTING, now)
+            self.journal.order_sent(order.client_order_id, now)
+        if order.broker_order_id is None:
+            order.broker_order_id = known.broker_order_id
+        if order.status is OrderStatus.SUBMITTING:
+            order_state.transition(order, OrderStatus.OPEN, now)
+            self.journal.order(order)
+        for fill in self._fills_after(order, known):
+            self.engine.on_fill(fill)
+
+    def resolve_unresolved(self) -> None:
+        """Retry `resolve` for the orders whose outcome was unknown."""
+        for order in list(self.unresolved.values()):
+            self.resolve(order)
+
+    def _fills_after(self, order: Order, known: Order) -> list[Fill]:
+        if known.filled_quantity <= order.filled_quantity:
+            return []
+        recorded = list(self.fills_of(order.client_order_id)) if self.fills_of else []
+        if sum(f.quantity for f in recorded) == known.filled_quantity:
+            skip, out = order.filled_quantity, []
+            for fill in recorded:  # the fills the engine already applied come first
+                if skip >= fill.quantity:
+                    skip -= fill.quantity
+                    continue
+                out.append(fill)
+            return out
+        return [
+            Fill(
+                fill_id=derive_id("fill", order.client_order_id, "reconciled"),
+                client_order_id=order.client_order_id,
+                broker_order_id=known.broker_order_id or "",
+                instrument_key=order.instrument_key,
+                side=order.side,
+                quantity=known.filled_quantity - order.filled_quantity,
+                price_paise=known.average_price_paise or 0,
+                filled_at=self.engine.clock.now(),
+            )
+        ]
 
     def _send(self, order: Order) -> None:
         try:
@@ -71,40 +173,10 @@ class OrderExecutor:
             log.warning("order.outcome_unknown", extra={"client_order_id": order.client_order_id})
             self.unresolved[order.client_order_id] = order
             return
+        if self.after_place is not None:
+            self.after_place(order)
         if not fills and order.status is OrderStatus.SUBMITTING:
             order_state.transition(order, OrderStatus.OPEN, self.engine.clock.now())
             self.journal.order(order)
         for fill in fills:
             self.engine.on_fill(fill)
-
-    def apply_fills(self, fills: Iterable[Fill]) -> None:
-        """Feed fills reported after placement (next tick, portfolio stream) to the engine."""
-        for fill in fills:
-            self.engine.on_fill(fill)
-
-    def resolve_unresolved(self) -> None:
-        """Settle orders whose outcome was unknown: look each up by tag; place it if absent."""
-        for client_order_id, order in list(self.unresolved.items()):
-            try:
-                known = self.broker.find_by_tag(client_order_id)
-            except BrokerUnavailable:
-                continue
-            del self.unresolved[client_order_id]
-            if known is None:
-                self._send(order)
-                continue
-            if known.status is OrderStatus.REJECTED:
-                self.engine.on_order_rejected(client_order_id, known.rejection_reason or "")
-            elif known.filled_quantity and known.average_price_paise is not None:
-                self.engine.on_fill(
-                    Fill(
-                        fill_id=derive_id("fill", client_order_id, "reconciled"),
-                        client_order_id=order.client_order_id,
-                        broker_order_id=known.broker_order_id or "",
-                        instrument_key=order.instrument_key,
-                        side=order.side,
-                        quantity=known.filled_quantity,
-                        price_paise=known.average_price_paise,
-                        filled_at=self.engine.clock.now(),
-                    )
-                )

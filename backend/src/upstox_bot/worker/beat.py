@@ -47,11 +47,6 @@ def schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "default.supervise_feeds",
             "schedule": timedelta(seconds=2),
         },
-        "reconcile": {
-            "task": "orders.reconcile",
-            "schedule": crontab(minute="*", hour="9-15", day_of_week=WEEKDAYS),
-            "args": (account,),
-        },
         "square-off": {
             "task": "orders.square_off",
             "schedule": crontab(

@@ -95,6 +95,35 @@ class Keys:
         """List: recent candle-close-to-order latencies (wall seconds), newest first."""
         return f"{PREFIX}:metrics:{account}:candle_to_order"
 
+    @staticmethod
+    def holder_launch(account: str) -> str:
+        return f"{PREFIX}:lock:account:{account}:launch"
+
+    @staticmethod
+    def wake(account: str) -> str:
+        """Stream: a note per tick batch stored for the account (wakes its kernel's holder)."""
+        return f"{PREFIX}:wake:{account}"
+
+    @staticmethod
+    def controls(account: str) -> str:
+        """Stream: the commands sent to the account's kernel (JSON), in order."""
+        return f"{PREFIX}:control:{account}"
+
+    @staticmethod
+    def reply(command_id: str) -> str:
+        """List: the kernel's answer to one command."""
+        return f"{PREFIX}:reply:{command_id}"
+
+    @staticmethod
+    def view(account: str) -> str:
+        """String: the account kernel's last committed view (JSON), while it runs."""
+        return f"{PREFIX}:view:{account}"
+
+    @staticmethod
+    def session_pause(account: str) -> str:
+        """String: the market time (epoch ms) at which the simulated feeds wait, while set."""
+        return f"{PREFIX}:pause:{account}"
+
     beat_heartbeat = f"{PREFIX}:beat:heartbeat"
 
 

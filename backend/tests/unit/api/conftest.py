@@ -129,8 +129,6 @@ def bot_app(tmp_path: Path) -> Iterator[BotApp]:
     its open positions)."""
     bot = play(tmp_path / "bot")
     keys = make_keys(bot.settings)
-    with TestClient(
-        create_app(bot.settings, bot=bot), headers={"X-API-Key": keys.trade}
-    ) as test_client:
+    with TestClient(bot.create_api(), headers={"X-API-Key": keys.trade}) as test_client:
         yield BotApp(bot=bot, client=test_client, keys=keys)
     bot.db_engine.dispose()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
 
+from tests.support.waiting import wait_until
 from upstox_bot.api.app import create_app
 from upstox_bot.api.server import uvicorn_options
 from upstox_bot.config import Settings
@@ -22,14 +22,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(done: Callable[[], bool], what: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-    """Poll `done` until it holds; fail naming `what` after `timeout_s` (a bound, not a pace)."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @contextmanager
@@ -49,7 +41,11 @@ def serve(settings: Settings, app: FastAPI | None = None) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), "the API server to start")
+    wait_until(
+        lambda: server.started or not thread.is_alive(),
+        what="the API server to start",
+        within_s=STARTUP_TIMEOUT_S,
+    )
     assert server.started, "the API server did not start"
     try:
         yield f"http://127.0.0.1:{port}"

@@ -414,6 +414,7 @@ def _working_entry(bot_app: BotApp) -> str:
         limit_price_paise=10_000,
     )
     engine.on_order_created(order)
+    bot_app.bot.flush()  # the API shows what the kernel committed
     return order.client_order_id
 
 
@@ -421,7 +422,7 @@ def test_cancel_through_a_confirming_broker_is_202_and_waits_for_the_confirmatio
     bot_app: BotApp,
 ) -> None:
     broker = ConfirmingBroker(CancelOutcome.REQUESTED)
-    bot_app.bot.broker = broker  # type: ignore[assignment]
+    bot_app.bot.kernel.use_broker(broker)  # type: ignore[arg-type]
     order_id = _working_entry(bot_app)
 
     response = bot_app.client.post(f"/api/v1/orders/{order_id}/cancel")
@@ -436,7 +437,7 @@ def test_cancel_through_a_confirming_broker_is_202_and_waits_for_the_confirmatio
 
 
 def test_cancel_of_an_order_the_broker_no_longer_works_is_a_409(bot_app: BotApp) -> None:
-    bot_app.bot.broker = ConfirmingBroker(CancelOutcome.NOT_WORKING)  # type: ignore[assignment]
+    bot_app.bot.kernel.use_broker(ConfirmingBroker(CancelOutcome.NOT_WORKING))  # type: ignore[arg-type]
     order_id = _working_entry(bot_app)
 
     response = bot_app.client.post(f"/api/v1/orders/{order_id}/cancel")
@@ -694,6 +695,7 @@ def test_risk_status_from_the_engine_counts_recent_orders(bot_app: BotApp) -> No
     engine = bot_app.bot.engine
     now_ms = engine.clock.now_ms()
     engine.risk.rate_limiter.restore([now_ms - 50_000, now_ms - 10_000])
+    bot_app.bot.flush()  # the API shows what the kernel committed
 
     risk = bot_app.client.get("/api/v1/risk").json()
 

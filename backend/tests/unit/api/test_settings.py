@@ -3,7 +3,6 @@ refusal of live trading before the paper-trading period (unless forced with a re
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -15,6 +14,7 @@ from upstox_bot.config import Settings
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import IST, AccountSnapshot
+from upstox_bot.runtime.embedded import EmbeddedBot, RunOptions
 
 URL = "/api/v1/settings"
 
@@ -207,12 +207,16 @@ def test_live_trading_after_the_paper_period_needs_no_force(
     assert response.json()["forced"] is False
 
 
-def test_stored_changes_reach_the_engine_when_the_api_starts_with_it(bot_app: BotApp) -> None:
+def test_stored_changes_reach_the_engine_of_a_restarted_bot(bot_app: BotApp) -> None:
     bot_app.client.patch(URL, json={"changes": {"MAX_OPEN_POSITIONS": 1}})
-    bot_app.bot.engine.risk.limits = dataclasses.replace(
-        bot_app.bot.engine.risk.limits, max_open_positions=3
-    )  # as a restarted bot built from the environment would have it
+    environment = bot_app.bot.settings.model_copy(update={"MAX_OPEN_POSITIONS": 3})
 
-    create_app(bot_app.bot.settings, bot=bot_app.bot)
+    restarted = EmbeddedBot(
+        environment,
+        RunOptions(speed=1, duration_minutes=1, seed=7, serve_api=False, live_console=False),
+    )
 
-    assert bot_app.bot.engine.risk.limits.max_open_positions == 1
+    try:
+        assert restarted.engine.risk.limits.max_open_positions == 1
+    finally:
+        restarted.close()

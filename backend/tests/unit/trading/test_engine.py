@@ -18,7 +18,7 @@ from tests.support.factories import (
 from upstox_bot.domain import Candle, ExitReason, OrderStatus, SignalStatus, SignalType
 from upstox_bot.errors import Conflict
 from upstox_bot.trading.brokers.paper import PaperBroker
-from upstox_bot.trading.engine import Engine, derive_id
+from upstox_bot.trading.engine import Engine, EngineState, derive_id
 from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.journal import MemoryJournal
 
@@ -252,6 +252,7 @@ def test_an_exit_order_is_never_cancelled() -> None:
 def test_a_candle_closed_again_after_a_rebuild_is_skipped_not_fatal() -> None:
     # A rebuilt engine whose window already holds the 10:00 candle sees it close again.
     h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 1): [SignalType.ENTRY_LONG]})
+    held_day = h.engine.trading_date
     held = Candle(
         instrument_key=A,
         interval_s=60,
@@ -262,7 +263,11 @@ def test_a_candle_closed_again_after_a_rebuild_is_skipped_not_fatal() -> None:
         close_paise=10_000,
         volume=1,
     )
-    h.engine.restore_candles(A, [held])
+    h.engine.restore(
+        EngineState(
+            trading_date=held_day, capital_paise=h.engine.capital_paise, candles={A: [held]}
+        )
+    )
     h.tick(A, ist_ms(10, 0, 1), 10_000)
     h.timer(ist_ms(10, 1))
     assert h.engine.stale_candles == 1

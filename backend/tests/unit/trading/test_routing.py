@@ -34,7 +34,7 @@ from upstox_bot.domain import (
 from upstox_bot.feed.derivatives import ChainPricer, DerivativeTicks
 from upstox_bot.options.chain import simulate_fno_chain
 from upstox_bot.trading.brokers.paper import PaperBroker
-from upstox_bot.trading.engine import Engine
+from upstox_bot.trading.engine import Engine, EngineState
 from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.routing import ContractBook, StockRouter
 
@@ -254,7 +254,7 @@ def test_strategy_sees_the_signal_direction_the_contract_stands_for() -> None:
             return super().evaluate(candles, position=position, now=now)
 
     h = FnoHarness({}, InstrumentKind.OPTION)
-    h.engine.strategy = Recording({ist_ms(10, 0): [SignalType.ENTRY_SHORT]})
+    h.engine.reconfigure(strategy=Recording({ist_ms(10, 0): [SignalType.ENTRY_SHORT]}))
     h.signal_at_10()
     h.tick(10, 1, 30, SPOT)
     h.timer(10, 2)
@@ -271,15 +271,20 @@ def test_position_is_closed_on_its_expiry_exit_date() -> None:
         if c.kind is InstrumentKind.FUTURE and c.expiry == "2026-12-29"
     )
     assert h.book.exit_date(future.instrument_key) == day
-    h.engine.restore_position(
-        make_position(
-            instrument_key=future.instrument_key,
-            quantity=SBIN_LOT,
-            lots=1,
-            entry_price_paise=95_000,
-            stop_paise=90_250,
-            target_paise=98_800,
-            entry_at=ist(14, 0, day=date(2026, 12, 24)),
+    held = make_position(
+        instrument_key=future.instrument_key,
+        quantity=SBIN_LOT,
+        lots=1,
+        entry_price_paise=95_000,
+        stop_paise=90_250,
+        target_paise=98_800,
+        entry_at=ist(14, 0, day=date(2026, 12, 24)),
+    )
+    h.engine.restore(
+        EngineState(
+            trading_date=h.engine.trading_date,
+            capital_paise=h.engine.capital_paise,
+            positions=[held],
         )
     )
     h.timer(9, 15)  # the day's first timer: the exit goes

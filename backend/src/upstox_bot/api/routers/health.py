@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot import __version__
 from upstox_bot.api.auth import ReadKey
-from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
+from upstox_bot.api.deps import AccountDep, SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import CheckRead, ReadyRead
@@ -38,17 +38,18 @@ def _database(sessions: sessionmaker[Session]) -> str:
 
 
 @router.get("/health", response_model=HealthRead)
-def health(request: Request, bot: BotDep) -> HealthRead:
+def health(request: Request, view: ViewDep) -> HealthRead:
     """Liveness: is the process up, can it reach its database, is the market loop moving?"""
     database = _database(request.app.state.sessions)
+    stats = request.app.state.stats
     return HealthRead(
         status="ok" if database == "ok" else "degraded",
         version=__version__,
         database=database,
-        market=None if bot is None else ("finished" if bot.stats.finished else "running"),
-        market_time=None if bot is None else bot.stats.market_now,
-        ticks=None if bot is None else bot.stats.ticks,
-        ticks_per_second=None if bot is None else round(bot.stats.ticks_per_second(), 1),
+        market=None if view is None else view.market,
+        market_time=None if view is None else view.at,
+        ticks=None if stats is None else stats.ticks,
+        ticks_per_second=None if stats is None else round(stats.ticks_per_second(), 1),
     )
 
 
@@ -73,9 +74,8 @@ def _checks(request: Request, settings: Settings) -> dict[str, CheckRead]:
     checks["database"] = CheckRead(ok=database == "ok", detail=database)
     if settings.REDIS_URL:
         checks["redis"] = _redis(settings.REDIS_URL)
-    bot = request.app.state.bot
-    if bot is not None:
-        stats = bot.stats
+    stats = request.app.state.stats
+    if stats is not None:
         last = stats.recent[-1][0] if stats.recent else stats.started_wall
         silent = walltime.monotonic() - last
         if stats.finished:
@@ -123,7 +123,7 @@ def queue_depths(settings: Settings) -> dict[str, int]:
     },
 )
 async def metrics(
-    request: Request, bot: BotDep, session: SessionDep, account: AccountDep, _key: ReadKey
+    request: Request, view: ViewDep, session: SessionDep, account: AccountDep, _key: ReadKey
 ) -> Response:
     """Prometheus metrics: ticks, orders by state, open positions, the day's P&L and the
     loss-limit headroom, the kill switch, WebSocket clients."""
@@ -149,7 +149,7 @@ async def metrics(
             )
         )
         depth.update(queue_depths(request.app.state.settings))
-        if bot is not None:
+        if view is not None:
             return counts, None
         snap = AccountRepository(session).latest_snapshot(account)
         record = AccountRepository(session).get_or_none(account)
@@ -165,10 +165,11 @@ async def metrics(
     depth: dict[str, int] = {}
     counts, from_db = await run_in_threadpool(stored)
     hub = request.app.state.hub
-    if bot is not None:
-        snap = bot.engine.snapshot()
+    stats = request.app.state.stats
+    if view is not None:
+        snap = view.account
         snapshot = MetricsSnapshot(
-            ticks=bot.stats.ticks,
+            ticks=None if stats is None else stats.ticks,
             orders_by_status=counts,
             open_positions=snap.open_positions,
             day_pnl_paise=snap.day_pnl_paise,
@@ -179,10 +180,10 @@ async def metrics(
             rejections_by_rule=rejected,
             feed_lag_s=(
                 None
-                if bot.stats.last_tick_wall is None
-                else round(walltime.monotonic() - bot.stats.last_tick_wall, 3)
+                if stats is None or stats.last_tick_wall is None
+                else round(walltime.monotonic() - stats.last_tick_wall, 3)
             ),
-            candle_to_order_s=tuple(bot.stats.candle_to_order_s),
+            candle_to_order_s=() if stats is None else tuple(stats.candle_to_order_s),
             queue_depth=depth,
         )
     else:

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, or_
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.auth import TradeActor
-from upstox_bot.api.deps import BotDep, SessionDep, SettingsDep
+from upstox_bot.api.deps import SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.errors import NotAvailable
 from upstox_bot.api.queries import PRINTABLE, Filter, PathId, Since, Until, page
 from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offset
@@ -28,7 +28,7 @@ from upstox_bot.domain import InstrumentKind, ms_to_datetime, paise_to_rupees
 from upstox_bot.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+    from upstox_bot.runtime.control import KernelView
 
 router = APIRouter(tags=["market"], responses=ERRORS, route_class=GuardedRoute)
 
@@ -157,17 +157,17 @@ def read_candles(
     return [CandleRead.of(c) for c in candles]
 
 
-def quote_of(session: Session, bot: EmbeddedBot | None, record: SymbolRecord) -> QuoteRead:
-    """The latest price of an instrument: the running engine's, else a stored tick's, else
+def quote_of(session: Session, view: KernelView | None, record: SymbolRecord) -> QuoteRead:
+    """The latest price of an instrument: the running kernel's, else a stored tick's, else
     the symbol master's."""
     i = record.instrument
     key = i.instrument_key
-    if bot is not None and key in bot.engine.last_price:
+    if view is not None and key in view.last_prices:
         return QuoteRead(
             instrument_key=key,
             trading_symbol=i.trading_symbol,
-            last_price=paise_to_rupees(bot.engine.last_price[key]),
-            at=bot.engine.clock.now(),
+            last_price=paise_to_rupees(view.last_prices[key]),
+            at=view.at,
             source="engine",
         )
     tick = TickRepository(session).latest(key)
@@ -200,15 +200,15 @@ def quote_of(session: Session, bot: EmbeddedBot | None, record: SymbolRecord) ->
     response_model=QuoteRead,
     responses={404: {"model": ErrorBody}},
 )
-def read_quote(instrument_key: PathId, session: SessionDep, bot: BotDep) -> QuoteRead:
+def read_quote(instrument_key: PathId, session: SessionDep, view: ViewDep) -> QuoteRead:
     """The latest price of one instrument."""
-    return quote_of(session, bot, find_symbol(session, instrument_key))
+    return quote_of(session, view, find_symbol(session, instrument_key))
 
 
 @router.get("/quotes", response_model=list[QuoteRead], responses={404: {"model": ErrorBody}})
 def read_quotes(
     session: SessionDep,
-    bot: BotDep,
+    view: ViewDep,
     symbols: Annotated[
         str | None,
         Query(
@@ -225,4 +225,4 @@ def read_quotes(
         records = [find_symbol(session, s) for s in wanted]
     else:
         records = SymbolRepository(session).find(limit=50)
-    return [quote_of(session, bot, r) for r in records]
+    return [quote_of(session, view, r) for r in records]

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
+from upstox_bot.api.deps import AccountDep, SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.queries import IsoDate
 from upstox_bot.api.routers.trading import EPOCH, EndDate, StartDate
 from upstox_bot.api.routing import GuardedRoute
@@ -38,7 +38,7 @@ from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.domain import IST, AccountSnapshot, Direction, Position, Trade, paise_to_rupees
 
 if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+    from upstox_bot.runtime.control import KernelView
 
 router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 
@@ -248,11 +248,10 @@ def _curve(
     )
 
 
-def _live(bot: EmbeddedBot | None) -> _Live | None:
-    if bot is None:
+def _live(view: KernelView | None) -> _Live | None:
+    if view is None:
         return None
-    engine = bot.engine
-    return _Live(engine.snapshot(), engine.clock.now(), list(engine.positions.values()))
+    return _Live(view.account, view.at, list(view.positions))
 
 
 @router.get(
@@ -261,7 +260,7 @@ def _live(bot: EmbeddedBot | None) -> _Live | None:
     responses={404: {"model": ErrorBody}},
 )
 async def account_equity(
-    bot: BotDep,
+    view: ViewDep,
     session: SessionDep,
     account: AccountDep,
     settings: SettingsDep,
@@ -272,7 +271,7 @@ async def account_equity(
 ) -> EquityCurveRead:
     """The equity of one trading date, minute by minute (capital at the open plus realised
     and unrealised P&L), ending at the account's figure now (or at the day's close)."""
-    live = _live(bot)  # read on the loop thread, before the database work
+    live = _live(view)  # the running kernel's last committed figures
     return await run_in_threadpool(_curve, session, account, settings, day, live)
 
 

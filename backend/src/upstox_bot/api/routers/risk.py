@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot.api.auth import TradeActor
-from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
+from upstox_bot.api.commands import send
+from upstox_bot.api.deps import AccountDep, ControlDep, SessionDep, SettingsDep, ViewDep
+from upstox_bot.api.errors import BotNotRunning
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import KillSwitchRead, KillSwitchUpdate, RiskStatusRead
@@ -24,9 +25,7 @@ from upstox_bot.domain import AuditRecord, datetime_to_ms, paise_to_rupees, rupe
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import WINDOW_MS, OrderRateLimiter
 from upstox_bot.runtime import components
-
-if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+from upstox_bot.runtime.control import Command, CommandKind, ControlPort
 
 router = APIRouter(tags=["risk"], responses=ERRORS, route_class=GuardedRoute)
 
@@ -37,35 +36,31 @@ def _window(limits: RiskLimits) -> str:
 
 @router.get("/risk", response_model=RiskStatusRead, responses={404: {"model": ErrorBody}})
 async def risk_status(
-    bot: BotDep, session: SessionDep, account: AccountDep, settings: SettingsDep
+    view: ViewDep, session: SessionDep, account: AccountDep, settings: SettingsDep
 ) -> RiskStatusRead:
     """Every hard limit now: positions, the day's P&L against the loss limit, order pacing,
-    the kill switch. From the running engine when it runs here, else from the database."""
-    if bot is not None:
-        engine = bot.engine
-        limits = engine.risk.limits
-        now_ms = engine.clock.now_ms()
-        check = engine.risk.rate_limiter.check(now_ms)
-        snap = engine.snapshot()
+    the kill switch. From the running kernel when one runs, else from the database."""
+    if view is not None:
+        limits = view.limits
+        snap = view.account
+        loss_limit = int(limits["daily_loss_limit_paise"])
         return RiskStatusRead(
             source="engine",
-            at=engine.clock.now(),
-            kill_switch=engine.risk.kill_switch.active,
-            kill_switch_reason=engine.risk.kill_switch.reason or None,
-            open_positions=engine.open_position_count,
-            max_open_positions=limits.max_open_positions,
+            at=view.at,
+            kill_switch=view.kill_switch.active,
+            kill_switch_reason=view.kill_switch.reason or None,
+            open_positions=view.open_positions,
+            max_open_positions=int(limits["max_open_positions"]),
             day_pnl=paise_to_rupees(snap.day_pnl_paise),
-            daily_loss_limit=paise_to_rupees(limits.daily_loss_limit_paise),
-            loss_limit_headroom=paise_to_rupees(
-                max(0, limits.daily_loss_limit_paise + snap.day_pnl_paise)
-            ),
-            loss_limit_hit=engine.day.loss_limit_hit,
-            orders_last_minute=engine.risk.rate_limiter.sent_in_window(now_ms),
-            max_orders_per_minute=limits.max_orders_per_minute,
-            min_order_interval_seconds=limits.min_order_interval_s,
-            seconds_until_next_order=check.wait_ms / 1000,
-            entry_window=_window(limits),
-            allow_short=limits.allow_short,
+            daily_loss_limit=paise_to_rupees(loss_limit),
+            loss_limit_headroom=paise_to_rupees(max(0, loss_limit + snap.day_pnl_paise)),
+            loss_limit_hit=snap.loss_limit_hit,
+            orders_last_minute=view.orders_last_minute,
+            max_orders_per_minute=int(limits["max_orders_per_minute"]),
+            min_order_interval_seconds=int(limits["min_order_interval_s"]),
+            seconds_until_next_order=view.seconds_until_next_order,
+            entry_window=f"{str(limits['entry_start'])[:5]}-{str(limits['entry_end'])[:5]}",
+            allow_short=bool(limits["allow_short"]),
         )
     return await run_in_threadpool(_stored_status, session, account, settings)
 
@@ -138,17 +133,36 @@ def _store_kill_switch(
 
 async def apply_kill_switch(
     sessions: sessionmaker[Session],
-    bot: EmbeddedBot | None,
+    control: ControlPort | None,
     body: KillSwitchUpdate,
     *,
     account: str,
     settings: Settings,
     actor: str,
 ) -> KillSwitchRead:
-    """Turn the kill switch on or off: store it on the account, and apply it to the running
-    engine when it runs in this process. Every caller (the route below, Telegram's /kill)
-    goes through here, on the event loop."""
+    """Turn the kill switch on or off through the control port: the running kernel applies
+    it, stores it on the account and audits it (once); with no kernel running it is stored
+    and audited here, and a kernel started later reads it. Every caller (the route below,
+    Telegram's /kill) goes through here."""
     at = datetime.now(UTC)
+    command = Command(
+        kind=CommandKind.KILL_SWITCH, by=actor, reason=body.reason, args={"active": body.active}
+    )
+    try:
+        # The running kernel applies it, stores it on the account and audits it (once).
+        result = await send(control, command, "the kill switch")
+    except BotNotRunning:
+        result = None
+    if result is not None:
+        data = result.data
+        return KillSwitchRead(
+            active=bool(data["active"]),
+            reason=str(data["reason"]) or None,
+            changed_at=datetime.fromisoformat(str(data["changed_at"])),
+            changed_by=str(data["changed_by"]) or None,
+            applied_to_running_bot=True,
+            positions_closing=int(data["positions_closing"]),
+        )
 
     def store() -> None:
         # A fresh unit of work (see settings.change_settings): never upgrade the request's
@@ -157,7 +171,7 @@ async def apply_kill_switch(
             _store_kill_switch(
                 own,
                 body,
-                bot_running=bot is not None,
+                bot_running=False,
                 account=account,
                 settings=settings,
                 actor=actor,
@@ -165,20 +179,6 @@ async def apply_kill_switch(
             )
 
     await run_in_threadpool(store)
-    if bot is not None:
-        bot.set_kill_switch(body.active, reason=body.reason, by=actor)
-        closing = sum(1 for p in bot.engine.positions.values() if p.exit_pending) + len(
-            bot.engine.exit_queue
-        )
-        switch = bot.engine.risk.kill_switch
-        return KillSwitchRead(
-            active=switch.active,
-            reason=switch.reason or None,
-            changed_at=switch.changed_at,
-            changed_by=switch.changed_by or None,
-            applied_to_running_bot=True,
-            positions_closing=closing,
-        )
     return KillSwitchRead(
         active=body.active,
         reason=body.reason if body.active else None,
@@ -197,7 +197,7 @@ async def apply_kill_switch(
 async def set_kill_switch(
     body: KillSwitchUpdate,
     request: Request,
-    bot: BotDep,
+    control: ControlDep,
     account: AccountDep,
     settings: SettingsDep,
     actor: TradeActor,
@@ -205,5 +205,5 @@ async def set_kill_switch(
     """Turn the kill switch on (no new entries; by default open positions are closed) or off.
     It is stored on the account, so it holds across restarts and for a bot started later."""
     return await apply_kill_switch(
-        request.app.state.sessions, bot, body, account=account, settings=settings, actor=actor
+        request.app.state.sessions, control, body, account=account, settings=settings, actor=actor
     )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.auth import TradeActor
-from upstox_bot.api.deps import BotDep, SessionDep, SettingsDep
+from upstox_bot.api.commands import send
+from upstox_bot.api.deps import ControlDep, SessionDep, SettingsDep
+from upstox_bot.api.errors import BotNotRunning
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import (
@@ -23,21 +25,20 @@ from upstox_bot.api.schemas.control import (
 from upstox_bot.api.settings_changes import (
     CHANGEABLE,
     LIVE,
-    apply_live,
     changed_keys,
     check_live_trading,
     persist,
     public_values,
+    setting_changed,
     validate_changes,
     wants_live_trading,
 )
 from upstox_bot.config import Settings
 from upstox_bot.db.base import jsonable
+from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.session import session_scope
-
-if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+from upstox_bot.runtime.control import Command, CommandKind, ControlPort
 
 router = APIRouter(tags=["settings"], responses=ERRORS, route_class=GuardedRoute)
 
@@ -59,13 +60,13 @@ def read_settings(settings: SettingsDep, session: SessionDep) -> SettingsRead:
 
 async def change_settings(
     request: Request,
-    bot: EmbeddedBot | None,
+    control: ControlPort | None,
     session: Session,
     actor: str,
     patch: SettingsPatch,
 ) -> SettingsPatchRead:
-    """Validate, persist, audit and apply a settings change (runs its writes in a thread and
-    the live part on the event loop, where the engine runs)."""
+    """Validate, persist, audit and apply a settings change: its writes run in a thread, the
+    live part goes to the running kernel through the control port."""
     current: Settings = request.app.state.settings
     new = validate_changes(current, patch.changes)
     keys = changed_keys(current, new, patch.changes)
@@ -83,15 +84,17 @@ async def change_settings(
                 "required_days": new.PAPER_TRADING_DAYS_REQUIRED,
                 "changes": sorted(keys),
             }
+    running = control is not None and control.view() is not None
     applied = {
-        key: ("stored" if bot is None else "live" if key in LIVE else "restart") for key in keys
+        key: ("stored" if not running else "live" if key in LIVE else "restart") for key in keys
     }
     at = datetime.now(UTC)
+    sessions = request.app.state.sessions
 
-    def write() -> None:
+    def write(audit_changes: bool) -> None:
         # A fresh unit of work: the request's session holds a read snapshot that SQLite may
         # refuse to upgrade to a write once the trading loop has committed since.
-        with session_scope(request.app.state.sessions) as own:
+        with session_scope(sessions) as own:
             persist(
                 own,
                 old=current,
@@ -101,11 +104,33 @@ async def change_settings(
                 actor=actor,
                 at=at,
                 forced=forced,
+                audit_changes=audit_changes,
             )
 
-    await run_in_threadpool(write)
-    if bot is not None:
-        apply_live(bot, new, [k for k in keys if applied[k] == "live"])
+    # A running kernel audits the changes when it applies them (at its market time, once).
+    await run_in_threadpool(write, not running)
+    if running:
+        command = Command(
+            kind=CommandKind.SETTINGS,
+            by=actor,
+            args={
+                "changes": {k: jsonable(getattr(new, k)) for k in keys},
+                "applied": applied,
+            },
+        )
+        try:
+            await send(control, command, "a settings change")
+        except BotNotRunning:
+            # Gone meanwhile: stored, and a kernel started later reads the overrides.
+            applied = dict.fromkeys(keys, "stored")
+
+            def audit() -> None:
+                with session_scope(sessions) as own:
+                    audits = AuditRepository(own)
+                    for key in keys:
+                        audits.add(setting_changed(key, current, new, "stored", actor=actor, at=at))
+
+            await run_in_threadpool(audit)
     request.app.state.settings = new
     return SettingsPatchRead(
         changes=[
@@ -127,10 +152,14 @@ async def change_settings(
     responses={409: {"model": ErrorBody}},
 )
 async def patch_settings(
-    body: SettingsPatch, request: Request, bot: BotDep, session: SessionDep, actor: TradeActor
+    body: SettingsPatch,
+    request: Request,
+    control: ControlDep,
+    session: SessionDep,
+    actor: TradeActor,
 ) -> SettingsPatchRead:
     """Change settings: validated as a whole (422 names the setting), stored as overrides,
     audited with old and new value and who, applied to the running bot where possible. Live
     trading is refused (409) before PAPER_TRADING_DAYS_REQUIRED days of paper trading unless
     `force` is set with a `reason`."""
-    return await change_settings(request, bot, session, actor, body)
+    return await change_settings(request, control, session, actor, body)

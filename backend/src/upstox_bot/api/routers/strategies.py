@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
 from upstox_bot.api.auth import TradeActor
-from upstox_bot.api.deps import BotDep, SessionDep, SettingsDep
+from upstox_bot.api.deps import ControlDep, SessionDep, SettingsDep
 from upstox_bot.api.queries import PathId
 from upstox_bot.api.routers.market import find_symbol
 from upstox_bot.api.routers.settings import change_settings
@@ -95,7 +95,7 @@ def read_parameters(name: PathId, settings: SettingsDep) -> list[ParamRead]:
     responses={404: {"model": ErrorBody}},
 )
 async def enable_strategy(
-    name: PathId, request: Request, bot: BotDep, session: SessionDep, actor: TradeActor
+    name: PathId, request: Request, control: ControlDep, session: SessionDep, actor: TradeActor
 ) -> SettingsPatchRead:
     """Make this the strategy the bot trades (its default parameters), live and audited."""
     _build(name, None)
@@ -103,7 +103,7 @@ async def enable_strategy(
     if name == settings.STRATEGY:
         return SettingsPatchRead(changes=[], forced=False)
     patch = SettingsPatch(changes={"STRATEGY": name, "STRATEGY_PARAMS": {}})
-    return await change_settings(request, bot, session, actor, patch)
+    return await change_settings(request, control, session, actor, patch)
 
 
 @router.post(
@@ -132,7 +132,7 @@ async def update_parameters(
     name: PathId,
     body: StrategyParamsUpdate,
     request: Request,
-    bot: BotDep,
+    control: ControlDep,
     session: SessionDep,
     actor: TradeActor,
 ) -> SettingsPatchRead:
@@ -143,7 +143,7 @@ async def update_parameters(
     if name != settings.STRATEGY:
         raise Conflict(f"{name} is not the active strategy: enable it first")
     patch = SettingsPatch(changes={"STRATEGY_PARAMS": body.params})
-    return await change_settings(request, bot, session, actor, patch)
+    return await change_settings(request, control, session, actor, patch)
 
 
 # --- signal test -------------------------------------------------------------------------------

@@ -6,16 +6,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from upstox_bot.api import account_stats, commands
+from upstox_bot.api import account_stats
 from upstox_bot.api.auth import TradeActor
-from upstox_bot.api.deps import AccountDep, BotDep, SessionDep, SettingsDep
+from upstox_bot.api.commands import send
+from upstox_bot.api.deps import AccountDep, ControlDep, SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.queries import Filter, IsoDate, PathId, Since, Until, page
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody, Page
@@ -45,6 +46,7 @@ from upstox_bot.db.repositories.positions import PositionRepository
 from upstox_bot.db.repositories.signals import SignalRecord, SignalRepository, signal_from_row
 from upstox_bot.db.repositories.trades import TradeRepository, trade_from_row
 from upstox_bot.domain import (
+    Direction,
     OrderStatus,
     RiskRule,
     SignalStatus,
@@ -53,10 +55,13 @@ from upstox_bot.domain import (
     paise_to_rupees,
 )
 from upstox_bot.errors import Conflict, NotFound
-from upstox_bot.trading.ports import CancelOutcome
-
-if TYPE_CHECKING:
-    from upstox_bot.runtime.embedded import EmbeddedBot
+from upstox_bot.runtime.control import (
+    Command,
+    CommandKind,
+    CommandStatus,
+    ControlPort,
+    KernelView,
+)
 
 router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 
@@ -84,11 +89,11 @@ def symbols_for(session: Session, keys: Iterable[str]) -> dict[str, str]:
 # --- positions ---------------------------------------------------------------------------------
 
 
-def live_positions(bot: EmbeddedBot) -> list[PositionRead]:
-    """The running engine's positions (call on the loop thread)."""
+def live_positions(view: KernelView) -> list[PositionRead]:
+    """The running kernel's positions, as it last committed them."""
     return [
-        PositionRead.of(p, bot.instruments[p.instrument_key].trading_symbol)
-        for p in bot.engine.positions.values()
+        PositionRead.of(p, view.symbols.get(p.instrument_key, p.instrument_key))
+        for p in view.positions
     ]
 
 
@@ -101,11 +106,11 @@ def stored_positions(session: Session, account: str) -> list[PositionRead]:
 
 @router.get("/positions", response_model=list[PositionRead])
 async def list_positions(
-    bot: BotDep, session: SessionDep, account: AccountDep
+    view: ViewDep, session: SessionDep, account: AccountDep
 ) -> list[PositionRead]:
-    """Open positions with their stop state and P&L (live prices when the bot runs here)."""
-    if bot is not None:
-        return live_positions(bot)
+    """Open positions with their stop state and P&L (live prices while the bot runs)."""
+    if view is not None:
+        return live_positions(view)
     return await run_in_threadpool(stored_positions, session, account)
 
 
@@ -115,14 +120,13 @@ async def list_positions(
     responses={404: {"model": ErrorBody}},
 )
 async def read_position(
-    instrument_key: PathId, bot: BotDep, session: SessionDep, account: AccountDep
+    instrument_key: PathId, view: ViewDep, session: SessionDep, account: AccountDep
 ) -> PositionRead:
     """The open position in one instrument (key, e.g. NSE_EQ|INE002A01018, or trading symbol)."""
-    if bot is not None:
-        for p in bot.engine.positions.values():
-            symbol = bot.instruments[p.instrument_key].trading_symbol
-            if instrument_key in (p.instrument_key, symbol):
-                return PositionRead.of(p, symbol)
+    if view is not None:
+        for p in live_positions(view):
+            if instrument_key in (p.instrument_key, p.trading_symbol):
+                return p
         raise NotFound(f"no open position in {instrument_key!r}")
 
     def read() -> PositionRead:
@@ -140,9 +144,11 @@ async def read_position(
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-async def close_position(instrument_key: PathId, bot: BotDep, actor: TradeActor) -> CommandRead:
+async def close_position(
+    instrument_key: PathId, control: ControlDep, actor: TradeActor
+) -> CommandRead:
     """Close an open position at market (queued like every exit: never refused, only paced)."""
-    return _close(bot, instrument_key, actor)
+    return await _close(control, instrument_key, actor)
 
 
 @router.delete(
@@ -151,26 +157,21 @@ async def close_position(instrument_key: PathId, bot: BotDep, actor: TradeActor)
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-async def delete_position(instrument_key: PathId, bot: BotDep, actor: TradeActor) -> CommandRead:
+async def delete_position(
+    instrument_key: PathId, control: ControlDep, actor: TradeActor
+) -> CommandRead:
     """Close an open position at market: the same as POST /positions/{key}/close (a key, e.g.
     NSE_EQ|INE002A01018, or a trading symbol)."""
-    return _close(bot, instrument_key, actor)
+    return await _close(control, instrument_key, actor)
 
 
-def _close(bot: EmbeddedBot | None, instrument_key: str, actor: str) -> CommandRead:
-    running = commands.require_bot(bot, "closing a position")
-    key = _instrument_key(running, instrument_key)
-    commands.close_position(running, key, by=actor)
-    return CommandRead(status="exit_queued", detail=f"exit of {key} queued at market")
-
-
-def _instrument_key(bot: EmbeddedBot, key_or_symbol: str) -> str:
-    if key_or_symbol in bot.instruments:
-        return key_or_symbol
-    for key, instrument in bot.instruments.items():
-        if instrument.trading_symbol == key_or_symbol:
-            return key
-    return key_or_symbol
+async def _close(control: ControlPort | None, instrument_key: str, actor: str) -> CommandRead:
+    result = await send(
+        control,
+        Command(kind=CommandKind.CLOSE_POSITION, by=actor, args={"instrument_key": instrument_key}),
+        "closing a position",
+    )
+    return CommandRead(status="exit_queued", detail=result.detail)
 
 
 # --- trades ------------------------------------------------------------------------------------
@@ -240,21 +241,31 @@ def read_trade(trade_id: PathId, session: SessionDep, account: AccountDep) -> Tr
     status_code=status.HTTP_201_CREATED,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-async def submit_trade(body: ManualTradeCreate, bot: BotDep, actor: TradeActor) -> ManualTradeRead:
+async def submit_trade(
+    body: ManualTradeCreate, control: ControlDep, actor: TradeActor
+) -> ManualTradeRead:
     """Enter a position by hand: sized and vetted by the same risk rules as a strategy's entry,
     sent at market and managed by the same exits. 409 names the rule that refused it."""
-    running = commands.require_bot(bot, "a manual trade")
-    key = _instrument_key(running, body.instrument_key)
-    entry = commands.manual_entry(running, key, body.direction, reason=body.reason, by=actor)
+    result = await send(
+        control,
+        Command(
+            kind=CommandKind.MANUAL_ENTRY,
+            by=actor,
+            reason=body.reason,
+            args={"instrument_key": body.instrument_key, "direction": body.direction.value},
+        ),
+        "a manual trade",
+    )
+    data = result.data
     return ManualTradeRead(
         accepted=True,
-        client_order_id=entry.intent.client_order_id,
-        instrument_key=key,
-        direction=entry.direction,
-        quantity=entry.intent.quantity,
-        price=paise_to_rupees(entry.price_paise),
-        stop=paise_to_rupees(entry.stop_paise),
-        target=paise_to_rupees(entry.target_paise),
+        client_order_id=str(data["client_order_id"]),
+        instrument_key=str(data["instrument_key"]),
+        direction=Direction(str(data["direction"])),
+        quantity=int(data["quantity"]),
+        price=paise_to_rupees(int(data["price_paise"])),
+        stop=paise_to_rupees(int(data["stop_paise"])),
+        target=paise_to_rupees(int(data["target_paise"])),
     )
 
 
@@ -482,7 +493,8 @@ def read_order(client_order_id: PathId, session: SessionDep, account: AccountDep
 )
 async def cancel_order(
     client_order_id: PathId,
-    bot: BotDep,
+    control: ControlDep,
+    view: ViewDep,
     session: SessionDep,
     account: AccountDep,
     actor: TradeActor,
@@ -495,20 +507,19 @@ async def cancel_order(
     ``cancel_requested``) and the order changes only when Upstox confirms it; a part filled
     before stays the position, and an order that filled first stays filled."""
     order = await run_in_threadpool(OrderRepository(session, account).get_or_none, client_order_id)
-    if order is None and (bot is None or client_order_id not in bot.engine.orders):
+    if order is None and (view is None or client_order_id not in view.orders_in_flight):
         raise NotFound(f"order {client_order_id!r} not found")
     if order is not None and order.status.is_terminal:
         raise Conflict(f"order {client_order_id!r} is already {order.status.value}")
-    running = commands.require_bot(bot, "cancelling an order")
-    outcome = commands.cancel_order(running, client_order_id, by=actor)
-    if outcome is CancelOutcome.REQUESTED:
+    result = await send(
+        control,
+        Command(kind=CommandKind.CANCEL_ORDER, by=actor, args={"client_order_id": client_order_id}),
+        "cancelling an order",
+    )
+    if result.status is CommandStatus.REQUESTED:
         response.status_code = status.HTTP_202_ACCEPTED
-        return CommandRead(
-            status="cancel_requested",
-            detail=f"cancel of order {client_order_id} sent to the broker by {actor}; "
-            "it is cancelled when the broker confirms",
-        )
-    return CommandRead(status="cancelled", detail=f"order {client_order_id} cancelled by {actor}")
+        return CommandRead(status="cancel_requested", detail=result.detail)
+    return CommandRead(status="cancelled", detail=result.detail)
 
 
 # --- account -----------------------------------------------------------------------------------
@@ -516,12 +527,12 @@ async def cancel_order(
 
 @router.get("/account", response_model=AccountRead, responses={404: {"model": ErrorBody}})
 async def read_account(
-    bot: BotDep, session: SessionDep, account: AccountDep, settings: SettingsDep
+    view: ViewDep, session: SessionDep, account: AccountDep, settings: SettingsDep
 ) -> AccountRead:
     """The account now: capital, the day's P&L against the loss limit, switches."""
-    live = bot.engine.snapshot() if bot is not None else None
-    as_of = bot.engine.clock.now() if bot is not None else None
-    kill = bot.engine.risk.kill_switch.active if bot is not None else None
+    live = view.account if view is not None else None
+    as_of = view.at if view is not None else None
+    kill = view.kill_switch.active if view is not None else None
 
     def read() -> AccountRead:
         accounts = AccountRepository(session)

@@ -19,6 +19,11 @@ def table_of(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
+def insert_statement(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT of a row class (for ON CONFLICT clauses of one's own)."""
+    return _insert(session, table_of(model))
+
+
 def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":

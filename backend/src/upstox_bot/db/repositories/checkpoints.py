@@ -1,23 +1,43 @@
-"""Where each harness got to in its market stream (restart recovery)."""
+"""Where each harness got to in its market stream: the one checkpoint table (restart recovery)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from upstox_bot.db.models import CheckpointRow
 from upstox_bot.db.repositories._writes import upsert
+from upstox_bot.errors import Conflict
+
+
+class FencedOut(Conflict):
+    """Another kernel instance has committed for the account since this one did: this one
+    lost the account (it was paused past its lease) and must stop acting on it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Checkpoint:
+    """Where a harness is in its market stream, committed with everything recorded before it.
+
+    Args:
+        trading_date: the session being played.
+        market_at: market time of the last event applied (aware).
+        position: the harness's own place in its stream (ticks of a simulated session, tick
+            batches of each feed shard, commands applied), as JSON data.
+        holder: the kernel instance that wrote it (None for a harness that is never shared).
+        number: how many commits that instance has made.
+    """
+
     trading_date: date
     market_at: datetime
-    ticks_processed: int
-    seed: int | None
+    position: Mapping[str, Any] = field(default_factory=dict)
+    holder: str | None = None
+    number: int = 0
 
 
 class CheckpointRepository:
@@ -39,25 +59,48 @@ class CheckpointRepository:
         return Checkpoint(
             trading_date=row.trading_date,
             market_at=row.market_at,
-            ticks_processed=row.ticks_processed,
-            seed=row.seed,
+            position=dict(row.position or {}),
+            holder=row.holder,
+            number=row.number,
         )
 
     def save(self, checkpoint: Checkpoint, at: datetime) -> None:
+        """Write the checkpoint, fenced: a holder's second and later commits succeed only while
+        the stored checkpoint is still its own previous one.
+
+        Raises:
+            FencedOut: another holder committed for the account since (see the class).
+        """
+        values = {
+            "trading_date": checkpoint.trading_date,
+            "market_at": checkpoint.market_at,
+            "position": dict(checkpoint.position),
+            "holder": checkpoint.holder,
+            "number": checkpoint.number,
+            "updated_at": at,
+        }
+        if checkpoint.holder is not None and checkpoint.number > 1:
+            result = self._session.execute(
+                update(CheckpointRow)
+                .where(
+                    CheckpointRow.account == self._account,
+                    CheckpointRow.harness == self._harness,
+                    CheckpointRow.holder == checkpoint.holder,
+                    CheckpointRow.number == checkpoint.number - 1,
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise FencedOut(
+                    f"account {self._account!r}: another holder committed since "
+                    f"{checkpoint.holder} number {checkpoint.number - 1}"
+                )
+            return
         upsert(
             self._session,
             CheckpointRow,
-            [
-                {
-                    "account": self._account,
-                    "harness": self._harness,
-                    "trading_date": checkpoint.trading_date,
-                    "market_at": checkpoint.market_at,
-                    "ticks_processed": checkpoint.ticks_processed,
-                    "seed": checkpoint.seed,
-                    "updated_at": at,
-                }
-            ],
+            [{"account": self._account, "harness": self._harness, **values}],
             conflict=["account", "harness"],
-            update=["trading_date", "market_at", "ticks_processed", "seed", "updated_at"],
+            update=list(values),
         )

@@ -95,7 +95,11 @@ class PersistentPaperBroker:
 
     def on_tick(self, tick: Tick) -> list[Fill]:
         """Fill the instrument's working orders at this trade and record the fills."""
-        fills = self._paper.on_tick(tick)
+        return self.on_trade(tick.instrument_key, tick.ltp_paise)
+
+    def on_trade(self, instrument_key: str, price_paise: int) -> list[Fill]:
+        """`on_tick` for a trade given by its instrument and price."""
+        fills = self._paper.on_trade(instrument_key, price_paise)
         for fill in fills:
             known = self._paper.find_by_tag(fill.client_order_id)
             if known is not None:

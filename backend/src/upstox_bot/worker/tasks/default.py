@@ -51,7 +51,8 @@ def start_todays_session() -> list[str]:
             log.exception("session.not_started", extra={"market": settings.MARKET.value})
             return []
     elif settings.MARKET is MarketSource.SIM:
-        specs = sim_session_specs(settings, today)
+        # The simulated market at the wall clock's pace, from 09:15 (beat starts it at 09:10).
+        specs = sim_session_specs(settings, today, speed=1.0)
     else:
         log.error("session.market_source_unavailable", extra={"market": settings.MARKET.value})
         return []

@@ -1,0 +1,430 @@
+"""The account's store for every harness: one commit, one checkpoint, one recovery reader.
+
+`AccountStore` is the kernel's port onto the database (SQLite or PostgreSQL): it commits what
+the engine journalled together with the harness's checkpoint in one transaction, reads the
+state a restart must rebuild (`read_state`, the only recovery reader), and knows the account's
+capital on any trading date. A database that is briefly unavailable (a PostgreSQL restart, a
+SQLite file locked by another process, a full disk) is waited for, never a reason to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as walltime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from upstox_bot.db.models import AccountMode, OrderRow, RiskDecisionRow, SignalRow
+from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.db.repositories.audit import AuditRepository
+from upstox_bot.db.repositories.candles import CandleRepository
+from upstox_bot.db.repositories.checkpoints import Checkpoint, CheckpointRepository
+from upstox_bot.db.repositories.journal import SqlJournal
+from upstox_bot.db.repositories.orders import OrderRepository
+from upstox_bot.db.repositories.positions import PositionRepository
+from upstox_bot.db.repositories.rate_limits import RateLimitLogRepository
+from upstox_bot.db.repositories.symbols import SymbolRepository
+from upstox_bot.db.repositories.ticks import TickRepository
+from upstox_bot.db.repositories.trades import TradeRepository
+from upstox_bot.db.session import session_scope
+from upstox_bot.domain import (
+    IST,
+    Candle,
+    ExitReason,
+    Instrument,
+    OrderPurpose,
+    SignalStatus,
+    Tick,
+    datetime_to_ms,
+)
+from upstox_bot.screening.universe import banned_instrument_keys
+from upstox_bot.trading.engine import EngineState
+from upstox_bot.trading.journal import BufferedJournal
+
+log = logging.getLogger(__name__)
+
+ENTRY_TYPES = ("entry_long", "entry_short")
+_T = TypeVar("_T")
+
+
+# --- waiting out an unavailable database ----------------------------------------------------
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """Whether a database error is the store being briefly unavailable (worth waiting for):
+    a lost connection (a PostgreSQL restart), a locked SQLite file, a full disk."""
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    return any(
+        word in text
+        for word in (
+            "connection",
+            "terminating",
+            "shutting down",
+            "starting up",
+            "closed",
+            "database is locked",
+            "database table is locked",
+            "disk is full",
+            "disk i/o error",
+            "no space left",
+        )
+    )
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    """How long a unit of work waits for an unavailable database.
+
+    Args:
+        deadline_s: give up (raise) after this long; None waits as long as it takes.
+        on_wait: called once when a unit of work first has to wait, with the error.
+        stop: checked between tries; True gives up at once (the harness is stopping).
+    """
+
+    deadline_s: float | None = 90.0
+    on_wait: Callable[[Exception], None] | None = None
+    stop: Callable[[], bool] | None = None
+
+
+def with_db_retry(work: Callable[[], _T], policy: RetryPolicy | None = None) -> _T:
+    """Run a unit of work, trying again while the database is briefly unavailable.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the error is not transient, or the policy gave up.
+    """
+    policy = policy or RetryPolicy()
+    started = walltime.monotonic()
+    pause = 0.05
+    waited = False
+    while True:
+        try:
+            return work()
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            if policy.deadline_s is not None and walltime.monotonic() - started > policy.deadline_s:
+                raise
+            if policy.stop is not None and policy.stop():
+                raise
+            if not waited:
+                waited = True
+                log.warning("db.unavailable", extra={"error": str(exc.orig)[:200]})
+                if policy.on_wait is not None:
+                    policy.on_wait(exc)
+            walltime.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+class _CandleBatchingJournal:
+    """Replays into a SqlJournal but keeps the candles for one multi-row upsert at the end
+    (candles reference nothing, so writing them last in the transaction changes nothing)."""
+
+    def __init__(self, inner: SqlJournal) -> None:
+        self.inner = inner
+        self.candles: list[Candle] = []
+
+    def candle(self, candle: Candle) -> None:
+        self.candles.append(candle)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """What the account row says at start-up."""
+
+    kill_switch: bool
+    kill_switch_reason: str
+    starting_capital_paise: int
+
+
+class AccountStore:
+    """One account's records in one database, for one harness's checkpoint.
+
+    Args:
+        sessions: the database's session factory.
+        account: the account's name.
+        harness: whose checkpoint row ("embedded", "distributed").
+        retry: how long a unit of work waits for an unavailable database.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        account: str,
+        *,
+        harness: str,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.account = account
+        self.harness = harness
+        self.retry = retry or RetryPolicy()
+
+    def run(self, work: Callable[[Session], _T]) -> _T:
+        """Run `work` in one transaction, waiting out an unavailable database."""
+
+        def unit() -> _T:
+            with session_scope(self.sessions) as session:
+                return work(session)
+
+        return with_db_retry(unit, self.retry)
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def prepare(
+        self, instruments: Iterable[Instrument], *, starting_capital_paise: int, mode: AccountMode
+    ) -> AccountRecord:
+        """Create the account and its symbols if new; return its switches and capital."""
+        listed = list(instruments)
+
+        def work(session: Session) -> AccountRecord:
+            now = datetime.now(UTC)
+            SymbolRepository(session).upsert_many(listed, now)
+            record = AccountRepository(session).get_or_create(
+                self.account, mode=mode, starting_capital_paise=starting_capital_paise, at=now
+            )
+            return AccountRecord(
+                kill_switch=record.kill_switch,
+                kill_switch_reason=record.kill_switch_reason or "",
+                starting_capital_paise=record.starting_capital_paise,
+            )
+
+        return self.run(work)
+
+    def capital_on(self, trading_date: date, starting_capital_paise: int) -> int:
+        """The account's opening capital on `trading_date`: the starting capital plus the net
+        P&L of every trade of the days before."""
+
+        def work(session: Session) -> int:
+            earlier = TradeRepository(session, self.account).net_pnl_paise(
+                date(1970, 1, 1), trading_date - timedelta(days=1)
+            )
+            return starting_capital_paise + earlier
+
+        return self.run(work)
+
+    def banned(self) -> frozenset[str]:
+        """Instruments in the F&O ban period (marked by `universe refresh --ban-list`)."""
+        return self.run(lambda session: frozenset(banned_instrument_keys(session)))
+
+    # --- checkpoint and commit ------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The harness's newest checkpoint, or None (it never ran)."""
+        return self.run(
+            lambda session: CheckpointRepository(session, self.account, self.harness).get_or_none()
+        )
+
+    def commit(
+        self,
+        buffer: BufferedJournal,
+        checkpoint: Checkpoint | None,
+        *,
+        ticks: Sequence[Tick] = (),
+        extra: Sequence[Callable[[Session], None]] = (),
+    ) -> int:
+        """Write what the engine journalled, sampled ticks, the caller's `extra` writes and the
+        checkpoint in one transaction; returns how many journal entries were written (forget
+        them after).
+
+        Raises:
+            FencedOut: another holder committed for the account since this one did.
+        """
+
+        def work(session: Session) -> int:
+            journal = _CandleBatchingJournal(SqlJournal(session, self.account))
+            count = buffer.replay_into(journal)
+            # One row per key: a multi-row upsert must not touch a row twice.
+            latest = {(c.instrument_key, c.interval_s, c.start_ms): c for c in journal.candles}
+            if latest:
+                CandleRepository(session).upsert_many(latest.values())
+            if ticks:
+                TickRepository(session).insert_many(ticks)
+            for write in extra:
+                write(session)
+            if checkpoint is not None:
+                CheckpointRepository(session, self.account, self.harness).save(
+                    checkpoint, datetime.now(UTC)
+                )
+            return count
+
+        return self.run(work)
+
+    # --- the recovery reader ----------------------------------------------------------------
+
+    def read_state(
+        self,
+        *,
+        trading_date: date,
+        now: datetime,
+        capital_paise: int,
+        instruments: Iterable[str],
+        candle_interval_s: int,
+        series_capacity: int,
+        rate_horizon_s: int,
+        last_prices: Mapping[str, int],
+    ) -> EngineState:
+        """What the engine held on `trading_date` up to `now`, as the database records it.
+
+        Args:
+            capital_paise: the day's opening capital (`capital_on`).
+            instruments: whose candle windows to rebuild.
+            rate_horizon_s: how far back the order-rate windows reach.
+            last_prices: the latest prices known (warmed up from ticks); positions are
+                priced at them.
+        """
+        keys = list(instruments)
+
+        def work(session: Session) -> EngineState:
+            return _read_state(
+                session,
+                self.account,
+                trading_date=trading_date,
+                now=now,
+                capital_paise=capital_paise,
+                instruments=keys,
+                candle_interval_s=candle_interval_s,
+                series_capacity=series_capacity,
+                rate_horizon_s=rate_horizon_s,
+                last_prices=last_prices,
+            )
+
+        return self.run(work)
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), tzinfo=IST)
+    return start, start + timedelta(days=1)
+
+
+def _read_state(
+    session: Session,
+    account: str,
+    *,
+    trading_date: date,
+    now: datetime,
+    capital_paise: int,
+    instruments: Sequence[str],
+    candle_interval_s: int,
+    series_capacity: int,
+    rate_horizon_s: int,
+    last_prices: Mapping[str, int],
+) -> EngineState:
+    day_start, day_end = _day_bounds(trading_date)
+    # The strategy's candle windows up to the restart point (they span days).
+    candles_repo = CandleRepository(session)
+    candles: dict[str, list[Candle]] = {}
+    for key in instruments:
+        window = candles_repo.latest(key, candle_interval_s, series_capacity, before=now)
+        if window:
+            candles[key] = window
+    positions = PositionRepository(session, account).open_positions()
+    # The day's money and counters.
+    todays = TradeRepository(session, account).find(
+        start_date=trading_date, end_date=trading_date, limit=1_000_000
+    )
+    orders_today = (
+        session.scalar(
+            select(func.count())
+            .select_from(OrderRow)
+            .where(
+                OrderRow.account == account,
+                OrderRow.created_at >= day_start,
+                OrderRow.created_at < day_end,
+            )
+        )
+        or 0
+    )
+    snapshot = AccountRepository(session).latest_snapshot(account, on_or_before=trading_date)
+    loss_limit_hit = bool(
+        snapshot and snapshot.trading_date == trading_date.isoformat() and snapshot.loss_limit_hit
+    )
+    cooldowns: dict[str, int] = {}
+    rows = session.execute(
+        select(SignalRow.instrument_key, func.max(SignalRow.created_at))
+        .where(
+            SignalRow.account == account,
+            SignalRow.created_at >= day_start,
+            SignalRow.created_at < day_end,
+            SignalRow.type.in_(ENTRY_TYPES),
+            SignalRow.status != SignalStatus.IGNORED.value,
+        )
+        .group_by(SignalRow.instrument_key)
+    )
+    for key, latest in rows:
+        cooldowns[key] = datetime_to_ms(latest)
+    # Exits that were waiting for a slot, and how many exit orders each position has had.
+    audit = AuditRepository(session)
+    orders = OrderRepository(session, account)
+    queued: dict[str, ExitReason] = {}
+    attempts: dict[str, int] = {}
+    for position in positions:
+        key = position.instrument_key
+        exit_orders = [
+            o
+            for o in orders.find(instrument_key=key, since=position.entry_at, limit=1000)
+            if o.purpose is OrderPurpose.EXIT
+        ]
+        if exit_orders:
+            attempts[key] = len(exit_orders)
+        if position.exit_pending:
+            continue
+        triggers = audit.find(
+            entity="position",
+            entity_id=key,
+            event="exit.triggered",
+            since=position.entry_at,
+            limit=1,
+        )
+        last_exit_order_at = max((o.created_at for o in exit_orders), default=None)
+        if triggers and (last_exit_order_at is None or triggers[0].at >= last_exit_order_at):
+            queued[key] = ExitReason(str(triggers[0].data["reason"]))
+    # Orders left in flight, and the price each entry was sized at.
+    unfinished = orders.unfinished()
+    references: dict[str, int] = {}
+    for order in unfinished:
+        if order.purpose is OrderPurpose.ENTRY and order.signal_id:
+            price = session.scalar(
+                select(RiskDecisionRow.price_paise)
+                .where(RiskDecisionRow.signal_id == order.signal_id)
+                .limit(1)
+            )
+            if price:
+                references[order.client_order_id] = int(price)
+    sent = RateLimitLogRepository(session, account).sent_ms_since(
+        now - timedelta(seconds=rate_horizon_s)
+    )
+    prices = dict(last_prices)
+    for key, window in candles.items():
+        prices.setdefault(key, window[-1].close_paise)
+    return EngineState(
+        trading_date=trading_date,
+        capital_paise=capital_paise,
+        positions=positions,
+        unfinished_orders=unfinished,
+        reference_prices=references,
+        realised_paise=sum(t.net_pnl_paise for t in todays),
+        charges_paise=sum(t.charges_paise for t in todays),
+        trades=len(todays),
+        orders=orders_today,
+        loss_limit_hit=loss_limit_hit,
+        last_prices=prices,
+        candles=candles,
+        last_entry_signal_ms=cooldowns,
+        sent_ms=[ms for ms in sent if ms <= datetime_to_ms(now)],
+        queued_exits=queued,
+        exit_attempts=attempts,
+    )
