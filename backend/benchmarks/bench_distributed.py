@@ -1,25 +1,25 @@
-"""The distributed path's speed: candle close to paper order through Celery, and signal scans.
+"""Candle close to order handed to the broker, embedded and distributed, paced as live.
 
-Plays one seeded simulated session twice: embedded (the Engine in this process, as
-`upstox-bot run` drives it) and distributed (real Celery worker processes: a feed worker, an
-orders worker and an ingest worker on the local Redis and PostgreSQL). It prints the latency
-from the candle's closing tick to its entry order being sent, p50 and p99, for each path and as
-a ratio against the embedded one measured in the same run. Both use the same measure as the
-`upstox_bot_candle_to_order_seconds` metric: the embedded loop times the closing tick's
-`on_tick` and the placement of its intents; the distributed engine times from the feed cutting
-the batch that holds the closing tick to the orders being sent (so it includes Redis, the apply
-task, the account lock and the commit of the batch before it).
+Plays the same seeded simulated session twice at the same pace (SIM speed 20 by default: the
+feed is paced, so neither engine is behind it):
 
-Then it enqueues `signals.evaluate` scans of the session's instruments (their candles are in
-PostgreSQL now) with one and with two signal workers, and prints evaluations per second and
-the ratio two vs one.
+- embedded: the account's kernel in this process, as `upstox-bot run` drives it (SQLite);
+- distributed: real Celery worker processes as deployed (prefork pool: a feed worker, the
+  orders worker holding the account's kernel, an ingest worker) on a Redis server of its own
+  and a PostgreSQL database, the session started as `upstox-bot session start` starts it.
 
-    python benchmarks/bench_distributed.py [--minutes 180] [--evaluations 1500]
+Both measure the same thing: from the moment the closing tick of a candle reached the harness
+(embedded: the loop took the tick; distributed: the tick was due at the feed, at its paced wall
+time) to the entry orders it caused being handed to the broker, after they were made durable
+(the `upstox_bot_candle_to_order_seconds` metric). It prints p50, p99 and the mean of each, the
+ratio distributed / embedded measured in the same run, and as its last line:
 
-Needs PostgreSQL (UPSTOX_BOT_TEST_POSTGRES_URL, default the local `test` database) and Redis
-(REDIS_SERVER, default the local server). It claims a free Redis database among 8-15 the way
-the integration tests do, creates its own PostgreSQL database, and removes both, and stops its
-worker processes, when it ends.
+    candle-to-order p99: embedded X ms, distributed Y ms
+
+    python benchmarks/bench_distributed.py [--minutes 40] [--speed 20]
+
+Needs PostgreSQL (UPSTOX_BOT_TEST_POSTGRES_URL, default the local `test` database, where it
+creates and drops a database of its own) and redis-server on the PATH (it starts its own).
 """
 
 from __future__ import annotations
@@ -27,48 +27,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import redis
-from celery import Celery
 from sqlalchemy import make_url, text
 
-from upstox_bot.config import Settings
-from upstox_bot.db import migrate
-from upstox_bot.db.session import make_engine
-from upstox_bot.feed.sim import load_universe
-from upstox_bot.runtime.distributed import FeedSpec, feed_progress, start_session
-from upstox_bot.runtime.embedded import EmbeddedBot, RunOptions
-from upstox_bot.worker.queues import route
-from upstox_bot.worker.state import Keys
+BACKEND = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BACKEND))  # the test support: a Redis server, the worker cluster
+
+from tests.support.cluster import ACCOUNT, Cluster  # noqa: E402
+from tests.support.servers import RedisServer  # noqa: E402
+from upstox_bot.config import Settings  # noqa: E402
+from upstox_bot.db import migrate  # noqa: E402
+from upstox_bot.db.session import make_engine  # noqa: E402
+from upstox_bot.runtime.embedded import EmbeddedBot, RunOptions  # noqa: E402
+from upstox_bot.worker.state import Keys  # noqa: E402
 
 DAY = date(2026, 11, 25)
 SEED = 7
-ACCOUNT = "paper"
 POSTGRES = os.environ.get(
     "UPSTOX_BOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis://127.0.0.1:6379")
-CLAIM_KEY = "upstox-bot-test-claim"  # the integration tests' claim on a Redis database
-CLI = (sys.executable, "-m", "upstox_bot.cli")
 # More entries than the defaults allow, so that the percentiles rest on more orders; both
-# paths run with the same settings.
+# harnesses run with the same settings.
 KNOBS = {
     "MAX_OPEN_POSITIONS": "10",
     "MIN_ORDER_INTERVAL_SECONDS": "0",
     "MAX_ORDERS_PER_MINUTE": "1000",
     "POSITION_SIZE_PERCENT": "10",
+    "SIGNAL_COOLDOWN_MINUTES": "0",
 }
 
 
@@ -77,7 +72,7 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def embedded_latencies(workdir: Path, minutes: float) -> list[float]:
+def embedded_latencies(workdir: Path, minutes: float, speed: float) -> list[float]:
     """Candle-close-to-order latencies (s) of the embedded harness over the session."""
     values: dict[str, Any] = {
         "_env_file": None,
@@ -90,7 +85,7 @@ def embedded_latencies(workdir: Path, minutes: float) -> list[float]:
     }
     settings = Settings(**values)
     options = RunOptions(
-        speed=1_000_000,
+        speed=speed,
         duration_minutes=minutes,
         seed=SEED,
         start_date=DAY,
@@ -106,204 +101,103 @@ def embedded_latencies(workdir: Path, minutes: float) -> list[float]:
 
 
 @contextmanager
-def claimed_redis_db() -> Iterator[str]:
-    """A free Redis database among 8-15, claimed as the integration tests claim one."""
-    for db in range(15, 7, -1):
-        client = redis.Redis.from_url(f"{REDIS_SERVER}/{db}")
-        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=3600):
-            break
-        client.close()
-    else:
-        raise SystemExit("no free Redis database (8-15)")
-    url = f"{REDIS_SERVER}/{db}"
-    try:
-        client.flushdb()
-        client.set(CLAIM_KEY, os.getpid(), ex=3600)
-        yield url
-    finally:
-        client.flushdb()  # also drops the claim
-        client.close()
-
-
-@contextmanager
 def postgres_database() -> Iterator[str]:
-    """A new, migrated PostgreSQL database, dropped afterwards."""
-    server = make_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    """A new PostgreSQL database, migrated to head, dropped at the end."""
+    admin = make_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     name = f"upstox_bot_bench_{uuid.uuid4().hex[:12]}"
-    with server.connect() as connection:
+    with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
     try:
         migrate.upgrade(url)
         yield url
     finally:
-        with server.connect() as connection:
+        with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        server.dispose()
+        admin.dispose()
 
 
-class Workers:
-    """Celery worker processes of the benchmark (solo pool, one queue set each)."""
-
-    def __init__(self, env: dict[str, str], workdir: Path, redis_url: str) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.app = Celery(broker=redis_url, set_as_current=False)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, queues: str) -> None:
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [*CLI, "worker", "--queues", queues, "--pool", "solo", "--name", f"{name}@bench"],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, *names: str, timeout_s: float = 90) -> None:
-        wanted = {f"{n}@bench" for n in names}
-        deadline = time.monotonic() + timeout_s
-        while not wanted <= {
-            node for reply in self.app.control.ping(timeout=1.0) for node in reply
-        }:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"workers {sorted(wanted)} did not start")
-
-    def send(self, name: str, *args: Any) -> None:
-        self.app.send_task(name, args=list(args), queue=route(name))
-
-    def enqueue(self, name: str, args: Sequence[Any]) -> None:
-        self.send(name, *args)
-
-    def completed(self, task: str, names: list[str]) -> int:
-        """How many `task` runs the named workers have finished (Celery's own counters)."""
-        stats = self.app.control.inspect(
-            destination=[f"{n}@bench" for n in names], timeout=1.0
-        ).stats()
-        return sum(int(s.get("total", {}).get(task, 0)) for s in (stats or {}).values())
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def distributed_latencies(workers: Workers, client: redis.Redis, minutes: float) -> list[float]:
-    spec = FeedSpec(account=ACCOUNT, shard="bench", trading_date=DAY, seed=SEED, minutes=minutes)
-    start_session(client, workers.enqueue, [spec])
-    deadline = time.monotonic() + 600
-    while not feed_progress(client, ACCOUNT, spec.shard).finished:
-        if time.monotonic() > deadline:
-            raise SystemExit("the distributed session did not finish in 10 minutes")
-        time.sleep(0.2)
-    raw = client.lrange(Keys.latencies(ACCOUNT), 0, -1)
-    return [float(x) for x in raw]
-
-
-def evaluations_per_second(
-    workers: Workers, names: list[str], keys: list[str], count: int
-) -> float:
-    """Scan rate of the named signal workers over `count` evaluations of the instruments."""
-    task = "signals.evaluate"
-    warm_up = keys[: len(names) * 4]  # strategy loaded, connections open
-    target = workers.completed(task, names) + len(warm_up)
-    for key in warm_up:
-        workers.send(task, key)
-    while workers.completed(task, names) < target:
-        time.sleep(0.2)
-    before = workers.completed(task, names)
-    started = time.perf_counter()
-    for n in range(count):
-        workers.send(task, keys[n % len(keys)])
-    while workers.completed(task, names) < before + count:
-        time.sleep(0.05)
-    return count / (time.perf_counter() - started)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=180, help="simulated session minutes")
-    parser.add_argument("--evaluations", type=int, default=1500, help="signal scans per run")
-    args = parser.parse_args()
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="upstox-bot-bench-") as tmp:
-        root = Path(tmp)
-        (root / "embedded").mkdir()
-        embedded = embedded_latencies(root / "embedded", args.minutes)
-        with claimed_redis_db() as redis_url, postgres_database() as pg_url:
+def distributed_latencies(root: Path, minutes: float, speed: float) -> list[float]:
+    """Candle-close-to-order latencies (s) of the workers over the same session."""
+    server = RedisServer(root / "redis")
+    server.start()
+    try:
+        with postgres_database() as pg_url:
             env = {
                 k: v for k, v in os.environ.items() if not k.startswith(("UPSTOX_", "DATABASE_"))
             }
             env.update(
                 DATABASE_URL=pg_url,
-                REDIS_URL=redis_url,
+                REDIS_URL=f"{server.url}/0",
                 ACCOUNT_NAME=ACCOUNT,
                 DATA_DIR=str(root / "var"),
                 LOG_LEVEL="WARNING",
                 **KNOBS,
             )
-            client = redis.Redis.from_url(redis_url)
-            workers = Workers(env, root, redis_url)
+            cluster = Cluster(pg_url, env["REDIS_URL"], root, env)
             try:
-                workers.start("feed", "feed")
-                workers.start("orders", "orders")
-                workers.start("misc", "ingest,default")
-                workers.wait_ready("feed", "orders", "misc")
-                celery = distributed_latencies(workers, client, args.minutes)
-                keys = [i.instrument_key for i, _ in load_universe(limit=Settings().SIM_SYMBOLS)]
-                workers.start("signals-1", "signals")
-                workers.wait_ready("signals-1")
-                one = evaluations_per_second(workers, ["signals-1"], keys, args.evaluations)
-                workers.start("signals-2", "signals")
-                workers.wait_ready("signals-2")
-                two = evaluations_per_second(
-                    workers, ["signals-1", "signals-2"], keys, args.evaluations
+                cluster.start_standard()
+                cluster.wait_ready("feed", "orders", "misc")
+                specs = cluster.start_session(
+                    trading_date=DAY, seed=SEED, minutes=minutes, speed=speed
                 )
+                started = time.monotonic()
+                while not cluster.finished(specs):
+                    if time.monotonic() - started > 60 + 2 * minutes * 60 / speed:
+                        raise SystemExit(f"the distributed session did not finish: {cluster.logs()}")
+                    time.sleep(0.5)
+                raw = cluster.redis.lrange(Keys.latencies(ACCOUNT), 0, -1)
+                return [float(x) for x in raw]  # type: ignore[union-attr]
             finally:
-                workers.stop()
-                client.close()
-    report(embedded, celery, one, two, args, time.monotonic() - started)
+                cluster.stop()
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=40, help="simulated session minutes")
+    parser.add_argument("--speed", type=float, default=20, help="simulated seconds per second")
+    args = parser.parse_args()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="upstox-bot-bench-") as tmp:
+        root = Path(tmp)
+        (root / "embedded").mkdir()
+        embedded = embedded_latencies(root / "embedded", args.minutes, args.speed)
+        distributed = distributed_latencies(root / "distributed", args.minutes, args.speed)
+    report(embedded, distributed, args, time.monotonic() - started)
 
 
 def report(
-    embedded: list[float],
-    celery: list[float],
-    one: float,
-    two: float,
-    args: argparse.Namespace,
-    elapsed_s: float,
+    embedded: list[float], distributed: list[float], args: argparse.Namespace, elapsed_s: float
 ) -> None:
     def line(name: str, values: list[float]) -> str:
         if not values:
-            return f"  {name:<11} no entry orders"
+            return f"  {name:<12} no entry orders"
         p50, p99 = quantile(values, 0.5) * 1000, quantile(values, 0.99) * 1000
         mean = statistics.fmean(values) * 1000
         return (
-            f"  {name:<11} p50 {p50:9.3f} ms   p99 {p99:9.3f} ms   mean {mean:9.3f} ms"
+            f"  {name:<12} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms   mean {mean:8.2f} ms"
             f"   n={len(values)}"
         )
 
-    print(f"session: {args.minutes:g} simulated minutes, seed {SEED}, {DAY.isoformat()}")
-    print("candle close -> paper entry order (latency)")
+    print(
+        f"session: {args.minutes:g} simulated minutes at speed {args.speed:g}, seed {SEED}, "
+        f"{DAY.isoformat()} ({elapsed_s:.0f} s in all)"
+    )
+    print("candle close -> entry order handed to the broker (durable first)")
     print(line("embedded", embedded))
-    print(line("celery", celery))
-    if embedded and celery:
-        r50 = quantile(celery, 0.5) / quantile(embedded, 0.5)
-        r99 = quantile(celery, 0.99) / quantile(embedded, 0.99)
-        print(f"  ratio celery / embedded: p50 {r50:.0f}x   p99 {r99:.0f}x")
-    print("signal evaluations per second (signals.evaluate over Celery)")
-    print(f"  1 worker  {one:8.1f}/s")
-    print(f"  2 workers {two:8.1f}/s   ratio 2 vs 1: {two / one:.2f}")
-    print(f"benchmark took {elapsed_s:.0f} s on {os.cpu_count()} cores")
+    print(line("distributed", distributed))
+    if not (embedded and distributed):
+        raise SystemExit("a harness placed no entry order: nothing to compare")
+    r50 = quantile(distributed, 0.5) / quantile(embedded, 0.5)
+    r99 = quantile(distributed, 0.99) / quantile(embedded, 0.99)
+    print(f"  ratio distributed / embedded: p50 {r50:.1f}x   p99 {r99:.1f}x")
+    print(
+        f"candle-to-order p99: embedded {quantile(embedded, 0.99) * 1000:.1f} ms, "
+        f"distributed {quantile(distributed, 0.99) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":
-    with suppress(KeyboardInterrupt):
-        main()
+    main()

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     EXPIRY_EXIT_SESSIONS: int = Field(
         1, ge=1, le=10, description="F&O: close this many sessions before expiry (physical)."
     )
+    FUTURES_MARGIN_PERCENT: Decimal = Field(
+        Decimal("20"),
+        gt=0,
+        le=100,
+        description="Futures in paper and backtests: margin blocked, % of notional value.",
+    )
 
     # --- Market -------------------------------------------------------------------------
     MARKET: MarketSource = MarketSource.SIM
@@ -233,7 +239,13 @@ class Settings(BaseSettings):
             raise ValueError("give a time of day in IST without an offset, e.g. 09:20")
         return value
 
-    @field_validator("ACCOUNT_SIZE", "SLIPPAGE_BPS", "BROKERAGE_PER_ORDER", mode="after")
+    @field_validator(
+        "ACCOUNT_SIZE",
+        "SLIPPAGE_BPS",
+        "BROKERAGE_PER_ORDER",
+        "FUTURES_MARGIN_PERCENT",
+        mode="after",
+    )
     @classmethod
     def _finite(cls, value: Decimal) -> Decimal:
         if not value.is_finite():

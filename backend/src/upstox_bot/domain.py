@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, NewType
 from zoneinfo import ZoneInfo
 
@@ -455,8 +456,9 @@ class Order:
     exit_reason: ExitReason | None = None
     broker_order_id: str | None = None
     filled_quantity: int = 0
-    average_price_paise: int | None = None
+    average_price_paise: int | None = None  # rounded to the paisa; exact: filled_value_paise
     rejection_reason: str | None = None
+    filled_value_paise: int = 0  # sum of fill price x quantity: exact, average = value / qty
 
     def __init__(
         self,
@@ -479,6 +481,7 @@ class Order:
         filled_quantity: int = 0,
         average_price_paise: int | None = None,
         rejection_reason: str | None = None,
+        filled_value_paise: int = 0,
     ) -> None:
         self.client_order_id = client_order_id
         self.instrument_key = instrument_key
@@ -498,9 +501,18 @@ class Order:
         self.filled_quantity = filled_quantity
         self.average_price_paise = average_price_paise
         self.rejection_reason = rejection_reason
+        self.filled_value_paise = filled_value_paise
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
+
+    @property
+    def executed_value_paise(self) -> int:
+        """Price x quantity of what has filled, exactly (from the rounded average when the
+        fills' own value is unknown: an order rebuilt from a broker report)."""
+        if self.filled_value_paise or not self.filled_quantity:
+            return self.filled_value_paise
+        return (self.average_price_paise or 0) * self.filled_quantity
 
     def copy(self) -> Order:
         """A separate record of the same order (a broker's or a journal's own)."""
@@ -523,6 +535,7 @@ class Order:
             filled_quantity=self.filled_quantity,
             average_price_paise=self.average_price_paise,
             rejection_reason=self.rejection_reason,
+            filled_value_paise=self.filled_value_paise,
         )
 
     @classmethod
@@ -601,6 +614,10 @@ class Position:
     entry_charges_paise: int = 0
     strategy: str = ""
     exit_pending: bool = False  # an exit order exists and is not yet filled
+    # The entry order's exact executed value and quantity (its exact average price is
+    # value / quantity); 0: unknown, entry_price_paise stands for it.
+    entry_value_paise: int = 0
+    entry_quantity: int = 0
 
     def __init__(
         self,
@@ -621,6 +638,8 @@ class Position:
         entry_charges_paise: int = 0,
         strategy: str = "",
         exit_pending: bool = False,
+        entry_value_paise: int = 0,
+        entry_quantity: int = 0,
     ) -> None:
         self.instrument_key = instrument_key
         self.direction = direction
@@ -638,9 +657,17 @@ class Position:
         self.entry_charges_paise = entry_charges_paise
         self.strategy = strategy
         self.exit_pending = exit_pending
+        self.entry_value_paise = entry_value_paise
+        self.entry_quantity = entry_quantity
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
+
+    def entry_value_of(self, quantity: int) -> Fraction:
+        """The exact entry value (paise) of `quantity` of this position's shares."""
+        if self.entry_quantity > 0:
+            return Fraction(self.entry_value_paise * quantity, self.entry_quantity)
+        return Fraction(self.entry_price_paise * quantity)
 
     @property
     def unrealised_pnl_paise(self) -> int:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.support.waiting import wait_until
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ARGS = [
@@ -263,3 +265,82 @@ def test_three_days_killed_on_each_day_end_as_an_uninterrupted_run(
         same_day = [e for e in recovered["entries"] if e[:10] == hit_at[:10] and e > hit_at]
         assert not same_day, f"entries after the loss limit was hit at {hit_at}"
     assert recovered["loss_limit_hits"], "the scenario should hit the daily loss limit"
+
+
+# --- a locked database, SIGTERM -----------------------------------------------------------------
+
+
+def _start(data_dir: Path, *extra_env: tuple[str, str]) -> subprocess.Popen[str]:
+    env = {**os.environ, **ENV, "DATA_DIR": str(data_dir), "LOG_FORMAT": "json"}
+    env.update(dict(extra_env))
+    env.pop("DATABASE_URL", None)
+    env.pop("UPSTOX_BOT_CRASH_AT", None)
+    args = [*ARGS]
+    args[args.index("--speed") + 1] = "300"  # slow enough to act on mid-session
+    return subprocess.Popen(
+        [sys.executable, "-m", "upstox_bot.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=data_dir,
+    )
+
+
+def _market_minute(data_dir: Path) -> str | None:
+    """The checkpoint's market time (HH:MM UTC), read without waiting on a lock."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(data_dir / "upstox_bot.sqlite", timeout=0.1) as conn:
+            row = conn.execute("SELECT market_at FROM checkpoints").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])[11:16]
+
+
+def test_a_database_locked_mid_session_is_waited_for_and_nothing_is_lost(
+    uninterrupted: dict[str, Any], tmp_path: Path
+) -> None:
+    import sqlite3
+    import threading
+
+    proc = _start(tmp_path, ("LOG_LEVEL", "INFO"))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    # 05:00 UTC is 10:30 IST: the bot is trading.
+    wait_until(lambda: (_market_minute(tmp_path) or "") >= "05:00", what="mid-session")
+    locker = sqlite3.connect(tmp_path / "upstox_bot.sqlite", isolation_level=None, timeout=30)
+    locker.execute("BEGIN EXCLUSIVE")  # another program holds the file
+    try:
+        wait_until(
+            lambda: any("db.unavailable" in line for line in lines),
+            what="the bot to wait for the database",
+            within_s=120,
+        )
+        assert proc.poll() is None, "the bot waits, it does not stop"
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    reader.join(timeout=10)
+    assert any("database_unavailable" in line for line in lines), "the trader is alerted"
+    assert _state(tmp_path)["trades"] == uninterrupted["trades"]
+    assert _state(tmp_path)["orders"] == uninterrupted["orders"]
+
+
+def test_sigterm_stops_as_gracefully_as_ctrl_c(
+    uninterrupted: dict[str, Any], tmp_path: Path
+) -> None:
+    import signal
+
+    proc = _start(tmp_path)
+    wait_until(lambda: (_market_minute(tmp_path) or "") >= "05:00", what="mid-session")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "run.sigterm" in out
+    assert "done:" in out, "the closing summary is printed: the stop went the graceful way"
+    assert _run(tmp_path) == 0  # and the next start goes on to the same end
+    assert _state(tmp_path)["trades"] == uninterrupted["trades"]

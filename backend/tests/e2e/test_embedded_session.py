@@ -165,7 +165,8 @@ def test_metrics_are_scraped_during_the_session(session_run: Run) -> None:
     assert len(scrapes) >= 3
     ticks = [_metric(text, "upstox_bot_ticks_total")[0] for text in scrapes]
     assert ticks == sorted(ticks)
-    assert ticks[-1] > ticks[0] > 0  # ticks in, growing while the session plays
+    # Ticks in, growing while the session plays (the API answers before the first tick).
+    assert ticks[-1] > ticks[0] >= 0
     last = scrapes[-1]
     for name in (
         "upstox_bot_feed_lag_seconds",

@@ -84,11 +84,17 @@ TRADES = (
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Four sessions played side by side (each takes about 20 s)."""
+    """Five sessions played side by side (each takes about 20 s)."""
     plans = {
         "future": {"TRADE_INSTRUMENT": "future", **RICH},
         "future_again": {"TRADE_INSTRUMENT": "future", **RICH},
         "future_small": {"TRADE_INSTRUMENT": "future"},
+        # The default Rs 1 lakh account, futures sized on a 10 % margin with a 1 % stop.
+        "future_margin": {
+            "TRADE_INSTRUMENT": "future",
+            "STOP_LOSS_PERCENT": "1",
+            "FUTURES_MARGIN_PERCENT": "10",
+        },
         "option": {"TRADE_INSTRUMENT": "option"},
     }
     dirs = {name: tmp_path_factory.mktemp(name) for name in plans}
@@ -119,17 +125,33 @@ def test_futures_session_is_deterministic(runs: dict[str, Path]) -> None:
     assert _rows(runs["future_again"], TRADES) == _rows(runs["future"], TRADES)
 
 
-def test_with_one_lakh_futures_are_refused_naming_the_position_cap(runs: dict[str, Path]) -> None:
+def test_with_one_lakh_and_a_5_pct_stop_futures_are_refused_on_the_risk_at_the_stop(
+    runs: dict[str, Path],
+) -> None:
+    # Sized on margin, the position cap no longer refuses them; the risk at a 5 % stop stays on
+    # the full exposure: the smallest lot (TMPV, 800 x ~Rs 352) risks ~Rs 14,000 > Rs 5,000.
     assert _rows(runs["future_small"], "SELECT count(*) FROM trades") == [(0,)]
     refused = _rows(
         runs["future_small"],
-        "SELECT instrument_key, reason FROM risk_decisions WHERE rule = 'position_size'",
+        "SELECT instrument_key, reason FROM risk_decisions WHERE rule = 'risk_per_trade'",
     )
     assert len(refused) >= 5
     assert all(key.endswith("_FUT") for key, _ in refused)
-    assert all("exceeds the position cap" in reason for _, reason in refused)
+    assert all("exceeds the risk budget" in reason for _, reason in refused)
     approved = _rows(runs["future_small"], "SELECT count(*) FROM risk_decisions WHERE approved")
     assert approved == [(0,)]
+
+
+def test_futures_trade_on_the_default_account_sized_on_margin(runs: dict[str, Path]) -> None:
+    trades = _rows(runs["future_margin"], TRADES)
+    assert trades, "a future should be traded on Rs 1 lakh once sized on its margin"
+    for key, _direction, quantity, lots, entry_price, *_ in trades:
+        assert key.endswith("_FUT")
+        assert quantity == lots * _lot_size(key)
+        notional = entry_price * quantity
+        assert notional > 3_000_000  # the full value is over the 30 % cap of Rs 1 lakh...
+        assert notional * 10 // 100 <= 3_000_000  # ...its 10 % margin is within it
+        assert notional // 100 <= 500_000  # the 1 % stop risks at most 5 % of the capital
 
 
 def test_options_buy_atm_calls_and_puts_in_whole_lots(runs: dict[str, Path]) -> None:

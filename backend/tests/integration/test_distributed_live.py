@@ -6,28 +6,26 @@ feed worker, and a refused token pauses entries without killing anything."""
 from __future__ import annotations
 
 import json
-import signal
+import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import text
 
-from tests.integration.test_distributed import (  # the cluster and its claimed databases
-    ACCOUNT,
-    CLI,
-    Cluster,
-    _session,
-    cluster_factory,
-    redis_dbs,
-)
+from tests.integration.test_distributed import cluster_factory
+from tests.support.cluster import ACCOUNT, CLI, Cluster
+from tests.support.cluster import db_session as _session
+from tests.support.servers import RedisServer
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
+from tests.support.waiting import wait_until
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.domain import IST
@@ -44,7 +42,7 @@ from upstox_bot.runtime.live_market import universe_instruments
 from upstox_bot.worker import events
 from upstox_bot.worker.state import Keys
 
-__all__ = ["cluster_factory", "redis_dbs"]  # fixtures used here, defined with the cluster
+__all__ = ["cluster_factory"]  # a fixture used here, defined with the distributed tests
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,14 +56,9 @@ sim = pytest.fixture(upstox_simulator)
 def _wait(
     what: str, check: Callable[[], bool], timeout_s: float, logs: Cluster | None = None
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            tail = ""
-            if logs is not None:
-                tail = str({p.name: p.read_text()[-3000:] for p in logs.workdir.glob("*.log")})
-            pytest.fail(f"{what} did not happen in {timeout_s} s {tail}")
-        time.sleep(0.1)
+    wait_until(
+        check, what=what, within_s=timeout_s, details=logs.logs if logs is not None else None
+    )
 
 
 class Market:
@@ -174,10 +167,7 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
     feeds["feed-b"] = cluster.start_worker("feed-b", "feed")
     cluster.start_worker("orders", "orders")
     cluster.start_worker("misc", "ingest,default")
-    with (cluster.workdir / "beat.log").open("ab") as log:  # supervises the feeds every 2 s
-        cluster.procs["beat"] = subprocess.Popen(
-            [*CLI, "beat"], env=cluster.env, cwd=cluster.workdir, stdout=log, stderr=log
-        )
+    cluster.start_beat()  # supervises the feeds every 2 s
     cluster.wait_ready("feed-a", "feed-b", "orders", "misc")
     assert sim.feed is not None
     with Market(sim, keys) as market:
@@ -187,13 +177,18 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
         first = _holder_pid(cluster)
         assert first is not None
         _wait("the engine applying", lambda: cluster.applied(SHARD) > 0, 60, cluster)
-        (doomed,) = [n for n, p in feeds.items() if p.pid == first]
-        feeds[doomed].send_signal(signal.SIGKILL)
-        assert feeds[doomed].wait(timeout=30) == -signal.SIGKILL
+        # The feed task runs in a pool process of one of the workers (its process group).
+        (doomed,) = [n for n, p in feeds.items() if p.pid == os.getpgid(first)]
+        cluster.kill(doomed)  # the worker and its pool, as a machine dying
         killed_at = time.monotonic()
         market.base = 2000.0  # what is traded after the kill is told apart in the store
         (survivor,) = [p for n, p in feeds.items() if n != doomed]
-        _wait("takeover", lambda: _holder_pid(cluster) == survivor.pid, 60, cluster)
+
+        def taken_over() -> bool:
+            pid = _holder_pid(cluster)
+            return pid is not None and os.getpgid(pid) == survivor.pid
+
+        _wait("takeover", taken_over, 60, cluster)
         took_s = time.monotonic() - killed_at
         _wait("ticks after the takeover", lambda: _stored_ticks(cluster, 200_000) > 0, 60, cluster)
         state = _state(cluster)
@@ -219,19 +214,21 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
     assert took_s < 30, "a dead holder's shard is taken over within seconds"
     with _session(cluster.pg_url) as session:
         checkpoints = session.execute(
-            text("SELECT count(*) FROM audit_logs WHERE event = 'engine.checkpoint'")
+            text("SELECT count(*) FROM checkpoints WHERE harness = 'distributed'")
         ).scalar_one()
-    assert checkpoints > 0
+    assert checkpoints == 1, "the account's holder keeps its checkpoint in the checkpoints table"
 
 
 def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
-    new_postgres_url: Callable[[], str], redis_dbs: Callable[[], str], sim: UpstoxSimulator
+    new_postgres_url: Callable[[], str], sim: UpstoxSimulator, tmp_path: Path
 ) -> None:
     pg_url = new_postgres_url()
     migrate.upgrade(pg_url)
+    server = RedisServer(tmp_path / "redis")
+    server.start()
     settings = Settings(
         DATABASE_URL=pg_url,
-        REDIS_URL=redis_dbs(),
+        REDIS_URL=f"{server.url}/0",
         ACCOUNT_NAME=ACCOUNT,
         MARKET="upstox",
         UPSTOX_API_BASE_URL=sim.base_url,
@@ -257,19 +254,23 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
 
     _wait("entries paused", paused, 30)
     alerts: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while not alerts and time.monotonic() < deadline:
+
+    def alerted() -> bool:
         message = watcher.get_message(timeout=0.5)
         if message and message["type"] == "message":
             data = json.loads(message["data"])["data"]
             if data.get("alert") == "token_expired":
                 alerts.append(data)
-    assert alerts, "the expired token raised an alert"
+        return bool(alerts)
+
+    _wait("the expired token's alert", alerted, 30)
     assert runner.is_alive(), "the feed keeps holding its shard"
     seq = feed_progress(res.redis, ACCOUNT, SHARD).next_seq - 1
     batch = json.loads(res.redis.get(Keys.batch(ACCOUNT, SHARD, seq)) or b"{}")
     assert batch["entries_paused"] == "expired"
-    assert ("orders.apply_ticks", (ACCOUNT, SHARD, seq)) in sent
+    assert ("ingest.ticks", (ACCOUNT, SHARD, seq)) in sent
+    notes = res.redis.xrange(Keys.wake(ACCOUNT))
+    assert any(fields[b"seq"] == str(seq).encode() for _id, fields in notes), "the holder is told"
     refusals = feed.authorize_refusals
     request_stop(res.redis, SHARD)
     _wait(
@@ -282,3 +283,4 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     assert outcome == ["done"]
     assert feed.authorize_refusals == refusals, "no retry with a refused token"
     watcher.close()
+    server.stop()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,6 +19,7 @@ from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.runtime import components
+from upstox_bot.runtime.live_market import refresh_calendar
 from upstox_bot.upstox.client import UpstoxClient
 from upstox_bot.upstox.errors import UpstoxApiError
 from upstox_bot.upstox.holidays import (
@@ -196,3 +198,29 @@ def test_calendar_fetch_without_a_token_says_how_to_log_in(tmp_path: Path) -> No
     done = _calendar(_cli_env(tmp_path), "--fetch")
     assert done.returncode == 2
     assert "upstox-bot login" in done.stderr
+
+
+async def test_the_live_harness_fetches_stores_and_trades_by_upstoxs_year(
+    sim: UpstoxSimulator, tmp_path: Path
+) -> None:
+    year = datetime.now(UTC).astimezone(IST).year
+    sim.rest.holidays = [holiday_record(date(year, 6, 15), "A closure the file does not have")]
+    settings = Settings(_env_file=None, DATA_DIR=tmp_path)  # type: ignore[call-arg]
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    risk = SimpleNamespace(calendar=None)
+    bot = SimpleNamespace(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        calendar=None,
+        engine=SimpleNamespace(risk=risk),
+    )
+    try:
+        async with _client(sim) as client:
+            await refresh_calendar(bot, client)  # type: ignore[arg-type]
+        stored = components.calendar_days(settings, bot.sessions)
+    finally:
+        engine.dispose()
+    assert bot.calendar is risk.calendar is not None
+    assert [d.day for d in bot.calendar.days_of_year(year)] == [date(year, 6, 15)]
+    assert date(year, 6, 15) in {d.day for d in stored}

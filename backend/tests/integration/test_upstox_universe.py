@@ -94,6 +94,10 @@ async def test_refresh_downloads_from_upstox_and_ranks_by_quotes(
     assert report.stocks == 92
     assert report.ranked_by == "quotes"
     assert sim.rest.requests_to("/market-quote/instruments/exchange/NSE.json.gz")
+    # with a token the year's NSE holidays come along: the simulator's year has Republic Day,
+    # Christmas, and a Diwali holiday with its Muhurat session (a settlement holiday is skipped)
+    assert sim.rest.requests_to("/v2/market/holidays")
+    assert report.calendar_days == 4
     # the simulator quotes one volume for all: SBIN's dear near future trades the most value
     ranked = SymbolRepository(db_session).find(kind=InstrumentKind.EQUITY, ranked_only=True)
     assert ranked[0].instrument.trading_symbol == "SBIN"

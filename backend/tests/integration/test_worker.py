@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.waiting import wait_until
 from upstox_bot.config import Settings
 from upstox_bot.domain import (
     ClientOrderId,
@@ -265,10 +266,16 @@ def test_supervisor_restarts_only_an_unleased_unfinished_shard(
     holder = Lease(client, Keys.feed_lease("t"), ttl_ms=200)
     assert holder.acquire()  # a feed task is playing the shard
     assert supervise_feeds(client, lambda name, args: sent.append((name, args))) == []
-    time.sleep(0.3)  # its worker died: the lease lapses
+    # The account had no holder: the supervisor starts one (once, while it starts).
+    assert sent == [("orders.hold_account", ("paper",))]
+    sent.clear()
+    wait_until(
+        lambda: not client.exists(Keys.feed_lease("t")), what="the dead feed's lease to lapse"
+    )
     assert supervise_feeds(client, lambda name, args: sent.append((name, args))) == ["t"]
     assert supervise_feeds(client, lambda name, args: sent.append((name, args))) == []
-    assert len(sent) == 1  # the launch is not repeated while the new task starts
+    feeds = [name for name, _args in sent if name == "feed.run_shard"]
+    assert len(feeds) == 1  # the launch is not repeated while the new task starts
     client.hset(Keys.feed_state("t"), "last_seq", 3)
     client.hset(Keys.engine("paper"), "cursor:t", "4:0")  # the engine applied all 3 batches
     client.delete(Keys.feed_launch("t"))

@@ -88,6 +88,20 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        """Celery beat (its supervisor restarts feeds and holders every 2 s)."""
+        with (self.workdir / "beat.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [*CLI, "beat"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs["beat"] = proc
+        return proc
+
     def start_standard(self) -> None:
         """As docker-compose.yml deploys them: feed (2 slots), orders, ingest and default."""
         self.start_worker("feed", "feed", concurrency=2)

@@ -50,7 +50,7 @@ class TelegramStandIn:
 
     def __enter__(self) -> TelegramStandIn:
         self._thread.start()
-        wait_until(lambda: self._server.started, timeout_s=30, what="the Telegram stand-in")
+        wait_until(lambda: self._server.started, within_s=30, what="the Telegram stand-in")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,6 +6,11 @@ other columns are ignored. Times are ISO-8601 (a naive time is IST) or epoch sec
 milliseconds. Rows with a date only (or every time at midnight) are daily bars. Prices are
 rupees. Intraday bars must sit on the session grid (09:15 IST plus whole bars); bars outside the
 NSE session are skipped and counted. Every refusal names the file, the line and the column.
+
+Prices are kept as given: with `exact_prices` (backtests) a price with more than two decimals,
+as split-adjusted history has (1.427083), is kept to the millionth of a rupee, and the dataset
+says in how many units each paisa is counted (`price_scale`: 1, 10, 100, 1,000 or 10,000).
+Without it (the replayed market) prices are rounded half up to the paisa.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from upstox_bot.domain import Instrument
 from upstox_bot.feed.replay import (
@@ -50,6 +56,7 @@ class Dataset:
     series: tuple[BarSeries, ...]
     interval_s: int
     skipped_bars: int = 0
+    price_scale: int = 1  # price units per paisa: prices are paise x price_scale
 
     @property
     def daily(self) -> bool:
@@ -79,23 +86,46 @@ class _Rows:
     source: list[str]
 
 
-def parse_paise(text: str) -> int:
-    """Rupees as decimal text to integer paise (half up).
+MICRO_PER_PAISA = 10_000  # a millionth of a rupee, the finest price kept
+_SCALES = (1, 10, 100, 1_000, 10_000)
+
+
+def parse_micro(text: str) -> int:
+    """Rupees as decimal text to integer millionths of a rupee (half up beyond six decimals).
 
     Raises:
         ValueError: not a decimal number.
     """
     text = text.strip()
     whole, dot, frac = text.partition(".")
-    if whole.isdigit() and (not dot or (len(frac) <= 2 and frac.isdigit())):
-        return int(whole) * 100 + (int(frac.ljust(2, "0")) if dot else 0)
+    if whole.isdigit() and (not dot or (len(frac) <= 6 and frac.isdigit())):
+        return int(whole) * 1_000_000 + (int(frac.ljust(6, "0")) if dot else 0)
     try:
         value = Decimal(text)
     except InvalidOperation:
         raise ValueError(text) from None
     if not value.is_finite():
         raise ValueError(text)
-    return int((value * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return int((value * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def price_scale_of(micro: Iterable[npt.NDArray[np.int64]]) -> int:
+    """The fewest price units per paisa that hold every price (in millionths) exactly."""
+    scale = 1
+    for values in micro:
+        while scale < MICRO_PER_PAISA and np.any(values % (MICRO_PER_PAISA // scale)):
+            scale *= 10
+    return scale
+
+
+def parse_paise(text: str) -> int:
+    """Rupees as decimal text to integer paise (half up).
+
+    Raises:
+        ValueError: not a decimal number.
+    """
+    micro = parse_micro(text)
+    return (2 * micro + MICRO_PER_PAISA) // (2 * MICRO_PER_PAISA)
 
 
 def _parse_volume(text: str) -> int:
@@ -156,20 +186,20 @@ def _read_csv(path: Path, rows: _Rows) -> None:
             try:
                 ms, date_only = _parse_time(row[it])
                 column, index = "open", io_
-                o = parse_paise(row[io_])
+                o = parse_micro(row[io_])
                 column, index = "high", ih
-                h = parse_paise(row[ih])
+                h = parse_micro(row[ih])
                 column, index = "low", il
-                low = parse_paise(row[il])
+                low = parse_micro(row[il])
                 column, index = "close", ic
-                c = parse_paise(row[ic])
+                c = parse_micro(row[ic])
                 column, index = "volume", iv
                 v = _parse_volume(row[iv]) if iv >= 0 else 0
             except ValueError:
                 raise DataError(
                     f"{path} line {line} column {column}: cannot read {row[index].strip()!r}"
                 ) from None
-            if min(o, h, low, c) <= 0:
+            if min(o, h, low, c) < MICRO_PER_PAISA // 2:  # under half a paisa: rounds to 0
                 raise DataError(f"{path} line {line}: prices must be positive")
             if h < max(o, c, low) or low > min(o, c):
                 raise DataError(
@@ -304,6 +334,7 @@ def load_bars(
     symbols: Sequence[str] | None = None,
     first: date | None = None,
     last: date | None = None,
+    exact_prices: bool = False,
 ) -> Dataset:
     """Read bars from a CSV, a folder of CSVs (one per symbol, named after it) or a cache
     folder (one subfolder of CSVs per symbol, as `data download` writes).
@@ -312,6 +343,8 @@ def load_bars(
         path: the file or folder.
         symbols: keep only these symbols (file or folder names); None keeps all.
         first, last: keep the IST dates first..last, inclusive.
+        exact_prices: keep prices to the millionth of a rupee (the dataset's `price_scale`
+            says how); False rounds them to the paisa.
 
     Raises:
         DataError: unreadable data (the message names file, line and column), a requested
@@ -341,10 +374,35 @@ def load_bars(
     keys = [s.instrument.instrument_key for s in series]
     if len(set(keys)) != len(keys):
         raise DataError(f"{path}: two files map to the same instrument")
-    dataset = Dataset(series=tuple(series), interval_s=intervals.pop(), skipped_bars=skipped)
+    scale = price_scale_of(p for s in series for p in (s.open, s.high, s.low, s.close))
+    if not exact_prices:
+        scale = 1
+    series = [_in_units(s, scale) for s in series]
+    dataset = Dataset(
+        series=tuple(series), interval_s=intervals.pop(), skipped_bars=skipped, price_scale=scale
+    )
     if first is not None or last is not None:
         dataset = dataset.between(first, last)
     return dataset
+
+
+def _in_units(series: BarSeries, scale: int) -> BarSeries:
+    """Prices read in millionths of a rupee, as `scale` units per paisa (half up)."""
+    step = MICRO_PER_PAISA // scale
+
+    def units(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return ((values + step // 2) // step).astype(np.int64)
+
+    return BarSeries(
+        instrument=series.instrument,
+        interval_s=series.interval_s,
+        start_ms=series.start_ms,
+        open=units(series.open),
+        high=units(series.high),
+        low=units(series.low),
+        close=units(series.close),
+        volume=series.volume,
+    )
 
 
 def write_csv(path: Path, series: BarSeries) -> None:

@@ -1,7 +1,8 @@
 """The request and result of a backtest, as plain values that round-trip through JSON.
 
 Money inside is integer paise; the JSON shows rupees (numbers with at most two decimals) and
-ISO-8601 times with their offset.
+ISO-8601 times with their offset. A trade's prices are paise too, as an int, or a Decimal when the
+data had more decimals (split-adjusted history: 142.7083 paise is shown as 1.427083 rupees).
 """
 
 from __future__ import annotations
@@ -23,6 +24,25 @@ def _rupees(paise: int) -> float:
 
 def _paise(value: Any) -> int:
     return rupees_to_paise(Decimal(str(value)))
+
+
+Price = int | Decimal  # paise; a Decimal when finer than the paisa
+
+
+def price_rupees(paise: Price) -> Decimal:
+    """A price in rupees: two places, or as many as a finer-than-paisa price needs."""
+    if isinstance(paise, int) or paise == paise.to_integral_value():
+        return paise_to_rupees(int(paise))
+    return (paise / 100).normalize()
+
+
+def _price(paise: Price) -> float:
+    return float(price_rupees(paise))
+
+
+def _price_paise(value: Any) -> Price:
+    paise = Decimal(str(value)) * 100
+    return int(paise) if paise == paise.to_integral_value() else paise.normalize()
 
 
 def _decimal_or_none(value: Any) -> Decimal | None:
@@ -114,9 +134,9 @@ class BacktestTrade:
     side: str  # "long" or "short"
     quantity: int
     entry_time: datetime
-    entry_price_paise: int
+    entry_price_paise: Price
     exit_time: datetime
-    exit_price_paise: int
+    exit_price_paise: Price
     gross_pnl_paise: int
     charges_paise: int
     pnl_paise: int  # net of charges
@@ -129,9 +149,9 @@ class BacktestTrade:
             "side": self.side,
             "quantity": self.quantity,
             "entry_time": self.entry_time.isoformat(),
-            "entry_price": _rupees(self.entry_price_paise),
+            "entry_price": _price(self.entry_price_paise),
             "exit_time": self.exit_time.isoformat(),
-            "exit_price": _rupees(self.exit_price_paise),
+            "exit_price": _price(self.exit_price_paise),
             "gross_pnl": _rupees(self.gross_pnl_paise),
             "charges": _rupees(self.charges_paise),
             "pnl": _rupees(self.pnl_paise),
@@ -146,9 +166,9 @@ class BacktestTrade:
             side=str(data["side"]),
             quantity=int(data["quantity"]),
             entry_time=datetime.fromisoformat(data["entry_time"]),
-            entry_price_paise=_paise(data["entry_price"]),
+            entry_price_paise=_price_paise(data["entry_price"]),
             exit_time=datetime.fromisoformat(data["exit_time"]),
-            exit_price_paise=_paise(data["exit_price"]),
+            exit_price_paise=_price_paise(data["exit_price"]),
             gross_pnl_paise=_paise(data["gross_pnl"]),
             charges_paise=_paise(data["charges"]),
             pnl_paise=_paise(data["pnl"]),
@@ -165,8 +185,8 @@ class OpenPosition:
     side: str
     quantity: int
     entry_time: datetime
-    entry_price_paise: int
-    last_price_paise: int
+    entry_price_paise: Price
+    last_price_paise: Price
     unrealised_pnl_paise: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,8 +196,8 @@ class OpenPosition:
             "side": self.side,
             "quantity": self.quantity,
             "entry_time": self.entry_time.isoformat(),
-            "entry_price": _rupees(self.entry_price_paise),
-            "last_price": _rupees(self.last_price_paise),
+            "entry_price": _price(self.entry_price_paise),
+            "last_price": _price(self.last_price_paise),
             "unrealised_pnl": _rupees(self.unrealised_pnl_paise),
         }
 
@@ -189,8 +209,8 @@ class OpenPosition:
             side=str(data["side"]),
             quantity=int(data["quantity"]),
             entry_time=datetime.fromisoformat(data["entry_time"]),
-            entry_price_paise=_paise(data["entry_price"]),
-            last_price_paise=_paise(data["last_price"]),
+            entry_price_paise=_price_paise(data["entry_price"]),
+            last_price_paise=_price_paise(data["last_price"]),
             unrealised_pnl_paise=_paise(data["unrealised_pnl"]),
         )
 

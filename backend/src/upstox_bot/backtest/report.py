@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal
 from html import escape
 
 from upstox_bot.backtest.models import BacktestResult, EquityPoint
@@ -28,6 +29,13 @@ gap:4px 24px;width:max-content}.k{color:#5f6673}svg{background:#fbfcfd;border:1p
 
 def _rupees(paise: int) -> str:
     return format_rupees(paise)
+
+
+def _price(paise: int | Decimal) -> str:
+    """A price: two decimals, or as many as the data had (split-adjusted history)."""
+    if isinstance(paise, int) or paise == paise.to_integral_value():
+        return _rupees(int(paise))
+    return f"₹{paise / 100:,}"
 
 
 def _num(value: float | None, suffix: str = "", places: int = 2) -> str:
@@ -136,9 +144,9 @@ def _trade_table(result: BacktestResult) -> str:
             f"<tr><td class=n>{i}</td><td>{escape(t.symbol)}</td><td>{t.side}</td>"
             f"<td class=n>{t.quantity}</td>"
             f"<td>{t.entry_time:%Y-%m-%d %H:%M:%S}</td>"
-            f"<td class=n>{_rupees(t.entry_price_paise)}</td>"
+            f"<td class=n>{_price(t.entry_price_paise)}</td>"
             f"<td>{t.exit_time:%Y-%m-%d %H:%M:%S}</td>"
-            f"<td class=n>{_rupees(t.exit_price_paise)}</td>"
+            f"<td class=n>{_price(t.exit_price_paise)}</td>"
             f"<td class=n>{_rupees(t.charges_paise)}</td>"
             f'<td class="n {_sign_class(t.pnl_paise)}">{_rupees(t.pnl_paise)}</td>'
             f"<td>{escape(t.exit_reason)}</td></tr>"
@@ -185,8 +193,8 @@ def render_html(result: BacktestResult) -> str:
         rows = "".join(
             f"<tr><td>{escape(p.symbol)}</td><td>{p.side}</td><td class=n>{p.quantity}</td>"
             f"<td>{p.entry_time:%Y-%m-%d %H:%M:%S}</td>"
-            f"<td class=n>{_rupees(p.entry_price_paise)}</td>"
-            f"<td class=n>{_rupees(p.last_price_paise)}</td>"
+            f"<td class=n>{_price(p.entry_price_paise)}</td>"
+            f"<td class=n>{_price(p.last_price_paise)}</td>"
             f'<td class="n {_sign_class(p.unrealised_pnl_paise)}">'
             f"{_rupees(p.unrealised_pnl_paise)}</td></tr>"
             for p in result.open_positions

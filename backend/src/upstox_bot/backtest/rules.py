@@ -7,17 +7,31 @@ exit enabled and no fixed quantity, the live `ExitManager.on_price` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 
-from upstox_bot.domain import Direction, ExitReason, Position, RiskDecision, RiskRule, Side
+from upstox_bot.domain import (
+    Direction,
+    ExitReason,
+    InstrumentKind,
+    Position,
+    RiskDecision,
+    RiskRule,
+)
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
-from upstox_bot.trading.charges import BrokeragePlan, ChargeSegment, round_trip_charges
+from upstox_bot.risk.sizing import margin_paise
+from upstox_bot.trading.charges import (
+    BrokeragePlan,
+    ChargeSegment,
+    ExecutedOrder,
+    OrderExecution,
+    contract_note_charges,
+)
 from upstox_bot.trading.exits import ExitManager, ExitRules, pct_move
 from upstox_bot.trading.ports import ChargesModel
 
@@ -149,15 +163,17 @@ class BacktestRiskManager(RiskManager):
             return decision
         lot = req.lot_size
         price = req.price_paise
+        # Sized at the worst fill, like the live rules (a future at its margin).
+        per_share = margin_paise(self.sizing_fill_paise(price, req.tick_paise), req.margin_fraction)
         if self.quantity is not None:
             lots = self.quantity // lot
             rule = RiskRule.CAPITAL
-            if lots * lot * price > book.available_paise:
+            if lots * lot * per_share > book.available_paise:
                 lots = 0
             reason = f"fixed size {self.quantity}"
         else:
-            cap = self._max_position_value_paise // price
-            cash = max(book.available_paise, 0) // price
+            cap = self._max_position_value_paise // per_share
+            cash = max(book.available_paise, 0) // per_share
             rule = RiskRule.POSITION_SIZE if cap <= cash else RiskRule.CAPITAL
             lots = min(cap, cash) // lot
             reason = f"{lots} lot(s) x {lot}, limited by {rule.value} (no stop loss)"
@@ -195,6 +211,10 @@ def no_charges(
     exit_price_paise: int,
     quantity: int,
     trading_date: date,
+    kind: InstrumentKind,
+    instrument_key: str,
+    entry_order: OrderExecution,
+    exit_order: OrderExecution,
 ) -> int:
     """The zero charges model (`--charges none`)."""
     return 0
@@ -214,6 +234,10 @@ class DatedCharges:
         exit_price_paise: int,
         quantity: int,
         trading_date: date,
+        kind: InstrumentKind,
+        instrument_key: str,
+        entry_order: OrderExecution,
+        exit_order: OrderExecution,
     ) -> int:
         return self.model(
             direction=direction,
@@ -221,6 +245,10 @@ class DatedCharges:
             exit_price_paise=exit_price_paise,
             quantity=quantity,
             trading_date=max(trading_date, EARLIEST_RATES),
+            kind=kind,
+            instrument_key=instrument_key,
+            entry_order=entry_order,
+            exit_order=exit_order,
         )
 
 
@@ -228,7 +256,7 @@ class DeliveryCharges:
     """Charges of a cash delivery round trip (daily backtests carry positions overnight).
 
     Both orders are charged on one contract note of the exit date: the model is told only the
-    exit date, which is also the rates' date.
+    exit date, which is also the rates' date. Each order is charged at its exact value.
     """
 
     def __init__(self, brokerage_per_order: Decimal) -> None:
@@ -242,13 +270,61 @@ class DeliveryCharges:
         exit_price_paise: int,
         quantity: int,
         trading_date: date,
+        kind: InstrumentKind,
+        instrument_key: str,
+        entry_order: OrderExecution,
+        exit_order: OrderExecution,
     ) -> int:
-        return round_trip_charges(
-            segment=ChargeSegment.EQUITY_DELIVERY,
-            trade_date=trading_date,
-            entry_side=Side.BUY if direction is Direction.LONG else Side.SELL,
-            entry_price_paise=entry_price_paise,
-            exit_price_paise=exit_price_paise,
-            quantity=quantity,
-            plan=self.plan,
+        orders = [
+            ExecutedOrder.of_value(o.side, o.value_paise, o.quantity)
+            for o in (entry_order, exit_order)
+        ]
+        return contract_note_charges(
+            orders, segment=ChargeSegment.EQUITY_DELIVERY, trade_date=trading_date, plan=self.plan
         ).total_paise
+
+
+def _units_to_paise(units: int, scale: int) -> int:
+    whole = (2 * abs(units) + scale) // (2 * scale)
+    return whole if units >= 0 else -whole
+
+
+class ScaledCharges:
+    """A charges model for prices counted in `scale` units per paisa (exact historical prices):
+    the trade is charged in paise, at its values rounded to the paisa, and the charges come
+    back in the same units."""
+
+    def __init__(self, model: ChargesModel, scale: int) -> None:
+        self.model = model
+        self.scale = scale
+
+    def __call__(
+        self,
+        *,
+        direction: Direction,
+        entry_price_paise: int,
+        exit_price_paise: int,
+        quantity: int,
+        trading_date: date,
+        kind: InstrumentKind,
+        instrument_key: str,
+        entry_order: OrderExecution,
+        exit_order: OrderExecution,
+    ) -> int:
+        scale = self.scale
+        charged = self.model(
+            direction=direction,
+            entry_price_paise=_units_to_paise(entry_price_paise, scale),
+            exit_price_paise=_units_to_paise(exit_price_paise, scale),
+            quantity=quantity,
+            trading_date=trading_date,
+            kind=kind,
+            instrument_key=instrument_key,
+            entry_order=replace(
+                entry_order, value_paise=_units_to_paise(entry_order.value_paise, scale)
+            ),
+            exit_order=replace(
+                exit_order, value_paise=_units_to_paise(exit_order.value_paise, scale)
+            ),
+        )
+        return charged * scale

@@ -14,7 +14,7 @@ engine left exactly as their ticks would leave it (see backtest/fastpath.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -23,7 +23,12 @@ import numpy as np
 from upstox_bot.backtest.data import Dataset
 from upstox_bot.backtest.fastpath import FastPlan
 from upstox_bot.backtest.models import BacktestTrade, EquityPoint, OpenPosition
-from upstox_bot.backtest.rules import BacktestExitManager, BacktestExitRules, BacktestRiskManager
+from upstox_bot.backtest.rules import (
+    BacktestExitManager,
+    BacktestExitRules,
+    BacktestRiskManager,
+    ScaledCharges,
+)
 from upstox_bot.clock import MarketClock
 from upstox_bot.domain import (
     AccountSnapshot,
@@ -184,8 +189,17 @@ class Backtest:
         if not self.series:
             raise ValueError("no bars to backtest")
         self.config = config
+        # Prices finer than the paisa (split-adjusted history) come as `price_scale` units per
+        # paisa: the engine then counts all money in those units (capital, limits, ticks,
+        # charges), and the results are turned back into paise.
+        self.scale = scale = dataset.price_scale
         self.instruments: dict[str, Instrument] = {
-            s.instrument.instrument_key: s.instrument for s in self.series
+            s.instrument.instrument_key: (
+                replace(s.instrument, tick_size_paise=s.instrument.tick_size_paise * scale)
+                if scale != 1
+                else s.instrument
+            )
+            for s in self.series
         }
         self.keys = [s.instrument.instrument_key for s in self.series]
         self._index_of = {key: index for index, key in enumerate(self.keys)}
@@ -197,10 +211,14 @@ class Backtest:
         self.clock = MarketClock(session_open_ms(ist_date_of_ms(self.first_ms)), ist=True)
         self.journal = BacktestJournal()
         limits = config.limits
+        charges = config.charges
+        if scale != 1:
+            limits = replace(limits, capital_paise=limits.capital_paise * scale)
+            charges = ScaledCharges(charges, scale)
         self.engine = Engine(
             config=EngineConfig(
                 account=config.account,
-                capital_paise=config.capital_paise,
+                capital_paise=config.capital_paise * scale,
                 candle_interval_s=config.candle_interval_s,
                 signal_cooldown_s=config.signal_cooldown_s,
                 kill_switch_square_off=config.kill_switch_square_off,
@@ -220,7 +238,7 @@ class Backtest:
             ),
             exits=BacktestExitManager(config.exits),
             journal=self.journal,
-            charges=config.charges,
+            charges=charges,
             clock=self.clock,
         )
         self.broker = PaperBroker(
@@ -252,7 +270,7 @@ class Backtest:
             self._exposed_ms += close_ms - self._last_ts
         self.core.fire_timer(close_ms)
         equity = engine.capital_paise + engine.realised_paise + engine.unrealised_paise
-        self._equity.append(EquityPoint(day=day, equity_paise=equity))
+        self._equity.append(EquityPoint(day=day, equity_paise=self._paise(equity)))
 
     def run(self, progress: Callable[[float], None] | None = None) -> RunOutput:
         """Replay the bars through the engine; `progress` gets the fraction done (0-1)."""
@@ -545,24 +563,41 @@ class Backtest:
             if engine.aggregate_trade(keys[index], ts, price, quantity):
                 raise RuntimeError("backtest fast path: a built candle closed another")
 
+    def _paise(self, units: int) -> int:
+        """Money in price units as paise (half away from zero)."""
+        if self.scale == 1:
+            return units
+        whole = (2 * abs(units) + self.scale) // (2 * self.scale)
+        return whole if units >= 0 else -whole
+
+    def _price(self, units: int) -> int | Decimal:
+        """A price in price units as paise: exact (a Decimal when finer than the paisa)."""
+        if self.scale == 1 or units % self.scale == 0:
+            return units // self.scale
+        return (Decimal(units) / self.scale).normalize()
+
     def _trades(self) -> list[BacktestTrade]:
-        return [
-            BacktestTrade(
-                symbol=self.symbols[t.instrument_key],
-                instrument_key=t.instrument_key,
-                side=t.direction.value,
-                quantity=t.quantity,
-                entry_time=t.entry_at,
-                entry_price_paise=t.entry_price_paise,
-                exit_time=t.exit_at,
-                exit_price_paise=t.exit_price_paise,
-                gross_pnl_paise=t.gross_pnl_paise,
-                charges_paise=t.charges_paise,
-                pnl_paise=t.net_pnl_paise,
-                exit_reason=t.exit_reason.value,
+        paise, price = self._paise, self._price
+        out = []
+        for t in self.journal.trades:
+            gross, charges = paise(t.gross_pnl_paise), paise(t.charges_paise)
+            out.append(
+                BacktestTrade(
+                    symbol=self.symbols[t.instrument_key],
+                    instrument_key=t.instrument_key,
+                    side=t.direction.value,
+                    quantity=t.quantity,
+                    entry_time=t.entry_at,
+                    entry_price_paise=price(t.entry_price_paise),
+                    exit_time=t.exit_at,
+                    exit_price_paise=price(t.exit_price_paise),
+                    gross_pnl_paise=gross,
+                    charges_paise=charges,
+                    pnl_paise=gross - charges,
+                    exit_reason=t.exit_reason.value,
+                )
             )
-            for t in self.journal.trades
-        ]
+        return out
 
     def _open_positions(self) -> list[OpenPosition]:
         return [
@@ -572,9 +607,9 @@ class Backtest:
                 side=p.direction.value,
                 quantity=p.quantity,
                 entry_time=p.entry_at,
-                entry_price_paise=p.entry_price_paise,
-                last_price_paise=p.last_price_paise,
-                unrealised_pnl_paise=p.unrealised_pnl_paise,
+                entry_price_paise=self._price(p.entry_price_paise),
+                last_price_paise=self._price(p.last_price_paise),
+                unrealised_pnl_paise=self._paise(p.unrealised_pnl_paise),
             )
             for p in self.engine.positions.values()
         ]

@@ -127,7 +127,7 @@ def build_config(
     elif daily:
         charges = DatedCharges(DeliveryCharges(settings.BROKERAGE_PER_ORDER))
     else:
-        charges = DatedCharges(components.charges_model(settings))
+        charges = components.charges_model(settings, clamp_rates=True)
     config = RunConfig(
         capital_paise=capital,
         limits=limits,
@@ -156,6 +156,7 @@ def load_request_data(request: BacktestRequest) -> Dataset:
         symbols=request.symbols or None,
         first=request.start,
         last=request.end,
+        exact_prices=True,
     )
     if dataset.bar_count == 0:
         raise DataError(f"{request.data}: no bars between {request.start} and {request.end}")

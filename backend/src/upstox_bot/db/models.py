@@ -221,6 +221,8 @@ class OrderRow(Base):
     broker_order_id: Mapped[str | None] = mapped_column(String(ID))
     filled_quantity: Mapped[int] = mapped_column(Integer)
     average_price_paise: Mapped[int | None] = mapped_column(BigInteger)
+    # exact value of the fills (sum of price x quantity): the average is this / filled_quantity
+    filled_value_paise: Mapped[int] = mapped_column(BigInteger, server_default="0")
     rejection_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -283,6 +285,9 @@ class PositionRow(Base):
     unrealised_pnl_paise: Mapped[int] = mapped_column(BigInteger)
     realised_pnl_paise: Mapped[int | None] = mapped_column(BigInteger)
     entry_charges_paise: Mapped[int] = mapped_column(BigInteger)
+    # the entry order's exact value and quantity (its exact average is value / quantity)
+    entry_value_paise: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    entry_quantity: Mapped[int] = mapped_column(Integer, server_default="0")
     strategy: Mapped[str] = mapped_column(String(KEY))
     exit_pending: Mapped[bool] = mapped_column(Boolean)
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)

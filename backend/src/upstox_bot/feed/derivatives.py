@@ -123,10 +123,13 @@ class DerivativeTicks:
         return tuple(sorted(keys))
 
     def wrap(self, ticks: Iterable[Tick]) -> Iterator[Tick]:
-        """Yield each tick, then one tick per watched contract of that tick's stock.
+        """Yield one tick per watched contract of each tick's stock, then the stock's tick.
 
-        A tick of a known option (from a real feed) passes through with its missing IV and
-        greeks filled in.
+        The contracts' ticks come first: they are that same trade seen in the contract, so an
+        order placed while the stock's trade is handled (an exit on a candle close) fills at
+        the next trade, as an order on the stock itself does, never at a tick derived from the
+        trade that caused it. A tick of a known option (from a real feed) passes through with
+        its missing IV and greeks filled in.
         """
         book = self.book
         spot = self._spot
@@ -146,9 +149,9 @@ class DerivativeTicks:
                 yield self._with_greeks(tick, contract)
                 continue
             spot[key] = tick.ltp_paise
-            yield tick
             for watched in by_underlying.get(key, ()):
                 yield self.contract_tick(watched, tick)
+            yield tick
 
     def contract_tick(self, contract: Instrument, underlying_tick: Tick) -> Tick:
         """The tick of `contract` priced from one tick of its stock (same timestamp)."""

@@ -8,10 +8,15 @@ Upstox instrument file; this one only stands in for it when the market is simula
 from __future__ import annotations
 
 import calendar as _calendar
+import csv
+import io
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from importlib import resources
 
 from upstox_bot.clock import IST, NseCalendar
 from upstox_bot.domain import Instrument, InstrumentKind, OptionType
@@ -22,7 +27,9 @@ EXPIRY_CLOSE = time(15, 30)  # contracts stop trading at the F&O close, IST
 DAYS_PER_YEAR = 365.0
 OPTION_TICK_PAISE = 5  # stock options trade in Rs 0.05 steps
 
-# Strike intervals in paise: the largest one not above 1 % of the spot is used.
+# NSE's strike intervals in paise. A stock of the shipped universe has its own step (the
+# `strike_step_paise` column of data/fno_universe.csv); another falls back to the largest step
+# not above 1 % of its spot.
 _STRIKE_STEPS_PAISE = (50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000)
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
@@ -52,8 +59,20 @@ def monthly_expiries(trading_date: date, calendar: NseCalendar, count: int = 3) 
     return out
 
 
+@cache
+def shipped_strike_steps() -> Mapping[str, int]:
+    """NSE's strike interval (paise) of each stock of the shipped universe, by trading symbol."""
+    text = resources.files("upstox_bot.data").joinpath("fno_universe.csv").read_text("utf-8")
+    steps: dict[str, int] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        value = (row.get("strike_step_paise") or "").strip()
+        if value:
+            steps[row["trading_symbol"]] = int(value)
+    return steps
+
+
 def strike_step_paise(spot_paise: int) -> int:
-    """The strike interval for a stock at `spot_paise`: about 0.5-1 % of the price."""
+    """The fallback strike interval for a stock at `spot_paise`: about 0.5-1 % of the price."""
     if spot_paise <= 0:
         raise ValueError("spot must be positive")
     fitting = [step for step in _STRIKE_STEPS_PAISE if step * 100 <= spot_paise]
@@ -126,12 +145,14 @@ def simulate_fno_chain(
     lot_size: int | None = None,
     months: int = 3,
     strikes_each_side: int = 10,
+    strike_step: int | None = None,
 ) -> list[Instrument]:
     """Futures and options of `underlying` for the next `months` monthly expiries.
 
     Each expiry gets one future and, around the at-the-money strike (the spot rounded to the
-    strike step), `strikes_each_side` strikes above and below (positive ones only), each with a
-    call and a put. Keys look like "NSE_FO|SIM_SBIN_20261229_FUT" and
+    strike step: the stock's NSE step from the shipped universe, else about 1 % of the spot),
+    `strikes_each_side` strikes above and below (positive ones only), each with a call and a
+    put. Keys look like "NSE_FO|SIM_SBIN_20261229_FUT" and
     "NSE_FO|SIM_SBIN_20261229_94000_CE" (strike in paise); trading symbols follow Upstox's
     "SBIN FUT 29 DEC 26" and "SBIN 940 CE 29 DEC 26".
 
@@ -144,6 +165,8 @@ def simulate_fno_chain(
             lot size when the instrument comes from `feed.sim.load_universe`).
         months: how many monthly expiries (NSE lists three).
         strikes_each_side: strikes above and below the at-the-money one.
+        strike_step: the strike interval in paise; None: the stock's shipped NSE step, or the
+            fallback `strike_step_paise`.
 
     Raises:
         ValueError: non-positive spot or lot size, or months / strikes_each_side out of range.
@@ -153,14 +176,14 @@ def simulate_fno_chain(
         raise ValueError("lot size must be positive")
     if strikes_each_side < 0:
         raise ValueError("strikes_each_side must not be negative")
-    step = strike_step_paise(spot_paise)
+    symbol = underlying.trading_symbol
+    step = strike_step or shipped_strike_steps().get(symbol) or strike_step_paise(spot_paise)
     atm = max(step, round(spot_paise / step) * step)
     strikes = [
         atm + i * step
         for i in range(-strikes_each_side, strikes_each_side + 1)
         if atm + i * step > 0
     ]
-    symbol = underlying.trading_symbol
     key_symbol = _key_symbol(symbol)
     out: list[Instrument] = []
     for expiry in monthly_expiries(trading_date, calendar, months):

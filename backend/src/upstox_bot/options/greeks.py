@@ -227,8 +227,11 @@ def implied_volatility(
 
     A European option's price must lie in [lower, upper): lower is the discounted forward
     intrinsic value max(±(S e^-qt - K e^-rt), 0), reached as sigma -> 0, and upper is S e^-qt for
-    a call and K e^-rt for a put, reached as sigma -> infinity. A price exactly at the lower bound
-    gives 0.0; a price outside the bounds, a non-finite price, or t <= 0 gives NaN.
+    a call and K e^-rt for a put, reached as sigma -> infinity. A price that pins no volatility
+    gives NaN, not 0: one at the lower bound, or within the float rounding of the bound (a deep
+    in-the-money option whose time value is below the resolution of its price, for which every
+    small sigma gives the same float), as do a price outside the bounds, a non-finite price, and
+    t <= 0.
 
     The solver works on the normalised time value of the out-of-the-money option of the same
     strike: from an asymptotic initial guess it takes Halley steps on ln(price) (low branch) or on
@@ -272,8 +275,11 @@ def implied_volatility(
             & (p >= lower)
             & (p < upper)
         )
-        sigma[valid & (p == lower)] = 0.0
-        todo = np.flatnonzero(valid & (p > lower))
+        # The bound itself comes from S e^-qt - K e^-rt: its rounding error is a few ulps of the
+        # larger term. A time value within that pins no volatility (NaN stays).
+        resolution = _UNPINNED_ULPS * np.finfo(np.float64).eps * np.maximum(spot_pv, strike_pv)
+        pinned = (p - lower) > np.where(lower > 0.0, resolution, 0.0)
+        todo = np.flatnonzero(valid & pinned)
         if todo.size:
             scale = np.sqrt(spot_pv[todo]) * np.sqrt(strike_pv[todo])
             beta = (p[todo] - lower[todo]) / scale
@@ -281,6 +287,9 @@ def implied_volatility(
             s = _normalised_volatility(-np.abs(x[todo]), beta, gap)
             sigma[todo] = s / np.sqrt(tt[todo])
     return _result(sigma, scalar, shape)
+
+
+_UNPINNED_ULPS = 4.0  # a time value within this many ulps of the bound is rounding, not value
 
 
 def _broadcast(

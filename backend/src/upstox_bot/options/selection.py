@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import (
@@ -192,6 +193,8 @@ def check_smallest_lot(
     limits: RiskLimits,
     signal_id: SignalId | None = None,
     at: datetime | None = None,
+    fill_paise: int | None = None,
+    margin_fraction: Decimal | None = None,
 ) -> RiskDecision:
     """Refuse a contract whose smallest lot breaks the position cap or the risk per trade.
 
@@ -205,6 +208,8 @@ def check_smallest_lot(
         limits: the hard limits (risk per trade and position cap).
         signal_id: the signal, copied onto the decision.
         at: decision time, copied onto the decision.
+        fill_paise: the worst fill to size for (risk.sizing.worst_fill_paise); None: the price.
+        margin_fraction: a future's margin as a fraction of its value (None: the full value).
 
     Returns:
         Approved with the most whole lots the two caps allow, or refused naming the rule
@@ -222,6 +227,8 @@ def check_smallest_lot(
         risk_budget_paise=limits.risk_per_trade_paise,
         max_position_value_paise=cap,
         available_paise=cap,
+        fill_paise=fill_paise,
+        margin_fraction=margin_fraction,
     )
     approved = sizing.lots > 0
     return RiskDecision(

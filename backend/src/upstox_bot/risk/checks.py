@@ -5,14 +5,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 from upstox_bot.clock import NseCalendar
-from upstox_bot.domain import IST, Direction, RiskDecision, RiskRule, SignalId, reduce_to_fields
+from upstox_bot.domain import (
+    IST,
+    Direction,
+    Instrument,
+    InstrumentKind,
+    RiskDecision,
+    RiskRule,
+    SignalId,
+    reduce_to_fields,
+)
 from upstox_bot.money import format_rupees
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
-from upstox_bot.risk.sizing import size_position
+from upstox_bot.risk.sizing import margin_paise, size_position, worst_fill_paise
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,8 @@ class EntryRequest:
     lot_size: int
     at: datetime  # IST-aware time of the decision
     at_ms: int
+    tick_paise: int = 0  # the instrument's tick: one tick of room when sizing (0: none)
+    margin_fraction: Decimal | None = None  # a future's margin / value; None: full value
 
     def __init__(
         self,
@@ -43,6 +55,8 @@ class EntryRequest:
         lot_size: int,
         at: datetime,
         at_ms: int,
+        tick_paise: int = 0,
+        margin_fraction: Decimal | None = None,
     ) -> None:
         object.__setattr__(self, "instrument_key", instrument_key)
         object.__setattr__(self, "direction", direction)
@@ -53,6 +67,8 @@ class EntryRequest:
         object.__setattr__(self, "lot_size", lot_size)
         object.__setattr__(self, "at", at)
         object.__setattr__(self, "at_ms", at_ms)
+        object.__setattr__(self, "tick_paise", tick_paise)
+        object.__setattr__(self, "margin_fraction", margin_fraction)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -112,6 +128,9 @@ class RiskManager:
         self.banned: frozenset[str] = frozenset()  # instrument keys in the F&O ban period
         self.calendar = calendar
         self._unknown_dates_warned: set[date] = set()
+        # Margin per future as a fraction of its value, from Upstox's margin API (live); a
+        # future not in here blocks FUTURES_MARGIN_PERCENT of its value.
+        self.margin_fractions: dict[str, Decimal] = {}
 
     @property
     def limits(self) -> RiskLimits:
@@ -124,6 +143,27 @@ class RiskManager:
         self._loss_limit_paise = limits.daily_loss_limit_paise
         self._risk_per_trade_paise = limits.risk_per_trade_paise
         self._max_position_value_paise = limits.max_position_value_paise
+        self._slippage_bps = limits.slippage_bps
+        self._futures_margin = limits.futures_margin_pct / 100
+
+    def margin_fraction(self, instrument: Instrument) -> Decimal | None:
+        """The share of a position's value that it blocks: a future's margin, else None (all)."""
+        if instrument.kind is not InstrumentKind.FUTURE:
+            return None
+        return self.margin_fractions.get(instrument.instrument_key, self._futures_margin)
+
+    def blocked_paise(self, instrument: Instrument | None, value_paise: int) -> int:
+        """The cash a position of `value_paise` in `instrument` ties up (a future: its margin)."""
+        if instrument is None:
+            return value_paise
+        return margin_paise(value_paise, self.margin_fraction(instrument))
+
+    def sizing_fill_paise(self, price_paise: int, tick_paise: int) -> int:
+        """The fill an entry at `price_paise` is sized for (sizing.worst_fill_paise); the price
+        itself when there is neither slippage nor a tick to leave room for."""
+        if tick_paise <= 0 and self._slippage_bps == 0:
+            return price_paise
+        return worst_fill_paise(price_paise, slippage_bps=self._slippage_bps, tick_paise=tick_paise)
 
     def reconfigure(self, limits: RiskLimits) -> None:
         """Take new limits, the order pacing included (settings changed, or a new day's
@@ -232,6 +272,8 @@ class RiskManager:
             risk_budget_paise=self._risk_per_trade_paise,
             max_position_value_paise=self._max_position_value_paise,
             available_paise=book.available_paise,
+            fill_paise=self.sizing_fill_paise(req.price_paise, req.tick_paise),
+            margin_fraction=req.margin_fraction,
         )
         if sizing.lots == 0:
             return refuse(sizing.binding_rule, sizing.reason)

@@ -21,6 +21,12 @@ class RiskLimits:
     entry_start: time  # IST
     entry_end: time  # IST
     allow_short: bool = False
+    # Entries are sized for the worst fill: the price slipped by this much against the trader,
+    # rounded up to the tick, plus one tick of room for the next trade (SLIPPAGE_BPS).
+    slippage_bps: Decimal = Decimal(0)
+    # A future blocks this percentage of its notional value as margin (FUTURES_MARGIN_PERCENT);
+    # the position cap and the cash apply to that margin, the risk at the stop to the notional.
+    futures_margin_pct: Decimal = Decimal(100)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)

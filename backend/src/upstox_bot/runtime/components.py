@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,11 +17,16 @@ from upstox_bot.clock import (
     shipped_calendar_days,
 )
 from upstox_bot.config import Settings
-from upstox_bot.domain import Direction, InstrumentKind, Side, rupees_to_paise
+from upstox_bot.domain import Direction, InstrumentKind, rupees_to_paise
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.signals import registry
 from upstox_bot.signals.base import Strategy
-from upstox_bot.trading.charges import BrokeragePlan, ChargeSegment, round_trip_charges
+from upstox_bot.trading.charges import (
+    BrokeragePlan,
+    ChargeSegment,
+    ContractNotes,
+    OrderExecution,
+)
 from upstox_bot.trading.exits import ExitRules
 from upstox_bot.trading.ports import ChargesModel
 
@@ -79,6 +85,8 @@ def risk_limits(settings: Settings, capital_paise: int | None = None) -> RiskLim
         entry_start=settings.ENTRY_START_TIME,
         entry_end=settings.ENTRY_END_TIME,
         allow_short=settings.ALLOW_SHORT,
+        slippage_bps=settings.SLIPPAGE_BPS,
+        futures_margin_pct=settings.FUTURES_MARGIN_PERCENT,
     )
 
 
@@ -97,15 +105,21 @@ def strategy(settings: Settings) -> Strategy:
     )
 
 
-class IntradayCharges:
-    """Charges of an intraday round trip on one contract note (Upstox standard plan), in the
-    segment of what is traded: the stock (equity intraday), its future or its option."""
+SEGMENT_OF_TRADE = {
+    InstrumentKind.EQUITY: ChargeSegment.EQUITY_INTRADAY,
+    InstrumentKind.FUTURE: ChargeSegment.FUTURES,
+    InstrumentKind.OPTION: ChargeSegment.OPTIONS,
+}
 
-    def __init__(
-        self, plan: BrokeragePlan, segment: ChargeSegment = ChargeSegment.EQUITY_INTRADAY
-    ) -> None:
+
+class IntradayCharges:
+    """Charges of intraday trades on Upstox's contract notes (standard plan): each trade in the
+    segment of what it traded (the stock as equity intraday, a future, an option), charged what
+    it adds to its scrip's note of the day (trading.charges.ContractNotes)."""
+
+    def __init__(self, plan: BrokeragePlan, *, clamp_rates: bool = False) -> None:
         self.plan = plan
-        self.segment = segment
+        self.notes = ContractNotes(plan, clamp_rates=clamp_rates)
 
     def __call__(
         self,
@@ -115,28 +129,42 @@ class IntradayCharges:
         exit_price_paise: int,
         quantity: int,
         trading_date: date,
+        kind: InstrumentKind,
+        instrument_key: str,
+        entry_order: OrderExecution,
+        exit_order: OrderExecution,
     ) -> int:
-        breakdown = round_trip_charges(
-            segment=self.segment,
+        return self.notes.charge(
+            instrument_key=instrument_key,
+            segment=SEGMENT_OF_TRADE[kind],
             trade_date=trading_date,
-            entry_side=Side.BUY if direction is Direction.LONG else Side.SELL,
-            entry_price_paise=entry_price_paise,
-            exit_price_paise=exit_price_paise,
-            quantity=quantity,
-            plan=self.plan,
+            orders=(entry_order, exit_order),
         )
-        return breakdown.total_paise
 
 
-SEGMENT_OF_TRADE = {
-    InstrumentKind.EQUITY: ChargeSegment.EQUITY_INTRADAY,
-    InstrumentKind.FUTURE: ChargeSegment.FUTURES,
-    InstrumentKind.OPTION: ChargeSegment.OPTIONS,
-}
+def restore_contract_notes(
+    model: ChargesModel,
+    trading_date: date,
+    trades: Sequence[tuple[str, InstrumentKind, int, Sequence[OrderExecution]]],
+) -> None:
+    """After a restart, give a contract-note charges model the notes of the day's trades so
+    far: (instrument key, what it is, the charges its trades paid, their orders) per note. A
+    model without notes is left alone."""
+    if not isinstance(model, IntradayCharges):
+        return
+    for key, kind, booked, orders in trades:
+        model.notes.restore(
+            instrument_key=key,
+            segment=SEGMENT_OF_TRADE[kind],
+            trade_date=trading_date,
+            orders=orders,
+            booked_paise=booked,
+        )
 
 
-def charges_model(settings: Settings) -> ChargesModel:
+def charges_model(settings: Settings, *, clamp_rates: bool = False) -> ChargesModel:
+    """The charges of the bot's intraday trades: a fresh set of contract notes (`clamp_rates`:
+    history before the rate tables is charged at their earliest rates, for backtests)."""
     return IntradayCharges(
-        BrokeragePlan(flat_per_order=settings.BROKERAGE_PER_ORDER),
-        SEGMENT_OF_TRADE[settings.TRADE_INSTRUMENT],
+        BrokeragePlan(flat_per_order=settings.BROKERAGE_PER_ORDER), clamp_rates=clamp_rates
     )

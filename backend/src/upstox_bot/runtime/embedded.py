@@ -233,7 +233,9 @@ class EmbeddedBot:
             self.sessions,
             self.account,
             harness="embedded",
-            retry=RetryPolicy(deadline_s=None, on_wait=self._db_waiting, stop=self._stop.is_set),
+            # At start-up a database that cannot be written is a failure to report (start-up
+            # names the cause); once trading, it is waited for (run_market).
+            retry=RetryPolicy(deadline_s=0.0),
         )
         self.kernel = AccountKernel(
             settings,
@@ -367,6 +369,11 @@ class EmbeddedBot:
         session of the checkpoint resumes at the first tick after it, with the kernel rebuilt
         from the database (`AccountKernel.recover`): the run ends as an uninterrupted one would.
         """
+        # From now on an unavailable database is waited for: no order goes out before it is
+        # on record, and nothing recorded is lost (an alert says so).
+        self.store.retry = RetryPolicy(
+            deadline_s=None, on_wait=self._db_waiting, stop=self._stop.is_set
+        )
         self.attach_controls()
         if self.options.market == "upstox":
             from upstox_bot.runtime.live_market import play_upstox

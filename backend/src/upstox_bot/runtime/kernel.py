@@ -39,6 +39,7 @@ from upstox_bot.domain import (
     Direction,
     ExitReason,
     Instrument,
+    InstrumentKind,
     Order,
     OrderIntent,
     OrderPurpose,
@@ -240,11 +241,12 @@ class AccountKernel:
                 tick_size_paise=self.tick_size_paise,
             )
             self.broker = self.paper = paper
+        self._unpublished: list[tuple[str, tuple[Any, ...]]] = []  # committed, not published
         self.executor = OrderExecutor(
             engine=self.engine,
             broker=self.broker,
             journal=self.journal,
-            commit=self.commit,
+            commit=self._write,
             fills_of=fills_of,
             after_place=ports.after_place,
         )
@@ -264,6 +266,12 @@ class AccountKernel:
             return contract.tick_size_paise
         return self.instruments[key].tick_size_paise
 
+    def _kind_of(self, key: str) -> InstrumentKind:
+        instrument = self.instruments.get(key) or (
+            self.router.instrument_or_none(key) if self.router is not None else None
+        )
+        return instrument.kind if instrument is not None else InstrumentKind.EQUITY
+
     def use_broker(self, broker: Broker) -> None:
         """Trade through `broker` from now on (the live broker, once its gates are passed)."""
         self.broker = broker
@@ -275,11 +283,17 @@ class AccountKernel:
 
     def step(self, tick: Tick) -> list[OrderIntent]:
         """Apply one tick (clock, paper fills, engine, orders); returns the intents sent."""
-        return self.core.step_tick(tick)
+        intents = self.core.step_tick(tick)
+        if self._unpublished:
+            self.publish()  # the orders went out first
+        return intents
 
     def timer(self, now_ms: int) -> list[OrderIntent]:
         """Move market time without a trade; returns the intents sent."""
-        return self.core.fire_timer(now_ms)
+        intents = self.core.fire_timer(now_ms)
+        if self._unpublished:
+            self.publish()
+        return intents
 
     def close_session(self, close_ms: int, *, full_day: bool) -> None:
         """End the session at `close_ms`: the last timer, the day's figures, a commit and, for
@@ -315,6 +329,12 @@ class AccountKernel:
         Raises:
             FencedOut: another holder took the account over (fenced kernels).
         """
+        self._write()
+        self.publish()
+
+    def _write(self) -> None:
+        """The durable half of `commit`: the executor calls it before an order goes out, and
+        what it wrote is published once the orders of the step are sent (`publish`)."""
         checkpoint = self.checkpoint()
         extra, self._extra = self._extra, []
         ticks, self.ticks = self.ticks, []
@@ -325,8 +345,12 @@ class AccountKernel:
             self.ticks = ticks + self.ticks
             raise
         self.number = checkpoint.number
-        ops = self.journal.ops(count)
+        self._unpublished.extend(self.journal.ops(count))
         self.journal.forget(count)
+
+    def publish(self) -> None:
+        """Publish what was committed (events, the view) and alert on it."""
+        ops, self._unpublished = self._unpublished, []
         view = self.view()
         if self.ports.events is not None:
             self.ports.events.committed(ops, view)
@@ -408,6 +432,13 @@ class AccountKernel:
         if checkpoint is not None and "market" in checkpoint.position:
             state.market = checkpoint.position["market"]
         engine.restore(state)
+        notes = self.store.contract_notes(day)
+        if notes:
+            components.restore_contract_notes(
+                engine.charges,
+                day,
+                [(key, self._kind_of(key), booked, orders) for key, booked, orders in notes],
+            )
         report = RecoveryReport(
             positions=[p.instrument_key for p in state.positions],
             orders_in_flight=[o.client_order_id for o in state.unfinished_orders],

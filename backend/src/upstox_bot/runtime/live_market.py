@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time as walltime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING
 from upstox_bot.api.hub import TICKS, tick_payload
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.session import session_scope
-from upstox_bot.domain import Instrument, InstrumentKind, Order, OrderPurpose, Tick
-from upstox_bot.errors import ConfigError
+from upstox_bot.domain import IST, Instrument, InstrumentKind, Order, OrderPurpose, Tick
+from upstox_bot.errors import ConfigError, UpstoxBotError
 from upstox_bot.monitoring.alerts import AlertKind
+from upstox_bot.runtime import components
 from upstox_bot.trading.brokers.upstox import OrderClosed, UpstoxBroker
 from upstox_bot.upstox.client import UpstoxClient
+from upstox_bot.upstox.holidays import HolidaySource, fetch_calendar_days, store_calendar_days
 from upstox_bot.upstox.live import UpstoxOrderGateway, UpstoxTickSource, reconcile
+from upstox_bot.upstox.margins import MarginSource, future_margin_fractions
 from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
 
 if TYPE_CHECKING:
@@ -59,6 +62,58 @@ def universe_instruments(sessions: sessionmaker[Session], limit: int) -> list[In
             "no F&O universe in the database: run `upstox-bot universe refresh` first"
         )
     return [r.instrument for r in records]
+
+
+def fno_contracts(
+    sessions: sessionmaker[Session], underlyings: Iterable[Instrument], kind: InstrumentKind
+) -> list[tuple[Instrument, int]]:
+    """The stored futures (or options) of the given stocks: the contracts of Upstox's instrument
+    file, with its expiry dates (stored by `upstox-bot universe refresh`), each with its stock's
+    last stored price in paise (0 when none is known)."""
+    with session_scope(sessions) as session:
+        repo = SymbolRepository(session)
+        out: list[tuple[Instrument, int]] = []
+        for stock in underlyings:
+            known = repo.get_or_none(stock.instrument_key)
+            price = (known.last_price_paise if known is not None else None) or 0
+            out.extend(
+                (record.instrument, price)
+                for record in repo.find(kind=kind, underlying_symbol=stock.trading_symbol)
+            )
+        return out
+
+
+async def load_live_futures(bot: EmbeddedBot, client: MarginSource) -> list[str]:
+    """TRADE_INSTRUMENT=future on the real feed: give the router the universe's real futures
+    (expiries from the instrument file) and the engine their intraday margins from Upstox's
+    margin API; returns their keys, for the feed to subscribe. A failed margin call leaves
+    FUTURES_MARGIN_PERCENT in force (logged)."""
+    router = bot.router
+    if router is None:
+        return []
+    # A near-month future trades close to its stock: the stock's price values one lot here.
+    priced = fno_contracts(bot.sessions, bot.instruments.values(), InstrumentKind.FUTURE)
+    router.add_contracts(c for c, _ in priced)
+    try:
+        bot.engine.set_margins(await future_margin_fractions(client, priced))
+    except UpstoxBotError as exc:
+        log.warning("live.margins_unavailable", extra={"error": str(exc)})
+    return [c.instrument_key for c, _ in priced]
+
+
+async def refresh_calendar(bot: EmbeddedBot, client: HolidaySource) -> None:
+    """Fetch this year's NSE holidays from Upstox, store them and trade by them from now on; a
+    failed fetch keeps the calendar the bot has (logged)."""
+    try:
+        days = await fetch_calendar_days(client)
+    except UpstoxBotError as exc:
+        log.warning("calendar.upstox_fetch_failed", extra={"error": str(exc)})
+        return
+    now = datetime.now(UTC)
+    with session_scope(bot.sessions) as session:
+        store_calendar_days(session, days, year=now.astimezone(IST).year, at=now)
+    bot.calendar = components.trading_calendar(bot.settings, bot.sessions)
+    bot.engine.use_calendar(bot.calendar)
 
 
 def _now_ms() -> int:
@@ -162,13 +217,26 @@ async def play_upstox(bot: EmbeddedBot) -> None:
         for order in list(bot.engine.orders.values()):
             live_broker.track(order)
 
+    contract_keys: list[str] = []
+    async with UpstoxClient(
+        access_token=token, api_base_url=settings.UPSTOX_API_BASE_URL
+    ) as reader:
+        await refresh_calendar(bot, reader)
+        if settings.TRADE_INSTRUMENT is InstrumentKind.FUTURE:
+            contract_keys = await load_live_futures(bot, reader)
+    if settings.TRADE_INSTRUMENT is InstrumentKind.OPTION:
+        # The feed subscribes once, at the start; an at-the-money option is chosen later and
+        # would have no ticks to manage its stop, so no option contract is loaded: entries are
+        # refused (no contract) rather than left unmanaged.
+        log.error("live.options_unsupported", extra={"trade_instrument": "option"})
+
     end_ms: int | None = None
     if bot.options.duration_minutes is not None:
         end_ms = bot.clock.now_ms() + int(bot.options.duration_minutes * 60_000)
     source = UpstoxTickSource(
         api_base_url=settings.UPSTOX_API_BASE_URL,
         access_token=token,
-        instrument_keys=list(bot.instruments),
+        instrument_keys=list(bot.instruments) + contract_keys,
         clock=lambda: datetime.now(UTC),
         is_market_open=bot.calendar.is_open,
     )

@@ -44,6 +44,7 @@ from upstox_bot.domain import (
     datetime_to_ms,
 )
 from upstox_bot.screening.universe import banned_instrument_keys
+from upstox_bot.trading.charges import OrderExecution
 from upstox_bot.trading.engine import EngineState
 from upstox_bot.trading.journal import BufferedJournal
 
@@ -260,6 +261,33 @@ class AccountStore:
                     checkpoint, datetime.now(UTC)
                 )
             return count
+
+        return self.run(work)
+
+    def contract_notes(self, trading_date: date) -> list[tuple[str, int, list[OrderExecution]]]:
+        """The day's contract notes as its trades left them: per instrument, the charges its
+        trades paid and the orders they executed (trading/charges.py), so that a restarted
+        kernel charges the next trades as without the restart."""
+
+        def work(session: Session) -> list[tuple[str, int, list[OrderExecution]]]:
+            trades = TradeRepository(session, self.account).find(
+                start_date=trading_date, end_date=trading_date, limit=1_000_000
+            )
+            orders = OrderRepository(session, self.account)
+            notes: dict[str, tuple[int, dict[str, OrderExecution]]] = {}
+            for trade in trades:
+                booked, executed = notes.get(trade.instrument_key, (0, {}))
+                for order_id in (trade.entry_order_id, trade.exit_order_id):
+                    order = orders.get_or_none(order_id)
+                    if order is not None and order.filled_quantity:
+                        executed[order_id] = OrderExecution(
+                            order_id=order_id,
+                            side=order.side,
+                            quantity=order.filled_quantity,
+                            value_paise=order.executed_value_paise,
+                        )
+                notes[trade.instrument_key] = (booked + trade.charges_paise, executed)
+            return [(key, booked, list(ex.values())) for key, (booked, ex) in notes.items()]
 
         return self.run(work)
 

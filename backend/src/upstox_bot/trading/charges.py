@@ -265,9 +265,20 @@ class ExecutedOrder:
     side: Side
     price: Decimal  # rupees per share; the premium for options
     quantity: int  # shares (F&O: lots x lot size)
+    # The order's exact value in rupees when its average price has more decimals than `price`
+    # shows (fills at several prices); None: price x quantity.
+    exact_value: Decimal | None = None
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
+
+    @classmethod
+    def of_value(cls, side: Side, value_paise: int, quantity: int) -> ExecutedOrder:
+        """An executed order of `quantity` whose fills are worth `value_paise` in all."""
+        value = Decimal(value_paise).scaleb(-2)
+        return cls(
+            side=side, price=_round_paise(value / quantity), quantity=quantity, exact_value=value
+        )
 
     def __post_init__(self) -> None:
         if not isinstance(self.price, Decimal):
@@ -281,7 +292,9 @@ class ExecutedOrder:
 
     @property
     def value(self) -> Decimal:
-        """Order value in rupees: price x quantity (premium value for options)."""
+        """Order value in rupees: price x quantity (premium value for options), exactly."""
+        if self.exact_value is not None:
+            return self.exact_value
         return self.price * self.quantity
 
 
@@ -460,3 +473,94 @@ def round_trip_charges(
 
 def _paise_to_rupees(paise: int) -> Decimal:
     return Decimal(paise).scaleb(-2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderExecution:
+    """What one order executed, as the charges of a trade need it: its id (several fills of one
+    order are one order), its side, quantity and exact value (sum of fill price x quantity)."""
+
+    order_id: str
+    side: Side
+    quantity: int
+    value_paise: int
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
+
+@dataclass(slots=True)
+class _Note:
+    orders: dict[str, OrderExecution]
+    booked_paise: int = 0
+
+
+class ContractNotes:
+    """The day's contract notes, one per scrip and segment, charged a trade at a time.
+
+    A trade is charged what its orders add to its note: the note is recomputed with every order
+    executed so far in that scrip that day (an entry order once, however many trades close it)
+    and the trade pays the difference from what the note's earlier trades paid. So the trades of
+    a day sum exactly to the note's charges: brokerage per executed order, STT rounded to the
+    rupee on the note (per scrip per day, as in Upstox's notes), the other lines to the paisa.
+    Notes of an earlier trading date are dropped when a later date is charged.
+
+    Args:
+        plan: the broker's price list.
+        clamp_rates: charge trade dates before EARLIEST_RATE_DATE at the earliest rates instead
+            of refusing them (backtests over old history).
+    """
+
+    def __init__(self, plan: BrokeragePlan = DEFAULT_PLAN, *, clamp_rates: bool = False) -> None:
+        self.plan = plan
+        self.clamp_rates = clamp_rates
+        self._date: date | None = None
+        self._notes: dict[tuple[str, ChargeSegment], _Note] = {}
+
+    def charge(
+        self,
+        *,
+        instrument_key: str,
+        segment: ChargeSegment,
+        trade_date: date,
+        orders: Sequence[OrderExecution],
+    ) -> int:
+        """Add `orders` to the note of `instrument_key` on `trade_date` and return, in paise,
+        what that adds to the note's charges (an order already on the note is replaced)."""
+        if trade_date != self._date:
+            self._date = trade_date
+            self._notes = {}
+        note = self._notes.get((instrument_key, segment))
+        if note is None:
+            note = self._notes[(instrument_key, segment)] = _Note(orders={})
+        for order in orders:
+            if order.quantity > 0:
+                note.orders[order.order_id] = order
+        executed = [
+            ExecutedOrder.of_value(o.side, o.value_paise, o.quantity) for o in note.orders.values()
+        ]
+        rates_date = max(trade_date, EARLIEST_RATE_DATE) if self.clamp_rates else trade_date
+        total = contract_note_charges(
+            executed, segment=segment, trade_date=rates_date, plan=self.plan
+        ).total_paise
+        added = total - note.booked_paise
+        note.booked_paise = total
+        return added
+
+    def restore(
+        self,
+        *,
+        instrument_key: str,
+        segment: ChargeSegment,
+        trade_date: date,
+        orders: Sequence[OrderExecution],
+        booked_paise: int,
+    ) -> None:
+        """Put back a note after a restart: the orders its trades were charged on so far and
+        what they paid, so the day's next trade in it is charged as without the restart."""
+        if trade_date != self._date:
+            self._date = trade_date
+            self._notes = {}
+        self._notes[(instrument_key, segment)] = _Note(
+            orders={o.order_id: o for o in orders}, booked_paise=booked_paise
+        )

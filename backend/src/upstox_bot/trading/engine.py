@@ -16,6 +16,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
+from decimal import Decimal
+from fractions import Fraction
 from hashlib import sha256
 from typing import Any, Protocol
 
@@ -23,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from upstox_bot import faults
+from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import (
     IST,
     AccountSnapshot,
@@ -58,6 +61,7 @@ from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.signals.base import Strategy, StrategySignal
 from upstox_bot.signals.series import CandleSeries
 from upstox_bot.trading import order_state
+from upstox_bot.trading.charges import OrderExecution
 from upstox_bot.trading.exits import ExitManager, ExitRules
 from upstox_bot.trading.ports import ChargesModel, Journal
 from upstox_bot.trading.routing import InstrumentRouter, StockRouter
@@ -65,6 +69,12 @@ from upstox_bot.trading.routing import InstrumentRouter, StockRouter
 log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
+
+
+def _round_half_away(value: Fraction) -> int:
+    """`value` rounded to a whole number, halves away from zero (money's half up)."""
+    whole = (abs(value.numerator) * 2 + value.denominator) // (2 * value.denominator)
+    return whole if value >= 0 else -whole
 
 
 class EngineClock(Protocol):
@@ -317,11 +327,19 @@ class Engine:
 
     def available_paise(self) -> int:
         """Cash not tied up in open positions or entries on their way (their unfilled part)."""
-        used = sum(p.entry_price_paise * p.quantity for p in self._positions.values())
+        # A future ties up its margin, anything else its value (RiskManager.blocked_paise).
+        blocked = self._risk.blocked_paise
+        used = sum(
+            blocked(self._instrument_or_none(p.instrument_key), p.entry_price_paise * p.quantity)
+            for p in self._positions.values()
+        )
         for intent in self._pending_entries.values():
             order = self._orders.get(intent.client_order_id)
             unfilled = intent.quantity - (order.filled_quantity if order is not None else 0)
-            used += intent.reference_price_paise * max(unfilled, 0)
+            used += blocked(
+                self._instrument_or_none(intent.instrument_key),
+                intent.reference_price_paise * max(unfilled, 0),
+            )
         return self._day.capital_paise + self._day.realised_paise - used
 
     def snapshot(self) -> AccountSnapshot:
@@ -441,6 +459,10 @@ class Engine:
             self._next_timer_ms = (now_ms // MINUTE_MS + 1) * MINUTE_MS
             if self._positions and self._config.snapshot_every_minute:
                 self._journal_account()
+                # The stored positions carry the unrealised P&L the account shows, at the same
+                # last prices, once a minute (not on every tick).
+                for position in self._positions.values():
+                    self.journal.position_updated(position)
         return intents
 
     def _on_base_candle(self, candle: Candle) -> list[OrderIntent]:
@@ -692,6 +714,7 @@ class Engine:
         now: datetime,
         now_ms: int,
     ) -> RiskDecision:
+        margin = self._risk.margin_fraction(instrument)
         if instrument.kind is not InstrumentKind.EQUITY and price > 0:
             # F&O trade in whole lots: a contract whose one lot breaks the position cap or the
             # risk per trade is refused naming that rule, whatever the book looks like.
@@ -702,6 +725,8 @@ class Engine:
                 limits=self._risk.limits,
                 signal_id=signal.signal_id,
                 at=now,
+                fill_paise=self._risk.sizing_fill_paise(price, instrument.tick_size_paise),
+                margin_fraction=margin,
             )
             if not smallest.approved:
                 return smallest
@@ -716,6 +741,8 @@ class Engine:
                 lot_size=instrument.lot_size,
                 at=now,
                 at_ms=now_ms,
+                tick_paise=instrument.tick_size_paise,
+                margin_fraction=margin,
             ),
             book,
         )
@@ -848,6 +875,8 @@ class Engine:
                 best_price_paise=price,
                 last_price_paise=self._last_price.get(key, price),
                 strategy=self._strategy.name,
+                entry_value_paise=order.executed_value_paise,
+                entry_quantity=order.filled_quantity,
             )
             self._positions[key] = position
             self._unrealised_paise += position.unrealised_pnl_paise
@@ -859,6 +888,8 @@ class Engine:
             position.lots = order.filled_quantity // self._lot_size(key)
             position.entry_price_paise, position.stop_paise = price, stop
             position.target_paise, position.best_price_paise = target, price
+            position.entry_value_paise = order.executed_value_paise
+            position.entry_quantity = order.filled_quantity
             self._unrealised_paise += position.unrealised_pnl_paise
             self.journal.position_updated(position)
             event = "position.increased"
@@ -878,8 +909,11 @@ class Engine:
             )
         self._journal_account()
 
+    def _instrument_or_none(self, key: str) -> Instrument | None:
+        return self._instruments.get(key) or self.router.instrument_or_none(key)
+
     def _lot_size(self, key: str) -> int:
-        instrument = self._instruments.get(key) or self.router.instrument_or_none(key)
+        instrument = self._instrument_or_none(key)
         if instrument is None:
             raise NotFound(f"unknown instrument {key}")
         return instrument.lot_size
@@ -932,14 +966,47 @@ class Engine:
         at: datetime,
     ) -> Trade:
         """The trade of `quantity` of the position closed by `order` at `exit_price_paise`,
-        booked into the day's realised P&L, charges and trade count."""
-        gross = position.direction.sign * (exit_price_paise - position.entry_price_paise) * quantity
+        booked into the day's realised P&L, charges and trade count.
+
+        The gross P&L comes from the orders' exact values (their fills' price x quantity), not
+        from averages rounded to the paisa; it is rounded once, half away from zero.
+        """
+        key = position.instrument_key
+        exit_filled = order.filled_quantity
+        exit_value = order.executed_value_paise
+        entry_quantity = position.entry_quantity or position.quantity
+        if exit_filled == quantity and position.entry_quantity == quantity:
+            # The usual round trip: one entry and one exit of the same shares, exact integers.
+            gross = position.direction.sign * (exit_value - position.entry_value_paise)
+        else:
+            if exit_filled:
+                exact = Fraction(exit_value * quantity, exit_filled)
+            else:
+                exact = Fraction(exit_price_paise * quantity)
+            exact -= position.entry_value_of(quantity)
+            gross = position.direction.sign * _round_half_away(exact)
+        instrument = self._instrument_or_none(key)
         charges = self._charges(
             direction=position.direction,
             entry_price_paise=position.entry_price_paise,
             exit_price_paise=exit_price_paise,
             quantity=quantity,
             trading_date=self._day.trading_date,
+            kind=instrument.kind if instrument is not None else InstrumentKind.EQUITY,
+            instrument_key=key,
+            entry_order=OrderExecution(
+                order_id=position.entry_order_id,
+                side=position.direction.entry_side,
+                quantity=entry_quantity,
+                value_paise=position.entry_value_paise
+                or position.entry_price_paise * entry_quantity,
+            ),
+            exit_order=OrderExecution(
+                order_id=order.client_order_id,
+                side=order.side,
+                quantity=exit_filled or quantity,
+                value_paise=exit_value if exit_filled else exit_price_paise * quantity,
+            ),
         )
         trade = Trade(
             trade_id=trade_id,
@@ -1312,6 +1379,15 @@ class Engine:
         """Refuse new entries while `reason` is set (an unusable Upstox token, a refused IP);
         None resumes them. Exits go on."""
         self._risk.entries_paused = reason
+
+    def set_margins(self, fractions: Mapping[str, Decimal]) -> None:
+        """The share of a future's value its position blocks, by instrument key (Upstox's
+        margin API when trading live)."""
+        self._risk.margin_fractions.update(fractions)
+
+    def use_calendar(self, calendar: NseCalendar) -> None:
+        """Trade by this calendar from now on (holidays refreshed from Upstox)."""
+        self._risk.calendar = calendar
 
     def ban(self, instrument_keys: frozenset[str]) -> None:
         """Take no new entry in these instruments (the F&O ban list)."""

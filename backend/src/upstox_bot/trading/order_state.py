@@ -47,7 +47,10 @@ def apply_fill(order: Order, quantity: int, price_paise: int, at: datetime) -> N
             f"/{order.quantity}"
         )
     total = order.filled_quantity + quantity
-    previous = (order.average_price_paise or 0) * order.filled_quantity
-    order.average_price_paise = (previous + price_paise * quantity + total // 2) // total
+    # The exact value of the fills is kept; the average in paise is rounded half up from it
+    # (never from an earlier rounded average), for display and for the prices of the records.
+    value = order.executed_value_paise + price_paise * quantity
+    order.filled_value_paise = value
+    order.average_price_paise = (2 * value + total) // (2 * total)
     order.filled_quantity = total
     transition(order, S.FILLED if total == order.quantity else S.PARTIALLY_FILLED, at)

@@ -13,6 +13,7 @@ from upstox_bot.domain import (
     Candle,
     Direction,
     Fill,
+    InstrumentKind,
     Order,
     Position,
     RiskDecision,
@@ -20,6 +21,7 @@ from upstox_bot.domain import (
     SignalStatus,
     Trade,
 )
+from upstox_bot.trading.charges import OrderExecution
 
 
 class Broker(Protocol):
@@ -103,7 +105,15 @@ class Journal(Protocol):
 
 
 class ChargesModel(Protocol):
-    """Charges of one intraday round trip, in paise."""
+    """Charges of one closed trade, in paise.
+
+    The engine says what was traded (`kind`: the stock, a future or an option, charged at that
+    segment's rates whatever TRADE_INSTRUMENT says) and which orders the trade's shares came
+    from (`entry_order`, `exit_order`: each order's id, side, executed quantity and exact
+    value), so a model can charge one contract note per scrip and day
+    (trading.charges.ContractNotes). `quantity` and the prices are the trade's own (average
+    prices rounded to the paisa).
+    """
 
     def __call__(
         self,
@@ -113,4 +123,8 @@ class ChargesModel(Protocol):
         exit_price_paise: int,
         quantity: int,
         trading_date: date,
+        kind: InstrumentKind,
+        instrument_key: str,
+        entry_order: OrderExecution,
+        exit_order: OrderExecution,
     ) -> int: ...

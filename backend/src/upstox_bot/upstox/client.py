@@ -789,6 +789,13 @@ class UpstoxClient:
         data = await self._data("GET", path, endpoint="GET /v2/market/holidays")
         return [dict(raw) for raw in data or () if isinstance(raw, Mapping)]
 
+    async def margin(self, legs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The margin a set of orders needs (``POST /v2/charges/margin``, API.md 6.5): legs of
+        ``{instrument_key, quantity, transaction_type, product, price?}``, at most 20; answers
+        ``{margins[{..., total_margin}], required_margin, final_margin}`` in rupees."""
+        data = await self._data("POST", "/v2/charges/margin", body={"instruments": list(legs)})
+        return dict(data) if isinstance(data, Mapping) else {}
+
     async def logout(self) -> None:
         """Invalidate the access token (``DELETE /v2/logout``)."""
         await self._call("DELETE", "/v2/logout", retry_ambiguous=False)

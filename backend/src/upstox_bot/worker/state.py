@@ -201,6 +201,7 @@ def order_to_json(order: Order) -> str:
             "filled_quantity": order.filled_quantity,
             "average_price_paise": order.average_price_paise,
             "rejection_reason": order.rejection_reason,
+            "filled_value_paise": order.filled_value_paise,
         }
     )
 
@@ -226,6 +227,7 @@ def order_from_json(text: str | bytes) -> Order:
         filled_quantity=d["filled_quantity"],
         average_price_paise=d["average_price_paise"],
         rejection_reason=d["rejection_reason"],
+        filled_value_paise=d.get("filled_value_paise", 0),
     )
 
 

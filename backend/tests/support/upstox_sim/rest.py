@@ -264,12 +264,27 @@ def last_tuesday(year: int, month: int) -> date:
     return day
 
 
+def exchange_closed_days(years: Sequence[int]) -> set[date]:
+    """The simulator's NSE trading holidays of those years (its holiday records that close NSE)."""
+    return {
+        date.fromisoformat(h["date"])
+        for year in years
+        for h in sample_holidays(year)
+        if "NSE" in h["closed_exchanges"]
+    }
+
+
 def monthly_expiries(today: date, count: int = 2) -> list[date]:
-    """The next ``count`` monthly expiries on or after ``today``."""
+    """The next ``count`` monthly expiries on or after ``today``: last Tuesdays, moved to the
+    trading day before when the exchange is closed then (as the real instrument file has them:
+    the January 2027 expiry is Monday the 25th, the 26th being Republic Day)."""
+    closed = exchange_closed_days((today.year, today.year + 1))
     out: list[date] = []
     year, month = today.year, today.month
     while len(out) < count:
         expiry = last_tuesday(year, month)
+        while expiry in closed or expiry.weekday() >= 5:
+            expiry -= timedelta(days=1)
         if expiry >= today:
             out.append(expiry)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
@@ -1276,6 +1291,69 @@ class RestSimulator:
         zero = dict.fromkeys(segment, 0.0)
         return {"equity": segment, "commodity": zero}
 
+    def margin(self, body: Any) -> dict[str, Any]:
+        """``POST /v2/charges/margin`` (API.md 6.5). The simulated margins are assumed: a future
+        blocks 15 % of its value as SPAN and 5 % as exposure margin, a bought option its
+        premium, an intraday stock 20 % of its value. The error codes of the documented range
+        UDAPI1095-UDAPI1104 are not mapped to their causes in the docs: UDAPI1095 stands for all.
+        """
+        legs = body.get("instruments") if isinstance(body, dict) else None
+        if not isinstance(legs, list) or not legs:
+            raise SimError(400, "UDAPI1095", "instruments is required")
+        if len(legs) > 20:
+            raise SimError(400, "UDAPI1095", "at most 20 instruments")
+        keys = [leg.get("instrument_key") for leg in legs if isinstance(leg, dict)]
+        if len(set(keys)) != len(legs):
+            raise SimError(400, "UDAPI1095", "duplicate or malformed instruments")
+        margins = []
+        for leg in legs:
+            record = self.instrument(str(leg["instrument_key"]))
+            if record is None:
+                raise SimError(400, "UDAPI1095", f"unknown instrument {leg['instrument_key']}")
+            quantity = int(leg.get("quantity") or 0)
+            lot = int(record.get("lot_size") or 1)
+            if quantity <= 0 or quantity % lot:
+                raise SimError(400, "UDAPI1095", "quantity must be a positive multiple of the lot")
+            if leg.get("transaction_type") not in ("BUY", "SELL") or leg.get("product") not in (
+                "I",
+                "D",
+                "CO",
+                "MTF",
+            ):
+                raise SimError(400, "UDAPI1095", "transaction_type and product are required")
+            price = Decimal(str(leg.get("price") or self.prices.get(record["instrument_key"], 0)))
+            if price <= 0:
+                raise SimError(400, "UDAPI1095", "price must be positive")
+            value = price * quantity
+            span = exposure = premium = equity = Decimal(0)
+            kind = record.get("instrument_type")
+            if kind == "FUT":
+                span, exposure = value * Decimal("0.15"), value * Decimal("0.05")
+            elif kind in ("CE", "PE") and leg["transaction_type"] == "BUY":
+                premium = value
+            elif kind in ("CE", "PE"):
+                span, exposure = value * Decimal("3"), value * Decimal("1")
+            else:
+                equity = value * Decimal("0.2")
+            total = span + exposure + premium + equity
+            margins.append(
+                {
+                    "span_margin": float(span),
+                    "exposure_margin": float(exposure),
+                    "equity_margin": float(equity),
+                    "net_buy_premium": float(premium),
+                    "additional_margin": 0.0,
+                    "total_margin": float(total),
+                    "tender_margin": 0.0,
+                }
+            )
+        required = sum(Decimal(str(m["total_margin"])) for m in margins)
+        return {
+            "margins": margins,
+            "required_margin": float(required),
+            "final_margin": float(required),
+        }
+
     def brokerage(self, params: dict[str, str]) -> dict[str, Any]:
         # The per-field codes of UDAPI1059-1065 are not documented; the first one stands for all.
         token = params.get("instrument_token") or ""
@@ -1654,6 +1732,13 @@ def create_rest_router(sim: RestSimulator) -> APIRouter:
             raise SimError(400, "UDAPI1088", "Invalid date", property_path="date") from None
         with sim.lock:
             return ok([h for h in sim.holidays if h["date"] == wanted])
+
+    @router.post("/v2/charges/margin")
+    async def margin(request: Request) -> JSONResponse:
+        sim.authenticate(request)
+        body = await _json_body(request)
+        with sim.lock:
+            return ok(sim.margin(body))
 
     @router.get("/v2/charges/brokerage")
     async def brokerage(request: Request) -> JSONResponse:

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from tests.support.telegram_sim import TelegramStandIn
 from tests.unit.api.conftest import make_keys, play
-from upstox_bot.api.app import create_app
 from upstox_bot.runtime.embedded import EmbeddedBot
 
 TOKEN = "123456:test-token"
@@ -35,7 +34,7 @@ def running(tmp_path: Path, telegram: TelegramStandIn) -> Iterator[tuple[Embedde
         TELEGRAM_COMMAND_CHAT_IDS=str(TRADER),
     )
     keys = make_keys(bot.settings)
-    with TestClient(create_app(bot.settings, bot=bot), headers={"X-API-Key": keys.read}) as client:
+    with TestClient(bot.create_api(), headers={"X-API-Key": keys.read}) as client:
         yield bot, client
     bot.db_engine.dispose()
 

@@ -8,9 +8,8 @@ from decimal import Decimal
 import pytest
 
 from tests.support.factories import IST, ist, ist_ms
-from tests.unit.backtest.conftest import bar, make_series, run_scripted, settings
-from upstox_bot.domain import Direction, SignalType
-from upstox_bot.runtime import components
+from tests.unit.backtest.conftest import bar, make_series, run_scripted
+from upstox_bot.domain import SignalType
 
 LONG = [SignalType.ENTRY_LONG]
 EXIT = [SignalType.EXIT_LONG]
@@ -150,14 +149,12 @@ def test_upstox_charges_are_the_configured_model_and_none_is_zero() -> None:
     script = {ist_ms(10, 0): LONG, ist_ms(10, 2): EXIT}
     (charged,) = run_scripted([make_series(bars)], script, quantity=20, charges="upstox").trades
     (free,) = run_scripted([make_series(bars)], script, quantity=20, charges="none").trades
-    expected = components.charges_model(settings())(
-        direction=Direction.LONG,
-        entry_price_paise=50_000,
-        exit_price_paise=51_200,
-        quantity=20,
-        trading_date=date(2026, 11, 25),
-    )
-    assert expected > 0
+    # One intraday contract note (November 2026 rates), buy 20 x 500.00 = 10,000, sell 20 x 512.00
+    # = 10,240: brokerage min(20, 0.1% x 10,000) + min(20, 0.1% x 10,240) = 10.00 + 10.24 =
+    # 20.24; STT 0.025% x 10,240 = 2.56 -> 3.00; exchange + IPFT 20,240 x 307 / 1e7 = 0.6214 ->
+    # 0.62; SEBI 20,240 x 1e-6 = 0.0202 -> 0.02; stamp 0.003% x 10,000 = 0.30; GST 18% x
+    # (20.24 + 0.62 + 0.02) = 3.7584 -> 3.76. Total Rs 27.94.
+    expected = 2_794
     assert charged.charges_paise == expected
     assert charged.pnl_paise == charged.gross_pnl_paise - expected == 24_000 - expected
     assert free.charges_paise == 0
@@ -187,8 +184,10 @@ def test_exit_on_the_last_bar_has_no_next_trade_so_the_position_stays_open() -> 
 def test_risk_sizing_is_the_configured_one_without_a_quantity() -> None:
     series = make_series([bar(10, 0, 500, 500, 500, 500), bar(10, 1, 500, 500, 500, 500)])
     out = run_scripted([series], {ist_ms(10, 0): LONG}, charges="none")
-    # 30 % of Rs 1,00,000 at Rs 500 a share: 60 shares (the risk at a 5 % stop allows 200)
-    assert out.open_positions[0].quantity == 60
+    # 30 % of Rs 1,00,000 = 30,00,000 paise, sized at the worst fill Rs 500.05 (one 5-paise
+    # tick of room): 30,00,000 // 50,005 = 59 shares (60 would be 30,00,300 paise; the risk at a
+    # 5 % stop allows 5,00,000 // 2,501 = 199)
+    assert out.open_positions[0].quantity == 59
 
 
 def test_daily_bars_carry_positions_overnight_and_fill_at_the_next_open() -> None:
@@ -221,7 +220,7 @@ def test_daily_loss_limit_applies_across_symbols() -> None:
         [
             bar(10, 0, 1000, 1000, 1000, 1000),
             bar(10, 1, 1000, 1000, 1000, 1000),
-            bar(10, 2, 900, 900, 900, 900),  # 100 shares lose Rs 10,000: over the 2 % limit
+            bar(10, 2, 900, 900, 900, 900),  # 99 shares lose Rs 9,900: over the 2 % limit
             bar(10, 10, 900, 900, 900, 900),
         ]
     )
@@ -229,8 +228,32 @@ def test_daily_loss_limit_applies_across_symbols() -> None:
     out = run_scripted(
         [a, b],
         {ist_ms(10, 0): LONG, ist_ms(10, 5): LONG},
-        quantity=100,
+        # 99 x Rs 1,000.05 (the fill sized for, one tick of room) fits Rs 1,00,000; 100 would not
+        quantity=99,
         charges="none",
         stop_loss_pct=Decimal(0),
     )
     assert [p.symbol for p in out.open_positions] == ["SBIN"]  # B's entry was refused
+
+
+@pytest.mark.parametrize("trade_instrument", ["future", "option"])
+def test_a_stock_backtest_is_charged_as_equity_whatever_trade_instrument_says(
+    trade_instrument: str,
+) -> None:
+    # The same round trip as test_upstox_charges_are_the_configured_model_and_none_is_zero:
+    # one equity intraday note of Rs 27.94, not the futures' or options' rates.
+    bars = [
+        bar(10, 0, 500, 500, 500, 500),
+        bar(10, 1, 500, 500, 500, 500),
+        bar(10, 2, 510, 510, 510, 510),
+        bar(10, 3, 512, 512, 512, 512),
+    ]
+    script = {ist_ms(10, 0): LONG, ist_ms(10, 2): EXIT}
+    (trade,) = run_scripted(
+        [make_series(bars)],
+        script,
+        quantity=20,
+        charges="upstox",
+        settings_overrides={"TRADE_INSTRUMENT": trade_instrument},
+    ).trades
+    assert trade.charges_paise == 2_794

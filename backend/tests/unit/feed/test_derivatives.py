@@ -68,7 +68,7 @@ def _market_ticks(limit: int = 4_000) -> list[Tick]:
     return out
 
 
-def test_only_watched_contracts_tick_after_their_own_stock() -> None:
+def test_only_watched_contracts_tick_just_before_their_own_stock() -> None:
     book = _book()
     future = _pick(book, SBIN, InstrumentKind.FUTURE)
     call = _pick(book, SBIN, InstrumentKind.OPTION, OptionType.CALL)
@@ -78,12 +78,14 @@ def test_only_watched_contracts_tick_after_their_own_stock() -> None:
     out = list(feed.wrap(_market_ticks(2_000)))
     keys = [t.instrument_key for t in out]
     assert call.instrument_key not in keys
-    for before, tick in itertools.pairwise(out):
+    # A contract's tick is its stock's trade, handed out just before that trade itself: an
+    # order the trade causes then fills at a later trade, never at its own derived tick.
+    for tick, after in itertools.pairwise(out):
         if tick.instrument_key == future.instrument_key:
-            assert before.instrument_key == SBIN.instrument_key
-            assert tick.ts_ms == before.ts_ms
+            assert after.instrument_key == SBIN.instrument_key
+            assert tick.ts_ms == after.ts_ms
         if tick.instrument_key == infy_put.instrument_key:
-            assert before.instrument_key == INFY.instrument_key
+            assert after.instrument_key == INFY.instrument_key
     assert keys.count(future.instrument_key) == keys.count(SBIN.instrument_key)
     assert keys.count(infy_put.instrument_key) == keys.count(INFY.instrument_key)
 
@@ -95,12 +97,11 @@ def test_prices_are_the_chain_pricing_of_the_stock_tick() -> None:
     pricer = ChainPricer(sigma=0.25)
     feed = DerivativeTicks(book, pricer, lambda: {future.instrument_key, call.instrument_key})
     out = list(feed.wrap(_market_ticks(600)))
-    spot = 0
     checked = 0
-    for tick in out:
-        if tick.instrument_key == SBIN.instrument_key:
-            spot = tick.ltp_paise
-        elif tick.instrument_key == future.instrument_key:
+    for i, tick in enumerate(out):
+        # the stock trade a contract tick is priced from comes right after its contracts
+        spot = next(t.ltp_paise for t in out[i:] if t.instrument_key == SBIN.instrument_key)
+        if tick.instrument_key == future.instrument_key:
             assert tick.ltp_paise == future_price_paise(spot, DAY, date(2026, 12, 29))
             assert tick.iv is None
             checked += 1
@@ -155,8 +156,8 @@ def test_watched_set_is_read_once_per_millisecond() -> None:
     assert out == [
         SBIN.instrument_key,
         SBIN.instrument_key,
-        SBIN.instrument_key,
         future.instrument_key,
+        SBIN.instrument_key,
     ]
 
 

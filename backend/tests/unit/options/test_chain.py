@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from tests.support.factories import ist_ms
+from tests.support.factories import ist_ms, make_instrument
 from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import InstrumentKind, OptionType
 from upstox_bot.feed.sim import load_universe
@@ -15,6 +15,7 @@ from upstox_bot.options.chain import (
     monthly_expiries,
     monthly_expiry,
     option_price_paise,
+    shipped_strike_steps,
     simulate_fno_chain,
     strike_step_paise,
     years_to_expiry,
@@ -77,6 +78,27 @@ def test_chain_of_a_shipped_stock_uses_its_lot_size_and_centres_on_the_spot() ->
     call = next(c for c in options if c.strike_paise == 94_000 and c.option_type is OptionType.CALL)
     assert call.trading_symbol == "SBIN 940 CE 29 DEC 26"
     assert call.tick_size_paise == 5
+
+
+def test_a_shipped_stock_uses_its_own_nse_strike_step_not_one_percent() -> None:
+    # INFY at Rs 1,138.70: NSE lists its strikes Rs 20 apart (the shipped `strike_step_paise`),
+    # where 1 % of the price would give Rs 10.
+    infy = next(i for i, _ in load_universe() if i.trading_symbol == "INFY")
+    assert shipped_strike_steps()["INFY"] == 2_000
+    assert strike_step_paise(113_870) == 1_000
+    chain = simulate_fno_chain(infy, 113_870, date(2026, 11, 25), CALENDAR, strikes_each_side=2)
+    strikes = sorted({c.strike_paise for c in chain if c.strike_paise is not None})
+    # ATM: 1,138.70 rounded to the Rs 20 grid is 1,140
+    assert strikes == [110_000, 112_000, 114_000, 116_000, 118_000]
+    # every shipped stock has a step, and a stock outside the universe falls back to the rule
+    assert len(shipped_strike_steps()) == len(load_universe())
+    other = make_instrument(instrument_key="NSE_EQ|ZZZ", trading_symbol="ZZZ")
+    wide = simulate_fno_chain(other, 113_870, date(2026, 11, 25), CALENDAR, strikes_each_side=1)
+    assert sorted({c.strike_paise for c in wide if c.strike_paise is not None}) == [
+        113_000,
+        114_000,
+        115_000,
+    ]
 
 
 def test_symbols_with_punctuation_make_valid_keys() -> None:

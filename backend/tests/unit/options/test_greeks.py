@@ -232,11 +232,30 @@ def test_implied_volatility_without_time_to_expiry_is_nan(t: float) -> None:
     assert math.isnan(implied_volatility(5.0, "CE", 105.0, 100.0, t, 0.05))
 
 
-def test_implied_volatility_at_the_lower_bound_is_zero() -> None:
+def test_a_price_at_the_lower_bound_pins_no_volatility() -> None:
+    # At the bound every sigma from 0 up to where the time value shows gives the same price:
+    # no volatility is implied, so NaN (a 0.0 would read as a real, calm volatility).
     lower = bs_price("PE", 90.0, 100.0, 0.5, 0.05, 0.0)
 
-    assert implied_volatility(lower, "PE", 90.0, 100.0, 0.5, 0.05) == 0.0
-    assert implied_volatility(0.0, "CE", 90.0, 100.0, 0.5, 0.05) == 0.0
+    assert math.isnan(implied_volatility(lower, "PE", 90.0, 100.0, 0.5, 0.05))
+    assert math.isnan(implied_volatility(0.0, "CE", 90.0, 100.0, 0.5, 0.05))
+
+
+def test_a_deep_in_the_money_option_whose_time_value_is_below_float_resolution_is_nan() -> None:
+    # SBIN at Rs 940 with a Rs 400 call, a day to expiry, sigma 25 %: its time value (the
+    # 400 put's value, ~1e-200) is far below the ~1e-13 a price near Rs 540 can hold, so the
+    # float price equals the intrinsic value and pins no volatility.
+    t = 1.0 / 365.0
+    price = bs_price("CE", 940.0, 400.0, t, 0.07, 0.25)
+    assert price == 940.0 - 400.0 * math.exp(-0.07 * t)
+    assert math.isnan(implied_volatility(price, "CE", 940.0, 400.0, t, 0.07))
+    # A deep in-the-money option whose time value still shows is solved: a Rs 800 call a month
+    # out at 40 % has ~Rs 0.62 of time value.
+    month = 30.0 / 365.0
+    held = bs_price("CE", 940.0, 800.0, month, 0.07, 0.40)
+    assert implied_volatility(held, "CE", 940.0, 800.0, month, 0.07) == pytest.approx(
+        0.40, abs=1e-9
+    )
 
 
 def _assert_round_trip(
@@ -260,7 +279,11 @@ def _assert_round_trip(
     scale = np.maximum(spot, strike)
     vega_per_unit = np.asarray(greeks(kind, spot, strike, t, r, sigma, q).vega) * 100.0
 
-    assert np.all(np.isfinite(iv))
+    # NaN only where the time value is lost in the price's rounding (no sigma is pinned)
+    lower = bs_price(kind, spot, strike, t, r, 0.0, q)
+    unpinned = np.asarray(price - lower) <= 8 * np.finfo(np.float64).eps * scale
+    assert np.all(np.isfinite(iv) | unpinned)
+    iv = np.where(np.isfinite(iv), iv, sigma)
     repriced = bs_price(kind, spot, strike, t, r, iv, q)
     np.testing.assert_array_less(np.abs(repriced - price), 1e-13 * scale)
     observable = vega_per_unit > 1e-7 * scale
@@ -322,10 +345,18 @@ def test_implied_volatility_converges_far_outside_the_usual_range() -> None:
     # With sigma * sqrt(t) above ~16 the price rounds to its cap, where no sigma is implied.
     below_upper = price < cap * (1.0 - 1e-15)
 
+    lower = bs_price(kinds, 100.0, strike, t, 0.05, 0.0, 0.02)
+    # With the time value lost in the price's rounding no sigma is pinned either (NaN).
+    # (an out-of-the-money option's price is all time value: no rounding of a bound to lose it)
+    rounding = 8 * np.finfo(np.float64).eps * np.maximum(100.0, strike)
+    shows_time_value = (price > lower) & ((lower == 0.0) | (price - lower > rounding))
+    below_upper &= shows_time_value
+
     iv = implied_volatility(price, kinds, 100.0, strike, t, 0.05, 0.02)
 
     assert np.all(np.isfinite(iv[below_upper]))
-    assert below_upper.mean() > 0.95
+    assert below_upper.sum() > 10_000  # most of this range is priced at a bound (no IV)
+    assert np.all(np.isnan(iv[price <= lower]))
     repriced = bs_price(kinds, 100.0, strike, t, 0.05, iv, 0.02)
     scale = np.maximum(100.0, strike)
     np.testing.assert_array_less(np.abs(repriced - price)[below_upper], 1e-13 * scale[below_upper])

@@ -65,7 +65,10 @@ def test_entry_signal_becomes_a_filled_position_with_levels() -> None:
     h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
     _enter_a_at_10(h)
     position = h.engine.positions[A]
-    assert (position.quantity, position.entry_price_paise) == (300, 10_000)
+    # Sized for the worst fill, one 5-paise tick above Rs 100.00 (no slippage): the 30% cap of
+    # Rs 1,00,000 is 30,00,000 paise, and 30,00,000 // 10,005 = 299 shares (300 would be worth
+    # 30,01,500 paise at that fill, over the cap).
+    assert (position.quantity, position.entry_price_paise) == (299, 10_000)
     assert (position.stop_paise, position.target_paise) == (9_500, 10_400)
     (order,) = h.journal.orders.values()
     assert order.status is OrderStatus.FILLED
@@ -85,7 +88,7 @@ def test_stop_loss_closes_the_position_and_books_the_trade() -> None:
     assert A not in h.engine.positions
     (trade,) = h.journal.trades
     assert trade.exit_reason is ExitReason.STOP_LOSS
-    assert trade.gross_pnl_paise == -520 * 300
+    assert trade.gross_pnl_paise == -520 * 299  # (94.80 - 100.00) x 299 shares
     assert h.engine.day.realised_paise == trade.net_pnl_paise
 
 
@@ -171,14 +174,15 @@ def test_kill_switch_blocks_entries_and_closes_positions() -> None:
 
 
 def test_no_entry_after_the_daily_loss_limit() -> None:
-    # capital Rs 10,000 -> loss limit Rs 200; 30% = Rs 3,000 = 30 shares at Rs 100
+    # capital Rs 10,000 -> loss limit Rs 200; 30% = Rs 3,000 = 29 shares at the worst fill of
+    # Rs 100.05 (30 x 100.05 = 3,001.50 is over the cap)
     h = Harness(
         {ist_ms(10, 0): [SignalType.ENTRY_LONG], ist_ms(10, 3): [SignalType.ENTRY_LONG]},
         limits=make_limits(capital_paise=1_000_000),
     )
     _enter_a_at_10(h)
-    assert h.engine.positions[A].quantity == 30
-    h.tick(A, ist_ms(10, 2), 9_300)  # stop 9,500: loss Rs 210 > Rs 200 limit
+    assert h.engine.positions[A].quantity == 29
+    h.tick(A, ist_ms(10, 2), 9_300)  # stop 9,500: loss 7 x 29 = Rs 203 > Rs 200 limit
     assert h.engine.day.loss_limit_hit
     h.tick(B, ist_ms(10, 3, 1), 5_000)
     h.timer(ist_ms(10, 4))
@@ -286,3 +290,16 @@ def test_derived_ids_are_stable_across_versions() -> None:
     assert derive_id("ub", *parts) == "ub-" + hashlib.sha256(text.encode()).hexdigest()[:16]
     assert derive_id("ub", "a", 1) == "ub-df4504ce92500fe8"
     assert derive_id("ub", "a", 1) != derive_id("ub", "a", "1 ")
+
+
+def test_stored_positions_carry_the_unrealised_pnl_the_account_shows() -> None:
+    h = Harness({ist_ms(10, 0): [SignalType.ENTRY_LONG]})
+    _enter_a_at_10(h)  # 299 shares at 100.00
+    # A dip above the stop moves no stop state, so nothing else rewrites the row.
+    h.tick(A, ist_ms(10, 1, 20), 9_900)
+    h.timer(ist_ms(10, 2))  # the minute's snapshot
+    stored = h.journal.positions[A]
+    # (99.00 - 100.00) x 299 = -Rs 299.00, the same figure as the account's
+    assert stored.last_price_paise == 9_900
+    assert stored.unrealised_pnl_paise == -100 * 299 == -29_900
+    assert h.journal.accounts[-1].unrealised_pnl_paise == -29_900

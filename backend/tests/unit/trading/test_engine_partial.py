@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from tests.support.factories import ScriptedStrategy, ist_ms, make_engine, make_instrument
+from tests.support.factories import (
+    ScriptedStrategy,
+    ist_ms,
+    make_engine,
+    make_instrument,
+    make_limits,
+)
+from upstox_bot.config import Settings
 from upstox_bot.domain import (
     ExitReason,
     Fill,
@@ -15,6 +22,7 @@ from upstox_bot.domain import (
     SignalType,
     Tick,
 )
+from upstox_bot.runtime.components import charges_model
 from upstox_bot.trading.engine import derive_id
 from upstox_bot.trading.execution import OrderExecutor
 
@@ -45,6 +53,9 @@ class Harness:
             ScriptedStrategy({ist_ms(10, 0): [SignalType.ENTRY_LONG]}),
             instruments=[make_instrument(instrument_key=A, trading_symbol="A")],
             charges=per_unit_charges,
+            # Rs 1,00,050: the 30% cap, 30,01,500 paise, is exactly 300 shares at the worst fill
+            # the entry is sized for, Rs 100.05 (Rs 100.00 plus one 5-paise tick).
+            limits=make_limits(capital_paise=10_005_000),
         )
         self.broker = HoldingBroker()
         self.executor = OrderExecutor(engine=self.engine, broker=self.broker, journal=self.journal)
@@ -221,3 +232,55 @@ def test_a_repeated_close_report_is_ignored() -> None:
     h.engine.on_order_closed(order.client_order_id, OrderStatus.CANCELLED, "x")
 
     assert len(h.audits("order.cancelled")) == 1
+
+
+def _real_charges_harness() -> Harness:
+    h = Harness()
+    h.engine.reconfigure(charges=charges_model(Settings(_env_file=None)))  # type: ignore[call-arg]
+    return h
+
+
+def test_a_100_plus_200_exit_of_300_costs_one_contract_note() -> None:
+    # The engine books two trades (100, then 200 after the first exit order ended part filled)
+    # and their charges add up to the one note of the day, worked in test_charges_segment:
+    # buy 300 x 100.00, sell 100 x 101.00, sell 200 x 101.50 -> Rs 70.27 (the entry's
+    # brokerage once, STT 7.60 -> 8 on the note).
+    h = _real_charges_harness()
+    order = h.entry()
+    h.fill(order, 300, 10_000)
+    h.engine.request_exit(A, ExitReason.MANUAL)
+    h.tick(ist_ms(10, 1, 30), 10_100)  # the exit's slot: 30 s after the entry
+    exit_order = h.broker.placed[-1]
+    h.fill(exit_order, 100, 10_100)
+    h.engine.on_order_closed(exit_order.client_order_id, OrderStatus.CANCELLED, "IOC remainder")
+    h.tick(ist_ms(10, 2, 0), 10_150)  # the next slot: the rest goes
+    again = h.broker.placed[-1]
+    h.fill(again, 200, 10_150)
+
+    first, second = h.journal.trades
+    assert (first.quantity, second.quantity) == (100, 200)
+    assert first.charges_paise + second.charges_paise == 7_027
+    # gross: 100 x 1.00 + 200 x 1.50 = Rs 400.00
+    assert (first.gross_pnl_paise, second.gross_pnl_paise) == (10_000, 30_000)
+    assert h.engine.day.charges_paise == 7_027
+
+
+def test_gross_pnl_uses_the_exact_average_of_the_fills() -> None:
+    # Entry filled 150 x 100.00 + 150 x 100.05 = 30,007.50 (average 100.025; stored rounded
+    # 100.03 = 10,003 paise, exact value 30,00,750 paise). Exit 300 x 101.00 = 30,300.00.
+    # Gross = 30,300.00 - 30,007.50 = Rs 292.50; from the rounded average it would be
+    # (101.00 - 100.03) x 300 = Rs 291.00.
+    h = Harness()
+    order = h.entry()
+    h.fill(order, 150, 10_000, n=1)
+    h.fill(order, 150, 10_005, n=2)
+    journaled = h.journal.orders[order.client_order_id]
+    assert (journaled.average_price_paise, journaled.filled_value_paise) == (10_003, 3_000_750)
+    position = h.engine.positions[A]
+    assert (position.entry_value_paise, position.entry_quantity) == (3_000_750, 300)
+    h.engine.request_exit(A, ExitReason.MANUAL)
+    h.tick(ist_ms(10, 1, 30), 10_100)
+    h.fill(h.broker.placed[-1], 300, 10_100)
+    (trade,) = h.journal.trades
+    assert trade.gross_pnl_paise == 29_250
+    assert trade.entry_price_paise == 10_003  # the price shown stays the rounded average

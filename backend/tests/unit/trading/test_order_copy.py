@@ -39,6 +39,7 @@ def test_copy_carries_every_field_and_is_a_separate_record() -> None:
         filled_quantity=15,
         average_price_paise=12_340,
         rejection_reason="none",
+        filled_value_paise=12_340 * 15,
     )
     defaults = Order(
         client_order_id=ClientOrderId("x"),

@@ -238,7 +238,7 @@ def test_exit_signal_on_the_stock_closes_the_put_of_a_short_signal() -> None:
     h.tick(10, 5, 1, SPOT)
     h.timer(10, 6)  # EXIT_SHORT on SBIN: the put's exit order goes
     ticks = h.tick(10, 6, 1, SPOT)  # the put's next tick fills it
-    assert [t.instrument_key for t in ticks] == [SBIN.instrument_key, key]
+    assert [t.instrument_key for t in ticks] == [key, SBIN.instrument_key]
     assert not h.engine.positions
     (trade,) = h.journal.trades
     assert trade.instrument_key == key
@@ -353,3 +353,24 @@ def test_book_refuses_equity() -> None:
             option_min_days_to_expiry=7,
             expiry_exit_sessions=1,
         )
+
+
+def test_an_exit_caused_by_a_stock_trade_fills_at_the_next_trade_not_its_own() -> None:
+    # The 10:05 candle closes on the first trade after it (10:06:01, no timer in between): the
+    # exit signal sends the put's exit order while that trade is handled. The put's tick
+    # derived from the same trade must not fill it; the next trade's does (as for a stock).
+    script = {ist_ms(10, 0): [SignalType.ENTRY_SHORT], ist_ms(10, 5): [SignalType.EXIT_SHORT]}
+    h = FnoHarness(script, InstrumentKind.OPTION)
+    h.signal_at_10()
+    ((key, _),) = h.engine.positions.items()
+    h.tick(10, 5, 1, SPOT)
+    h.tick(10, 6, 1, SPOT - 500)  # closes the 10:05 candle: the exit goes now
+    assert key in h.engine.positions
+    assert h.engine.positions[key].exit_pending
+    h.tick(10, 6, 2, SPOT - 1_000)  # the next trade fills it, priced from this trade
+    (trade,) = h.journal.trades
+    put = h.book.instrument_or_none(key)
+    assert put is not None
+    assert trade.exit_price_paise == ChainPricer().price_paise(
+        put, spot_paise=SPOT - 1_000, at_ms=ist_ms(10, 6, 2, day=h.day)
+    )

@@ -39,7 +39,7 @@ def post_greeks(body: GreeksRequest) -> GreeksResponse:
         sigma = implied_volatility(
             body.price, kind, body.spot, body.strike, body.t_years, body.r, body.q
         )
-        if not sigma > 0.0:  # NaN outside the bounds; 0.0 at the lower bound itself
+        if not sigma > 0.0:  # NaN: outside the bounds, or a price that pins no volatility
             raise HTTPException(_UNPROCESSABLE, detail=[_price_bounds_error(body, body.price)])
     price = bs_price(kind, body.spot, body.strike, body.t_years, body.r, sigma, body.q)
     g = greeks(kind, body.spot, body.strike, body.t_years, body.r, sigma, body.q)
@@ -78,4 +78,9 @@ def _price_bounds_error(body: GreeksRequest, price: float) -> dict[str, object]:
         f"price {price:.4f} must lie strictly between the no-arbitrage bounds "
         f"{lower:.4f} and {upper:.4f} for these inputs"
     )
+    if lower < price < upper:
+        msg = (
+            f"price {price:.4f} is its intrinsic value {lower:.4f} to within the precision of "
+            "the numbers: no volatility is implied (deep in the money, its time value is lost)"
+        )
     return {"loc": ["body", "price"], "msg": msg, "type": "value_error"}

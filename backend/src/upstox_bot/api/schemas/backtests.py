@@ -15,6 +15,7 @@ from upstox_bot.backtest.models import (
     BacktestTrade,
     OpenPosition,
     Summary,
+    price_rupees,
 )
 from upstox_bot.db.models_backtest import BacktestStatus
 from upstox_bot.db.repositories.backtests import BacktestRecord
@@ -156,9 +157,9 @@ class BacktestTradeRead(BaseModel):
             side=t.side,
             quantity=t.quantity,
             entry_time=t.entry_time,
-            entry_price=paise_to_rupees(t.entry_price_paise),
+            entry_price=price_rupees(t.entry_price_paise),
             exit_time=t.exit_time,
-            exit_price=paise_to_rupees(t.exit_price_paise),
+            exit_price=price_rupees(t.exit_price_paise),
             gross_pnl=paise_to_rupees(t.gross_pnl_paise),
             charges=paise_to_rupees(t.charges_paise),
             pnl=paise_to_rupees(t.pnl_paise),
@@ -184,8 +185,8 @@ class BacktestOpenPositionRead(BaseModel):
             side=p.side,
             quantity=p.quantity,
             entry_time=p.entry_time,
-            entry_price=paise_to_rupees(p.entry_price_paise),
-            last_price=paise_to_rupees(p.last_price_paise),
+            entry_price=price_rupees(p.entry_price_paise),
+            last_price=price_rupees(p.last_price_paise),
             unrealised_pnl=paise_to_rupees(p.unrealised_pnl_paise),
         )
 

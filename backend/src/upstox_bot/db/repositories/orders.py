@@ -33,6 +33,7 @@ ORDER_STATE_COLUMNS = (
     "broker_order_id",
     "filled_quantity",
     "average_price_paise",
+    "filled_value_paise",
     "rejection_reason",
     "updated_at",
 )
@@ -57,6 +58,7 @@ def order_values(order: Order, account: str) -> dict[str, Any]:
         "broker_order_id": order.broker_order_id,
         "filled_quantity": order.filled_quantity,
         "average_price_paise": order.average_price_paise,
+        "filled_value_paise": order.filled_value_paise,
         "rejection_reason": order.rejection_reason,
         "created_at": order.created_at,
         "updated_at": order.updated_at,
@@ -84,6 +86,7 @@ def order_from_row(row: OrderRow) -> Order:
         filled_quantity=row.filled_quantity,
         average_price_paise=row.average_price_paise,
         rejection_reason=row.rejection_reason,
+        filled_value_paise=row.filled_value_paise,
     )
 
 

@@ -16,6 +16,9 @@ from upstox_bot.domain import ClientOrderId, Direction, Position
 POSITION_STATE_COLUMNS = (
     "quantity",
     "lots",
+    "entry_price_paise",  # a part-filled entry that fills more moves these three
+    "entry_value_paise",
+    "entry_quantity",
     "stop_paise",
     "target_paise",
     "trailing_active",
@@ -50,6 +53,9 @@ def position_state_values(position: Position) -> dict[str, Any]:
     return {
         "quantity": position.quantity,
         "lots": position.lots,
+        "entry_price_paise": position.entry_price_paise,
+        "entry_value_paise": position.entry_value_paise,
+        "entry_quantity": position.entry_quantity,
         "stop_paise": position.stop_paise,
         "target_paise": position.target_paise,
         "trailing_active": position.trailing_active,
@@ -71,7 +77,6 @@ def position_values(position: Position, account: str, at: datetime) -> dict[str,
         "instrument_key": position.instrument_key,
         "direction": position.direction.value,
         "status": PositionStatus.OPEN.value,
-        "entry_price_paise": position.entry_price_paise,
         "entry_at": position.entry_at,
         "entry_order_id": position.entry_order_id,
         "realised_pnl_paise": None,
@@ -103,6 +108,8 @@ def position_from_row(row: PositionRow) -> Position:
         entry_charges_paise=row.entry_charges_paise,
         strategy=row.strategy,
         exit_pending=row.exit_pending,
+        entry_value_paise=row.entry_value_paise,
+        entry_quantity=row.entry_quantity,
     )
 
 

@@ -1,9 +1,11 @@
 """The paper broker: a MARKET order fills in full at the first trade after it was placed.
 
-The fill price is that trade's price slipped against the trader and aligned to the tick size: a
-buy fills at or above it, a sell at or below it. Filling on the next trade (not on the price
-seen when the order was decided) is what a real market order does, and it is the same rule the
-backtester applies to bars (next bar's open), so a replayed session and a backtest agree.
+Without slippage the fill price is that trade's price, as it is. With SLIPPAGE_BPS the price is
+moved against the trader (a buy up, a sell down) and rounded against the trader: to the tick when
+the trade price is on the tick grid (the exchange's prices always are), to the paisa when it is
+not (adjusted historical prices). Filling on the next trade (not on the price seen when the order
+was decided) is what a real market order does, and it is the same rule the backtester applies to
+bars (next bar's open), so a replayed session and a backtest agree.
 """
 
 from __future__ import annotations
@@ -39,19 +41,23 @@ class PaperBroker:
         return self._working_count
 
     def fill_price(self, side: Side, price_paise: int, tick_paise: int) -> int:
-        """The price a market order fills at, given the trade price (paise): slipped against
-        the trader, then a buy rounded up and a sell rounded down to the tick, so a fill is
-        never better than the slipped price."""
+        """The price a market order fills at, given the trade price (paise).
+
+        No slippage: the trade price itself. Slippage: the price slipped against the trader,
+        then a buy rounded up and a sell rounded down, to the tick when the trade price is on
+        the tick grid and to the paisa when it is not, so a fill is never better than the
+        slipped price; never below one step.
+        """
         if self._no_slippage:
-            up = side is Side.BUY
-            ticks = -(-price_paise // tick_paise) if up else price_paise // tick_paise
-        elif side is Side.BUY:
-            slipped = Decimal(price_paise) * (1 + self._slippage) / tick_paise
-            ticks = int(slipped.to_integral_value(rounding=ROUND_CEILING))
+            return price_paise
+        step = tick_paise if tick_paise > 0 and price_paise % tick_paise == 0 else 1
+        if side is Side.BUY:
+            slipped = Decimal(price_paise) * (1 + self._slippage) / step
+            steps = int(slipped.to_integral_value(rounding=ROUND_CEILING))
         else:
-            slipped = Decimal(price_paise) * (1 - self._slippage) / tick_paise
-            ticks = int(slipped.to_integral_value(rounding=ROUND_FLOOR))
-        return max(ticks * tick_paise, tick_paise)
+            slipped = Decimal(price_paise) * (1 - self._slippage) / step
+            steps = int(slipped.to_integral_value(rounding=ROUND_FLOOR))
+        return max(steps * step, step)
 
     def place(self, order: Order) -> Sequence[Fill]:
         """Accept a MARKET order; it fills on the instrument's next tick (no fill now)."""
@@ -86,6 +92,7 @@ class PaperBroker:
             known.status = OrderStatus.FILLED
             known.filled_quantity = known.quantity
             known.average_price_paise = price
+            known.filled_value_paise = price * known.quantity
             fills.append(
                 Fill(
                     fill_id=derive_id("fill", known.client_order_id, 1),

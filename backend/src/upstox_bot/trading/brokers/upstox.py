@@ -225,6 +225,9 @@ def aggregate_reports(
     order.status = status
     order.updated_at = at
     order.broker_order_id = first.broker_order_id
+    if filled != order.filled_quantity or average != order.average_price_paise:
+        # Upstox reports the average in rupees: its value is exact only to that average.
+        order.filled_value_paise = (average or 0) * filled
     order.filled_quantity = filled
     order.average_price_paise = average
     order.rejection_reason = reason if status is OrderStatus.REJECTED else order.rejection_reason
