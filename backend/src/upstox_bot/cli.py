@@ -95,9 +95,12 @@ def _check_storage(settings: Settings) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
+    from upstox_bot.config import credential_values
     from upstox_bot.monitoring.logging import configure_logging
 
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT.value)
+    configure_logging(
+        settings.LOG_LEVEL, settings.LOG_FORMAT.value, secrets=credential_values(settings)
+    )
 
 
 @app.command()
@@ -219,6 +222,7 @@ def serve_api(
     import uvicorn
 
     from upstox_bot.api.app import create_app
+    from upstox_bot.api.server import uvicorn_options
     from upstox_bot.db import migrate
     from upstox_bot.diagnose import StartupError, check_port_free
 
@@ -236,7 +240,11 @@ def serve_api(
         # The distributed harness: controls go to the worker holding the account.
         control = RedisControl(settings.REDIS_URL, settings.ACCOUNT_NAME)
     uvicorn.run(
-        create_app(settings, control=control), host=bind_host, port=bind_port, log_config=None
+        create_app(settings, control=control),
+        host=bind_host,
+        port=bind_port,
+        log_config=None,
+        **uvicorn_options(settings),
     )
 
 
@@ -262,10 +270,11 @@ def db_current() -> None:
 
 @app.command("config")
 def show_config() -> None:
-    """Validate the settings and print them (secrets hidden)."""
+    """Validate the settings and print them (credentials hidden)."""
     settings = _settings()
-    shown = json.loads(settings.model_dump_json())
-    for key, value in shown.items():
+    from upstox_bot.api.settings_changes import public_values
+
+    for key, value in public_values(settings).items():
         console.print(f"{key}={value}", highlight=False)
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -62,6 +62,23 @@ class Settings(BaseSettings):
     )
     LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     LOG_FORMAT: LogFormat = LogFormat.CONSOLE
+
+    # --- API limits (docs/api.md, "Limits") --------------------------------------------------
+    API_MAX_BODY_BYTES: int = Field(
+        1_048_576, ge=1024, le=104_857_600, description="Larger request bodies answer 413."
+    )
+    API_HEADER_TIMEOUT_SECONDS: float = Field(
+        10.0, gt=0, le=300, description="A connection whose request headers take longer closes."
+    )
+    API_BODY_TIMEOUT_SECONDS: float = Field(
+        30.0, gt=0, le=3600, description="A request body that takes longer answers 408."
+    )
+    API_AUTH_FAILURE_LIMIT: int = Field(
+        20, ge=1, le=1_000_000, description="Failed authentications per client and window."
+    )
+    API_AUTH_FAILURE_WINDOW_SECONDS: int = Field(
+        60, ge=1, le=86_400, description="Beyond the limit a client gets 429 for this long."
+    )
 
     # --- Trading rules (DESIGN.md) ------------------------------------------------------------
     ACCOUNT_SIZE: Decimal = Field(Decimal("100000"), gt=0, description="Capital in rupees.")
@@ -265,6 +282,13 @@ class Settings(BaseSettings):
     def _empty_params(cls, value: Any) -> Any:
         return {} if value in ("", None) else value
 
+    @field_validator("ENTRY_START_TIME", "ENTRY_END_TIME", "SQUARE_OFF_TIME", mode="after")
+    @classmethod
+    def _ist_clock_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("give a time of day in IST without an offset, e.g. 09:20")
+        return value
+
     @field_validator(
         "ACCOUNT_SIZE",
         "SLIPPAGE_BPS",
@@ -342,6 +366,35 @@ class Settings(BaseSettings):
         if self.DATABASE_URL:
             return self.DATABASE_URL
         return f"sqlite:///{(self.DATA_DIR / 'upstox_bot.sqlite').as_posix()}"
+
+
+# Settings that identify or unlock an outside account. With every SecretStr setting they are
+# credentials: never shown (GET /api/v1/settings, `upstox-bot config`), never logged.
+CREDENTIAL_SETTINGS = frozenset(
+    {"UPSTOX_API_KEY", "TELEGRAM_CHAT_ID", "TELEGRAM_COMMAND_CHAT_IDS", "SMTP_USERNAME"}
+)
+
+
+def credential_names() -> frozenset[str]:
+    """The names of the credential settings: CREDENTIAL_SETTINGS and every SecretStr."""
+    secret = {
+        name
+        for name, info in Settings.model_fields.items()
+        if info.annotation is SecretStr or SecretStr in get_args(info.annotation)
+    }
+    return CREDENTIAL_SETTINGS | secret
+
+
+def credential_values(settings: Settings) -> list[str]:
+    """The values of the credentials that are set (what a log must never show)."""
+    values: list[str] = []
+    for name in credential_names():
+        value = getattr(settings, name)
+        for one in value if isinstance(value, list) else [value]:
+            text = one.get_secret_value() if isinstance(one, SecretStr) else one
+            if text:
+                values.append(str(text))
+    return values
 
 
 def _first_error_line(exc: ValidationError) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +21,7 @@ from sqlalchemy import select, update
 
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from upstox_bot.api.app import create_app
+from upstox_bot.api.routers.upstox_auth import COOKIE, issue_login_link
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.models import ApiKeyScope
@@ -78,9 +83,17 @@ def env(tmp_path: Path, sim: UpstoxSimulator) -> Iterator[Env]:
     yield from open_env(tmp_path, sim)
 
 
+def login_link(env: Env) -> str:
+    """A one-time login link, as `upstox-bot login` prints it (the path and query)."""
+    url = issue_login_link(env.client.app.state.sessions, env.settings, datetime.now(UTC))  # type: ignore[attr-defined]
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == "http://testserver"  # UPSTOX_REDIRECT_URI's
+    return f"{parts.path}?{parts.query}"
+
+
 def browser_login(env: Env) -> Any:
-    """Follow the login as a browser would: our redirect, Upstox's dialog, Upstox's redirect."""
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    """Follow the login as a browser would: the link, Upstox's dialog, Upstox's redirect."""
+    start = env.client.get(login_link(env), follow_redirects=False)
     assert start.status_code == 302, start.text
     dialog = httpx.get(start.headers["location"], follow_redirects=False)
     assert dialog.status_code == 302, dialog.text
@@ -98,8 +111,47 @@ def stored_rows(settings: Settings) -> list[UpstoxTokenRow]:
         engine.dispose()
 
 
+def test_the_cli_prints_a_one_time_link_that_starts_the_login(env: Env) -> None:
+    settings = env.settings
+    variables = {
+        "DATA_DIR": str(settings.DATA_DIR),
+        "UPSTOX_API_BASE_URL": env.upstox.base_url,
+        "UPSTOX_API_KEY": env.upstox.rest.client_id,
+        "UPSTOX_API_SECRET": env.upstox.rest.client_secret,
+        "UPSTOX_REDIRECT_URI": CALLBACK,
+        "TOKEN_ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "COLUMNS": "300",  # the link on one line
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("UPSTOX_", "DATABASE_"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "upstox_bot.cli", "login"],
+        env={**base, **variables},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    (link,) = re.findall(r"http://testserver/api/v1/auth/upstox/login\?ticket=\S+", run.stdout)
+    parts = urlsplit(link)
+    start = env.client.get(f"{parts.path}?{parts.query}", follow_redirects=False)
+    assert start.status_code == 302, start.text
+    assert env.client.get(f"{parts.path}?{parts.query}").status_code == 403  # once only
+    missing = subprocess.run(
+        [sys.executable, "-m", "upstox_bot.cli", "login"],
+        env={**base, **variables, "TOKEN_ENCRYPTION_KEY": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "TOKEN_ENCRYPTION_KEY" in missing.stderr
+    assert "ticket=" not in missing.stdout
+
+
 def test_login_redirects_to_the_upstox_dialog_with_app_key_and_state(env: Env) -> None:
-    response = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    response = env.client.get(login_link(env), follow_redirects=False)
 
     assert response.status_code == 302
     target = urlsplit(response.headers["location"])
@@ -110,6 +162,59 @@ def test_login_redirects_to_the_upstox_dialog_with_app_key_and_state(env: Env) -
     assert query["redirect_uri"] == [CALLBACK]
     assert query["response_type"] == ["code"]
     assert len(query["state"][0]) >= 32
+    cookie = response.headers["set-cookie"].lower()
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "httponly" in cookie
+    assert "samesite=lax" in cookie
+    assert "path=/api/v1/auth/upstox" in cookie
+
+
+def test_a_login_starts_only_from_a_one_time_link(env: Env) -> None:
+    bare = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    assert bare.status_code == 422
+    assert bare.json()["errors"][0]["loc"] == ["query", "ticket"]
+    link = login_link(env)
+    assert env.client.get(link, follow_redirects=False).status_code == 302
+    again = env.client.get(link, follow_redirects=False)  # spent
+    assert again.status_code == 403
+    assert again.json()["error"] == "invalid_login_link"
+    forged = env.client.get("/api/v1/auth/upstox/login?ticket=guess", follow_redirects=False)
+    assert forged.status_code == 403
+    assert env.upstox.rest.requests_to("/v2/login/authorization/dialog") == []
+
+
+def test_a_trade_key_can_ask_for_a_login_link_and_a_read_key_cannot(env: Env) -> None:
+    engine = make_engine(env.settings.database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        _, trade = ApiKeyRepository(session).create("trader", ApiKeyScope.TRADE, datetime.now(UTC))
+    engine.dispose()
+    path = "/api/v1/auth/upstox/login-link"
+    assert env.client.post(path).status_code == 401
+    assert env.client.post(path, headers={"X-API-Key": env.api_key}).status_code == 403
+    made = env.client.post(path, headers={"X-API-Key": trade})
+    assert made.status_code == 201, made.text
+    link = urlsplit(made.json()["url"])
+    assert env.client.get(f"{link.path}?{link.query}", follow_redirects=False).status_code == 302
+
+
+def test_the_callback_is_refused_to_a_browser_that_did_not_start_the_login(
+    env: Env, sim: UpstoxSimulator
+) -> None:
+    start = env.client.get(login_link(env), follow_redirects=False)
+    dialog = httpx.get(start.headers["location"], follow_redirects=False)
+    back = urlsplit(dialog.headers["location"])
+    callback = f"{back.path}?{back.query}"
+    with TestClient(create_app(env.settings)) as other:  # another browser: no login cookie
+        refused = other.get(callback)
+        other.cookies.set(COOKIE, "a-cookie-of-its-own", path="/api/v1/auth/upstox")
+        wrong = other.get(callback)
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "login_not_started_here"
+    assert wrong.status_code == 403
+    assert stored_rows(env.settings) == []
+    # The browser that started it still finishes it: the refusals did not spend the state.
+    assert env.client.get(callback).status_code == 200
+    assert len(stored_rows(env.settings)) == 1
 
 
 async def test_login_end_to_end_stores_the_token_encrypted_and_it_works(env: Env) -> None:
@@ -143,23 +248,24 @@ async def test_login_end_to_end_stores_the_token_encrypted_and_it_works(env: Env
 
 
 def test_callback_with_a_spent_or_foreign_state_is_refused(env: Env) -> None:
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    start = env.client.get(login_link(env), follow_redirects=False)
     dialog = httpx.get(start.headers["location"], follow_redirects=False)
     back = urlsplit(dialog.headers["location"])
     first = env.client.get(f"{back.path}?{back.query}")
     assert first.status_code == 200
 
+    # The login cookie went with the success: a replay from this browser has none left.
     replay = env.client.get(f"{back.path}?{back.query}")
-    assert replay.status_code == 400
-    assert replay.json()["error"] == "invalid_login_state"
+    assert replay.status_code == 403
+    assert replay.json()["error"] == "login_not_started_here"
     forged = env.client.get(f"{back.path}?code=abc&state=not-ours")
-    assert forged.status_code == 400
+    assert forged.status_code == 403  # not the state this browser's cookie is bound to
     assert len(stored_rows(env.settings)) == 1
 
 
 def upstox_redirect(env: Env) -> str:
     """Start a login on ``env``'s API process; the callback path Upstox sends the browser to."""
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    start = env.client.get(login_link(env), follow_redirects=False)
     assert start.status_code == 302, start.text
     dialog = httpx.get(start.headers["location"], follow_redirects=False)
     back = urlsplit(dialog.headers["location"])
@@ -169,14 +275,15 @@ def upstox_redirect(env: Env) -> str:
 def test_a_state_issued_by_one_api_process_is_spent_once_by_another(env: Env) -> None:
     with TestClient(create_app(env.settings)) as second:  # another process, same database
         callback = upstox_redirect(env)
+        second.cookies = env.client.cookies  # the same browser
 
         first = second.get(callback)
         assert first.status_code == 200, first.text
         replay_here = second.get(callback)
         replay_there = env.client.get(callback)
 
-    assert replay_here.status_code == 400
-    assert replay_there.status_code == 400
+    assert replay_here.status_code == 403  # the success took this browser's cookie away
+    assert replay_there.status_code == 400  # a copy of the cookie: the state is spent
     assert replay_there.json()["error"] == "invalid_login_state"
     assert len(stored_rows(env.settings)) == 1
 
@@ -195,6 +302,7 @@ def test_an_expired_state_is_refused_by_every_api_process(env: Env) -> None:
         engine.dispose()
 
     with TestClient(create_app(env.settings)) as second:
+        second.cookies = env.client.cookies  # the same browser
         refused = second.get(callback)
     again = env.client.get(callback)
 
@@ -211,7 +319,7 @@ def test_the_database_keeps_only_a_digest_of_each_state(env: Env) -> None:
     engine = make_engine(env.settings.database_url)
     try:
         with session_scope(make_session_factory(engine)) as session:
-            (row,) = session.scalars(select(UpstoxLoginStateRow))
+            (row,) = session.scalars(select(UpstoxLoginStateRow))  # the ticket was spent
     finally:
         engine.dispose()
     assert row.state_sha256 == state_digest(state)
@@ -219,7 +327,7 @@ def test_the_database_keeps_only_a_digest_of_each_state(env: Env) -> None:
 
 
 def test_upstox_refusing_the_code_stores_nothing(env: Env) -> None:
-    start = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
+    start = env.client.get(login_link(env), follow_redirects=False)
     state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
 
     response = env.client.get(f"/api/v1/auth/upstox/callback?code=bogus&state={state}")
@@ -233,8 +341,9 @@ def test_login_without_an_encryption_key_is_refused_before_upstox(
     tmp_path: Path, sim: UpstoxSimulator
 ) -> None:
     for env in open_env(tmp_path, sim, TOKEN_ENCRYPTION_KEY=None):
-        response = env.client.get("/api/v1/auth/upstox/login", follow_redirects=False)
-        assert response.status_code == 422
+        response = env.client.get(login_link(env), follow_redirects=False)
+        assert response.status_code == 409
+        assert response.json()["error"] == "upstox_not_configured"
         assert "TOKEN_ENCRYPTION_KEY" in response.json()["detail"]
         assert sim.rest.requests_to("/v2/login/authorization/dialog") == []
 

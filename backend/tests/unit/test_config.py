@@ -84,3 +84,28 @@ def test_market_protection_refuses_what_upstox_refuses(value: str) -> None:
     # March 2026 rules (API.md 5.2, 9.2): -1 automatic, 0 none, or a band of 1-25 percent.
     with pytest.raises(ConfigError, match="MARKET_PROTECTION"):
         load_settings(_env_file=None, MARKET_PROTECTION=value)
+
+
+def test_config_command_shows_no_credential(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from upstox_bot.cli import app
+
+    secrets = {
+        "UPSTOX_API_KEY": "app-key-7f6e5d",
+        "UPSTOX_API_SECRET": "app-secret-4c3b2a",
+        "TELEGRAM_CHAT_ID": "-100555444333",
+        "SMTP_USERNAME": "bot-mailer@example.com",
+        "DATABASE_URL": "postgresql+psycopg://bot:db-password-99@db:5432/bot",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    shown = CliRunner().invoke(app, ["config"])
+    assert shown.exit_code == 0, shown.output
+    assert "UPSTOX_API_KEY=***" in shown.output
+    assert "TELEGRAM_CHAT_ID=***" in shown.output
+    for value in ("app-key-7f6e5d", "app-secret-4c3b2a", "555444333", "bot-mailer", "db-password"):
+        assert value not in shown.output

@@ -18,9 +18,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from upstox_bot import __version__
 from upstox_bot.api import ws
-from upstox_bot.api.auth import HEADER, current_key
+from upstox_bot.api.auth import HEADER, FailedAuthLimiter, current_key
 from upstox_bot.api.errors import install_error_handlers
 from upstox_bot.api.hub import EventHub
+from upstox_bot.api.middleware import (
+    AuthenticationMiddleware,
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    needs_key,
+)
+from upstox_bot.api.openapi import install_openapi
 from upstox_bot.api.routers import (
     audit,
     auth,
@@ -38,6 +45,7 @@ from upstox_bot.api.routers import (
 from upstox_bot.api.routers import (
     settings as settings_router,
 )
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import RootRead
 from upstox_bot.api.settings_changes import effective_settings
@@ -63,9 +71,11 @@ strategies of the running bot, and a live WebSocket stream at /api/v1/ws.
 
 Every /api/v1 route and /metrics need an API key in the `{HEADER}` header (create one with
 `upstox-bot apikey create`); a read key may call every GET and the stream, a trade key may
-also change state. Money is in rupees as exact decimals (strings in JSON); times are ISO-8601
-with a time zone. Errors are {{"error": code, "detail": text}}; request validation errors are
-FastAPI's 422 body, which names the field.
+also change state. The stream takes the key in its first message, never in the URL. Money is
+in rupees as exact decimals (strings in JSON); times are ISO-8601 with a time zone. Every
+error is {{"error": code, "detail": text}}; an invalid request (422) adds "errors", naming
+each field at fault. Bodies are strict JSON (no NaN or Infinity) of at most
+API_MAX_BODY_BYTES (1 MB by default; 413 beyond).
 """
 
 
@@ -94,7 +104,10 @@ async def _relay_events(app: FastAPI, redis_url: str) -> None:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(ws.publish_snapshots(app))]
+    tasks = [
+        asyncio.create_task(ws.publish_snapshots(app)),
+        asyncio.create_task(ws.close_revoked(app)),
+    ]
     if app.state.relay_url:
         tasks.append(asyncio.create_task(_relay_events(app, app.state.relay_url)))
     commands = start_commands(app)
@@ -145,6 +158,7 @@ def create_app(
     app.state.relay_url = settings.REDIS_URL if sessions is None and settings.REDIS_URL else None
     app.state.hub = hub or EventHub()
     app.state.latest_snapshots = {}
+    app.state.ws_streams = {}  # open live streams and their key ids (api/ws.py)
     app.state.own_db_engine = None
     if sessions is not None:
         app.state.sessions = sessions
@@ -152,17 +166,35 @@ def create_app(
         app.state.own_db_engine = make_engine(settings.database_url)
         app.state.sessions = make_session_factory(app.state.own_db_engine)
     app.state.settings = _with_overrides(app, settings)
+    # Middleware, innermost first: authentication, then the body limits, CORS, and the
+    # security headers on every response (api/middleware.py).
+    app.state.auth_limiter = FailedAuthLimiter(
+        settings.API_AUTH_FAILURE_LIMIT, settings.API_AUTH_FAILURE_WINDOW_SECONDS
+    )
+    app.add_middleware(AuthenticationMiddleware, state=app.state, limiter=app.state.auth_limiter)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.API_MAX_BODY_BYTES,
+        timeout_s=settings.API_BODY_TIMEOUT_SECONDS,
+    )
     if settings.CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[HEADER, "Content-Type"],
-            expose_headers=["X-Total-Count"],
+            expose_headers=["X-Total-Count", "Retry-After"],
         )
+    app.add_middleware(SecurityHeadersMiddleware)
     install_error_handlers(app)
+    install_openapi(app, needs_key)
     app.include_router(health.router)
-    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(current_key)], responses=ERRORS)
+    v1 = APIRouter(
+        prefix="/api/v1",
+        dependencies=[Depends(current_key)],
+        responses=ERRORS,
+        route_class=GuardedRoute,
+    )
     for module in (
         trading,
         reports,

@@ -1,15 +1,23 @@
-"""API-key authentication: the X-API-Key header (or ?api_key= on the WebSocket) and scopes.
+"""API-key authentication: the X-API-Key header (the WebSocket's first message) and scopes.
 
 A read key may call every GET and the live stream; a trade key may also change state (kill
 switch, settings, strategies, closing positions, manual trades). Keys are stored hashed
-(db/repositories/api_keys.py); a revoked key stops working on its next request.
+(db/repositories/api_keys.py); a revoked key stops working on its next request, and its open
+live streams are closed within two seconds (api/ws.py).
+
+`AuthenticationMiddleware` (api/middleware.py) authenticates every protected request before it
+is routed, so no body is read for a caller without a valid key; `FailedAuthLimiter` answers 429
+to a client after too many failed attempts. The routes read the key it found.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time as walltime
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -19,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot.api.deps import SessionDep
-from upstox_bot.api.errors import Forbidden, Unauthenticated
+from upstox_bot.api.errors import Forbidden, TooManyFailures, Unauthenticated
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.models import ApiKeyScope
@@ -27,7 +35,7 @@ from upstox_bot.db.repositories.api_keys import ApiKeyRecord, ApiKeyRepository, 
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 
 HEADER = "X-API-Key"
-QUERY = "api_key"
+STATE_KEY = "api_key"  # where the middleware leaves the caller's key record (request.state)
 log = logging.getLogger(__name__)
 
 LAST_USED_EVERY_S = 60.0  # write last_used_at at most this often per key
@@ -92,10 +100,19 @@ def check_key(
     return record
 
 
+def authenticated_key(request: Request) -> ApiKeyRecord | None:
+    """The key the authentication middleware found for this request (None if it did not run)."""
+    record: ApiKeyRecord | None = getattr(request.state, STATE_KEY, None)
+    return record
+
+
 def current_key(
     request: Request, session: SessionDep, key: Annotated[str | None, Depends(api_key_header)]
 ) -> ApiKeyRecord:
     """The calling key (read scope is enough)."""
+    found = authenticated_key(request)
+    if found is not None:
+        return found
     return check_key(session, key, request.app.state.sessions)
 
 
@@ -123,10 +140,84 @@ ReadKey = Annotated[ApiKeyRecord, Depends(current_key)]
 TradeActor = Annotated[str, Depends(_trade_actor)]
 
 
-def websocket_key(sessions: sessionmaker[Session], key: str | None) -> ApiKeyRecord:
-    """Authenticate a WebSocket handshake in its own short unit of work."""
+def key_in_own_session(sessions: sessionmaker[Session], key: str | None) -> ApiKeyRecord:
+    """Authenticate a key in its own short unit of work (a handshake, the middleware).
+
+    Raises:
+        Unauthenticated: no key, an unknown key or a revoked key.
+    """
     with session_scope(sessions) as session:
         return check_key(session, key, sessions)
+
+
+def active_key_ids(sessions: sessionmaker[Session], ids: set[int]) -> set[int]:
+    """Those of `ids` whose key is still active (not revoked, not deleted)."""
+    with session_scope(sessions) as session:
+        return ApiKeyRepository(session).active_ids(ids)
+
+
+class FailedAuthLimiter:
+    """Counts failed authentications (unknown or revoked keys) per client in a sliding window.
+
+    A client with `limit` failures inside the last `window_s` seconds is refused (429) without
+    its key being looked up, until its oldest failure leaves the window. Successful requests
+    are never counted. At most `max_clients` clients are remembered (the least recent go first).
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float,
+        *,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = walltime.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.refused = 0
+
+    def _recent(self, client: str, now: float) -> deque[float] | None:
+        failures = self._failures.get(client)
+        if failures is None:
+            return None
+        while failures and now - failures[0] >= self.window_s:
+            failures.popleft()
+        if not failures:
+            del self._failures[client]
+            return None
+        return failures
+
+    def check(self, client: str) -> None:
+        """Refuse a client that is over its limit.
+
+        Raises:
+            TooManyFailures: with the seconds until it may try again.
+        """
+        now = self._clock()
+        with self._lock:
+            failures = self._recent(client, now)
+            if failures is None or len(failures) < self.limit:
+                return
+            wait = failures[len(failures) - self.limit] + self.window_s - now
+            self.refused += 1
+        raise TooManyFailures(max(1, math.ceil(wait)))
+
+    def failed(self, client: str) -> None:
+        """Count one failed authentication of `client`."""
+        now = self._clock()
+        with self._lock:
+            failures = self._recent(client, now) or deque()
+            failures.append(now)
+            while len(failures) > self.limit:
+                failures.popleft()
+            self._failures[client] = failures
+            self._failures.move_to_end(client)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
 
 
 def ensure_local_key(settings: Settings) -> str | None:

@@ -50,6 +50,13 @@ class Subscriber:
         self.symbols: frozenset[str] = frozenset()  # empty: every symbol
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
         self.dropped = asyncio.Event()
+        self.closing: tuple[int, str] | None = None  # why the server ends this stream
+
+    def end(self, code: int, reason: str) -> None:
+        """End this client's stream with a WebSocket close code and reason (e.g. its key was
+        revoked); its connection handler closes the socket."""
+        self.closing = (code, reason)
+        self.dropped.set()
 
     def wants(self, channel: str, payload: Mapping[str, Any]) -> bool:
         """Whether this event is for this subscriber."""

@@ -1,17 +1,96 @@
-"""List queries of the API: filters, a whitelisted sort and limit/offset, with the total."""
+"""List queries of the API: filters, a whitelisted sort and limit/offset, with the total; and
+the checked types of query and path parameters.
+
+Dates are exactly YYYY-MM-DD and times ISO 8601 (RFC 3339; no offset means UTC): a number is
+not a date. A time beyond what the database can compare after conversion to UTC (year 1 at
++14:00, year 9999 at -23:59) is taken as the earliest or latest time there is: as a filter it
+means the same. Text filters and path parameters are bounded in length and carry no control
+characters (PostgreSQL refuses a NUL in text).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any, TypeVar
 
+from fastapi import Path, Query
+from pydantic import BeforeValidator, WithJsonSchema
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from upstox_bot.db.base import Base
 
 RowT = TypeVar("RowT", bound=Base)
+
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters
+MAX_FILTER_CHARS = 200
+MAX_ID_CHARS = 128
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})?"
+)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def iso_date(value: object) -> date:
+    """A date given exactly as YYYY-MM-DD (a date object passes)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return date.fromisoformat(value)
+
+
+def iso_time(value: object) -> datetime:
+    """An aware UTC time from ISO 8601 text (no offset: UTC), clamped to the representable
+    range after conversion (see the module docstring)."""
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        match = _TIME.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError("must be a time as ISO 8601, e.g. 2026-11-25T09:15:00+05:30")
+        day, clock, fraction, offset = match.groups()
+        text = f"{day}T{clock}"
+        if fraction:
+            text += "." + fraction[:6].ljust(6, "0")
+        if offset:
+            text += "+00:00" if offset in "Zz" else offset
+        parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if parsed.year < 5000 else LATEST
+
+
+CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"  # a time of day in IST
+
+
+def clock_time(value: object) -> time:
+    """A time of day given as HH:MM[:SS], without an offset (market times are IST)."""
+    if isinstance(value, time) and value.tzinfo is None:
+        return value
+    if not isinstance(value, str) or not re.fullmatch(CLOCK_TIME, value):
+        raise ValueError("must be a time of day in IST as HH:MM or HH:MM:SS, without an offset")
+    return time.fromisoformat(value)
+
+
+IsoDate = Annotated[date, BeforeValidator(iso_date)]
+ClockTime = Annotated[
+    time,
+    BeforeValidator(clock_time),
+    WithJsonSchema({"type": "string", "pattern": CLOCK_TIME, "examples": ["14:30"]}),
+]
+IsoTime = Annotated[datetime, BeforeValidator(iso_time)]
+Since = Annotated[IsoTime | None, Query(description="From this time, inclusive (ISO 8601).")]
+Until = Annotated[IsoTime | None, Query(description="Before this time (ISO 8601).")]
+Filter = Annotated[str | None, Query(min_length=1, max_length=MAX_FILTER_CHARS, pattern=PRINTABLE)]
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=PRINTABLE)]
 
 
 def page(

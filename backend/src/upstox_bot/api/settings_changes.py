@@ -1,15 +1,19 @@
 """Runtime setting changes: validate against Settings, persist, audit, apply to a running bot.
 
 Overrides (settings_overrides) win over the environment. `effective_settings` merges them; the
-harness that starts the bot should build it from `effective_settings(settings, overrides)` so
-that a change made through the API survives a restart.
+harness that starts the bot builds it with `settings_with_overrides`, so that a change made
+through the API survives a restart. A stored override that no longer validates, or a strategy
+and parameters that no longer build, is skipped, never allowed to stop the start: the bot
+starts with the rest, and the skip is logged, audited ("setting.override_skipped") and alerted.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -19,14 +23,14 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.errors import PaperHistoryTooShort
-from upstox_bot.config import Settings
+from upstox_bot.api.queries import CLOCK_TIME
+from upstox_bot.config import Settings, credential_names
 from upstox_bot.db.base import jsonable
 from upstox_bot.db.models import AccountMode
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.domain import AuditRecord
-from upstox_bot.errors import ConfigError
 from upstox_bot.signals import registry
 
 log = logging.getLogger(__name__)
@@ -64,18 +68,26 @@ ON_RESTART = frozenset(
 # paper-trading rule) are not changeable through the API.
 CHANGEABLE = LIVE | ON_RESTART
 SECRET_URLS = ("DATABASE_URL", "REDIS_URL")
+MASK = "***"
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return MASK
 
 
 def public_values(settings: Settings) -> dict[str, Any]:
-    """The settings as JSON, secrets masked (SecretStr) and passwords hidden in URLs."""
+    """The settings as JSON with no credential in them: each credential (config.py
+    `credential_names`) is "***" when set, null when not; URLs lose their passwords."""
     values: dict[str, Any] = settings.model_dump(mode="json")
+    for key in credential_names():
+        values[key] = MASK if values.get(key) else None
     for key in SECRET_URLS:
         url = values.get(key)
         if url:
-            try:
-                values[key] = make_url(url).render_as_string(hide_password=True)
-            except ArgumentError:
-                values[key] = "**********"
+            values[key] = _hide_password(url)
     return values
 
 
@@ -92,6 +104,42 @@ def _invalid(key: str, message: str, value: Any) -> RequestValidationError:
     )
 
 
+@cache
+def changeable_schema() -> dict[str, Any]:
+    """The JSON schema of each setting PATCH /settings accepts, from Settings (times of day
+    as HH:MM[:SS] in IST: JSON Schema's "time" format would ask for an offset)."""
+    properties = Settings.model_json_schema()["properties"]
+    out: dict[str, Any] = {}
+    for key in sorted(CHANGEABLE):
+        schema = dict(properties[key])
+        if schema.get("format") == "time":
+            del schema["format"]
+            schema["pattern"] = CLOCK_TIME
+        out[key] = schema
+    return out
+
+
+_JSON_TYPES: dict[type, tuple[str, ...]] = {
+    bool: ("boolean",),
+    int: ("integer", "number"),
+    float: ("number",),
+    str: ("string",),
+    dict: ("object",),
+    list: ("array",),
+    type(None): ("null",),
+}
+
+
+def _json_type_error(schema: Mapping[str, Any], value: Any) -> str | None:
+    # The setting's JSON type, as documented: JSON has no "2" for 2 nor 0 for false.
+    allowed = {schema["type"]} if "type" in schema else set()
+    allowed |= {option.get("type") for option in schema.get("anyOf", ())}
+    allowed.discard(None)
+    if not allowed or set(_JSON_TYPES.get(type(value), ())) & allowed:
+        return None
+    return f"must be a JSON {' or '.join(sorted(allowed))}"
+
+
 def validate_changes(current: Settings, changes: Mapping[str, Any]) -> Settings:
     """The settings with `changes` applied, validated as a whole.
 
@@ -104,6 +152,9 @@ def validate_changes(current: Settings, changes: Mapping[str, Any]) -> Settings:
             raise _invalid(key, f"unknown setting {key!r}", value)
         if key not in CHANGEABLE:
             raise _invalid(key, f"{key} cannot be changed through the API", value)
+        wrong_type = _json_type_error(changeable_schema()[key], value)
+        if wrong_type is not None:
+            raise _invalid(key, wrong_type, value)
     try:
         new = Settings.model_validate({**current.model_dump(), **changes})
     except ValidationError as exc:
@@ -113,23 +164,125 @@ def validate_changes(current: Settings, changes: Mapping[str, Any]) -> Settings:
         message = str(err["msg"]).removeprefix("Value error, ")
         raise _invalid(key, message, changes.get(key)) from None
     if LIVE_STRATEGY & set(changes):
-        try:
-            registry.create(new.STRATEGY, new.STRATEGY_PARAMS)
-        except ConfigError as exc:
+        problem = strategy_problem(new)
+        if problem is not None:
             key = "STRATEGY_PARAMS" if "STRATEGY_PARAMS" in changes else "STRATEGY"
-            raise _invalid(key, str(exc), changes[key]) from None
+            raise _invalid(key, problem, changes[key])
     return new
 
 
-def effective_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
-    """`base` with the stored overrides applied; an override that no longer validates is
-    skipped (logged), never allowed to stop the start-up."""
-    usable = {k: v for k, v in overrides.items() if k in CHANGEABLE}
+def strategy_problem(settings: Settings) -> str | None:
+    """Why the settings' strategy does not build with its parameters, or None when it does."""
     try:
-        return Settings.model_validate({**base.model_dump(), **usable})
-    except ValidationError:
-        log.warning("settings.overrides_invalid", extra={"keys": sorted(usable)})
-        return base
+        registry.create(
+            settings.STRATEGY, settings.STRATEGY_PARAMS, strategies_dir=settings.STRATEGIES_DIR
+        )
+    except Exception as exc:  # a trader's strategy file may raise anything while it builds
+        return str(exc) or type(exc).__name__
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedOverride:
+    """A stored override left out at start-up, and why."""
+
+    key: str
+    value: Any
+    reason: str
+
+
+def _first_error(exc: ValidationError) -> str:
+    return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+
+
+def _try(current: Settings, changes: Mapping[str, Any]) -> tuple[Settings | None, str]:
+    """`current` with `changes` if it validates (and its strategy builds, when changed)."""
+    try:
+        candidate = Settings.model_validate({**current.model_dump(), **changes})
+    except ValidationError as exc:
+        return None, _first_error(exc)
+    if LIVE_STRATEGY & set(changes):
+        problem = strategy_problem(candidate)
+        if problem is not None:
+            return None, problem
+    return candidate, ""
+
+
+def apply_overrides(
+    base: Settings, overrides: Mapping[str, Any]
+) -> tuple[Settings, list[SkippedOverride]]:
+    """`base` with each stored override that still validates, and those skipped.
+
+    Each override is applied on its own (an invalid one does not take the others down);
+    STRATEGY and STRATEGY_PARAMS go together, after the rest, and must build the strategy:
+    when the pair does not, the strategy alone is tried with its default parameters.
+    """
+    skipped: list[SkippedOverride] = []
+    current = base
+    pair: dict[str, Any] = {}
+    for key in sorted(overrides):
+        value = overrides[key]
+        if key not in CHANGEABLE:
+            skipped.append(SkippedOverride(key, value, "cannot be changed through the API"))
+        elif key in LIVE_STRATEGY:
+            pair[key] = value
+        else:
+            candidate, reason = _try(current, {key: value})
+            if candidate is None:
+                skipped.append(SkippedOverride(key, value, reason))
+            else:
+                current = candidate
+    if pair:
+        candidate, reason = _try(current, pair)
+        if candidate is not None:
+            return candidate, skipped
+        alone = (
+            _try(current, {"STRATEGY": pair["STRATEGY"], "STRATEGY_PARAMS": {}})[0]
+            if "STRATEGY" in pair
+            else None
+        )
+        if alone is not None:
+            params = pair.get("STRATEGY_PARAMS", current.STRATEGY_PARAMS)
+            skipped.append(SkippedOverride("STRATEGY_PARAMS", params, reason))
+            return alone, skipped
+        skipped.extend(SkippedOverride(k, v, reason) for k, v in sorted(pair.items()))
+    return current, skipped
+
+
+def effective_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """`base` with the stored overrides that still validate (see `apply_overrides`); the
+    others are skipped and logged, never allowed to stop the start-up."""
+    settings, skipped = apply_overrides(base, overrides)
+    for skip in skipped:
+        log.warning("settings.override_skipped", extra={"key": skip.key, "reason": skip.reason})
+    return settings
+
+
+def settings_with_overrides(
+    session: Session, base: Settings, *, at: datetime, actor: str = "system"
+) -> tuple[Settings, list[AuditRecord]]:
+    """The settings a bot starts with: `base` and the stored overrides that still validate.
+
+    Each skipped override is logged and audited ("setting.override_skipped", with the stored
+    value and the reason) in `session`; the audit records are returned for the caller's
+    alerts (`AlertDispatcher.on_audit`).
+    """
+    settings, skipped = apply_overrides(base, SettingsOverrideRepository(session).get_all())
+    audit = AuditRepository(session)
+    records: list[AuditRecord] = []
+    for skip in skipped:
+        log.warning("settings.override_skipped", extra={"key": skip.key, "reason": skip.reason})
+        record = AuditRecord(
+            event="setting.override_skipped",
+            entity="setting",
+            entity_id=skip.key,
+            at=at,
+            data={"value": jsonable(skip.value), "reason": skip.reason},
+            actor=actor,
+        )
+        audit.add(record)
+        records.append(record)
+    return settings, records
 
 
 def wants_live_trading(old: Settings, new: Settings) -> bool:

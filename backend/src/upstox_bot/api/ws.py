@@ -1,6 +1,13 @@
 """/api/v1/ws: the live stream. Authenticated; clients subscribe to channels; slow ones are dropped.
 
+The key never goes in the URL (servers and proxies log URLs): send it in the X-API-Key header
+of the handshake, or, from a browser, which cannot set headers on a WebSocket, as the first
+message, within AUTH_TIMEOUT_S of the connection opening. A URL carrying ?api_key= is refused.
+A stream whose key is revoked is closed (1008) within REVOCATION_CHECK_S plus a look-up.
+
 Protocol (JSON text frames):
+    client: {"action": "auth", "key": "ubk_..."}   (first, unless the header carried the key)
+    server: {"type": "authenticated", "key": {"name": ..., "scope": ...}}
     client: {"action": "subscribe", "channels": ["ticks", "positions"], "symbols": ["SBIN"]}
             {"action": "unsubscribe", "channels": ["ticks"]}
             {"action": "ping"}
@@ -24,8 +31,8 @@ from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from starlette.status import WS_1008_POLICY_VIOLATION, WS_1013_TRY_AGAIN_LATER
 
-from upstox_bot.api.auth import HEADER, QUERY, websocket_key
-from upstox_bot.api.errors import Unauthenticated
+from upstox_bot.api.auth import HEADER, active_key_ids, key_in_own_session
+from upstox_bot.api.errors import TooManyFailures, Unauthenticated
 from upstox_bot.api.hub import (
     ACCOUNT,
     CHANNELS,
@@ -35,8 +42,10 @@ from upstox_bot.api.hub import (
     account_payload,
     unknown_channels,
 )
+from upstox_bot.api.middleware import client_of
 from upstox_bot.api.routers.trading import live_positions, stored_positions
 from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.db.repositories.api_keys import ApiKeyRecord
 from upstox_bot.db.session import session_scope
 
 if TYPE_CHECKING:
@@ -49,6 +58,10 @@ router = APIRouter()
 SNAPSHOT_EVERY_S = 1.0
 CLOSE_TIMEOUT_S = 1.0
 MAX_SYMBOLS = 500
+AUTH_TIMEOUT_S = 10.0  # a connection that has not sent its key by then is closed
+REVOCATION_CHECK_S = 1.0  # how often the keys of open streams are checked
+URL_KEY = "api_key"  # refused: a key in a URL ends up in logs
+REVOKED = (WS_1008_POLICY_VIOLATION, "this API key was revoked")
 
 
 def _split(value: str | None) -> list[str]:
@@ -123,23 +136,95 @@ async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
 
 async def _receive(websocket: WebSocket, app: FastAPI, hub: EventHub, sub: Subscriber) -> None:
     while True:
-        text = await websocket.receive_text()
-        _handle(app, hub, sub, text)
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        _handle(app, hub, sub, message.get("text") or "")
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def _key_from_first_message(websocket: WebSocket) -> str:
+    try:
+        with anyio.fail_after(AUTH_TIMEOUT_S):
+            message = await websocket.receive()
+    except TimeoutError:
+        raise _Refused(
+            WS_1008_POLICY_VIOLATION, f"no key within {AUTH_TIMEOUT_S:g} s: send it first"
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    try:
+        parsed = json.loads(message.get("text") or "")
+    except ValueError:
+        parsed = None
+    key = parsed.get("key") if isinstance(parsed, dict) and parsed.get("action") == "auth" else None
+    if not isinstance(key, str) or not key:
+        raise _Refused(
+            WS_1008_POLICY_VIOLATION, 'send {"action": "auth", "key": "<API key>"} first'
+        )
+    return key
+
+
+async def _authenticate(websocket: WebSocket, key: str) -> ApiKeyRecord:
+    app: FastAPI = websocket.app
+    client = client_of(websocket.scope)
+    limiter = app.state.auth_limiter
+    try:
+        limiter.check(client)
+        return await run_in_threadpool(key_in_own_session, app.state.sessions, key)
+    except TooManyFailures as exc:
+        raise _Refused(WS_1013_TRY_AGAIN_LATER, str(exc)) from None
+    except Unauthenticated as exc:
+        limiter.failed(client)
+        log.info("ws.auth_failed", extra={"client": client, "reason": str(exc)})
+        raise _Refused(WS_1008_POLICY_VIOLATION, str(exc)) from None
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception), anyio.move_on_after(CLOSE_TIMEOUT_S):
+        await websocket.close(code=code, reason=reason)
 
 
 @router.websocket("/ws")
 async def stream(websocket: WebSocket) -> None:
-    """The live stream (see the module docstring); API key in X-API-Key or ?api_key=."""
+    """The live stream (see the module docstring): the API key in X-API-Key or the first
+    message, never the URL."""
     app: FastAPI = websocket.app
-    key = websocket.headers.get(HEADER) or websocket.query_params.get(QUERY)
-    try:
-        await run_in_threadpool(websocket_key, app.state.sessions, key)
-    except Unauthenticated as exc:
-        await websocket.close(code=WS_1008_POLICY_VIOLATION, reason=str(exc))
+    if URL_KEY in websocket.query_params:
+        await websocket.close(
+            code=WS_1008_POLICY_VIOLATION,
+            reason="never put the API key in the URL: send it in the first message",
+        )
         return
-    await websocket.accept()
+    header_key = websocket.headers.get(HEADER)
+    try:
+        if header_key:
+            record = await _authenticate(websocket, header_key)
+            await websocket.accept()
+        else:
+            await websocket.accept()
+            record = await _authenticate(websocket, await _key_from_first_message(websocket))
+            await websocket.send_json(
+                {
+                    "type": "authenticated",
+                    "key": {"name": record.name, "scope": record.scope.value},
+                }
+            )
+    except _Refused as refused:
+        await _close(websocket, refused.code, refused.reason)
+        return
+    except WebSocketDisconnect:
+        return
     hub: EventHub = app.state.hub
     subscriber = hub.subscribe()
+    streams: dict[Subscriber, int] = app.state.ws_streams
+    streams[subscriber] = record.id
     channels = _split(websocket.query_params.get("channels"))
     if channels:
         symbols = _split(websocket.query_params.get("symbols")) or None
@@ -151,9 +236,31 @@ async def stream(websocket: WebSocket) -> None:
         await _serve(websocket, app, hub, subscriber)
     finally:
         hub.unsubscribe(subscriber)
-    if subscriber.dropped.is_set():
-        with contextlib.suppress(Exception), anyio.move_on_after(CLOSE_TIMEOUT_S):
-            await websocket.close(code=WS_1013_TRY_AGAIN_LATER, reason="too slow: dropped")
+        streams.pop(subscriber, None)
+    if subscriber.closing is not None:
+        await _close(websocket, *subscriber.closing)
+    elif subscriber.dropped.is_set():
+        await _close(websocket, WS_1013_TRY_AGAIN_LATER, "too slow: dropped")
+
+
+async def close_revoked(app: FastAPI, every_s: float = REVOCATION_CHECK_S) -> None:
+    """Every `every_s` seconds, end the streams whose key was revoked (or deleted) since."""
+    streams: dict[Subscriber, int] = app.state.ws_streams
+    while True:
+        await asyncio.sleep(every_s)
+        if not streams:
+            continue
+        try:
+            active = await run_in_threadpool(
+                active_key_ids, app.state.sessions, set(streams.values())
+            )
+        except Exception:  # the database busy or gone: keep serving, look again next time
+            log.warning("ws.revocation_check_failed", exc_info=True)
+            continue
+        for subscriber, key_id in list(streams.items()):
+            if key_id not in active:
+                log.info("ws.key_revoked", extra={"key_id": key_id})
+                subscriber.end(*REVOKED)
 
 
 async def _serve(websocket: WebSocket, app: FastAPI, hub: EventHub, subscriber: Subscriber) -> None:

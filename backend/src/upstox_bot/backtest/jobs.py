@@ -56,6 +56,10 @@ def allowed_data_dirs(settings: Settings) -> list[Path]:
     return [Path(folder).resolve() for folder in (settings.DATA_DIR, *settings.BACKTEST_DATA_DIRS)]
 
 
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
+MAX_NAME_BYTES = 255  # NAME_MAX: the longest file or folder name
+
+
 def check_data_path(data: str, settings: Settings) -> Path:
     """The resolved path of a request's data, if a backtest may read it.
 
@@ -68,20 +72,32 @@ def check_data_path(data: str, settings: Settings) -> Path:
     """
     if not data.strip() or "\x00" in data:
         raise DataPathRefused("give the path of a CSV file or a folder of them")
-    path = Path(data)
-    if not path.is_absolute():
-        path = Path(settings.DATA_DIR) / path
-    resolved = path.resolve()
-    allowed = allowed_data_dirs(settings)
-    if not any(resolved.is_relative_to(folder) for folder in allowed):
+    if len(data) > MAX_PATH_CHARS or any(
+        len(part.encode("utf-8", "replace")) > MAX_NAME_BYTES for part in Path(data).parts
+    ):
         raise DataPathRefused(
-            f"{data}: outside the folders backtests may read (DATA_DIR and BACKTEST_DATA_DIRS)"
+            f"path too long: at most {MAX_PATH_CHARS} characters, {MAX_NAME_BYTES} bytes a name"
         )
-    if resolved.is_file():
-        if resolved.suffix.lower() != ".csv":
-            raise DataPathRefused(f"{data}: not a .csv file")
-    elif not resolved.is_dir():
-        raise DataPathRefused(f"{data}: no such file or folder")
+    try:
+        path = Path(data)
+        if not path.is_absolute():
+            path = Path(settings.DATA_DIR) / path
+        resolved = path.resolve()
+        allowed = allowed_data_dirs(settings)
+        if not any(resolved.is_relative_to(folder) for folder in allowed):
+            raise DataPathRefused(
+                f"{data}: outside the folders backtests may read (DATA_DIR and BACKTEST_DATA_DIRS)"
+            )
+        if resolved.is_file():
+            if resolved.suffix.lower() != ".csv":
+                raise DataPathRefused(f"{data}: not a .csv file")
+        elif not resolved.is_dir():
+            raise DataPathRefused(f"{data}: no such file or folder")
+    except DataPathRefused:
+        raise
+    except (OSError, ValueError) as exc:  # a name the file system refuses, a loop of links
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise DataPathRefused(f"{data}: cannot be read ({why})") from None
     return resolved
 
 

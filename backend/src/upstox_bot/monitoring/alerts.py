@@ -48,6 +48,7 @@ class AlertKind(StrEnum):
     KILL_SWITCH_USED = "kill_switch_used"
     RECONCILIATION_MISMATCH = "reconciliation_mismatch"
     WORKER_DOWN = "worker_down"
+    SETTING_SKIPPED = "setting_skipped"
     DATABASE_UNAVAILABLE = "database_unavailable"
     END_OF_DAY_SUMMARY = "end_of_day_summary"
     ORDERS_BLOCKED = "orders_blocked"  # Upstox refuses every order of the account
@@ -74,6 +75,7 @@ _DEFAULTS: dict[AlertKind, tuple[Severity, str]] = {
     AlertKind.KILL_SWITCH_USED: (Severity.CRITICAL, "Kill switch used"),
     AlertKind.RECONCILIATION_MISMATCH: (Severity.CRITICAL, "Reconciliation mismatch"),
     AlertKind.WORKER_DOWN: (Severity.CRITICAL, "Worker down"),
+    AlertKind.SETTING_SKIPPED: (Severity.WARNING, "Stored setting skipped at start"),
     AlertKind.DATABASE_UNAVAILABLE: (Severity.CRITICAL, "Database unavailable"),
     AlertKind.END_OF_DAY_SUMMARY: (Severity.INFO, "End-of-day summary"),
     AlertKind.ORDERS_BLOCKED: (Severity.CRITICAL, "Upstox refuses the bot's orders"),
@@ -635,8 +637,8 @@ def alerts_for_audit(record: AuditRecord) -> list[Alert]:
 
     Maps "risk.daily_loss_limit_hit", "kill_switch.on", "kill_switch.off" (informational),
     "order.rejected", "broker.orders_blocked", "order.exit_stuck", "order.outcome_unknown",
-    "universe.ban_list_failed" and "live.forced". The alerts carry no account: the dispatcher
-    fills in its own.
+    "universe.ban_list_failed", "live.forced" and "setting.override_skipped". The alerts carry no
+    account: the dispatcher fills in its own.
     """
     data = record.data
     if record.event == "risk.daily_loss_limit_hit":
@@ -737,6 +739,19 @@ def alerts_for_audit(record: AuditRecord) -> list[Alert]:
                 at=record.at,
                 key=record.at.isoformat(),
                 data=dict(data),
+            )
+        ]
+    if record.event == "setting.override_skipped":
+        reason = str(data.get("reason") or "it no longer validates")
+        return [
+            make_alert(
+                AlertKind.SETTING_SKIPPED,
+                f"The bot started without the stored {record.entity_id} override "
+                f"({data.get('value')!r:.80}): {reason}. Set it again through the API "
+                "(PATCH /api/v1/settings or the strategy's parameters) or fix what it needs.",
+                at=record.at,
+                key=record.entity_id,
+                data={**data, "setting": record.entity_id},
             )
         ]
     if record.event == "order.rejected":

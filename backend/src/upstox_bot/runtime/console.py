@@ -261,9 +261,16 @@ class ApiThread:
     def __init__(self, bot: EmbeddedBot, settings: Settings) -> None:
         import uvicorn
 
+        from upstox_bot.api.server import uvicorn_options
+
         app = bot.create_api()
         config = uvicorn.Config(
-            app, host=settings.API_HOST, port=settings.API_PORT, log_config=None, lifespan="on"
+            app,
+            host=settings.API_HOST,
+            port=settings.API_PORT,
+            log_config=None,
+            lifespan="on",
+            **uvicorn_options(settings),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="api", daemon=True)

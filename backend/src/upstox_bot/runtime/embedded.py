@@ -34,14 +34,13 @@ from upstox_bot.api.hub import (
     signal_payload,
     tick_payload,
 )
-from upstox_bot.api.settings_changes import effective_settings
+from upstox_bot.api.settings_changes import settings_with_overrides
 from upstox_bot.backtest.data import Dataset, load_bars
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.repositories.checkpoints import Checkpoint
 from upstox_bot.db.repositories.orders import OrderRepository
-from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
 from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import (
@@ -166,8 +165,9 @@ class EmbeddedBot:
         self.db_engine = make_engine(url)
         self.sessions: sessionmaker[Session] = make_session_factory(self.db_engine)
         with session_scope(self.sessions) as session:
-            # Settings changed through the API (PATCH /api/v1/settings) outlive a restart.
-            settings = effective_settings(settings, SettingsOverrideRepository(session).get_all())
+            # Settings changed through the API (PATCH /api/v1/settings) outlive a restart; one
+            # that no longer builds is skipped (audited, alerted below), never stops the start.
+            settings, skipped = settings_with_overrides(session, settings, at=datetime.now(UTC))
         self.settings = settings
         self.calendar = components.trading_calendar(settings, self.sessions)
         self.account = settings.ACCOUNT_NAME
@@ -215,6 +215,8 @@ class EmbeddedBot:
         self._resume.set()
         self.alerts = dispatcher_from_settings(settings)
         self.alerts.start()
+        for record in skipped:
+            self.alerts.on_audit(record)
         self._session: tuple[date, int] | None = None  # the session being played, and its seed
         self._ticks_done = 0  # ticks of that session fully processed (the checkpoint)
         # --- F&O: trade each stock's future or option (TRADE_INSTRUMENT) -------------------

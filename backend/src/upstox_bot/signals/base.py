@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ class Param:
     description: str = ""
 
     def coerce(self, value: Any) -> int | float | bool:
-        """Return value as this parameter's type, or raise ConfigError naming the parameter."""
+        """Return value as this parameter's type, or raise ConfigError naming the parameter
+        (a number must be finite and inside the range)."""
         try:
             if self.kind is bool:
                 if isinstance(value, str):
@@ -45,15 +47,19 @@ class Param:
                         raise ValueError(value)
                     return value.lower() in ("true", "1")
                 return bool(value)
+            if isinstance(value, int | float | str) and not math.isfinite(float(value)):
+                raise ConfigError(
+                    f"parameter {self.name}: must be a finite number, got {value!r:.40}"
+                )
             if self.kind is int:
                 if isinstance(value, float) and not value.is_integer():
                     raise ValueError(value)
                 number: int | float = int(value)
             else:
                 number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(
-                f"parameter {self.name}: expected {self.kind.__name__}, got {value!r}"
+                f"parameter {self.name}: expected {self.kind.__name__}, got {value!r:.40}"
             ) from None
         if self.minimum is not None and number < self.minimum:
             raise ConfigError(f"parameter {self.name}: {number} is below {self.minimum}")

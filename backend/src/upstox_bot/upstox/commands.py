@@ -29,8 +29,6 @@ err_console = Console(stderr=True)
 universe_app = typer.Typer(help="The NSE F&O stock universe (symbols table).", no_args_is_help=True)
 token_app = typer.Typer(help="The Upstox access token.", no_args_is_help=True)
 
-LOGIN_PATH = "/api/v1/auth/upstox/login"
-
 
 def _settings() -> Settings:
     try:
@@ -217,28 +215,47 @@ async def _stream(
 
 
 def login() -> None:
-    """Print where to log in to Upstox today, and check the settings the login needs."""
+    """Print a one-time link that starts today's Upstox login in your browser (valid ten
+    minutes, once), and check the settings the login needs."""
     settings = _settings()
-    host = "127.0.0.1" if settings.API_HOST in ("0.0.0.0", "::") else settings.API_HOST  # noqa: S104
-    url = f"http://{host}:{settings.API_PORT}{LOGIN_PATH}"
     problems = []
     if not settings.UPSTOX_API_KEY or settings.UPSTOX_API_SECRET is None:
         problems.append("UPSTOX_API_KEY and UPSTOX_API_SECRET are not both set")
     if settings.TOKEN_ENCRYPTION_KEY is None:
         problems.append("TOKEN_ENCRYPTION_KEY is not set (the token is only stored encrypted)")
-    console.print(f"Open this in your browser while the bot's API runs:\n\n  {url}\n")
-    console.print(
-        "It sends you to Upstox's login page. After you log in, Upstox sends your browser back\n"
-        f"to UPSTOX_REDIRECT_URI = {settings.UPSTOX_REDIRECT_URI}\n"
-        "(it must be exactly the Redirect URL of your Upstox app), where the bot exchanges the\n"
-        "code for today's access token and stores it encrypted. The token dies at 03:30 IST:\n"
-        "log in again every trading day before 09:15. Check it with `upstox-bot token status`.",
-        highlight=False,
-    )
     for problem in problems:
         err_console.print(f"[bold yellow]warning:[/] {problem}", highlight=False)
     if problems:
         raise typer.Exit(2)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from upstox_bot.api.routers.upstox_auth import issue_login_link
+    from upstox_bot.db import migrate
+    from upstox_bot.db.session import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    try:
+        migrate.upgrade(settings.database_url)
+        url = issue_login_link(make_session_factory(engine), settings, datetime.now(UTC))
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot write the database (DATABASE_URL): {exc}", 1) from None
+    finally:
+        engine.dispose()
+    console.print(
+        "Open this one-time link in your browser while the bot's API runs (it works once, for "
+        f"ten minutes):\n\n  {url}\n",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        "It sends you to Upstox's login page. After you log in, Upstox sends your browser back\n"
+        f"to UPSTOX_REDIRECT_URI = {settings.UPSTOX_REDIRECT_URI}\n"
+        "(it must be exactly the Redirect URL of your Upstox app), where the bot exchanges the\n"
+        "code for today's access token and stores it encrypted. Finish in the same browser that\n"
+        "opened the link. The token dies at 03:30 IST: log in again every trading day before\n"
+        "09:15. Check it with `upstox-bot token status`.",
+        highlight=False,
+    )
 
 
 def _describe(status: TokenStatus) -> str:

@@ -13,6 +13,14 @@ table ``upstox_login_states`` holds the SHA-256 of each pending state with its e
 
 The database looks rows up by the digest, not by the state, and the digest found is compared with
 ``hmac.compare_digest``: the time a lookup takes says nothing about any pending state.
+
+A login is bound to the browser that started it, and only someone who may start one can:
+
+- a one-time *login link* (``upstox-bot login``, or ``POST /api/v1/auth/upstox/login-link`` with
+  a trade key) carries a ticket, kept here as a pending row of purpose ``ticket``;
+- opening the link spends the ticket and gives the browser a random nonce in an HttpOnly cookie;
+  the OAuth state sent to Upstox is :func:`bound_state` of that nonce;
+- the callback is accepted only from the browser holding the nonce whose bound state came back.
 """
 
 from __future__ import annotations
@@ -29,13 +37,22 @@ from upstox_bot.upstox.auth import new_state
 
 STATE_TTL = timedelta(minutes=10)
 MAX_PENDING_STATES = 64
+STATE = "state"
+TICKET = "ticket"
 
 Row = UpstoxLoginStateRow
 
 
-def state_digest(state: str) -> str:
-    """The hex SHA-256 of a state, as stored."""
-    return hashlib.sha256(state.encode("utf-8")).hexdigest()
+def state_digest(state: str, purpose: str = STATE) -> str:
+    """The hex SHA-256 of a state (or of a ticket, kept apart by its purpose), as stored."""
+    text = state if purpose == STATE else f"{purpose}:{state}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def bound_state(nonce: str) -> str:
+    """The OAuth state of a login whose browser holds `nonce` (one-way: the state, seen by
+    Upstox and in the browser's history, does not give the nonce away)."""
+    return hashlib.sha256(f"upstox-bot login state:{nonce}".encode()).hexdigest()
 
 
 class LoginStateStore:
@@ -53,8 +70,9 @@ class LoginStateStore:
         self._ttl = ttl
         self._max_pending = max_pending
 
-    def issue(self, now: datetime) -> str:
-        """A new state, valid until ``now + ttl`` (aware UTC time)."""
+    def issue(self, now: datetime, *, state: str | None = None, purpose: str = STATE) -> str:
+        """Store a pending state (a fresh one unless `state` is given) or, with
+        ``purpose=TICKET``, a login link's ticket; valid until ``now + ttl`` (aware UTC)."""
         session = self._session
         session.execute(delete(Row).where(Row.expires_at <= now))
         pending = session.scalar(select(func.count()).select_from(Row)) or 0
@@ -65,21 +83,25 @@ class LoginStateStore:
                 .limit(pending - self._max_pending + 1)
             )
             session.execute(delete(Row).where(Row.state_sha256.in_(oldest.scalar_subquery())))
-        state = new_state()
+        state = state or new_state()
         session.add(
-            Row(state_sha256=state_digest(state), issued_at=now, expires_at=now + self._ttl)
+            Row(
+                state_sha256=state_digest(state, purpose),
+                issued_at=now,
+                expires_at=now + self._ttl,
+            )
         )
         session.flush()
         return state
 
-    def consume(self, state: str | None, now: datetime) -> bool:
-        """Spend ``state``: True once for a pending state that has not expired.
+    def consume(self, state: str | None, now: datetime, *, purpose: str = STATE) -> bool:
+        """Spend ``state`` (or a ticket): True once for one pending that has not expired.
 
         The row goes whether or not it had expired: an expired state is refused for good.
         """
         if not state:
             return False
-        digest = state_digest(state)
+        digest = state_digest(state, purpose)
         spent = self._session.execute(
             delete(Row)
             .where(Row.state_sha256 == digest)

@@ -97,10 +97,13 @@ def _after_fork(**_kwargs: Any) -> None:
 
 
 def _logging(**_kwargs: Any) -> None:
+    from upstox_bot.config import credential_values
     from upstox_bot.monitoring.logging import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT.value)
+    configure_logging(
+        settings.LOG_LEVEL, settings.LOG_FORMAT.value, secrets=credential_values(settings)
+    )
 
 
 worker_process_init.connect(_after_fork, weak=False)

@@ -100,6 +100,22 @@ def client(settings: Settings, keys: Keys) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture(scope="module")
+def universe_from_sample() -> Iterator[None]:
+    """The universe refresh reads the shipped instrument master instead of downloading it."""
+    from upstox_bot.screening import universe
+
+    real = universe.refresh_universe
+    sample = Path(universe.__file__).parents[1] / "data" / "upstox_instruments_sample.json.gz"
+
+    async def from_sample(session: Any, settings: Any) -> Any:
+        return await real(session, settings, source=sample)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(universe, "refresh_universe", from_sample)
+        yield
+
+
 @dataclass
 class BotApp:
     bot: EmbeddedBot

@@ -183,7 +183,7 @@ def test_read_key_may_list_but_not_submit(
 
 
 def _field_error(response: Any) -> tuple[int, list[object]]:
-    return response.status_code, [e["loc"] for e in response.json()["detail"]]
+    return response.status_code, [e["loc"] for e in response.json()["errors"]]
 
 
 def test_paths_outside_the_allowed_folders_are_refused_naming_the_field(
@@ -205,7 +205,7 @@ def test_paths_outside_the_allowed_folders_are_refused_naming_the_field(
         response = client.post(BASE, json={**REQUEST, "data": data})
         assert _field_error(response) == (422, [["body", "data"]]), data
         reason = "outside" if data.endswith("ZIG.csv") or data == "link.csv" else "csv"
-        assert reason in response.json()["detail"][0]["msg"].lower(), data
+        assert reason in response.json()["errors"][0]["msg"].lower(), data
     assert recorder.ids == []
 
 

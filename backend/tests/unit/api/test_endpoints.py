@@ -144,6 +144,37 @@ def test_closing_a_position_with_the_bot_queues_its_exit(bot_app: BotApp) -> Non
     _error(bot_app.client.post("/api/v1/positions/NSE_EQ|NOPE/close"), 404, "not_found")
 
 
+def test_delete_closes_a_position_by_key_or_trading_symbol(bot_app: BotApp) -> None:
+    engine = bot_app.bot.engine
+    engine.risk.rate_limiter.restore([])
+    keys = list(engine.positions)
+    assert len(keys) >= 2, "the session ends with positions to close"
+    symbol = bot_app.bot.instruments[keys[1]].trading_symbol
+    read = {"X-API-Key": bot_app.keys.read}
+    _error(bot_app.client.delete(f"/api/v1/positions/{keys[0]}", headers=read), 403, "forbidden")
+
+    by_key = bot_app.client.delete(f"/api/v1/positions/{keys[0]}")
+    by_symbol = bot_app.client.delete(f"/api/v1/positions/{symbol}")
+
+    for response, key in ((by_key, keys[0]), (by_symbol, keys[1])):
+        assert response.status_code == 202, response.text
+        assert response.json() == {
+            "status": "exit_queued",
+            "detail": f"exit of {key} queued at market",
+        }
+        audit = bot_app.client.get(
+            "/api/v1/audit", params={"event": "position.close_requested", "entity_id": key}
+        ).json()
+        assert audit["total"] == 1
+    assert engine.positions[keys[0]].exit_pending  # sent at once; the other waits its slot
+    _error(bot_app.client.delete("/api/v1/positions/NSE_EQ|NOPE"), 404, "not_found")
+
+
+def test_delete_without_the_bot_is_a_409(client: TestClient) -> None:
+    key = client.get("/api/v1/positions").json()[0]["instrument_key"]
+    _error(client.delete(f"/api/v1/positions/{key}"), 409, "bot_not_running")
+
+
 def test_live_positions_come_from_the_engine(bot_app: BotApp) -> None:
     positions = bot_app.client.get("/api/v1/positions").json()
     engine = bot_app.bot.engine
@@ -177,7 +208,7 @@ def test_trades_paginate_filter_and_sort(client: TestClient, settings: Settings)
     assert client.get("/api/v1/trades", params={"from": "2026-11-26"}).json()["total"] == 0
     invalid = client.get("/api/v1/trades", params={"sort": "password"})
     assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"] == ["query", "sort"]
+    assert invalid.json()["errors"][0]["loc"] == ["query", "sort"]
 
 
 def test_trade_detail_and_404(client: TestClient) -> None:
@@ -294,12 +325,12 @@ def test_signal_test_over_stored_candles_and_its_errors(
         "/api/v1/signals/test", json={"params": {"fast": 0}, "candles": _bars([100.0, 101.0])}
     )
     assert bad_params.status_code == 422
-    assert bad_params.json()["detail"][0]["loc"] == ["body", "params"]
+    assert bad_params.json()["errors"][0]["loc"] == ["body", "params"]
     bad_bar = _bars([100.0])
     bad_bar[0]["high"] = 50
     invalid = client.post("/api/v1/signals/test", json={"candles": bad_bar})
     assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"][:3] == ["body", "candles", 0]
+    assert invalid.json()["errors"][0]["loc"][:3] == ["body", "candles", 0]
     unordered = client.post("/api/v1/signals/test", json={"candles": _bars([1.0, 2.0])[::-1]})
     assert unordered.status_code == 422
     _error(client.post("/api/v1/signals/test", json={"strategy": "nope"}), 404, "not_found")
@@ -510,6 +541,47 @@ def test_account_days_and_pnl_agree_with_the_trades(client: TestClient, settings
     assert empty == []
 
 
+def test_account_stats_agree_with_the_days_and_the_trades(
+    client: TestClient, settings: Settings
+) -> None:
+    trades = rows(settings, "SELECT net_pnl_paise, gross_pnl_paise, charges_paise FROM trades")
+    nets = [net for net, _, _ in trades]
+    days = client.get("/api/v1/account/days").json()
+
+    stats = client.get("/api/v1/account/stats").json()
+
+    assert stats["trades"] == len(trades)
+    assert stats["wins"] == sum(1 for n in nets if n > 0)
+    assert stats["losses"] == sum(1 for n in nets if n < 0)
+    assert stats["win_rate"] == pytest.approx(stats["wins"] / len(trades))
+    assert stats["net_pnl"] == f"{sum(nets) / 100:.2f}"
+    assert stats["gross_pnl"] == f"{sum(g for _, g, _ in trades) / 100:.2f}"
+    assert stats["charges"] == f"{sum(c for _, _, c in trades) / 100:.2f}"
+    assert stats["best_trade"] == f"{max(nets) / 100:.2f}"
+    assert stats["worst_trade"] == f"{min(nets) / 100:.2f}"
+    assert stats["trading_days"] == len(days) == 1
+    assert stats["days_net_pnl"] == days[0]["realised_pnl"] == stats["net_pnl"]
+    assert stats["best_day"] == {
+        "trading_date": days[0]["trading_date"],
+        "net_pnl": days[0]["realised_pnl"],
+    }
+    assert (stats["winning_days"], stats["losing_days"]).count(1) <= 1
+    assert [p["label"] for p in stats["periods"]] == [SESSION_DATE.isoformat()]
+    (day,) = stats["periods"]
+    assert {k: day[k] for k in ("trades", "net_pnl", "charges")} == {
+        k: stats[k] for k in ("trades", "net_pnl", "charges")
+    }
+    weekly = client.get("/api/v1/account/stats", params={"period": "week"}).json()
+    assert [p["label"] for p in weekly["periods"]] == ["2026-W48"]
+    assert weekly["periods"][0]["start_date"] == "2026-11-23"  # Monday
+    monthly = client.get("/api/v1/account/stats", params={"period": "month"}).json()
+    assert monthly["periods"][0]["label"] == "2026-11"
+    later = client.get("/api/v1/account/stats", params={"from": "2026-11-26"}).json()
+    assert (later["trades"], later["trading_days"], later["periods"]) == (0, 0, [])
+    assert later["win_rate"] is None
+    assert client.get("/api/v1/account/stats", params={"period": "hour"}).status_code == 422
+
+
 def test_account_figures_carry_the_market_time_they_hold_at(
     bot_app: BotApp, client: TestClient
 ) -> None:
@@ -623,7 +695,7 @@ def test_strategy_parameters_update_is_validated_stored_and_applied(bot_app: Bot
     client = bot_app.client
     bad = client.put("/api/v1/strategies/ema_rsi/parameters", json={"params": {"fast": "x"}})
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["body", "changes", "STRATEGY_PARAMS"]
+    assert bad.json()["errors"][0]["loc"] == ["body", "changes", "STRATEGY_PARAMS"]
 
     response = client.put(
         "/api/v1/strategies/ema_rsi/parameters", json={"params": {"fast": 5, "slow": 15}}
@@ -720,7 +792,7 @@ def test_kill_switch_without_the_bot_is_stored_on_the_account(
     assert rows(settings, "SELECT kill_switch FROM accounts") == [(0,)]
     invalid = client.post("/api/v1/risk/kill-switch", json={"active": True})
     assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"] == ["body", "reason"]
+    assert invalid.json()["errors"][0]["loc"] == ["body", "reason"]
 
 
 def test_kill_switch_with_the_bot_stops_entries_and_closes_positions(bot_app: BotApp) -> None:

@@ -20,7 +20,7 @@ URL = "/api/v1/settings"
 
 
 def _loc(response: object) -> list[object]:
-    return response.json()["detail"][0]["loc"]  # type: ignore[attr-defined, no-any-return]
+    return response.json()["errors"][0]["loc"]  # type: ignore[attr-defined, no-any-return]
 
 
 def test_invalid_values_are_422_naming_the_setting(client: TestClient) -> None:

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
+from upstox_bot.api.errors import install_error_handlers
 from upstox_bot.api.routers.options import router
 from upstox_bot.options.greeks import bs_price, greeks
 
@@ -26,12 +27,13 @@ HULL = {"option_type": "CE", "spot": 42.0, "strike": 40.0, "t_years": 0.5, "r": 
 @pytest.fixture
 def client() -> TestClient:
     app = FastAPI()
+    install_error_handlers(app)  # the API's one error body, as create_app installs it
     app.include_router(router, prefix="/api/v1")
     return TestClient(app)
 
 
 def _locs(response: Any) -> list[list[str]]:
-    return [error["loc"] for error in response.json()["detail"]]
+    return [error["loc"] for error in response.json()["errors"]]
 
 
 def test_greeks_with_sigma_returns_price_and_greeks(client: TestClient) -> None:
@@ -79,7 +81,7 @@ def test_price_outside_no_arbitrage_bounds_is_422_naming_price(
     response = client.post(URL, json={**HULL, "price": price})
 
     assert response.status_code == 422
-    detail = response.json()["detail"]
+    detail = response.json()["errors"]
     assert detail[0]["loc"] == ["body", "price"]
     assert "no-arbitrage bounds 3.9508 and 42.0000" in detail[0]["msg"]
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter
 from sqlalchemy import ColumnElement
 
 from upstox_bot.api.deps import SessionDep
-from upstox_bot.api.queries import aware, page
+from upstox_bot.api.queries import Filter, Since, Until, page
 from upstox_bot.api.routers.trading import Limit, Offset
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, Page
 from upstox_bot.api.schemas.control import AuditRead
 from upstox_bot.db.models import AuditLogRow
 
-router = APIRouter(tags=["audit"], responses=ERRORS)
+router = APIRouter(tags=["audit"], responses=ERRORS, route_class=GuardedRoute)
 
 AUDIT_SORT = {"at": AuditLogRow.at, "event": AuditLogRow.event}
 AuditSort = Literal["-at", "at", "event"]
@@ -24,13 +24,13 @@ AuditSort = Literal["-at", "at", "event"]
 @router.get("/audit", response_model=Page[AuditRead])
 def list_audit(
     session: SessionDep,
-    entity: str | None = None,
-    entity_id: str | None = None,
-    event: str | None = None,
-    event_prefix: str | None = None,
-    actor: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    entity: Filter = None,
+    entity_id: Filter = None,
+    event: Filter = None,
+    event_prefix: Filter = None,
+    actor: Filter = None,
+    since: Since = None,
+    until: Until = None,
     sort: AuditSort = "-at",
     limit: Limit = 100,
     offset: Offset = 0,
@@ -49,9 +49,9 @@ def list_audit(
     if actor is not None:
         where.append(AuditLogRow.actor == actor)
     if since is not None:
-        where.append(AuditLogRow.at >= aware(since))
+        where.append(AuditLogRow.at >= since)
     if until is not None:
-        where.append(AuditLogRow.at < aware(until))
+        where.append(AuditLogRow.at < until)
     rows, total = page(
         session, AuditLogRow, where=where, sort=sort, columns=AUDIT_SORT, limit=limit, offset=offset
     )

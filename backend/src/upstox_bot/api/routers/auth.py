@@ -6,10 +6,11 @@ from fastapi import APIRouter
 
 from upstox_bot.api.auth import ReadKey
 from upstox_bot.api.deps import SettingsDep
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import ApiKeyRead, AuthStatusRead, UpstoxAuthRead
 
-router = APIRouter(tags=["auth"], responses=ERRORS)
+router = APIRouter(tags=["auth"], responses=ERRORS, route_class=GuardedRoute)
 
 
 @router.get("/auth/status", response_model=AuthStatusRead)

@@ -12,7 +12,9 @@ from fastapi.responses import HTMLResponse
 
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import SessionDep, SettingsDep
+from upstox_bot.api.queries import PathId
 from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offset
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.backtests import (
     BacktestCreate,
     BacktestDataRead,
@@ -31,7 +33,9 @@ from upstox_bot.db.repositories.backtests import BacktestRepository
 from upstox_bot.errors import ConfigError, Conflict
 from upstox_bot.signals import registry
 
-router = APIRouter(prefix="/backtests", tags=["backtests"], responses=ERRORS)
+router = APIRouter(
+    prefix="/backtests", tags=["backtests"], responses=ERRORS, route_class=GuardedRoute
+)
 
 _dispatcher_lock = threading.Lock()
 
@@ -126,7 +130,7 @@ def list_backtests(
 
 
 # Outside /backtests/{id}: "data" would be read as a backtest's id.
-data_router = APIRouter(tags=["backtests"], responses=ERRORS)
+data_router = APIRouter(tags=["backtests"], responses=ERRORS, route_class=GuardedRoute)
 
 
 @data_router.get("/backtest-data", response_model=list[BacktestDataRead])
@@ -140,7 +144,7 @@ def list_backtest_data(settings: SettingsDep) -> list[BacktestDataRead]:
 
 
 @router.get("/{backtest_id}", response_model=BacktestRead, responses={404: {"model": ErrorBody}})
-def read_backtest(backtest_id: str, session: SessionDep) -> BacktestRead:
+def read_backtest(backtest_id: PathId, session: SessionDep) -> BacktestRead:
     """One backtest: its state, and once done its summary, trades and open positions."""
     return BacktestRead.of(BacktestRepository(session).get(backtest_id))
 
@@ -157,7 +161,7 @@ def read_backtest(backtest_id: str, session: SessionDep) -> BacktestRead:
         409: {"model": ErrorBody, "description": "The backtest is not done."},
     },
 )
-def read_report(backtest_id: str, session: SessionDep) -> HTMLResponse:
+def read_report(backtest_id: PathId, session: SessionDep) -> HTMLResponse:
     """The HTML report (equity curve, drawdown, monthly returns, trades) of a done backtest."""
     record = BacktestRepository(session).get(backtest_id)
     if record.status is not BacktestStatus.DONE or record.result is None:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from upstox_bot import __version__
 from upstox_bot.api.auth import ReadKey
 from upstox_bot.api.deps import AccountDep, SessionDep, SettingsDep, ViewDep
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import CheckRead, ReadyRead
 from upstox_bot.api.schemas.trading import HealthRead
@@ -21,7 +22,7 @@ from upstox_bot.db.models import OrderRow, RiskDecisionRow
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.monitoring.metrics import CONTENT_TYPE, MetricsSnapshot, render
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=GuardedRoute)
 
 FEED_SILENCE_S = 15.0  # no tick batch for this long: the feed is not ticking
 REDIS_TIMEOUT_S = 1.0

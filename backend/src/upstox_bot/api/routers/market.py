@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -15,8 +14,9 @@ from sqlalchemy.orm import Session
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.errors import NotAvailable
-from upstox_bot.api.queries import aware, page
+from upstox_bot.api.queries import PRINTABLE, Filter, PathId, Since, Until, page
 from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offset
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.market import CandleRead, QuoteRead, RefreshRead, SymbolRead
 from upstox_bot.db.base import jsonable
@@ -30,7 +30,7 @@ from upstox_bot.errors import Conflict, NotFound
 if TYPE_CHECKING:
     from upstox_bot.runtime.control import KernelView
 
-router = APIRouter(tags=["market"], responses=ERRORS)
+router = APIRouter(tags=["market"], responses=ERRORS, route_class=GuardedRoute)
 
 SYMBOL_SORT = {
     "trading_symbol": SymbolRow.trading_symbol,
@@ -62,11 +62,12 @@ def list_symbols(
     response: Response,
     session: SessionDep,
     q: Annotated[
-        str | None, Query(max_length=64, description="Trading symbol or name contains.")
+        str | None,
+        Query(max_length=64, pattern=PRINTABLE, description="Trading symbol or name contains."),
     ] = None,
     kind: InstrumentKind | None = None,
-    segment: str | None = None,
-    underlying_symbol: str | None = None,
+    segment: Filter = None,
+    underlying_symbol: Filter = None,
     active: bool = True,
     exclude_banned: bool = False,
     sort: SymbolSort = "trading_symbol",
@@ -128,7 +129,7 @@ async def refresh_symbols(session: SessionDep, settings: SettingsDep, actor: Tra
 @router.get(
     "/symbols/{instrument_key}", response_model=SymbolRead, responses={404: {"model": ErrorBody}}
 )
-def read_symbol(instrument_key: str, session: SessionDep) -> SymbolRead:
+def read_symbol(instrument_key: PathId, session: SessionDep) -> SymbolRead:
     """One instrument, by key (e.g. NSE_EQ|INE002A01018) or trading symbol (e.g. RELIANCE)."""
     return SymbolRead.of(find_symbol(session, instrument_key))
 
@@ -139,11 +140,11 @@ def read_symbol(instrument_key: str, session: SessionDep) -> SymbolRead:
     responses={404: {"model": ErrorBody}},
 )
 def read_candles(
-    instrument_key: str,
+    instrument_key: PathId,
     session: SessionDep,
     interval_s: Annotated[int, Query(ge=60, le=86_400, description="Bar length, seconds.")] = 60,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Since = None,
+    until: Until = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 375,
 ) -> list[CandleRead]:
     """Stored candles, oldest first: the last `limit` bars, or those from `since` on."""
@@ -152,9 +153,7 @@ def read_candles(
     if since is None and until is None:
         candles = repo.latest(key, interval_s, limit)
     else:
-        candles = repo.find(
-            key, interval_s, since=since and aware(since), until=until and aware(until), limit=limit
-        )
+        candles = repo.find(key, interval_s, since=since, until=until, limit=limit)
     return [CandleRead.of(c) for c in candles]
 
 
@@ -201,7 +200,7 @@ def quote_of(session: Session, view: KernelView | None, record: SymbolRecord) ->
     response_model=QuoteRead,
     responses={404: {"model": ErrorBody}},
 )
-def read_quote(instrument_key: str, session: SessionDep, view: ViewDep) -> QuoteRead:
+def read_quote(instrument_key: PathId, session: SessionDep, view: ViewDep) -> QuoteRead:
     """The latest price of one instrument."""
     return quote_of(session, view, find_symbol(session, instrument_key))
 
@@ -214,6 +213,7 @@ def read_quotes(
         str | None,
         Query(
             max_length=4000,
+            pattern=PRINTABLE,
             description="Comma-separated keys or trading symbols; omit for every open position"
             " and the most liquid instruments (up to 50).",
         ),

@@ -6,10 +6,11 @@ import math
 
 from fastapi import APIRouter, HTTPException, status
 
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.options import GreeksRequest, GreeksResponse
 from upstox_bot.options.greeks import bs_price, greeks, implied_volatility
 
-router = APIRouter(prefix="/options", tags=["options"])
+router = APIRouter(prefix="/options", tags=["options"], route_class=GuardedRoute)
 
 _UNPROCESSABLE = status.HTTP_422_UNPROCESSABLE_CONTENT
 

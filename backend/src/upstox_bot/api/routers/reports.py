@@ -18,7 +18,9 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.deps import AccountDep, SessionDep, SettingsDep, ViewDep
+from upstox_bot.api.queries import IsoDate
 from upstox_bot.api.routers.trading import EPOCH, EndDate, StartDate
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.reports import (
     EquityCurveRead,
@@ -38,7 +40,7 @@ from upstox_bot.domain import IST, AccountSnapshot, Direction, Position, Trade, 
 if TYPE_CHECKING:
     from upstox_bot.runtime.control import KernelView
 
-router = APIRouter(tags=["trading"], responses=ERRORS)
+router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 
 MINUTE = timedelta(minutes=1)
 NSE_OPEN = time(9, 15)
@@ -263,7 +265,7 @@ async def account_equity(
     account: AccountDep,
     settings: SettingsDep,
     day: Annotated[
-        date | None,
+        IsoDate | None,
         Query(alias="date", description="IST trading date; default the account's current one."),
     ] = None,
 ) -> EquityCurveRead:

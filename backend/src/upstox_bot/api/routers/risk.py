@@ -12,6 +12,7 @@ from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.commands import send
 from upstox_bot.api.deps import AccountDep, ControlDep, SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.errors import BotNotRunning
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import KillSwitchRead, KillSwitchUpdate, RiskStatusRead
 from upstox_bot.config import Settings
@@ -26,7 +27,7 @@ from upstox_bot.risk.rate_limit import WINDOW_MS, OrderRateLimiter
 from upstox_bot.runtime import components
 from upstox_bot.runtime.control import Command, CommandKind, ControlPort
 
-router = APIRouter(tags=["risk"], responses=ERRORS)
+router = APIRouter(tags=["risk"], responses=ERRORS, route_class=GuardedRoute)
 
 
 def _window(limits: RiskLimits) -> str:

@@ -7,8 +7,7 @@ they go through the control port to whichever kernel runs the account, in both h
 
 from __future__ import annotations
 
-import datetime as dt
-from datetime import date, datetime, time
+from datetime import date, datetime
 
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -17,13 +16,15 @@ from pydantic import BaseModel, Field
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.commands import send
 from upstox_bot.api.deps import ControlDep, SettingsDep, ViewDep
+from upstox_bot.api.queries import ClockTime, IsoDate
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import CommandRead
 from upstox_bot.domain import IST
 from upstox_bot.errors import Conflict
 from upstox_bot.runtime.control import Command, CommandKind
 
-router = APIRouter(tags=["session"], responses=ERRORS)
+router = APIRouter(tags=["session"], responses=ERRORS, route_class=GuardedRoute)
 
 
 class SessionRead(BaseModel):
@@ -34,18 +35,21 @@ class SessionRead(BaseModel):
 
 
 class SessionStart(BaseModel):
-    date: dt.date | None = Field(None, description="The session (default today, or the next).")
+    date: IsoDate | None = Field(None, description="The session (default today, or the next).")
     speed: float | None = Field(
         None,
         gt=0,
         le=1_000_000,
+        strict=True,
         description="Simulated seconds per wall second (default SIM_SPEED).",
     )
     seed: int | None = Field(
-        None, ge=0, le=2**31 - 1, description="Market seed (default SIM_SEED)."
+        None, ge=0, le=2**31 - 1, strict=True, description="Market seed (default SIM_SEED)."
     )
-    minutes: float = Field(375, gt=0, le=375, description="Simulated minutes from 09:15.")
-    shards: int = Field(1, ge=1, le=16, description="Feed shards.")
+    minutes: float = Field(
+        375, gt=0, le=375, strict=True, description="Simulated minutes from 09:15."
+    )
+    shards: int = Field(1, ge=1, le=16, strict=True, description="Feed shards.")
 
 
 class SessionStarted(BaseModel):
@@ -56,7 +60,7 @@ class SessionStarted(BaseModel):
 
 
 class SessionPause(BaseModel):
-    at: time = Field(description="Market time (IST) at which the market waits, HH:MM.")
+    at: ClockTime = Field(description="Market time (IST) at which the market waits, HH:MM.")
 
 
 @router.get("/session", response_model=SessionRead)
@@ -136,7 +140,7 @@ async def pause_session(
 
 
 class SessionResume(BaseModel):
-    pause_at: time | None = Field(
+    pause_at: ClockTime | None = Field(
         None, description="Pause again at this market time (IST, HH:MM); none: run on."
     )
 

@@ -13,6 +13,7 @@ from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.commands import send
 from upstox_bot.api.deps import ControlDep, SessionDep, SettingsDep
 from upstox_bot.api.errors import BotNotRunning
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import (
     OverrideRead,
@@ -39,7 +40,7 @@ from upstox_bot.db.repositories.settings_overrides import SettingsOverrideReposi
 from upstox_bot.db.session import session_scope
 from upstox_bot.runtime.control import Command, CommandKind, ControlPort
 
-router = APIRouter(tags=["settings"], responses=ERRORS)
+router = APIRouter(tags=["settings"], responses=ERRORS, route_class=GuardedRoute)
 
 
 @router.get("/settings", response_model=SettingsRead)

@@ -12,8 +12,10 @@ from fastapi.exceptions import RequestValidationError
 
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import ControlDep, SessionDep, SettingsDep
+from upstox_bot.api.queries import PathId
 from upstox_bot.api.routers.market import find_symbol
 from upstox_bot.api.routers.settings import change_settings
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import (
     ParamRead,
@@ -39,7 +41,7 @@ from upstox_bot.signals import registry
 from upstox_bot.signals.base import Strategy
 from upstox_bot.signals.series import CandleSeries
 
-router = APIRouter(tags=["strategies"], responses=ERRORS)
+router = APIRouter(tags=["strategies"], responses=ERRORS, route_class=GuardedRoute)
 
 
 def _build(name: str, params: dict[str, Any] | None) -> Strategy:
@@ -72,7 +74,7 @@ def list_strategies(settings: SettingsDep) -> list[StrategyRead]:
 @router.get(
     "/strategies/{name}", response_model=StrategyRead, responses={404: {"model": ErrorBody}}
 )
-def read_strategy(name: str, settings: SettingsDep) -> StrategyRead:
+def read_strategy(name: PathId, settings: SettingsDep) -> StrategyRead:
     """One strategy with its parameters."""
     return strategy_read(name, settings)
 
@@ -82,7 +84,7 @@ def read_strategy(name: str, settings: SettingsDep) -> StrategyRead:
     response_model=list[ParamRead],
     responses={404: {"model": ErrorBody}},
 )
-def read_parameters(name: str, settings: SettingsDep) -> list[ParamRead]:
+def read_parameters(name: PathId, settings: SettingsDep) -> list[ParamRead]:
     """A strategy's parameters: type, default, range and current value."""
     return strategy_read(name, settings).parameters
 
@@ -93,7 +95,7 @@ def read_parameters(name: str, settings: SettingsDep) -> list[ParamRead]:
     responses={404: {"model": ErrorBody}},
 )
 async def enable_strategy(
-    name: str, request: Request, control: ControlDep, session: SessionDep, actor: TradeActor
+    name: PathId, request: Request, control: ControlDep, session: SessionDep, actor: TradeActor
 ) -> SettingsPatchRead:
     """Make this the strategy the bot trades (its default parameters), live and audited."""
     _build(name, None)
@@ -109,7 +111,7 @@ async def enable_strategy(
     response_model=StrategyRead,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def disable_strategy(name: str, settings: SettingsDep, actor: TradeActor) -> StrategyRead:
+def disable_strategy(name: PathId, settings: SettingsDep, actor: TradeActor) -> StrategyRead:
     """Disable a strategy. The active one cannot be: enable another (or turn the kill switch
     on to stop new entries); any other is already disabled."""
     read = strategy_read(name, settings)
@@ -127,7 +129,7 @@ def disable_strategy(name: str, settings: SettingsDep, actor: TradeActor) -> Str
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
 async def update_parameters(
-    name: str,
+    name: PathId,
     body: StrategyParamsUpdate,
     request: Request,
     control: ControlDep,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
@@ -13,17 +14,22 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from upstox_bot.api import account_stats
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.commands import send
 from upstox_bot.api.deps import AccountDep, ControlDep, SessionDep, SettingsDep, ViewDep
-from upstox_bot.api.queries import aware, page
+from upstox_bot.api.queries import Filter, IsoDate, PathId, Since, Until, page
+from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody, Page
 from upstox_bot.api.schemas.control import (
     AccountDayRead,
+    AccountStatsRead,
     CommandRead,
+    DayPnlRead,
     ManualTradeCreate,
     ManualTradeRead,
     OrderModify,
+    PeriodStatsRead,
     PnlDayRead,
     PnlRead,
 )
@@ -57,10 +63,11 @@ from upstox_bot.runtime.control import (
     CommandInvalid,
     CommandKind,
     CommandStatus,
+    ControlPort,
     KernelView,
 )
 
-router = APIRouter(tags=["trading"], responses=ERRORS)
+router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Skip this many items.")]
@@ -117,7 +124,7 @@ async def list_positions(
     responses={404: {"model": ErrorBody}},
 )
 async def read_position(
-    instrument_key: str, view: ViewDep, session: SessionDep, account: AccountDep
+    instrument_key: PathId, view: ViewDep, session: SessionDep, account: AccountDep
 ) -> PositionRead:
     """The open position in one instrument (key, e.g. NSE_EQ|INE002A01018, or trading symbol)."""
     if view is not None:
@@ -142,9 +149,27 @@ async def read_position(
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
 async def close_position(
-    instrument_key: str, control: ControlDep, actor: TradeActor
+    instrument_key: PathId, control: ControlDep, actor: TradeActor
 ) -> CommandRead:
     """Close an open position at market (queued like every exit: never refused, only paced)."""
+    return await _close(control, instrument_key, actor)
+
+
+@router.delete(
+    "/positions/{instrument_key}",
+    response_model=CommandRead,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def delete_position(
+    instrument_key: PathId, control: ControlDep, actor: TradeActor
+) -> CommandRead:
+    """Close an open position at market: the same as POST /positions/{key}/close (a key, e.g.
+    NSE_EQ|INE002A01018, or a trading symbol)."""
+    return await _close(control, instrument_key, actor)
+
+
+async def _close(control: ControlPort | None, instrument_key: str, actor: str) -> CommandRead:
     result = await send(
         control,
         Command(kind=CommandKind.CLOSE_POSITION, by=actor, args={"instrument_key": instrument_key}),
@@ -164,16 +189,20 @@ TRADE_SORT = {
 TradeSort = Literal[
     "exit_at", "-exit_at", "entry_at", "-entry_at", "net_pnl", "-net_pnl", "instrument_key"
 ]
-StartDate = Annotated[date | None, Query(alias="from", description="IST trading date, inclusive")]
-EndDate = Annotated[date | None, Query(alias="to", description="IST trading date, inclusive")]
+StartDate = Annotated[
+    IsoDate | None, Query(alias="from", description="IST trading date, inclusive (YYYY-MM-DD)")
+]
+EndDate = Annotated[
+    IsoDate | None, Query(alias="to", description="IST trading date, inclusive (YYYY-MM-DD)")
+]
 
 
 @router.get("/trades", response_model=Page[TradeRead])
 def list_trades(
     session: SessionDep,
     account: AccountDep,
-    instrument_key: str | None = None,
-    strategy: str | None = None,
+    instrument_key: Filter = None,
+    strategy: Filter = None,
     start_date: StartDate = None,
     end_date: EndDate = None,
     sort: TradeSort = "-exit_at",
@@ -204,7 +233,7 @@ def list_trades(
 
 
 @router.get("/trades/{trade_id}", response_model=TradeRead, responses={404: {"model": ErrorBody}})
-def read_trade(trade_id: str, session: SessionDep, account: AccountDep) -> TradeRead:
+def read_trade(trade_id: PathId, session: SessionDep, account: AccountDep) -> TradeRead:
     """One closed trade."""
     trade = TradeRepository(session, account).get(trade_id)
     return TradeRead.of(trade, symbols_for(session, [trade.instrument_key])[trade.instrument_key])
@@ -352,12 +381,12 @@ def list_signals(
     response: Response,
     session: SessionDep,
     account: AccountDep,
-    instrument_key: str | None = None,
-    strategy: str | None = None,
+    instrument_key: Filter = None,
+    strategy: Filter = None,
     status: SignalStatus | None = None,
     type: SignalType | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Since = None,
+    until: Until = None,
     sort: SignalSort = "-created_at",
     limit: Limit = 100,
     offset: Offset = 0,
@@ -374,9 +403,9 @@ def list_signals(
     if type is not None:
         where.append(SignalRow.type == type.value)
     if since is not None:
-        where.append(SignalRow.created_at >= aware(since))
+        where.append(SignalRow.created_at >= since)
     if until is not None:
-        where.append(SignalRow.created_at < aware(until))
+        where.append(SignalRow.created_at < until)
     rows, total = page(
         session, SignalRow, where=where, sort=sort, columns=SIGNAL_SORT, limit=limit, offset=offset
     )
@@ -393,7 +422,7 @@ def list_signals(
 @router.get(
     "/signals/{signal_id}", response_model=SignalRead, responses={404: {"model": ErrorBody}}
 )
-def read_signal(signal_id: str, session: SessionDep, account: AccountDep) -> SignalRead:
+def read_signal(signal_id: PathId, session: SessionDep, account: AccountDep) -> SignalRead:
     """One signal."""
     record = SignalRepository(session, account).get(signal_id)
     key = record.signal.instrument_key
@@ -419,10 +448,10 @@ def list_orders(
     response: Response,
     session: SessionDep,
     account: AccountDep,
-    instrument_key: str | None = None,
+    instrument_key: Filter = None,
     status: OrderStatus | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Since = None,
+    until: Until = None,
     sort: OrderSort = "-created_at",
     limit: Limit = 100,
     offset: Offset = 0,
@@ -434,9 +463,9 @@ def list_orders(
     if status is not None:
         where.append(OrderRow.status == status.value)
     if since is not None:
-        where.append(OrderRow.created_at >= aware(since))
+        where.append(OrderRow.created_at >= since)
     if until is not None:
-        where.append(OrderRow.created_at < aware(until))
+        where.append(OrderRow.created_at < until)
     rows, total = page(
         session, OrderRow, where=where, sort=sort, columns=ORDER_SORT, limit=limit, offset=offset
     )
@@ -449,7 +478,7 @@ def list_orders(
 @router.get(
     "/orders/{client_order_id}", response_model=OrderRead, responses={404: {"model": ErrorBody}}
 )
-def read_order(client_order_id: str, session: SessionDep, account: AccountDep) -> OrderRead:
+def read_order(client_order_id: PathId, session: SessionDep, account: AccountDep) -> OrderRead:
     """One order by its client id (the Upstox tag)."""
     order = OrderRepository(session, account).get(client_order_id)
     key = order.instrument_key
@@ -467,7 +496,7 @@ def read_order(client_order_id: str, session: SessionDep, account: AccountDep) -
     },
 )
 async def cancel_order(
-    client_order_id: str,
+    client_order_id: PathId,
     control: ControlDep,
     view: ViewDep,
     session: SessionDep,
@@ -668,4 +697,89 @@ def account_pnl(
         best_trade=None if best is None else paise_to_rupees(best),
         worst_trade=None if worst is None else paise_to_rupees(worst),
         by_day=by_day,
+    )
+
+
+def _stats_fields(stats: account_stats.Stats) -> dict[str, object]:
+    def rupees(paise: int | None) -> Decimal | None:
+        return None if paise is None else paise_to_rupees(paise)
+
+    def average(total: int, count: int) -> Decimal | None:
+        return paise_to_rupees(round(total / count)) if count else None
+
+    def day(figure: account_stats.DayFigure | None) -> DayPnlRead | None:
+        if figure is None:
+            return None
+        return DayPnlRead(
+            trading_date=figure.trading_date, net_pnl=paise_to_rupees(figure.net_paise)
+        )
+
+    return {
+        "start_date": stats.start_date,
+        "end_date": stats.end_date,
+        "trading_days": stats.trading_days,
+        "winning_days": stats.winning_days,
+        "losing_days": stats.losing_days,
+        "trades": stats.trades,
+        "wins": stats.wins,
+        "losses": stats.losses,
+        "win_rate": stats.win_rate,
+        "gross_pnl": paise_to_rupees(stats.gross_paise),
+        "charges": paise_to_rupees(stats.charges_paise),
+        "net_pnl": paise_to_rupees(stats.net_paise),
+        "average_win": average(stats.gross_profit_paise, stats.wins),
+        "average_loss": average(stats.gross_loss_paise, stats.losses),
+        "profit_factor": stats.profit_factor,
+        "best_trade": rupees(stats.best_trade_paise),
+        "worst_trade": rupees(stats.worst_trade_paise),
+        "best_day": day(stats.best_day),
+        "worst_day": day(stats.worst_day),
+        "days_net_pnl": paise_to_rupees(stats.day_net_paise),
+        "max_drawdown": paise_to_rupees(stats.max_drawdown_paise),
+        "max_drawdown_pct": (
+            None if stats.max_drawdown_ratio is None else stats.max_drawdown_ratio * 100
+        ),
+    }
+
+
+@router.get("/account/stats", response_model=AccountStatsRead)
+def account_statistics(
+    session: SessionDep,
+    account: AccountDep,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+    period: account_stats.Period = account_stats.Period.DAY,
+) -> AccountStatsRead:
+    """Performance of the account over a date range: trades, win rate, gross and net P&L,
+    charges, best and worst trade and day, drawdown; and the same per day, week, month or year.
+    Day figures are the daily snapshots' (GET /account/days), trade figures the closed
+    trades' (GET /trades)."""
+    start, end = start_date or EPOCH, end_date or date(9999, 12, 31)
+    snapshots = AccountRepository(session).snapshots(account, start, end)
+    rows = session.execute(
+        select(
+            TradeRow.trading_date,
+            TradeRow.gross_pnl_paise,
+            TradeRow.charges_paise,
+            TradeRow.net_pnl_paise,
+        )
+        .where(
+            TradeRow.account == account,
+            TradeRow.trading_date >= start,
+            TradeRow.trading_date <= end,
+        )
+        .order_by(TradeRow.trading_date, TradeRow.id)
+    ).all()
+    trades = [
+        account_stats.TradeFigures(day, gross, charges, net) for day, gross, charges, net in rows
+    ]
+    whole = account_stats.compute(snapshots, trades, start_date=start_date, end_date=end_date)
+    periods = [
+        PeriodStatsRead(label=label, **_stats_fields(stats))
+        for label, stats in account_stats.by_period(snapshots, trades, period)
+    ]
+    return AccountStatsRead(
+        period=period.value,
+        periods=periods,
+        **_stats_fields(whole),
     )

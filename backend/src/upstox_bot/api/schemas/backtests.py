@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from upstox_bot.api.schemas.common import NO_NUL
 from upstox_bot.backtest.models import (
     BacktestRequest,
     BacktestResult,
@@ -30,21 +31,27 @@ class BacktestCreate(BaseModel):
     data: str = Field(
         min_length=1,
         max_length=4096,
+        pattern=NO_NUL,
         description="Server-side path of a CSV, a folder of CSVs or a candle cache folder, "
         "inside DATA_DIR or BACKTEST_DATA_DIRS; relative paths are relative to DATA_DIR.",
     )
-    strategy: str = Field(min_length=1, max_length=64, description="A strategy name.")
+    strategy: str = Field(
+        min_length=1, max_length=64, pattern=NO_NUL, description="A strategy name."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Strategy parameters.")
-    symbols: list[str] = Field(
+    symbols: list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] = Field(
         default_factory=list, max_length=1000, description="Only these symbols; [] = all."
     )
     start: date | None = Field(None, description="First IST date, inclusive.")
     end: date | None = Field(None, description="Last IST date, inclusive.")
     timeframe: str | None = Field(
-        None, max_length=16, description="1m, 5m, 15m, 1h, 1d...; unset = the data's bars."
+        None,
+        max_length=16,
+        pattern=NO_NUL,
+        description="1m, 5m, 15m, 1h, 1d...; unset = the data's bars.",
     )
     quantity: int | None = Field(
-        None, ge=1, description="Fixed shares per entry instead of risk-based sizing."
+        None, ge=1, strict=True, description="Fixed shares per entry instead of risk-based sizing."
     )
     capital_rupees: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
     charges: Literal["upstox", "none"] = "upstox"

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from upstox_bot.api.schemas.common import NO_NUL
 from upstox_bot.domain import Direction, RiskRule
 
 
@@ -25,16 +26,31 @@ class SettingsRead(BaseModel):
     live: list[str] = Field(description="Of those, the ones applied to a running bot at once.")
 
 
+def _changeable_settings(schema: dict[str, Any]) -> None:
+    # Imported here: settings_changes imports the API, whose routers import these schemas.
+    from upstox_bot.api.settings_changes import changeable_schema
+
+    schema["properties"] = changeable_schema()
+    schema["additionalProperties"] = False
+
+
 class SettingsPatch(BaseModel):
     changes: dict[str, Any] = Field(
         min_length=1,
-        description='New values by setting name, e.g. {"MAX_OPEN_POSITIONS": 2}.',
+        description='New values by setting name, e.g. {"MAX_OPEN_POSITIONS": 2}; the settings '
+        "and their types are listed here (GET /settings shows the current values).",
+        json_schema_extra=_changeable_settings,
     )
     force: bool = Field(
-        False, description="Switch live trading on before the paper-trading period is over."
+        False,
+        strict=True,
+        description="Switch live trading on before the paper-trading period is over.",
     )
     reason: str | None = Field(
-        None, max_length=500, description="Why; required with force, recorded in the audit log."
+        None,
+        max_length=500,
+        pattern=NO_NUL,
+        description="Why; required with force, recorded in the audit log.",
     )
 
 
@@ -77,8 +93,8 @@ class StrategyParamsUpdate(BaseModel):
 
 
 class KillSwitchUpdate(BaseModel):
-    active: bool
-    reason: str = Field(min_length=1, max_length=500)
+    active: bool = Field(strict=True)
+    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
 
 
 class KillSwitchRead(BaseModel):
@@ -145,9 +161,9 @@ class AuthStatusRead(BaseModel):
 
 
 class ManualTradeCreate(BaseModel):
-    instrument_key: str = Field(min_length=1, max_length=64)
+    instrument_key: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     direction: Direction = Direction.LONG
-    reason: str = Field("manual entry", min_length=1, max_length=200)
+    reason: str = Field("manual entry", min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class ManualTradeRead(BaseModel):
@@ -237,6 +253,49 @@ class PnlRead(BaseModel):
     best_trade: Decimal | None
     worst_trade: Decimal | None
     by_day: list[PnlDayRead]
+
+
+class DayPnlRead(BaseModel):
+    trading_date: date
+    net_pnl: Decimal = Field(description="The day's realised P&L after charges.")
+
+
+class StatsRead(BaseModel):
+    """Performance over a span of trading dates; money in rupees."""
+
+    start_date: date | None
+    end_date: date | None
+    trading_days: int = Field(description="Days with a daily snapshot (GET /account/days).")
+    winning_days: int
+    losing_days: int
+    trades: int = Field(description="Closed trades (GET /trades).")
+    wins: int
+    losses: int
+    win_rate: float | None = Field(description="Winning trades / trades (0-1).")
+    gross_pnl: Decimal
+    charges: Decimal
+    net_pnl: Decimal = Field(description="Of the closed trades, after charges.")
+    average_win: Decimal | None
+    average_loss: Decimal | None
+    profit_factor: float | None = Field(description="Net P&L of the winners / of the losers.")
+    best_trade: Decimal | None
+    worst_trade: Decimal | None
+    best_day: DayPnlRead | None
+    worst_day: DayPnlRead | None
+    days_net_pnl: Decimal = Field(
+        description="Sum of the days' realised P&L after charges (GET /account/days)."
+    )
+    max_drawdown: Decimal = Field(description="Largest fall of end-of-day capital from a peak.")
+    max_drawdown_pct: float | None = Field(description="That fall, percent of the peak.")
+
+
+class PeriodStatsRead(StatsRead):
+    label: str = Field(description="2026-11-25 (day), 2026-W48 (week), 2026-11, 2026.")
+
+
+class AccountStatsRead(StatsRead):
+    period: str = Field(description="How `periods` are grouped: day, week, month or year.")
+    periods: list[PeriodStatsRead]
 
 
 class CheckRead(BaseModel):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 
+from upstox_bot.api.schemas.common import NO_NUL
 from upstox_bot.db.repositories.symbols import SymbolRecord
 from upstox_bot.domain import (
     Candle,
@@ -116,15 +117,32 @@ class QuoteRead(BaseModel):
 PriceRupees = Annotated[Decimal, Field(gt=0, le=10_000_000, max_digits=10, decimal_places=2)]
 
 
+FIRST_MARKET_YEAR, LAST_MARKET_YEAR = 1970, 2999
+
+
+def _market_time(at: datetime) -> datetime:
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not FIRST_MARKET_YEAR <= utc.year <= LAST_MARKET_YEAR:
+        raise ValueError(f"must lie in the years {FIRST_MARKET_YEAR} to {LAST_MARKET_YEAR}")
+    return utc
+
+
+# A bar's time, as the engine counts it (epoch milliseconds): range-checked.
+MarketTime = Annotated[AwareDatetime, AfterValidator(_market_time)]
+
+
 class CandleIn(BaseModel):
     """One OHLCV bar posted for a signal test; prices in rupees."""
 
-    start_at: AwareDatetime
+    start_at: MarketTime = Field(description="Aware time, in the years 1970 to 2999.")
     open: PriceRupees
     high: PriceRupees
     low: PriceRupees
     close: PriceRupees
-    volume: int = Field(0, ge=0, le=10**12)
+    volume: int = Field(0, ge=0, le=10**12, strict=True)
 
     @model_validator(mode="after")
     def _ohlc(self) -> Self:
@@ -138,18 +156,24 @@ class CandleIn(BaseModel):
 class SignalTestRequest(BaseModel):
     """Run a strategy over candles and see the signals it would raise; nothing is traded."""
 
-    strategy: str | None = Field(None, description="A built-in strategy; default the active one.")
+    strategy: str | None = Field(
+        None, max_length=64, pattern=NO_NUL, description="A strategy; default the active one."
+    )
     params: dict[str, Any] | None = Field(
         None, description="Strategy parameters; default the active ones for the active strategy."
     )
-    instrument_key: str = Field("TEST", min_length=1, max_length=64)
-    interval_s: int = Field(60, ge=60, le=86_400, description="Candle interval in seconds.")
+    instrument_key: str = Field("TEST", min_length=1, max_length=64, pattern=NO_NUL)
+    interval_s: int = Field(
+        60, ge=60, le=86_400, strict=True, description="Candle interval in seconds."
+    )
     candles: list[CandleIn] | None = Field(
         None,
         max_length=5000,
         description="Bars oldest first; omit to use the stored candles of instrument_key.",
     )
-    limit: int = Field(500, ge=1, le=5000, description="Stored candles to use (newest).")
+    limit: int = Field(
+        500, ge=1, le=5000, strict=True, description="Stored candles to use (newest)."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -16,19 +16,32 @@ class GreeksRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     option_type: OptionType = Field(description='"CE" (call) or "PE" (put)')
-    spot: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="underlying price, rupees")
-    strike: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="strike price, rupees")
+    spot: float = Field(
+        gt=0, le=1e9, allow_inf_nan=False, strict=True, description="underlying price, rupees"
+    )
+    strike: float = Field(
+        gt=0, le=1e9, allow_inf_nan=False, strict=True, description="strike price, rupees"
+    )
     t_years: float = Field(
-        gt=0, le=30, allow_inf_nan=False, description="time to expiry in years (days / 365)"
+        gt=0,
+        le=30,
+        allow_inf_nan=False,
+        strict=True,
+        description="time to expiry in years (days / 365)",
     )
     r: float = Field(
-        ge=-1, le=1, allow_inf_nan=False, description="risk-free rate, continuous, 0.065 = 6.5%"
+        ge=-1,
+        le=1,
+        allow_inf_nan=False,
+        strict=True,
+        description="risk-free rate, continuous, 0.065 = 6.5%",
     )
     sigma: float | None = Field(
         default=None,
         gt=0,
         le=10,
         allow_inf_nan=False,
+        strict=True,
         description="annual volatility, 0.2 = 20%; when given, `price` is not used",
     )
     price: float | None = Field(
@@ -36,11 +49,17 @@ class GreeksRequest(BaseModel):
         ge=0,
         le=1e9,
         allow_inf_nan=False,
+        strict=True,
         description="option premium in rupees, used to solve the implied volatility when "
         "`sigma` is absent",
     )
     q: float = Field(
-        default=0.0, ge=-1, le=1, allow_inf_nan=False, description="continuous dividend yield"
+        default=0.0,
+        ge=-1,
+        le=1,
+        allow_inf_nan=False,
+        strict=True,
+        description="continuous dividend yield",
     )
 
 

@@ -17,6 +17,13 @@ class UpstoxLoginRead(BaseModel):
     detail: str
 
 
+class UpstoxLoginLinkRead(BaseModel):
+    """A one-time link that starts the Upstox login in the browser that opens it."""
+
+    url: str = Field(description="Open it in the browser; it works once.")
+    expires_at: datetime = Field(description="It stops working then (ten minutes).")
+
+
 class UpstoxTokenStatusRead(BaseModel):
     """The token the bot trades with: whether it is usable, from where, until when."""
 

@@ -1,5 +1,6 @@
 // The upstox-bot dashboard: plain ES module, no build step. Talks to /api/v1 with the API key
-// kept in sessionStorage, and follows /api/v1/ws for live positions, account, signals, orders.
+// kept in sessionStorage, and follows /api/v1/ws (the key sent as its first message) for live
+// positions, account, signals, orders.
 
 const KEY_STORE = "upstox-bot.api-key";
 const API = "/api/v1";
@@ -971,13 +972,13 @@ function setConnection(stateName, text) {
 function connect() {
   if (state.stopped) return;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const url =
-    `${scheme}://${location.host}${API}/ws?channels=positions,account,signals,orders` +
-    `&api_key=${encodeURIComponent(state.key)}`;
+  // The key goes in the first message, never in the URL (servers log URLs).
+  const url = `${scheme}://${location.host}${API}/ws?channels=positions,account,signals,orders`;
   setConnection("connecting", state.attempts ? `reconnecting (try ${state.attempts + 1})…` : "connecting…");
   const socket = new WebSocket(url);
   state.socket = socket;
   socket.addEventListener("open", () => {
+    socket.send(JSON.stringify({ action: "auth", key: state.key }));
     state.attempts = 0;
     setConnection("live", "live");
     refreshRest();

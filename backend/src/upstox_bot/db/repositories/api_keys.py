@@ -107,6 +107,15 @@ class ApiKeyRepository:
         )
         return _record(row) if row is not None else None
 
+    def active_ids(self, ids: set[int]) -> set[int]:
+        """Those of `ids` that name an existing key not revoked."""
+        if not ids:
+            return set()
+        found = self._session.scalars(
+            select(ApiKeyRow.id).where(ApiKeyRow.id.in_(ids), ApiKeyRow.revoked_at.is_(None))
+        )
+        return set(found)
+
     def authenticate(self, key: str, at: datetime) -> ApiKeyRecord | None:
         """The active key matching `key`, with its last use set to `at`; None if unknown or
         revoked.
