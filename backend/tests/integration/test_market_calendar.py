@@ -213,7 +213,7 @@ async def test_the_live_harness_fetches_stores_and_trades_by_upstoxs_year(
         settings=settings,
         sessions=make_session_factory(engine),
         calendar=None,
-        engine=SimpleNamespace(risk=risk),
+        engine=SimpleNamespace(use_calendar=lambda calendar: setattr(risk, "calendar", calendar)),
     )
     try:
         async with _client(sim) as client:

@@ -38,7 +38,7 @@ from upstox_bot.domain import (
 from upstox_bot.errors import Conflict, NotFound, OrderRejected
 from upstox_bot.trading.brokers.upstox import UpstoxBroker
 from upstox_bot.trading.desk import OrderDesk
-from upstox_bot.trading.engine import derive_id
+from upstox_bot.trading.engine import EngineState, derive_id
 from upstox_bot.trading.execution import OrderExecutor
 from upstox_bot.trading.lifecycle import LifecycleConfig, OrderLifecycle
 from upstox_bot.trading.order_gate import BlockCause, OrderGate
@@ -403,7 +403,15 @@ def test_a_restart_mid_order_finds_the_order_by_its_tag(live: Live) -> None:
     # hands it to the broker, which finds it by tag once the book shows it.
     live.upstox.rest.place(market_record("ub-crashed-1"), None)
     crashed = order("ub-crashed-1")
-    live.engine.restore_order(crashed, 80_000)
+    engine = live.engine
+    engine.restore(
+        EngineState(
+            trading_date=engine.trading_date,
+            capital_paise=engine.capital_paise,
+            unfinished_orders=[crashed],
+            reference_prices={"ub-crashed-1": 80_000},
+        )
+    )
     live.desk.unknown.add("ub-crashed-1")
     live.broker.track(crashed, unknown_since=utc_now())
 

@@ -18,6 +18,7 @@ from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import IST
+from upstox_bot.money import format_rupees
 from upstox_bot.screening.universe import refresh_universe
 from upstox_bot.upstox.doctor import Check, Verdict, run_checks
 
@@ -98,7 +99,7 @@ async def test_everything_in_order_checks_ok(tmp_path: Path, sim: UpstoxSimulato
     assert not any(c.blocks for c in checks.values())
     assert checks["profile"].verdict is Verdict.OK
     assert "SIM123" in checks["profile"].detail
-    assert "Rs 1,00,000.00" in checks["funds"].detail
+    assert format_rupees(10_000_000) in checks["funds"].detail  # Rs 1,00,000.00
     assert checks["feed authorize"].verdict is Verdict.OK
     assert checks["clock"].verdict is Verdict.OK  # the simulator runs on this machine's clock
     assert checks["instruments"].verdict is Verdict.OK

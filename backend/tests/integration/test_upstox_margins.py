@@ -129,7 +129,7 @@ async def test_live_futures_come_from_the_instrument_file_with_upstoxs_margins(
             router=book,
             sessions=sessions,
             instruments={tmpv.instrument_key: tmpv},
-            engine=SimpleNamespace(risk=risk),
+            engine=SimpleNamespace(set_margins=risk.margin_fractions.update),
         )
         async with _client(sim) as client:
             keys = await load_live_futures(bot, client)  # type: ignore[arg-type]

@@ -234,7 +234,7 @@ def test_every_scheduled_task_goes_to_a_known_queue() -> None:
         "default.watch_token",
         "orders.square_off",
         "default.daily_reset",
-        "orders.reconcile",
+        "default.start_session",
         "default.end_of_day",
         "default.supervise_feeds",
     } <= names
