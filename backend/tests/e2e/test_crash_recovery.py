@@ -325,6 +325,8 @@ def test_a_database_locked_mid_session_is_waited_for_and_nothing_is_lost(
         locker.close()
     assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
     reader.join(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
     assert any("database_unavailable" in line for line in lines), "the trader is alerted"
     assert _state(tmp_path)["trades"] == uninterrupted["trades"]
     assert _state(tmp_path)["orders"] == uninterrupted["orders"]

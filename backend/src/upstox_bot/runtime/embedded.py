@@ -520,9 +520,15 @@ class EmbeddedBot:
                 await asyncio.sleep(max(0.0, ahead_s))
         stats.ticks += count % 256
         self._ticks_done = count
+        if self._stop.is_set():
+            # Stopped mid-session (Ctrl-C, SIGTERM, a stop command): what was done is committed
+            # at the last tick, so the next start resumes there; the session is not closed.
+            kernel.commit()
+            log.info("session.stopped", extra={"trading_date": day.isoformat(), "ticks": count})
+            return
         close_ms = min(end_ms, datetime_to_ms(self.calendar.session_close(day)))
         full_day = close_ms >= datetime_to_ms(self.calendar.session_close(day))
-        kernel.close_session(close_ms, full_day=full_day and not self._stop.is_set())
+        kernel.close_session(close_ms, full_day=full_day)
         self.prices = market.closing_prices()
         stats.market_now = self.clock.now()
         if self.session_ended is not None:

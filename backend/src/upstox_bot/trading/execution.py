@@ -98,13 +98,14 @@ class OrderExecutor:
     def send_again(self, order: Order) -> None:
         """Send an order the broker never took (held, or found absent after the look-up
         window) with the same tag, durable first."""
-        now = self.engine.clock.now()
         if order.status is OrderStatus.PENDING:
+            now = self.engine.clock.now()
             order_state.transition(order, OrderStatus.SUBMITTING, now)
             self.journal.order(order)
-        self.journal.order_sent(order.client_order_id, now)
-        if self.commit is not None:
-            self.commit()
+            # Logged once per order: a resend of one the broker never showed is the same order.
+            self.journal.order_sent(order.client_order_id, now)
+            if self.commit is not None:
+                self.commit()
         self._send(order)
 
     def apply_fills(self, fills: Iterable[Fill]) -> None:
