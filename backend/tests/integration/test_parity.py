@@ -9,10 +9,11 @@ each control's market time (`POST /session/pause`), so both kernels act on the s
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from tests.support.servers import RedisServer, free_port
 from tests.support.waiting import wait_until
 from upstox_bot.db import migrate
 from upstox_bot.db.models import AuditLogRow
+from upstox_bot.domain import IST
+from upstox_bot.runtime.distributed import FeedSpec
+from upstox_bot.worker.state import Keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -60,11 +64,23 @@ def _play_script(api: httpx.Client) -> None:
     )
     _ok(api.post("/api/v1/session/pause", json={"at": "10:30"}))
 
+    pauses = iter(["10:30", "11:00", "11:30", "12:00", "12:30", "13:00"])
+
     def at_pause() -> None:
-        wait_until(
-            lambda: api.get("/api/v1/session").json()["market"] == "paused",
-            what="the market to pause",
-        )
+        # Paused at the next pause time (the last tick before it), not still at the previous
+        # one: a resume reaches the view a moment after it is answered.
+        due = (
+            datetime.combine(DAY, time.fromisoformat(next(pauses))) - timedelta(minutes=1)
+        ).time()
+
+        def paused() -> bool:
+            session = api.get("/api/v1/session").json()
+            if session["market"] != "paused" or session["market_time"] is None:
+                return False
+            at = datetime.fromisoformat(session["market_time"]).astimezone(IST)
+            return at.time() >= due
+
+        wait_until(paused, what="the market to pause")
 
     at_pause()  # 10:30
     _ok(api.post("/api/v1/risk/kill-switch", json={"active": True, "reason": "parity drill"}))
@@ -199,16 +215,18 @@ def distributed_run(
             timeout=120,
         )
         assert started.returncode == 0, started.stderr
+        specs = [
+            FeedSpec.from_json(json.loads(raw))
+            for raw in cluster.redis.hgetall(Keys.shards).values()  # type: ignore[union-attr]
+        ]
+        assert specs, "the session's shards are registered"
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=30
         ) as api:
             wait_until(lambda: _answers(api), what="the distributed API")
             _play_script(api)
         wait_until(
-            lambda: (
-                not cluster.redis.exists(f"ub:lock:account:{ACCOUNT}")
-                and not cluster.redis.keys("ub:lease:feed:*")
-            ),
+            lambda: cluster.finished(specs),
             what="the distributed session to finish",
             within_s=300,
             details=cluster.logs,

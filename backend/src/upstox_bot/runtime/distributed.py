@@ -393,7 +393,7 @@ class FeedShard:
                 pending = []
                 if outcome != "ok":
                     return outcome
-                outcome = self._hold_at_pause(lost, tick.ts_ms)
+                outcome = self._hold_at_pause(lost, tick.ts_ms, pause_at)
                 if outcome != "ok":
                     return outcome
                 pace_wall, pace_market = walltime.time(), None
@@ -474,10 +474,13 @@ class FeedShard:
             return "lost"
         return self._wait(FEED_WINDOW, self._lost)
 
-    def _hold_at_pause(self, lost: Callable[[], bool], tick_ms: int) -> str:
-        """Wait at the pause until it is lifted or moved past the next tick (`tick_ms`)."""
+    def _hold_at_pause(self, lost: Callable[[], bool], tick_ms: int, pause_at: int) -> str:
+        """Wait at the pause until it is lifted or moved past the next tick (`tick_ms`).
+
+        The feed state says which pause it holds at ("paused_for"), so that a holder never
+        takes a resume not yet seen here for the next pause reached."""
         key = Keys.feed_state(self.spec.shard)
-        self.redis.hset(key, "paused", "1")
+        self.redis.hset(key, mapping={"paused": "1", "paused_for": str(pause_at)})
         try:
             while True:
                 if lost():

@@ -384,14 +384,18 @@ class AccountHolder:
         before is applied (a paused simulated session: controls then act at a known time)."""
         from upstox_bot.runtime.distributed import feed_progress
 
-        if self.redis.get(Keys.session_pause(self.account)) is None:
+        pause_at = self.redis.get(Keys.session_pause(self.account))
+        if pause_at is None:
             if self.kernel.market == "paused":
                 self.kernel.market = "running"
             return
         shards = self._live_shards()
         for shard in shards:
             progress = feed_progress(self.redis, self.account, shard)
-            if progress.extra.get("paused") != "1" and progress.last_seq is None:
+            holding = progress.extra.get("paused") == "1" and progress.extra.get(
+                "paused_for"
+            ) == str(int(pause_at))  # at this pause, not at one a resume just lifted
+            if not holding and progress.last_seq is None:
                 return
             if self.cursors.get(shard, (1, 0))[0] < progress.next_seq:
                 return
