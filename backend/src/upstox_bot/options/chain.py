@@ -18,8 +18,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from importlib import resources
 
-from upstox_bot.clock import IST, NseCalendar
-from upstox_bot.domain import Instrument, InstrumentKind, OptionType
+from upstox_bot.clock import NseCalendar
+from upstox_bot.domain import IST, Instrument, InstrumentKind, OptionType
 from upstox_bot.options.greeks import bs_price
 
 TUESDAY = 1  # date.weekday() of the monthly expiry day (NSE, from 2025-09-01)
