@@ -7,6 +7,9 @@ Two kinds of compiled code, both built from this repository and both with an int
   pure-Python decoder stays the reference and the fallback if the module is absent.
 - The engine's hot path (`COMPILED` below), compiled from its own typed Python source by mypyc:
   the same code, run as C. It is what makes a backtest over years of minutes take seconds.
+  mypyc compiles a copy of the sources (native_sources.py) in which the dataclasses' `__init__`
+  is written out, so that it compiles too, and the built-in strategies are open to interpreted
+  subclasses; the sources declare neither.
   `_compiled.json`, written here, records the hash of each compiled source; at import
   (`upstox_bot._native`) the package runs all of them interpreted when one has changed since
   the build, or when UPSTOX_BOT_INTERPRETED=1.
