@@ -47,11 +47,6 @@ def ist_day_start_ms(ms: int) -> int:
     return (ms + IST_OFFSET_MS) // DAY_MS * DAY_MS - IST_OFFSET_MS
 
 
-def ms_of_ist_day(ms: int) -> int:
-    """Milliseconds from IST midnight to the instant `ms`."""
-    return (ms + IST_OFFSET_MS) % DAY_MS
-
-
 def minute_of_ist_day(ms: int) -> int:
     """Minutes from IST midnight to the instant `ms` (09:15 IST is 555)."""
     return (ms + IST_OFFSET_MS) % DAY_MS // MINUTE_MS
