@@ -5,7 +5,8 @@ Two things, so that the sources say neither:
 - The built-in strategies (the compiled classes that derive from `Strategy`) are marked
   `mypyc_attr(allow_interpreted_subclasses=True)`: file strategies, which run interpreted,
   may extend them (interpreted code cannot otherwise subclass a compiled class).
-- The dataclasses get their `__init__` written out, as follows.
+- The dataclasses get their `__init__` written out, as follows (and the mutable ones a
+  `__copy__` through it).
 
 mypyc compiles a dataclass as a native class, but the methods `dataclasses` generates at import
 (`__init__` among them) stay interpreted: every value the hot path builds would pay an
@@ -177,6 +178,11 @@ def init_source(info: DataclassInfo, by_name: Mapping[str, DataclassInfo]) -> st
         body.append("self.__post_init__()")
     signature = ", ".join(["self", *(["*"] if info.kw_only and params else []), *params])
     lines = [f"def __init__({signature}) -> None:", *(f"    {b}" for b in body or ["pass"])]
+    if not info.frozen:
+        # A mutable value's copy.copy() through its compiled constructor (a copy by __reduce__
+        # costs ten times as much): a broker and a journal each keep their own of every order.
+        call = ", ".join(f"{f.name}=self.{f.name}" for f in fields if f.init)
+        lines += ["", f"def __copy__(self) -> {info.name}:", f"    return {info.name}({call})"]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,8 @@ built as the original was.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from copy import copy as shallow_copy
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -378,7 +379,7 @@ class Order:
 
     def copy(self) -> Order:
         """A separate record of the same order (a broker's or a journal's own)."""
-        return replace(self)
+        return shallow_copy(self)
 
     @classmethod
     def from_intent(cls, intent: OrderIntent) -> Order:
