@@ -331,7 +331,7 @@ def alert_test(
 ) -> None:
     """Send a test alert on the configured channels; print ok or failed per channel."""
     settings = _settings()
-    from upstox_bot.monitoring.alerts import send_test_alert
+    from upstox_bot.monitoring.notifiers import send_test_alert
 
     if not channel and not settings.ALERT_CHANNELS:
         err_console.print("[bold red]error:[/] no alert channels: set ALERT_CHANNELS or --channel")

@@ -57,7 +57,9 @@ from upstox_bot.feed.upstox_v3 import (
     MarketDataFeedV3Client,
     plan_shards,
 )
-from upstox_bot.monitoring.alerts import AlertDispatcher, AlertKind, dispatcher_from_settings
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.alerts.model import AlertKind
+from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 from upstox_bot.runtime import components
 from upstox_bot.runtime.store import with_db_retry
 from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings

@@ -36,7 +36,8 @@ from upstox_bot.clock import MarketClock
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.checkpoints import FencedOut
 from upstox_bot.domain import Order, Tick, datetime_to_ms
-from upstox_bot.monitoring.alerts import AlertDispatcher, dispatcher_from_settings
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 from upstox_bot.runtime.control import (
     Command,
     CommandResult,
@@ -239,7 +240,7 @@ class AccountHolder:
         }
 
     def _db_waiting(self, error: Exception) -> None:
-        from upstox_bot.monitoring.alerts import AlertKind
+        from upstox_bot.monitoring.alerts.model import AlertKind
 
         self.alerts.notify(
             AlertKind.DATABASE_UNAVAILABLE,
