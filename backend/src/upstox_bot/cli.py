@@ -470,7 +470,7 @@ def session_start(
     """Start a simulated session on the running workers, at any hour."""
     settings = _workers_settings()
     from upstox_bot.errors import Conflict
-    from upstox_bot.runtime.distributed import start_sim_session
+    from upstox_bot.runtime.distributed.sessions import start_sim_session
     from upstox_bot.worker.app import enqueue
     from upstox_bot.worker.state import redis_client
 
