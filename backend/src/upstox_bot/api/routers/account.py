@@ -11,11 +11,7 @@ from sqlalchemy import ColumnElement, case, func, select
 
 from upstox_bot.api import account_stats
 from upstox_bot.api.deps import AccountDep, SessionDep, SettingsDep, ViewDep
-from upstox_bot.api.queries import (
-    EPOCH,
-    EndDate,
-    StartDate,
-)
+from upstox_bot.api.queries import EPOCH, EndDate, StartDate
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.control import (
@@ -26,16 +22,11 @@ from upstox_bot.api.schemas.control import (
     PnlDayRead,
     PnlRead,
 )
-from upstox_bot.api.schemas.trading import (
-    AccountRead,
-    snapshot_fields,
-)
+from upstox_bot.api.schemas.trading import AccountRead, snapshot_fields
 from upstox_bot.db.models import TradeRow
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.trades import TradeRepository
-from upstox_bot.domain import (
-    paise_to_rupees,
-)
+from upstox_bot.domain import paise_to_rupees
 
 router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 

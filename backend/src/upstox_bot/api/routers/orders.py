@@ -26,26 +26,13 @@ from upstox_bot.api.queries import (
 )
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
-from upstox_bot.api.schemas.control import (
-    CommandRead,
-    OrderModify,
-)
-from upstox_bot.api.schemas.trading import (
-    OrderRead,
-)
+from upstox_bot.api.schemas.control import CommandRead, OrderModify
+from upstox_bot.api.schemas.trading import OrderRead
 from upstox_bot.db.models import OrderRow
 from upstox_bot.db.repositories.orders import OrderRepository, order_from_row
-from upstox_bot.domain import (
-    OrderStatus,
-    rupees_to_paise,
-)
+from upstox_bot.domain import OrderStatus, rupees_to_paise
 from upstox_bot.errors import Conflict, NotFound
-from upstox_bot.runtime.control import (
-    Command,
-    CommandInvalid,
-    CommandKind,
-    CommandStatus,
-)
+from upstox_bot.runtime.control import Command, CommandInvalid, CommandKind, CommandStatus
 
 router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 

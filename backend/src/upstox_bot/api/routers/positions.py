@@ -9,26 +9,14 @@ from sqlalchemy.orm import Session
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.commands import send
 from upstox_bot.api.deps import AccountDep, ControlDep, SessionDep, ViewDep
-from upstox_bot.api.queries import (
-    PathId,
-    symbols_for,
-)
+from upstox_bot.api.queries import PathId, symbols_for
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
-from upstox_bot.api.schemas.control import (
-    CommandRead,
-)
-from upstox_bot.api.schemas.trading import (
-    PositionRead,
-)
+from upstox_bot.api.schemas.control import CommandRead
+from upstox_bot.api.schemas.trading import PositionRead
 from upstox_bot.db.repositories.positions import PositionRepository
 from upstox_bot.errors import NotFound
-from upstox_bot.runtime.control import (
-    Command,
-    CommandKind,
-    ControlPort,
-    KernelView,
-)
+from upstox_bot.runtime.control import Command, CommandKind, ControlPort, KernelView
 
 router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 

@@ -24,9 +24,7 @@ from upstox_bot.api.queries import (
 )
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
-from upstox_bot.api.schemas.trading import (
-    SignalRead,
-)
+from upstox_bot.api.schemas.trading import SignalRead
 from upstox_bot.db.models import OrderRow, RiskDecisionRow, SignalRow
 from upstox_bot.db.repositories.signals import SignalRecord, SignalRepository, signal_from_row
 from upstox_bot.domain import (

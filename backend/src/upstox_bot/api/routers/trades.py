@@ -22,23 +22,12 @@ from upstox_bot.api.queries import (
 )
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody, Page
-from upstox_bot.api.schemas.control import (
-    ManualTradeCreate,
-    ManualTradeRead,
-)
-from upstox_bot.api.schemas.trading import (
-    TradeRead,
-)
+from upstox_bot.api.schemas.control import ManualTradeCreate, ManualTradeRead
+from upstox_bot.api.schemas.trading import TradeRead
 from upstox_bot.db.models import TradeRow
 from upstox_bot.db.repositories.trades import TradeRepository, trade_from_row
-from upstox_bot.domain import (
-    Direction,
-    paise_to_rupees,
-)
-from upstox_bot.runtime.control import (
-    Command,
-    CommandKind,
-)
+from upstox_bot.domain import Direction, paise_to_rupees
+from upstox_bot.runtime.control import Command, CommandKind
 
 router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 

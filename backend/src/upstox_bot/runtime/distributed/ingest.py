@@ -11,10 +11,7 @@ from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.runtime.distributed.resources import Resources
 from upstox_bot.runtime.distributed.shards import BATCH_TTL_S
 from upstox_bot.runtime.store import with_db_retry
-from upstox_bot.worker.state import (
-    Keys,
-    decode_tick,
-)
+from upstox_bot.worker.state import Keys, decode_tick
 
 
 def ingest_batch(resources: Resources, account: str, shard: str, seq: int) -> int:

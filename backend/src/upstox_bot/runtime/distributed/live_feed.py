@@ -16,10 +16,7 @@ import redis
 
 from upstox_bot.api.hub import tick_payload
 from upstox_bot.config import Settings
-from upstox_bot.domain import (
-    Tick,
-    datetime_to_ms,
-)
+from upstox_bot.domain import Tick, datetime_to_ms
 from upstox_bot.errors import ConfigError
 from upstox_bot.feed.upstox_v3 import (
     DecodedFrame,
@@ -31,10 +28,7 @@ from upstox_bot.feed.upstox_v3 import (
 from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
 from upstox_bot.monitoring.alerts.model import AlertKind
 from upstox_bot.monitoring.notifiers import dispatcher_from_settings
-from upstox_bot.runtime.distributed.resources import (
-    Resources,
-    calendar_of,
-)
+from upstox_bot.runtime.distributed.resources import Resources, calendar_of
 from upstox_bot.runtime.distributed.shards import (
     BATCH_TTL_S,
     FEED_FINAL_WAIT_S,
@@ -51,10 +45,7 @@ from upstox_bot.runtime.distributed.shards import (
 from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
 from upstox_bot.worker import events
 from upstox_bot.worker.locks import Lease
-from upstox_bot.worker.state import (
-    Keys,
-    encode_ticks,
-)
+from upstox_bot.worker.state import Keys, encode_ticks
 
 log = logging.getLogger(__name__)
 

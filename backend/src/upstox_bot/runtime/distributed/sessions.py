@@ -12,10 +12,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot.config import Settings
-from upstox_bot.domain import (
-    IST,
-    ms_to_datetime,
-)
+from upstox_bot.domain import IST, ms_to_datetime
 from upstox_bot.errors import ConfigError
 from upstox_bot.feed.upstox_v3 import plan_shards
 from upstox_bot.runtime.distributed.live_feed import LIVE_MODE, LiveFeedShard

@@ -11,16 +11,9 @@ from itertools import islice
 import redis
 
 from upstox_bot.api.hub import tick_payload
-from upstox_bot.domain import (
-    Tick,
-    datetime_to_ms,
-)
+from upstox_bot.domain import Tick, datetime_to_ms
 from upstox_bot.feed.sim import SimulatedMarket
-from upstox_bot.runtime.distributed.resources import (
-    Resources,
-    calendar_of,
-    sim_universe,
-)
+from upstox_bot.runtime.distributed.resources import Resources, calendar_of, sim_universe
 from upstox_bot.runtime.distributed.shards import (
     BATCH_TTL_S,
     FEED_FINAL_WAIT_S,
@@ -38,10 +31,7 @@ from upstox_bot.runtime.distributed.shards import (
 )
 from upstox_bot.worker import events
 from upstox_bot.worker.locks import Lease
-from upstox_bot.worker.state import (
-    Keys,
-    encode_ticks,
-)
+from upstox_bot.worker.state import Keys, encode_ticks
 
 log = logging.getLogger(__name__)
 

@@ -42,12 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from upstox_bot.domain import (
-    Fill,
-    Order,
-    OrderStatus,
-    OrderType,
-)
+from upstox_bot.domain import Fill, Order, OrderStatus, OrderType
 from upstox_bot.errors import BrokerUnavailable, Conflict, NotFound, OrderRejected, OrdersBlocked
 from upstox_bot.trading.brokers.upstox_book import (
     BrokerOrderReport,
