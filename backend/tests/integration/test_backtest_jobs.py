@@ -110,7 +110,7 @@ def test_backtests_run_on_a_real_worker_computes_once(
     )
     from celery.contrib.testing.worker import start_worker
 
-    from upstox_bot.runtime.distributed import Resources
+    from upstox_bot.runtime.distributed.resources import Resources
     from upstox_bot.worker.tasks import backtests as task_module
 
     settings = Settings(

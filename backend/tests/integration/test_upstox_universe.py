@@ -20,7 +20,8 @@ from upstox_bot.db.models import SymbolRow
 from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.domain import Instrument, InstrumentKind
-from upstox_bot.monitoring.alerts import AlertKind, alerts_for_audit
+from upstox_bot.monitoring.alerts.model import AlertKind
+from upstox_bot.monitoring.alerts.rules import alerts_for_audit
 from upstox_bot.screening.instruments import INDEX_UNDERLYINGS
 from upstox_bot.screening.universe import (
     banned_instrument_keys,

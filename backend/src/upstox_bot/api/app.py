@@ -29,17 +29,21 @@ from upstox_bot.api.middleware import (
 )
 from upstox_bot.api.openapi import install_openapi
 from upstox_bot.api.routers import (
+    account,
     audit,
     auth,
     backtests,
     health,
     market,
     options,
+    orders,
+    positions,
     reports,
     risk,
     session,
+    signals,
     strategies,
-    trading,
+    trades,
     upstox_auth,
 )
 from upstox_bot.api.routers import (
@@ -196,7 +200,11 @@ def create_app(
         route_class=GuardedRoute,
     )
     for module in (
-        trading,
+        positions,
+        trades,
+        signals,
+        orders,
+        account,
         reports,
         market,
         strategies,

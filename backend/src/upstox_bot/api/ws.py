@@ -43,7 +43,7 @@ from upstox_bot.api.hub import (
     unknown_channels,
 )
 from upstox_bot.api.middleware import client_of
-from upstox_bot.api.routers.trading import live_positions, stored_positions
+from upstox_bot.api.routers.positions import live_positions, stored_positions
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.api_keys import ApiKeyRecord
 from upstox_bot.db.session import session_scope

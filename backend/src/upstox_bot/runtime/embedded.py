@@ -58,7 +58,8 @@ from upstox_bot.feed.derivatives import ChainPricer, DerivativeTicks, WatchSpan
 from upstox_bot.feed.replay import ReplayMarket
 from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
-from upstox_bot.monitoring.alerts import AlertKind, dispatcher_from_settings
+from upstox_bot.monitoring.alerts.model import AlertKind
+from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 from upstox_bot.options.chain import simulate_fno_chain
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime import components

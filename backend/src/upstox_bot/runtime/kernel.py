@@ -54,7 +54,8 @@ from upstox_bot.domain import (
     rupees_to_paise,
 )
 from upstox_bot.errors import Conflict, NotFound
-from upstox_bot.monitoring.alerts import AlertDispatcher, end_of_day_summary
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.alerts.rules import end_of_day_summary
 from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter

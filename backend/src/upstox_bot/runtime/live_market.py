@@ -30,9 +30,11 @@ from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import IST, Instrument, InstrumentKind, Order, OrderPurpose, Tick
 from upstox_bot.errors import ConfigError, UpstoxBotError
-from upstox_bot.monitoring.alerts import AlertDispatcher, AlertKind
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.alerts.model import AlertKind
 from upstox_bot.runtime import components
-from upstox_bot.trading.brokers.upstox import UpstoxBroker, reconcile_books
+from upstox_bot.trading.brokers.upstox import UpstoxBroker
+from upstox_bot.trading.brokers.upstox_book import reconcile_books
 from upstox_bot.trading.desk import OrderDesk
 from upstox_bot.trading.order_gate import OrderGate
 from upstox_bot.upstox.client import PlacementPolicy, UpstoxClient

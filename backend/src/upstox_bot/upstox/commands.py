@@ -107,7 +107,8 @@ def universe_refresh(
 
 def _alert_ban_list_failure(settings: Settings, error: str, kept: BanListReport | None) -> None:
     from upstox_bot.domain import AuditRecord
-    from upstox_bot.monitoring.alerts import alerts_for_audit, dispatcher_from_settings
+    from upstox_bot.monitoring.alerts.rules import alerts_for_audit
+    from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 
     record = AuditRecord(
         event="universe.ban_list_failed",

@@ -36,13 +36,15 @@ from upstox_bot.feed.upstox_v3 import (
     plan_shards,
 )
 from upstox_bot.trading.brokers.upstox import (
-    BrokerOrderReport,
     ConnectHandler,
     ModifyTarget,
-    PositionReport,
-    ReconciliationReport,
     ReportHandler,
     UpstoxBroker,
+)
+from upstox_bot.trading.brokers.upstox_book import (
+    BrokerOrderReport,
+    PositionReport,
+    ReconciliationReport,
     reconcile_books,
 )
 from upstox_bot.trading.order_gate import BlockCause

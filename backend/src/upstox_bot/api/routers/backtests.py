@@ -12,8 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import SessionDep, SettingsDep
-from upstox_bot.api.queries import PathId
-from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offset
+from upstox_bot.api.queries import TOTAL_DOC, TOTAL_HEADER, Limit, Offset, PathId
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.backtests import (
     BacktestCreate,

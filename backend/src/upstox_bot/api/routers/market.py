@@ -14,8 +14,18 @@ from sqlalchemy.orm import Session
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.errors import NotAvailable
-from upstox_bot.api.queries import PRINTABLE, Filter, PathId, Since, Until, page
-from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offset
+from upstox_bot.api.queries import (
+    PRINTABLE,
+    TOTAL_DOC,
+    TOTAL_HEADER,
+    Filter,
+    Limit,
+    Offset,
+    PathId,
+    Since,
+    Until,
+    page,
+)
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.market import CandleRead, QuoteRead, RefreshRead, SymbolRead

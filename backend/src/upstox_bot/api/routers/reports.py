@@ -18,8 +18,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.deps import AccountDep, SessionDep, SettingsDep, ViewDep
-from upstox_bot.api.queries import IsoDate
-from upstox_bot.api.routers.trading import EPOCH, EndDate, StartDate
+from upstox_bot.api.queries import EPOCH, EndDate, IsoDate, StartDate
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.reports import (
