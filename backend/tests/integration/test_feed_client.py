@@ -22,15 +22,9 @@ from tests.support.upstox_sim.feed import (
 )
 from upstox_bot.domain import Tick
 from upstox_bot.errors import ConfigError
-from upstox_bot.feed.upstox_v3 import (
-    Backoff,
-    DecodedFrame,
-    FeedMode,
-    FeedUnauthorized,
-    FrameType,
-    MarketDataFeedV3Client,
-    stream_jsonl,
-)
+from upstox_bot.upstox.feed_protocol import DecodedFrame, FeedMode, FrameType
+from upstox_bot.upstox.market_feed import MarketDataFeedV3Client, stream_jsonl
+from upstox_bot.upstox.websocket import Backoff, FeedUnauthorized
 
 RELIANCE = "NSE_EQ|INE002A01018"
 NIFTY = "NSE_INDEX|Nifty 50"

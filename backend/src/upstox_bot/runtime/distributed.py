@@ -34,7 +34,6 @@ from typing import Any, cast
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from upstox_bot.api.hub import tick_payload
 from upstox_bot.clock import NseCalendar
 from upstox_bot.config import MarketSource, Settings
 from upstox_bot.db.repositories.ticks import TickRepository
@@ -49,18 +48,14 @@ from upstox_bot.domain import (
 from upstox_bot.errors import ConfigError
 from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
-from upstox_bot.feed.upstox_v3 import (
-    DecodedFrame,
-    FeedMode,
-    FeedUnauthorized,
-    FrameType,
-    MarketDataFeedV3Client,
-    plan_shards,
-)
+from upstox_bot.live_events import tick_payload
 from upstox_bot.monitoring.alerts import AlertDispatcher, AlertKind, dispatcher_from_settings
 from upstox_bot.runtime import components
 from upstox_bot.runtime.store import with_db_retry
+from upstox_bot.upstox.feed_protocol import DecodedFrame, FeedMode, FrameType, plan_shards
+from upstox_bot.upstox.market_feed import MarketDataFeedV3Client
 from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
+from upstox_bot.upstox.websocket import FeedUnauthorized
 from upstox_bot.worker import events
 from upstox_bot.worker.locks import Lease
 from upstox_bot.worker.state import (

@@ -23,24 +23,13 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 from upstox_bot import faults
-from upstox_bot.api.hub import (
-    CANDLES,
-    ORDERS,
-    SIGNALS,
-    TICKS,
-    EventHub,
-    candle_payload,
-    order_payload,
-    signal_payload,
-    tick_payload,
-)
-from upstox_bot.api.settings_changes import settings_with_overrides
 from upstox_bot.backtest.data import Dataset, load_bars
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.repositories.checkpoints import Checkpoint
 from upstox_bot.db.repositories.orders import OrderRepository
+from upstox_bot.db.repositories.settings_overrides import settings_with_overrides
 from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import (
@@ -58,6 +47,17 @@ from upstox_bot.feed.derivatives import ChainPricer, DerivativeTicks, WatchSpan
 from upstox_bot.feed.replay import ReplayMarket
 from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
+from upstox_bot.live_events import (
+    CANDLES,
+    ORDERS,
+    SIGNALS,
+    TICKS,
+    EventHub,
+    candle_payload,
+    order_payload,
+    signal_payload,
+    tick_payload,
+)
 from upstox_bot.monitoring.alerts import AlertKind, dispatcher_from_settings
 from upstox_bot.options.chain import simulate_fno_chain
 from upstox_bot.risk.rate_limit import OrderRateLimiter
