@@ -56,6 +56,7 @@ class MarketDataFeedV3Client(UpstoxWebSocket):
 
     _event = "feed"
     _label = "feed"
+    _task_name = "upstox-feed-v3"
     _authorize_path = AUTHORIZE_PATH
 
     def __init__(

@@ -107,6 +107,7 @@ class PortfolioStreamClient(UpstoxWebSocket):
 
     _event = "portfolio"
     _label = "portfolio stream"
+    _task_name = "upstox-portfolio-stream"
     _authorize_path = AUTHORIZE_PATH
 
     def __init__(

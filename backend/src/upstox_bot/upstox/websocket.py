@@ -67,12 +67,14 @@ class UpstoxWebSocket:
     `start()` / `close()`.
 
     A subclass names itself (``_event``: the prefix of its log events; ``_label``: how its
-    errors name it) and its authorize path, and implements ``_session``. Counters are plain
+    errors name it; ``_task_name``: its asyncio task) and its authorize path, and implements
+    ``_session``. Counters are plain
     attributes for metrics.
     """
 
     _event: ClassVar[str]
     _label: ClassVar[str]
+    _task_name: ClassVar[str]
     _authorize_path: ClassVar[str]
 
     def __init__(
@@ -148,7 +150,7 @@ class UpstoxWebSocket:
         self._closing.clear()
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self._open_timeout_s)
-        self._task = asyncio.create_task(self._run(), name=f"upstox-{self._event}")
+        self._task = asyncio.create_task(self._run(), name=self._task_name)
 
     async def close(self) -> None:
         """Close the connection (code 1000) and stop reconnecting."""
