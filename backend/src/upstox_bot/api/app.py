@@ -59,8 +59,7 @@ from upstox_bot.live_events import EventHub
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from upstox_bot.runtime.control import ControlPort
-    from upstox_bot.runtime.embedded import LiveStats
+    from upstox_bot.runtime.control import ControlPort, LiveStats
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ port.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import cache
@@ -34,8 +33,6 @@ from upstox_bot.db.repositories.settings_overrides import (
     strategy_problem,
 )
 from upstox_bot.domain import AuditRecord
-
-log = logging.getLogger(__name__)
 
 SECRET_URLS = ("DATABASE_URL", "REDIS_URL")
 MASK = "***"

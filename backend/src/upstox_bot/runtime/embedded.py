@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time as walltime
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +66,7 @@ from upstox_bot.runtime.control import (
     CommandResult,
     CommandStatus,
     KernelView,
+    LiveStats,
     LocalControl,
 )
 from upstox_bot.runtime.kernel import AccountKernel, KernelPorts, Ops
@@ -90,29 +90,6 @@ class RunOptions:
     replay_data: Path | None = None  # bars to replay instead of the simulated market
     market: str = "sim"  # sim | replay | upstox
     force_live_reason: str | None = None  # start live before the paper period (audited)
-
-
-@dataclass(slots=True)
-class LiveStats:
-    """What the console and /health show about the running loop."""
-
-    ticks: int = 0
-    started_wall: float = field(default_factory=walltime.monotonic)
-    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=40))
-    market_now: datetime | None = None
-    trading_date: date | None = None
-    finished: bool = False
-    last_tick_wall: float | None = None  # monotonic time the last tick was processed
-    # wall seconds from the tick that closed a candle to its entry orders being sent
-    candle_to_order_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-    tick_errors: int = 0  # live feed: ticks whose processing failed (logged, skipped)
-    timer_errors: int = 0  # live loop: timer steps that failed (logged, tried again)
-
-    def ticks_per_second(self) -> float:
-        if len(self.recent) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = self.recent[0], self.recent[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class HubSink:
