@@ -250,15 +250,16 @@ async def close_revoked(app: FastAPI, every_s: float = REVOCATION_CHECK_S) -> No
         await asyncio.sleep(every_s)
         if not streams:
             continue
+        asked = set(streams.values())
         try:
-            active = await run_in_threadpool(
-                active_key_ids, app.state.sessions, set(streams.values())
-            )
+            active = await run_in_threadpool(active_key_ids, app.state.sessions, asked)
         except Exception:  # the database busy or gone: keep serving, look again next time
             log.warning("ws.revocation_check_failed", exc_info=True)
             continue
         for subscriber, key_id in list(streams.items()):
-            if key_id not in active:
+            # A stream that opened while the database was asked has a key not asked about:
+            # it was just authenticated, and is checked next time.
+            if key_id in asked and key_id not in active:
                 log.info("ws.key_revoked", extra={"key_id": key_id})
                 subscriber.end(*REVOKED)
 

@@ -77,6 +77,11 @@ log = logging.getLogger(__name__)
 
 SESSION_MINUTES = 375  # 09:15 to 15:30
 FLUSH_EVERY_WALL_S = 0.25
+# A commit also goes ahead of every order sent (durable first): what is buffered then rides on
+# the order's path. So a backlog is committed early, whatever the time: at most this many
+# journal entries or sampled ticks wait for a commit (checked every FLUSH_CHECK_TICKS ticks).
+FLUSH_BACKLOG = 16
+FLUSH_CHECK_TICKS = 16
 
 
 @dataclass(slots=True)
@@ -483,6 +488,11 @@ class EmbeddedBot:
                 hub.publish_threadsafe(
                     TICKS, tick_payload(tick, self.kernel.symbols.get(tick.instrument_key))
                 )
+            if count % FLUSH_CHECK_TICKS == 0 and (
+                len(kernel.journal) >= FLUSH_BACKLOG or len(kernel.ticks) >= FLUSH_BACKLOG
+            ):
+                self.flush()
+                last_flush = walltime.monotonic()
             if count % 256 == 0:
                 stats.ticks += 256
                 now_wall = walltime.monotonic()

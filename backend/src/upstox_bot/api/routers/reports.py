@@ -208,7 +208,12 @@ def _curve(
     if snapshot is not None:
         capital = snapshot.capital_paise
     else:
-        earlier = TradeRepository(session, account).net_pnl_paise(EPOCH, day - timedelta(days=1))
+        # The first representable date has no day before it (and no trades before it).
+        earlier = (
+            0
+            if day == date.min
+            else TradeRepository(session, account).net_pnl_paise(EPOCH, day - timedelta(days=1))
+        )
         capital = record.starting_capital_paise + earlier
     opens_at, closes_at = _session_bounds(_calendar(settings), day)
     trades = TradeRepository(session, account).find(start_date=day, end_date=day, limit=100_000)
