@@ -22,15 +22,9 @@ from tests.support.upstox_sim.feed import (
 )
 from upstox_bot.domain import Tick
 from upstox_bot.errors import ConfigError
-from upstox_bot.feed.upstox_v3 import (
-    Backoff,
-    DecodedFrame,
-    FeedMode,
-    FeedUnauthorized,
-    FrameType,
-    MarketDataFeedV3Client,
-    stream_jsonl,
-)
+from upstox_bot.upstox.feed_protocol import DecodedFrame, FeedMode, FrameType
+from upstox_bot.upstox.market_feed import MarketDataFeedV3Client, stream_jsonl
+from upstox_bot.upstox.websocket import Backoff, FeedUnauthorized
 
 RELIANCE = "NSE_EQ|INE002A01018"
 NIFTY = "NSE_INDEX|Nifty 50"
@@ -333,7 +327,13 @@ async def test_connections_and_keys_beyond_the_plan_limits_get_nothing(
         await client.start()
     await first.wait_connected()
     await second.wait_connected()
-    await eventually(lambda: sim.over_limit_handshakes >= 1 and third.reconnects >= 1)
+    # The simulator counts the refused keys when it reads the subscription, after the client
+    # sent it: wait for that too.
+    await eventually(
+        lambda: (
+            sim.over_limit_handshakes >= 1 and third.reconnects >= 1 and sim.keys_over_limit >= 1
+        )
+    )
 
     assert not third.connected  # refused: the user's connections are all in use
     assert sim.active_connections == 2

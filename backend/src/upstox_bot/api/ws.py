@@ -33,7 +33,12 @@ from starlette.status import WS_1008_POLICY_VIOLATION, WS_1013_TRY_AGAIN_LATER
 
 from upstox_bot.api.auth import HEADER, active_key_ids, key_in_own_session
 from upstox_bot.api.errors import TooManyFailures, Unauthenticated
-from upstox_bot.api.hub import (
+from upstox_bot.api.middleware import client_of
+from upstox_bot.api.routers.positions import live_positions, stored_positions
+from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.db.repositories.api_keys import ApiKeyRecord
+from upstox_bot.db.session import session_scope
+from upstox_bot.live_events import (
     ACCOUNT,
     CHANNELS,
     POSITIONS,
@@ -42,11 +47,6 @@ from upstox_bot.api.hub import (
     account_payload,
     unknown_channels,
 )
-from upstox_bot.api.middleware import client_of
-from upstox_bot.api.routers.positions import live_positions, stored_positions
-from upstox_bot.db.repositories.accounts import AccountRepository
-from upstox_bot.db.repositories.api_keys import ApiKeyRecord
-from upstox_bot.db.session import session_scope
 
 if TYPE_CHECKING:
     from upstox_bot.runtime.control import KernelView

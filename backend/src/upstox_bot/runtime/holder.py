@@ -31,11 +31,11 @@ from typing import Any, cast
 
 import redis
 
-from upstox_bot.api.hub import account_payload, candle_payload, order_payload, signal_payload
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.checkpoints import FencedOut
 from upstox_bot.domain import Order, Tick, datetime_to_ms
+from upstox_bot.live_events import account_payload, candle_payload, order_payload, signal_payload
 from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
 from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 from upstox_bot.runtime.control import (

@@ -20,18 +20,18 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from upstox_bot.api.settings_changes import (
+from upstox_bot.clock import MarketClock, NseCalendar
+from upstox_bot.config import Settings
+from upstox_bot.db.models import AccountMode
+from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.db.repositories.checkpoints import Checkpoint
+from upstox_bot.db.repositories.settings_overrides import (
     LIVE_ENGINE,
     LIVE_EXITS,
     LIVE_RISK,
     LIVE_STRATEGY,
     setting_changed,
 )
-from upstox_bot.clock import MarketClock, NseCalendar
-from upstox_bot.config import Settings
-from upstox_bot.db.models import AccountMode
-from upstox_bot.db.repositories.accounts import AccountRepository
-from upstox_bot.db.repositories.checkpoints import Checkpoint
 from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.domain import (
     IST,

@@ -31,7 +31,7 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
+from upstox_bot.upstox.proto import MarketDataFeedV3_pb2 as pb
 
 from .scenario import Scenario
 

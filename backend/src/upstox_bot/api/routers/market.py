@@ -48,7 +48,7 @@ SYMBOL_SORT = {
     "updated_at": SymbolRow.updated_at,
 }
 SymbolSort = Literal["trading_symbol", "-trading_symbol", "liquidity_rank", "-updated_at"]
-UNIVERSE_MODULE = "upstox_bot.screening.universe"
+UNIVERSE_MODULE = "upstox_bot.upstox.universe"
 
 
 def find_symbol(session: Session, key_or_symbol: str) -> SymbolRecord:
@@ -120,7 +120,7 @@ async def refresh_symbols(session: SessionDep, settings: SettingsDep, actor: Tra
     try:
         module = importlib.import_module(UNIVERSE_MODULE)
     except ModuleNotFoundError as exc:
-        if exc.name not in (UNIVERSE_MODULE, "upstox_bot.screening"):
+        if exc.name not in (UNIVERSE_MODULE, "upstox_bot.upstox"):
             raise
         module = None
     refresh = getattr(module, "refresh_universe", None)

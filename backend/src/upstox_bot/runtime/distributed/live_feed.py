@@ -14,17 +14,10 @@ from typing import Any
 
 import redis
 
-from upstox_bot.api.hub import tick_payload
 from upstox_bot.config import Settings
 from upstox_bot.domain import Tick, datetime_to_ms
 from upstox_bot.errors import ConfigError
-from upstox_bot.feed.upstox_v3 import (
-    DecodedFrame,
-    FeedMode,
-    FeedUnauthorized,
-    FrameType,
-    MarketDataFeedV3Client,
-)
+from upstox_bot.live_events import tick_payload
 from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
 from upstox_bot.monitoring.alerts.model import AlertKind
 from upstox_bot.monitoring.notifiers import dispatcher_from_settings
@@ -42,7 +35,10 @@ from upstox_bot.runtime.distributed.shards import (
     ingested_seqs,
     previous_ticks,
 )
+from upstox_bot.upstox.feed_protocol import DecodedFrame, FeedMode, FrameType
+from upstox_bot.upstox.market_feed import MarketDataFeedV3Client
 from upstox_bot.upstox.token_store import TokenGuard, token_store_from_settings
+from upstox_bot.upstox.websocket import FeedUnauthorized
 from upstox_bot.worker import events
 from upstox_bot.worker.locks import Lease
 from upstox_bot.worker.state import Keys, encode_ticks

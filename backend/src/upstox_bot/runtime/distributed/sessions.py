@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from upstox_bot.config import Settings
 from upstox_bot.domain import IST, ms_to_datetime
 from upstox_bot.errors import ConfigError
-from upstox_bot.feed.upstox_v3 import plan_shards
 from upstox_bot.runtime.distributed.live_feed import LIVE_MODE, LiveFeedShard
 from upstox_bot.runtime.distributed.resources import (
     Resources,
@@ -32,6 +31,7 @@ from upstox_bot.runtime.distributed.shards import (
     feed_progress,
 )
 from upstox_bot.runtime.distributed.sim_feed import FeedShard
+from upstox_bot.upstox.feed_protocol import plan_shards
 from upstox_bot.worker.state import Keys
 
 

@@ -10,9 +10,9 @@ from itertools import islice
 
 import redis
 
-from upstox_bot.api.hub import tick_payload
 from upstox_bot.domain import Tick, datetime_to_ms
 from upstox_bot.feed.sim import SimulatedMarket
+from upstox_bot.live_events import tick_payload
 from upstox_bot.runtime.distributed.resources import Resources, calendar_of, sim_universe
 from upstox_bot.runtime.distributed.shards import (
     BATCH_TTL_S,

@@ -63,7 +63,7 @@ def start_todays_session() -> list[str]:
 @task("default.refresh_universe", acks_late=True)
 def refresh_universe() -> str:
     """Refresh the F&O universe before the open with screening's refresh_universe, if present."""
-    module = importlib.import_module("upstox_bot.screening.universe")
+    module = importlib.import_module("upstox_bot.upstox.universe")
     refresh = getattr(module, "refresh_universe", None)
     if refresh is None:
         log.warning("universe.refresh.not_configured")
