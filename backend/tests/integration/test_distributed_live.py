@@ -501,3 +501,29 @@ def _alerted(receiver: Any, kind: str) -> bool:
         if body.get("kind") == kind:
             return True
     return False
+
+
+def test_the_scheduled_universe_refresh_downloads_and_stores_the_universe(
+    cluster_factory: Callable[..., Cluster], sim: UpstoxSimulator
+) -> None:
+    # The beat's pre-open task, on a real worker: the instrument master from Upstox (here its
+    # simulator), the F&O stocks stored, as `upstox-bot universe refresh` stores them.
+    cluster = cluster_factory(
+        UPSTOX_API_BASE_URL=sim.base_url, UPSTOX_ACCESS_TOKEN=sim.rest.issue_token()
+    )
+    cluster.start_worker("misc", "default")
+    cluster.wait_ready("misc")
+    cluster.enqueue("default.refresh_universe", [])
+
+    def stored() -> int:
+        with _session(cluster.pg_url) as session:
+            return int(
+                session.execute(text("SELECT count(*) FROM symbols WHERE is_active")).scalar_one()
+            )
+
+    count = wait_until(stored, what="the universe stored by the worker", details=cluster.logs)
+    known = {r["instrument_key"] for r in sim.rest.instruments}
+    with _session(cluster.pg_url) as session:
+        keys = session.execute(text("SELECT instrument_key FROM symbols WHERE is_active")).scalars()
+        assert set(keys) <= known
+    assert count > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 import logging
 from datetime import date
 
@@ -62,14 +62,18 @@ def start_todays_session() -> list[str]:
 
 @task("default.refresh_universe", acks_late=True)
 def refresh_universe() -> str:
-    """Refresh the F&O universe before the open with screening's refresh_universe, if present."""
-    module = importlib.import_module("upstox_bot.upstox.universe")
-    refresh = getattr(module, "refresh_universe", None)
-    if refresh is None:
-        log.warning("universe.refresh.not_configured")
-        return "not_configured"
-    refresh(resources().settings)
-    return "refreshed"
+    """Refresh the F&O universe before the open, as `upstox-bot universe refresh` does: the
+    instrument master downloaded, the ban list read, the year's NSE calendar stored."""
+    from upstox_bot.upstox.universe import refresh_universe as refresh
+
+    res = resources()
+    with session_scope(res.sessions) as session:
+        report = asyncio.run(refresh(session, res.settings))
+    log.info(
+        "universe.refreshed",
+        extra={"stocks": report.stocks, "source": report.source, "ban_error": report.ban_error},
+    )
+    return f"{report.stocks} stocks"
 
 
 @task("default.watch_token", acks_late=True)
