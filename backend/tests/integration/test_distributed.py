@@ -357,6 +357,35 @@ def test_controls_reach_the_holder_within_a_second_and_are_audited_once(
     assert switch is True
 
 
+def test_the_holder_starts_with_the_stored_settings_and_skips_one_that_no_longer_builds(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    # PATCH /api/v1/settings stores its changes: a holder started later (a restart, a takeover)
+    # trades by them; a stored value the settings refuse now is skipped and audited.
+    from datetime import UTC, datetime
+
+    from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
+
+    cluster = cluster_factory(MAX_OPEN_POSITIONS="3")
+    with db_session(cluster.pg_url) as session:
+        overrides = SettingsOverrideRepository(session)
+        now = datetime.now(UTC)
+        overrides.set("MAX_OPEN_POSITIONS", 1, updated_by="tester", at=now)
+        overrides.set("STOP_LOSS_PERCENT", "not a number", updated_by="tester", at=now)
+        session.commit()
+    cluster.start_standard()
+    specs = cluster.start_session(trading_date=SESSION_DATE, seed=SEED, minutes=30, speed=60.0)
+    control = RedisControl(cluster.redis_url, ACCOUNT)
+    view = wait_until(control.view, what="the holder's view", details=cluster.logs)
+    assert view.limits["max_open_positions"] == 1
+    cluster.wait_finished(specs)
+    with db_session(cluster.pg_url) as session:
+        skipped = session.execute(
+            text("SELECT entity_id FROM audit_logs WHERE event = 'setting.override_skipped'")
+        ).scalars()
+        assert list(skipped) == ["STOP_LOSS_PERCENT"]
+
+
 STRATEGY_FILE = '''
 from upstox_bot.domain import SignalType
 from upstox_bot.signals.base import Strategy, StrategySignal

@@ -34,6 +34,8 @@ import redis
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.checkpoints import FencedOut
+from upstox_bot.db.repositories.settings_overrides import settings_with_overrides
+from upstox_bot.db.session import session_scope
 from upstox_bot.domain import Order, Tick, datetime_to_ms
 from upstox_bot.live_events import account_payload, candle_payload, order_payload, signal_payload
 from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
@@ -149,7 +151,13 @@ class AccountHolder:
     ) -> None:
         from upstox_bot.runtime.distributed.resources import account_instruments, calendar_of
 
-        settings = resources.settings
+        # Settings changed through the API (PATCH /api/v1/settings) outlive a restart of the
+        # holder, as of the embedded bot; one that no longer builds is skipped, audited and
+        # alerted, and never stops the start.
+        with session_scope(resources.sessions) as session:
+            settings, skipped = settings_with_overrides(
+                session, resources.settings, at=datetime.now(UTC)
+            )
         self.resources = resources
         self.settings = settings
         self.account = account
@@ -160,6 +168,8 @@ class AccountHolder:
         self.calendar = calendar_of(settings, resources.sessions)
         self.alerts: AlertDispatcher = dispatcher_from_settings(settings)
         self.alerts.start()
+        for record in skipped:
+            self.alerts.on_audit(record)
         self.store = AccountStore(
             resources.sessions,
             account,
