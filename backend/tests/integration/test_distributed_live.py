@@ -27,6 +27,7 @@ from tests.support.cluster import db_session as _session
 from tests.support.servers import RedisServer
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from tests.support.waiting import wait_until
+from upstox_bot import live_events
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.domain import IST
@@ -251,7 +252,7 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     res = Resources(settings)
     sent: list[tuple[str, Any]] = []
     watcher = res.redis.pubsub()  # type: ignore[no-untyped-call]
-    watcher.subscribe(events.redis_channel(events.ACCOUNT))
+    watcher.subscribe(events.redis_channel(live_events.ACCOUNT))
     shard = LiveFeedShard(
         res, _live_spec(["NSE_EQ|INE002A01018"]), lambda n, a: sent.append((n, a))
     )

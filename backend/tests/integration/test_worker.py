@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from tests.support.waiting import wait_until
+from upstox_bot import live_events
 from upstox_bot.config import Settings
 from upstox_bot.domain import (
     ClientOrderId,
@@ -200,14 +201,14 @@ async def test_subscribers_receive_published_events(redis_url: str) -> None:
     received: list[tuple[str, object]] = []
 
     async def listen() -> None:
-        async for channel, data in events.subscribe_events(redis_url, [events.ORDERS]):
+        async for channel, data in events.subscribe_events(redis_url, [live_events.ORDERS]):
             received.append((channel, data))
             return
 
     task = asyncio.create_task(listen())
     deadline = time.monotonic() + 5
     while not received and time.monotonic() < deadline:
-        events.publish(publisher, [(events.ORDERS, {"client_order_id": "ub-1"})])
+        events.publish(publisher, [(live_events.ORDERS, {"client_order_id": "ub-1"})])
         await asyncio.sleep(0.05)
     await asyncio.wait_for(task, 5)
     assert received == [("orders", {"client_order_id": "ub-1"})]

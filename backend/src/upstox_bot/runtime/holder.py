@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import redis
 
+from upstox_bot import live_events
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.checkpoints import FencedOut
@@ -89,22 +90,27 @@ class RedisSink:
             if name == "candle":
                 candle = args[0]
                 published.append(
-                    (events.CANDLES, candle_payload(candle, symbols.get(candle.instrument_key)))
+                    (
+                        live_events.CANDLES,
+                        candle_payload(candle, symbols.get(candle.instrument_key)),
+                    )
                 )
             elif name == "signal":
-                published.append((events.SIGNALS, signal_payload(args[0], args[1])))
+                published.append((live_events.SIGNALS, signal_payload(args[0], args[1])))
             elif name == "signal_status":
-                published.append((events.SIGNALS, {"signal_id": args[0], "status": args[1].value}))
+                published.append(
+                    (live_events.SIGNALS, {"signal_id": args[0], "status": args[1].value})
+                )
             elif name == "order":
-                published.append((events.ORDERS, order_payload(args[0])))
+                published.append((live_events.ORDERS, order_payload(args[0])))
             elif name == "account":
-                published.append((events.ACCOUNT, account_payload(args[0])))
+                published.append((live_events.ACCOUNT, account_payload(args[0])))
             elif name.startswith("position"):
                 positions_changed = True
         try:
             if positions_changed:
                 snapshot = [position_to_dict(p) for p in view.positions]
-                published.append((events.POSITIONS, snapshot))
+                published.append((live_events.POSITIONS, snapshot))
                 pipe = client.pipeline(transaction=True)
                 pipe.delete(Keys.positions(holder.account))
                 if snapshot:

@@ -24,17 +24,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from upstox_bot.live_events import CHANNELS  # the live stream's channels, declared once
 from upstox_bot.worker.state import PREFIX
 
 log = logging.getLogger(__name__)
-
-TICKS = "ticks"
-CANDLES = "candles"
-SIGNALS = "signals"
-ORDERS = "orders"
-POSITIONS = "positions"
-ACCOUNT = "account"
-CHANNELS: tuple[str, ...] = (TICKS, CANDLES, SIGNALS, ORDERS, POSITIONS, ACCOUNT)
 
 Event = tuple[str, Any]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from upstox_bot import live_events
 from upstox_bot.config import Settings
 from upstox_bot.domain import Tick, datetime_to_ms
 from upstox_bot.errors import ConfigError
@@ -83,7 +84,9 @@ class FeedAlerts:
 
     def notify(self, kind: AlertKind, message: str, *, key: str | None = None) -> None:
         """Send an alert; never raises."""
-        events.publish(self.client, [(events.ACCOUNT, {"alert": kind.value, "message": message})])
+        events.publish(
+            self.client, [(live_events.ACCOUNT, {"alert": kind.value, "message": message})]
+        )
         if self.dispatcher is not None:
             self.dispatcher.notify(kind, message, key=key)
 
@@ -327,7 +330,9 @@ class LiveFeedShard:
         announce(self.redis, self.enqueue, spec, seq)
         if chunk:
             latest = {t.instrument_key: t for t in chunk}
-            events.publish(self.redis, ((events.TICKS, tick_payload(t)) for t in latest.values()))
+            events.publish(
+                self.redis, ((live_events.TICKS, tick_payload(t)) for t in latest.values())
+            )
         return "ok"
 
     def _check_engine(self, lease: Lease) -> bool:

@@ -10,6 +10,7 @@ from itertools import islice
 
 import redis
 
+from upstox_bot import live_events
 from upstox_bot.domain import Tick, datetime_to_ms
 from upstox_bot.feed.sim import SimulatedMarket
 from upstox_bot.live_events import tick_payload
@@ -266,7 +267,7 @@ class FeedShard:
         latest: dict[str, Tick] = {}
         for tick in chunk:
             latest[tick.instrument_key] = tick
-        events.publish(self.redis, ((events.TICKS, tick_payload(t)) for t in latest.values()))
+        events.publish(self.redis, ((live_events.TICKS, tick_payload(t)) for t in latest.values()))
 
     def _wait(self, window: int, lost: Callable[[], bool], *, final: bool = False) -> str:
         """Wait until at most `window` batches are unapplied or uningested; store and announce

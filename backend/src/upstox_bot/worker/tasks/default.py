@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import date
 
+from upstox_bot import live_events
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.audit import AuditRepository
@@ -85,7 +86,9 @@ def watch_token() -> str:
         return "not_needed"
     if settings.UPSTOX_ACCESS_TOKEN is None:
         log.error("token.missing")
-        events.publish(resources().redis, [(events.ACCOUNT, {"alert": "upstox token missing"})])
+        events.publish(
+            resources().redis, [(live_events.ACCOUNT, {"alert": "upstox token missing"})]
+        )
         return "missing"
     return "present"
 
@@ -135,6 +138,6 @@ def end_of_day(account: str) -> dict[str, object]:
             return summary
 
     summary = with_db_retry(summarise)
-    events.publish(res.redis, [(events.ACCOUNT, {"summary": summary})])
+    events.publish(res.redis, [(live_events.ACCOUNT, {"summary": summary})])
     log.info("day.summary", extra=summary)
     return summary
