@@ -50,12 +50,18 @@ if not CHROMIUM.exists():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason, allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.support.waiting import wait_until  # noqa: E402
 
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1280, height=900)
+PHONE = ViewportSize(width=390, height=844)
 DOCS = BACKEND.parent / "docs"
 
 
@@ -131,7 +137,7 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-def _logged_in(browser: Browser, bot: Bot, viewport: dict[str, int]) -> Iterator[Page]:
+def _logged_in(browser: Browser, bot: Bot, viewport: ViewportSize) -> Iterator[Page]:
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(viewport=viewport)
     page = context.new_page()

@@ -129,7 +129,7 @@ def session_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 @pytest.fixture(scope="module")
 def api(session_run: Run) -> Iterator[TestClient]:
-    settings = Settings(_env_file=None, DATA_DIR=session_run.data_dir)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, DATA_DIR=session_run.data_dir)
     with TestClient(create_app(settings), headers={"X-API-Key": session_run.api_key}) as client:
         yield client
 

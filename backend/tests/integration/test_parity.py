@@ -217,7 +217,7 @@ def distributed_run(
         assert started.returncode == 0, started.stderr
         specs = [
             FeedSpec.from_json(json.loads(raw))
-            for raw in cluster.redis.hgetall(Keys.shards).values()  # type: ignore[union-attr]
+            for raw in cluster.redis.hgetall(Keys.shards).values()
         ]
         assert specs, "the session's shards are registered"
         with httpx.Client(

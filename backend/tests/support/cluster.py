@@ -50,10 +50,8 @@ class Cluster:
 
     @property
     def settings(self) -> Settings:
-        return Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            **{k: v for k, v in self.env.items() if k in Settings.model_fields},
-        )
+        values: dict[str, Any] = {k: v for k, v in self.env.items() if k in Settings.model_fields}
+        return Settings(_env_file=None, **values)
 
     def start_worker(
         self,

@@ -218,7 +218,7 @@ COMPILED_FROZEN = sorted(
         if isinstance(cls, type)
         and dataclasses.is_dataclass(cls)
         and cls.__module__ == module
-        and cls.__dataclass_params__.frozen
+        and cls.__dict__["__dataclass_params__"].frozen
     ),
     key=lambda c: c.__qualname__,
 )
@@ -228,7 +228,8 @@ COMPILED_FROZEN = sorted(
 def test_compiled_frozen_values_copy_through_their_constructor(cls: type[Any]) -> None:
     """Compiled, a frozen dataclass cannot have its fields set after allocation, which is how
     copy and pickle restore one: each rebuilds through its constructor instead."""
-    assert cls.__reduce__ is not object.__reduce__, f"{cls.__name__} needs __reduce__"
+    reduce: object = cls.__reduce__
+    assert reduce is not object.__reduce__, f"{cls.__name__} needs __reduce__"
     try:
         built = _build(cls, False)
     except (AssertionError, TypeError, ValueError):

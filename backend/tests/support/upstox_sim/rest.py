@@ -788,7 +788,7 @@ class RestSimulator:
         self.faults = FaultPlan()
         self.requests: list[RequestRecord] = []
         self.matcher = _Exchange(self.lock)
-        self.on_revoke: list[Callable[[], None]] = []  # websocket halves close their streams
+        self.on_revoke: list[Callable[[], object]] = []  # websocket halves close their streams
         self._gaps: dict[str, Decimal] = {}  # instrument -> price it gaps to after an order
         self._after_place: list[Callable[[], None]] = []  # one-shot scripts after an order
         self._rate_windows: dict[str, list[float]] = {}
@@ -1428,7 +1428,10 @@ class RestSimulator:
                 not isinstance(quantity, int) or quantity <= order.filled_quantity
             ):
                 raise SimError(
-                    400, "UDAPI100038", "Quantity must exceed the filled quantity", "quantity"
+                    400,
+                    "UDAPI100038",
+                    "Quantity must exceed the filled quantity",
+                    property_path="quantity",
                 )
             order.order_type = str(body["order_type"])
             order.validity = str(body["validity"])
