@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,6 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from tests.integration.test_distributed import cluster_factory
 from tests.support.cluster import ACCOUNT, CLI, Cluster
 from tests.support.cluster import db_session as _session
 from tests.support.servers import RedisServer
@@ -41,8 +39,6 @@ from upstox_bot.runtime.distributed import (
 from upstox_bot.runtime.live_market import universe_instruments
 from upstox_bot.worker import events
 from upstox_bot.worker.state import Keys
-
-__all__ = ["cluster_factory"]  # a fixture used here, defined with the distributed tests
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -222,15 +218,13 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
 
 
 def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
-    new_postgres_url: Callable[[], str], sim: UpstoxSimulator, tmp_path: Path
+    new_postgres_url: Callable[[], str], sim: UpstoxSimulator, redis_server: RedisServer
 ) -> None:
     pg_url = new_postgres_url()
     migrate.upgrade(pg_url)
-    server = RedisServer(tmp_path / "redis")
-    server.start()
     settings = Settings(
         DATABASE_URL=pg_url,
-        REDIS_URL=f"{server.url}/0",
+        REDIS_URL=f"{redis_server.url}/0",
         ACCOUNT_NAME=ACCOUNT,
         MARKET="upstox",
         UPSTOX_API_BASE_URL=sim.base_url,
@@ -286,7 +280,6 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     assert outcome == ["done"]
     assert feed.authorize_refusals == refusals, "no retry with a refused token"
     watcher.close()
-    server.stop()
 
 
 # --- live trading in the workers ----------------------------------------------------------------

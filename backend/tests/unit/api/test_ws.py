@@ -239,7 +239,7 @@ def test_junk_on_the_stream_is_answered_or_refused_never_a_crash(
 ) -> None:
     client = TestClient(create_app(settings))
 
-    @hyp_settings(max_examples=150, deadline=None, derandomize=True, database=None)
+    @hyp_settings(max_examples=150, derandomize=True, database=None)
     @given(first=junk_messages, later=st.lists(junk_messages, max_size=4))
     def exchange(first: str | bytes, later: list[str | bytes]) -> None:
         with client.websocket_connect("/api/v1/ws") as ws:  # no key yet: junk first
