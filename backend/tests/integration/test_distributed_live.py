@@ -49,14 +49,6 @@ KEYS = 4  # instruments in the shard
 sim = pytest.fixture(upstox_simulator)
 
 
-def _wait(
-    what: str, check: Callable[[], bool], timeout_s: float, logs: Cluster | None = None
-) -> None:
-    wait_until(
-        check, what=what, within_s=timeout_s, details=logs.logs if logs is not None else None
-    )
-
-
 class Market:
     """Pushes a trade of every instrument every 50 ms, at prices around `base` rupees."""
 
@@ -175,9 +167,13 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
     with Market(sim, keys) as market:
         start_session(cluster.redis, cluster.enqueue, [_live_spec(keys)])
         # Ticks of the first holder reach the engine and PostgreSQL.
-        _wait("ticks stored", lambda: _stored_ticks(cluster, 100_000) > 0, 120, cluster)
+        wait_until(
+            lambda: _stored_ticks(cluster, 100_000) > 0, what="ticks stored", details=cluster.logs
+        )
         first = wait_until(lambda: _holder_pid(cluster), what="the shard's feed task")
-        _wait("the engine applying", lambda: cluster.applied(SHARD) > 0, 60, cluster)
+        wait_until(
+            lambda: cluster.applied(SHARD) > 0, what="the engine applying", details=cluster.logs
+        )
         # The feed task runs in a pool process of one of the workers (its process group).
         (doomed,) = [n for n, p in feeds.items() if p.pid == os.getpgid(first)]
         cluster.kill(doomed)  # the worker and its pool, as a machine dying
@@ -188,8 +184,12 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
             pid = _holder_pid(cluster)
             return pid is not None and os.getpgid(pid) == survivor.pid
 
-        _wait("takeover", taken_over, 120, cluster)
-        _wait("ticks after the takeover", lambda: _stored_ticks(cluster, 200_000) > 0, 60, cluster)
+        wait_until(taken_over, what="takeover", details=cluster.logs)
+        wait_until(
+            lambda: _stored_ticks(cluster, 200_000) > 0,
+            what="ticks after the takeover",
+            details=cluster.logs,
+        )
         state = _state(cluster)
         assert state["takeovers"] == "1"
         assert int(state["last_gap_ms"]) >= 0
@@ -202,11 +202,10 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
         }
         assert resubscribed == set(keys)
         request_stop(cluster.redis, SHARD)
-        _wait(
-            "the session end",
+        wait_until(
             lambda: feed_progress(cluster.redis, ACCOUNT, SHARD).finished,
-            60,
-            cluster,
+            what="the session end",
+            details=cluster.logs,
         )
     progress = feed_progress(cluster.redis, ACCOUNT, SHARD)
     assert progress.applied_seq == progress.last_seq  # every batch applied, none skipped
@@ -243,12 +242,12 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     runner.start()
     feed = sim.feed
     assert feed is not None
-    _wait("a refused authorize", lambda: feed.authorize_refusals >= 1, 30)
+    wait_until(lambda: feed.authorize_refusals >= 1, what="a refused authorize")
 
     def paused() -> bool:
         return feed_progress(res.redis, ACCOUNT, SHARD).extra.get("entries_paused") == "expired"
 
-    _wait("entries paused", paused, 30)
+    wait_until(paused, what="entries paused")
     alerts: list[dict[str, Any]] = []
 
     def alerted() -> bool:
@@ -259,7 +258,7 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
                 alerts.append(data)
         return bool(alerts)
 
-    _wait("the expired token's alert", alerted, 30)
+    wait_until(alerted, what="the expired token's alert")
     assert runner.is_alive(), "the feed keeps holding its shard"
     seq = feed_progress(res.redis, ACCOUNT, SHARD).next_seq - 1
     batch = json.loads(res.redis.get(Keys.batch(ACCOUNT, SHARD, seq)) or b"{}")
@@ -270,8 +269,8 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     assert str(seq).encode() in told, "the holder is told"
     refusals = feed.authorize_refusals
     request_stop(res.redis, SHARD)
-    _wait(
-        "the last batch", lambda: feed_progress(res.redis, ACCOUNT, SHARD).last_seq is not None, 30
+    wait_until(
+        lambda: feed_progress(res.redis, ACCOUNT, SHARD).last_seq is not None, what="the last batch"
     )
     last = feed_progress(res.redis, ACCOUNT, SHARD).last_seq
     assert last is not None
@@ -414,17 +413,21 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
         with Prices(sim, keys) as prices:
             start_session(cluster.redis, cluster.enqueue, [_live_spec(keys, minutes=60)])
             api = Api(cluster)
-            _wait("ticks applied", lambda: cluster.applied(SHARD) > 0, 120, cluster)
-            _wait("entries allowed", lambda: api.get("/risk")["entries_paused"] is None, 60)
+            wait_until(
+                lambda: cluster.applied(SHARD) > 0, what="ticks applied", details=cluster.logs
+            )
+            wait_until(lambda: api.get("/risk")["entries_paused"] is None, what="entries allowed")
 
             # An entry goes to Upstox and fills; its stop exit fills when the price falls.
             tag = api.enter(first, "first live trade from the workers")
-            _wait("the entry filled", lambda: api.held(first) > 0, 60, cluster)
+            wait_until(lambda: api.held(first) > 0, what="the entry filled", details=cluster.logs)
             (entry,) = sim.rest.orders_with_tag(tag)
             assert entry.status == "complete"
             stop = float(api.get("/positions")[0]["stop"])
             prices.move(first, round(stop - 2, 1))
-            _wait("the stop exit filled", lambda: api.held(first) == 0, 60, cluster)
+            wait_until(
+                lambda: api.held(first) == 0, what="the stop exit filled", details=cluster.logs
+            )
             (trade,) = api.get("/trades")["items"]
             assert trade["exit_reason"] == "stop_loss"
 
@@ -433,10 +436,14 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
             before = len(sim.rest.requests_to(PLACE))
             sim.rest.fail_next(FaultKind.TIMEOUT, path=PLACE, delay_s=120.0, process=True)
             tag = api.enter(second, "the answer is lost")
-            _wait("the order at Upstox", lambda: bool(sim.rest.orders_with_tag(tag)), 60)
+            wait_until(lambda: bool(sim.rest.orders_with_tag(tag)), what="the order at Upstox")
             cluster.kill("orders")
             cluster.start_worker("orders-2", "orders")
-            _wait("the order found by the next holder", lambda: api.held(second) > 0, 120, cluster)
+            wait_until(
+                lambda: api.held(second) > 0,
+                what="the order found by the next holder",
+                details=cluster.logs,
+            )
             assert len(sim.rest.orders_with_tag(tag)) == 1
             assert len(sim.rest.requests_to(PLACE)) == before + 1
 
@@ -446,14 +453,17 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
             )
             assert answer.status_code == 200, answer.text
             assert answer.json()["applied_to_running_bot"] is True
-            _wait("the kill switch's exit filled", lambda: api.held(second) == 0, 60, cluster)
-            _wait("the kill switch alert", lambda: _alerted(receiver, "kill_switch_used"), 60)
+            wait_until(
+                lambda: api.held(second) == 0,
+                what="the kill switch's exit filled",
+                details=cluster.logs,
+            )
+            wait_until(lambda: _alerted(receiver, "kill_switch_used"), what="the kill switch alert")
             request_stop(cluster.redis, SHARD)
-            _wait(
-                "the session end",
+            wait_until(
                 lambda: feed_progress(cluster.redis, ACCOUNT, SHARD).finished,
-                60,
-                cluster,
+                what="the session end",
+                details=cluster.logs,
             )
         per_tag = Counter(o.tag for o in sim.rest.orders.values())
         assert len(per_tag) == 4, per_tag  # two entries, two exits

@@ -64,3 +64,20 @@ async def wait_until_async(
         if time.monotonic() > deadline:
             pytest.fail(f"waited {within_s:g} s for {what}, in vain")
         await asyncio.sleep(every_s)
+
+
+async def within(awaitable: Awaitable[T], *, what: str, within_s: float = DEFAULT_WITHIN_S) -> T:
+    """Await `awaitable` (a frame, a connection), failing the test if it takes longer.
+
+    Args:
+        what: the awaited fact, for the failure message ("the next frame").
+        within_s: how long to wait before failing the test (generous on purpose).
+    """
+    bound = asyncio.timeout(within_s)
+    try:
+        async with bound:
+            return await awaitable
+    except TimeoutError:
+        if not bound.expired():
+            raise  # the awaited code's own timeout, not this bound
+        pytest.fail(f"waited {within_s:g} s for {what}, in vain")

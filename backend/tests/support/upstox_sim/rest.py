@@ -707,12 +707,6 @@ class _Exchange:
                 self._thread.start()
             self._wake.notify()
 
-    @property
-    def idle(self) -> bool:
-        """No job waiting."""
-        with self._wake:
-            return not self._jobs
-
     def close(self) -> None:
         with self._wake:
             self._closed = True
@@ -887,15 +881,6 @@ class RestSimulator:
     def visible(self, order: SimOrder) -> bool:
         """Whether the order shows in the order book yet (API.md 13)."""
         return order.visible_at <= time_module.monotonic()
-
-    def wait_settled(self, timeout_s: float = 10.0) -> bool:
-        """Wait until the exchange has no delayed work left (tests): True when it is idle."""
-        deadline = time_module.monotonic() + timeout_s
-        while not self.matcher.idle:
-            if time_module.monotonic() > deadline:
-                return False
-            time_module.sleep(0.005)
-        return True
 
     def close(self) -> None:
         """Stop the exchange thread."""
