@@ -275,7 +275,7 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     last = feed_progress(res.redis, ACCOUNT, SHARD).last_seq
     assert last is not None
     res.redis.hset(Keys.engine(ACCOUNT), f"cursor:{SHARD}", f"{last + 1}:0")  # as if applied
-    runner.join(timeout=30)
+    wait_until(lambda: outcome, what="the feed shard to end")
     assert outcome == ["done"]
     assert feed.authorize_refusals == refusals, "no retry with a refused token"
     watcher.close()
