@@ -174,9 +174,12 @@ class Bot:
         self.http.close()
 
     def login(self) -> datetime:
-        """The trader's daily login: the bot's login page, Upstox's dialog, the callback."""
+        """The trader's daily login (`upstox-bot login`): a one-time link, opened in the browser,
+        leads through Upstox's dialog to the callback."""
+        link = self.post("/auth/upstox/login-link")
+        assert link.status_code == 201, link.text
         with httpx.Client(timeout=30) as browser:
-            answer = browser.get(self.url + "/api/v1/auth/upstox/login", follow_redirects=True)
+            answer = browser.get(link.json()["url"], follow_redirects=True)
         assert answer.status_code == 200, answer.text
         return datetime.now(UTC)
 

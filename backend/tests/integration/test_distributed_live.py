@@ -5,6 +5,7 @@ feed worker, and a refused token pauses entries without killing anything."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -91,6 +92,16 @@ def _refresh_universe(cluster: Cluster) -> list[str]:
     assert result.returncode == 0, result.stderr
     settings = Settings(DATABASE_URL=cluster.pg_url, REDIS_URL=cluster.redis_url)
     return [i.instrument_key for i in universe_instruments(Resources(settings).sessions, KEYS)]
+
+
+def _serve_at_upstox(sim: UpstoxSimulator, keys: list[str]) -> None:
+    """The simulator answers for its own instrument master: add the universe's records (from the
+    same sample file the universe was refreshed from), so Upstox accepts orders for them."""
+    with gzip.open(str(SAMPLE), "rt") as stream:
+        records = {r["instrument_key"]: r for r in json.load(stream)}
+    known = {r["instrument_key"] for r in sim.rest.instruments}
+    added = [records[key] for key in keys if key not in known]
+    sim.rest.set_instruments([*sim.rest.instruments, *added])
 
 
 def _live_spec(keys: list[str], *, minutes: float = 15) -> FeedSpec:
@@ -307,7 +318,7 @@ class Prices:
         assert sim.feed is not None
         self.sim = sim
         self.feed = sim.feed
-        self.prices = {key: 1000.0 + 10 * n for n, key in enumerate(keys)}
+        self.prices = {key: 100.0 + 5 * n for n, key in enumerate(keys)}  # a lot under the cap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -393,6 +404,7 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
     from tests.support.upstox_sim import FaultKind
 
     receiver = Receiver()
+    api: Api | None = None
     try:
         cluster = cluster_factory(
             MARKET="upstox",
@@ -404,6 +416,7 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
             **LIVE_SETTINGS,
         )
         keys = _refresh_universe(cluster)
+        _serve_at_upstox(sim, keys)
         first, second = keys[0], keys[1]
         cluster.start_worker("feed", "feed")
         cluster.start_worker("orders", "orders")
@@ -420,7 +433,11 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
 
             # An entry goes to Upstox and fills; its stop exit fills when the price falls.
             tag = api.enter(first, "first live trade from the workers")
-            wait_until(lambda: api.held(first) > 0, what="the entry filled", details=cluster.logs)
+            wait_until(
+                lambda: api.held(first) > 0,
+                what="the entry filled",
+                details=lambda: f"alerts: {[r.body for r in receiver.requests]}",
+            )
             (entry,) = sim.rest.orders_with_tag(tag)
             assert entry.status == "complete"
             stop = float(api.get("/positions")[0]["stop"])
@@ -477,6 +494,8 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
         assert trades == 2
         assert all(p["quantity"] == 0 for p in sim.rest.positions())
     finally:
+        if api is not None:
+            api.http.close()
         receiver.close()
 
 
