@@ -1,4 +1,5 @@
-"""The one way tests wait: poll a condition until it holds, or fail saying what never happened.
+"""The one way tests wait: poll a condition until it holds (or await one thing within a bound),
+or fail saying what never happened.
 
 Tests synchronise on what they can observe (a row, a key, a process state), never on a fixed
 sleep. The bound is generous (a busy machine is slow, not wrong): it only turns a hang into a
