@@ -37,16 +37,14 @@ from tests.support.factories import ist
 from upstox_bot.clock import SimClock
 from upstox_bot.config import Settings
 from upstox_bot.domain import AuditRecord
-from upstox_bot.monitoring.alerts import (
-    Alert,
-    AlertKind,
-    RetryPolicy,
-    Severity,
-    deliver,
+from upstox_bot.monitoring.alerts.delivery import RetryPolicy, deliver
+from upstox_bot.monitoring.alerts.model import Alert, AlertKind, Severity, make_alert
+from upstox_bot.monitoring.notifiers import (
+    EmailNotifier,
+    TelegramNotifier,
+    WebhookNotifier,
     dispatcher_from_settings,
-    make_alert,
 )
-from upstox_bot.monitoring.notifiers import EmailNotifier, TelegramNotifier, WebhookNotifier
 
 TOKEN = "123456:AAE-test-bot-token"
 CHAT_ID = "-100123"

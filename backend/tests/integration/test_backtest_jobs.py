@@ -86,8 +86,10 @@ def test_backtests_run_on_a_real_worker_computes_once(
     from celery.contrib.testing.worker import start_worker
     from celery.signals import task_postrun
 
-    from upstox_bot.runtime.distributed import Resources
+    from upstox_bot.api.routers.backtests import default_dispatcher
+    from upstox_bot.runtime.distributed.resources import Resources
     from upstox_bot.worker.tasks import backtests as task_module
+    from upstox_bot.worker.tasks.backtests import CeleryDispatcher
 
     settings = Settings(
         _env_file=None, DATA_DIR=tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis_url
@@ -111,8 +113,8 @@ def test_backtests_run_on_a_real_worker_computes_once(
 
     request.addfinalizer(dispose_worker_engine)
     sessions = make_session_factory(engine)
-    dispatcher = jobs.default_dispatcher(sessions, settings)
-    assert isinstance(dispatcher, jobs.CeleryDispatcher)
+    dispatcher = default_dispatcher(sessions, settings)
+    assert isinstance(dispatcher, CeleryDispatcher)
 
     outcomes: list[object] = []  # what each delivery's run returned, as the worker finished it
 

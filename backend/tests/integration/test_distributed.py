@@ -33,7 +33,7 @@ from tests.support.waiting import wait_until
 from upstox_bot.db.repositories import OrderRepository
 from upstox_bot.domain import OrderStatus
 from upstox_bot.runtime.control import Command, CommandKind
-from upstox_bot.runtime.distributed import FeedSpec, feed_progress
+from upstox_bot.runtime.distributed.shards import FeedSpec, feed_progress
 from upstox_bot.worker.control import RedisControl
 from upstox_bot.worker.state import Keys, RedisPaperBook
 

@@ -28,14 +28,14 @@ from tests.support.waiting import wait_until
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.domain import IST
-from upstox_bot.runtime.distributed import (
+from upstox_bot.runtime.distributed.live_feed import LiveFeedShard
+from upstox_bot.runtime.distributed.resources import Resources
+from upstox_bot.runtime.distributed.sessions import start_session
+from upstox_bot.runtime.distributed.shards import (
     MARKET_UPSTOX,
     FeedSpec,
-    LiveFeedShard,
-    Resources,
     feed_progress,
     request_stop,
-    start_session,
 )
 from upstox_bot.runtime.live_market import universe_instruments
 from upstox_bot.worker import events

@@ -21,15 +21,9 @@ from tests.support.upstox_sim.feed import (
 from tests.support.waiting import wait_until_async, within
 from upstox_bot.domain import Tick
 from upstox_bot.errors import ConfigError
-from upstox_bot.feed.upstox_v3 import (
-    Backoff,
-    DecodedFrame,
-    FeedMode,
-    FeedUnauthorized,
-    FrameType,
-    MarketDataFeedV3Client,
-    stream_jsonl,
-)
+from upstox_bot.upstox.feed_protocol import DecodedFrame, FeedMode, FrameType
+from upstox_bot.upstox.market_feed import MarketDataFeedV3Client, stream_jsonl
+from upstox_bot.upstox.websocket import Backoff, FeedUnauthorized
 
 RELIANCE = "NSE_EQ|INE002A01018"
 NIFTY = "NSE_INDEX|Nifty 50"
@@ -347,9 +341,13 @@ async def test_connections_and_keys_beyond_the_plan_limits_get_nothing(
         await client.start()
     await first.wait_connected()
     await second.wait_connected()
+    # The simulator counts the refused keys when it reads the subscription, after the client
+    # sent it: wait for that too.
     await wait_until_async(
-        lambda: sim.over_limit_handshakes >= 1 and third.reconnects >= 1,
-        what="the third connection to be refused",
+        lambda: (
+            sim.over_limit_handshakes >= 1 and third.reconnects >= 1 and sim.keys_over_limit >= 1
+        ),
+        what="the third connection and the key over the cap to be refused",
     )
 
     assert not third.connected  # refused: the user's connections are all in use

@@ -26,7 +26,7 @@ from tests.support.servers import free_port
 from tests.support.waiting import wait_until
 from upstox_bot.db.models import AuditLogRow
 from upstox_bot.domain import IST
-from upstox_bot.runtime.distributed import FeedSpec
+from upstox_bot.runtime.distributed.shards import FeedSpec
 from upstox_bot.worker.state import Keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]

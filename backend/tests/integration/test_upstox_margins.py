@@ -25,11 +25,11 @@ from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime.live_market import fno_contracts, load_live_futures
-from upstox_bot.screening.universe import refresh_universe
 from upstox_bot.trading.routing import ContractBook
 from upstox_bot.upstox.client import UpstoxClient
 from upstox_bot.upstox.errors import UpstoxApiError
 from upstox_bot.upstox.margins import future_margin_fractions
+from upstox_bot.upstox.universe import refresh_universe
 
 SAMPLE = Path(str(resources.files("upstox_bot.data").joinpath("upstox_instruments_sample.json.gz")))
 NOW = datetime(2026, 11, 25, 4, 0, tzinfo=UTC)  # 09:30 IST

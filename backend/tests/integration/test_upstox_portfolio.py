@@ -9,10 +9,10 @@ import pytest
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from tests.support.waiting import wait_until_async, within
 from upstox_bot.domain import OrderType, Side
-from upstox_bot.feed.upstox_v3 import Backoff
 from upstox_bot.upstox.client import OrderRequest, PlacementPolicy, UpstoxClient
 from upstox_bot.upstox.models import OrderRecord, PositionRecord
 from upstox_bot.upstox.portfolio_stream import PortfolioStreamClient, PortfolioUpdate
+from upstox_bot.upstox.websocket import Backoff
 
 SBIN = "NSE_EQ|INE062A01020"
 

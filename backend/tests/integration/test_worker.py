@@ -25,13 +25,10 @@ from upstox_bot.domain import (
     Side,
     Tick,
 )
-from upstox_bot.runtime.distributed import (
-    FeedShard,
-    FeedSpec,
-    Resources,
-    start_session,
-    supervise_feeds,
-)
+from upstox_bot.runtime.distributed.resources import Resources
+from upstox_bot.runtime.distributed.sessions import start_session, supervise_feeds
+from upstox_bot.runtime.distributed.shards import FeedSpec
+from upstox_bot.runtime.distributed.sim_feed import FeedShard
 from upstox_bot.trading.brokers.persistent import PersistentPaperBroker
 from upstox_bot.worker import events, queues
 from upstox_bot.worker.beat import heartbeat_age_s, schedule

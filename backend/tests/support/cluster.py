@@ -28,7 +28,8 @@ from upstox_bot.db.models import TickRow
 from upstox_bot.db.repositories import OrderRepository, PositionRepository, TradeRepository
 from upstox_bot.db.session import make_engine
 from upstox_bot.domain import OrderStatus
-from upstox_bot.runtime.distributed import FeedSpec, feed_progress, start_sim_session
+from upstox_bot.runtime.distributed.sessions import start_sim_session
+from upstox_bot.runtime.distributed.shards import FeedSpec, feed_progress
 from upstox_bot.worker.queues import route
 from upstox_bot.worker.state import Keys
 

@@ -31,12 +31,13 @@ from typing import Any, cast
 
 import redis
 
-from upstox_bot.api.hub import account_payload, candle_payload, order_payload, signal_payload
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.checkpoints import FencedOut
 from upstox_bot.domain import Order, Tick, datetime_to_ms
-from upstox_bot.monitoring.alerts import AlertDispatcher, dispatcher_from_settings
+from upstox_bot.live_events import account_payload, candle_payload, order_payload, signal_payload
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 from upstox_bot.runtime.control import (
     Command,
     CommandResult,
@@ -146,7 +147,7 @@ class AccountHolder:
         lost: Callable[[], bool],
         after_place: Callable[[Order], None] | None = None,
     ) -> None:
-        from upstox_bot.runtime.distributed import account_instruments, calendar_of
+        from upstox_bot.runtime.distributed.resources import account_instruments, calendar_of
 
         settings = resources.settings
         self.resources = resources
@@ -239,7 +240,7 @@ class AccountHolder:
         }
 
     def _db_waiting(self, error: Exception) -> None:
-        from upstox_bot.monitoring.alerts import AlertKind
+        from upstox_bot.monitoring.alerts.model import AlertKind
 
         self.alerts.notify(
             AlertKind.DATABASE_UNAVAILABLE,
@@ -249,7 +250,7 @@ class AccountHolder:
 
     def shards(self) -> list[str]:
         """The account's registered shards (sessions being played or held)."""
-        from upstox_bot.runtime.distributed import FeedSpec
+        from upstox_bot.runtime.distributed.shards import FeedSpec
 
         registry = cast(dict[bytes, bytes], self.redis.hgetall(Keys.shards))
         out = []
@@ -382,7 +383,7 @@ class AccountHolder:
     def _note_pause(self) -> None:
         """Show the market as paused once every shard waits at the pause and all it sent
         before is applied (a paused simulated session: controls then act at a known time)."""
-        from upstox_bot.runtime.distributed import feed_progress
+        from upstox_bot.runtime.distributed.shards import feed_progress
 
         pause_at = self.redis.get(Keys.session_pause(self.account))
         if pause_at is None:
@@ -406,7 +407,7 @@ class AccountHolder:
     def _finished(self) -> bool:
         """Whether every registered shard of the account played its last batch and it was
         applied (then the holder lets the account go until the next session)."""
-        from upstox_bot.runtime.distributed import feed_progress
+        from upstox_bot.runtime.distributed.shards import feed_progress
 
         shards = self._live_shards()
         done = True
@@ -446,7 +447,7 @@ class AccountHolder:
     # --- session controls -------------------------------------------------------------------------
 
     def _on_session(self, command: Command) -> CommandResult:
-        from upstox_bot.runtime.distributed import request_stop
+        from upstox_bot.runtime.distributed.shards import request_stop
 
         action = str(command.args.get("action", ""))
         key = Keys.session_pause(self.account)

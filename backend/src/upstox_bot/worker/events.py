@@ -1,7 +1,7 @@
 """Live events over Redis pub/sub: the workers publish, the API relays them to its WebSocket.
 
 Channels (Redis names `ub:events:<channel>`), each message a JSON object
-`{"channel": <channel>, "data": <payload>}` with the payloads of `upstox_bot.api.hub`:
+`{"channel": <channel>, "data": <payload>}` with the payloads of `upstox_bot.live_events`:
 
     ticks      sampled ticks (the last of each instrument per feed batch)
     candles    closed candles

@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from tests.support.waiting import wait_until
-from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
+from upstox_bot.upstox.proto import MarketDataFeedV3_pb2 as pb
 
 from .scenario import Scenario
 

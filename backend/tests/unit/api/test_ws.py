@@ -21,9 +21,9 @@ from tests.support.waiting import wait_until
 from tests.unit.api.conftest import Keys
 from tests.unit.api.served import serve
 from upstox_bot.api.app import create_app
-from upstox_bot.api.hub import EventHub, tick_payload
 from upstox_bot.config import Settings
 from upstox_bot.domain import Tick
+from upstox_bot.live_events import EventHub, tick_payload
 
 
 def _tick(key: str, ltp_paise: int) -> dict[str, Any]:

@@ -19,18 +19,10 @@ from upstox_bot.domain import (
     Trade,
 )
 from upstox_bot.money import format_rupees
-from upstox_bot.monitoring.alerts import (
-    Alert,
-    AlertDeliveryError,
-    AlertDispatcher,
-    AlertKind,
-    RetryPolicy,
-    Severity,
-    alerts_for_audit,
-    deliver,
-    end_of_day_summary,
-    make_alert,
-)
+from upstox_bot.monitoring.alerts.delivery import AlertDeliveryError, RetryPolicy, deliver
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.alerts.model import Alert, AlertKind, Severity, make_alert
+from upstox_bot.monitoring.alerts.rules import alerts_for_audit, end_of_day_summary
 
 NO_WAIT = RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0)
 

@@ -13,15 +13,15 @@ from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import AuditRecord
 from upstox_bot.errors import ConfigError
-from upstox_bot.runtime.distributed import (
-    calendar_of,
+from upstox_bot.runtime.distributed.resources import calendar_of
+from upstox_bot.runtime.distributed.sessions import (
     now_ist,
     sim_session_specs,
     start_session,
     supervise_feeds,
     upstox_session_specs,
-    with_db_retry,
 )
+from upstox_bot.runtime.store import with_db_retry
 from upstox_bot.worker import events
 from upstox_bot.worker.app import enqueue, resources, task
 from upstox_bot.worker.state import Keys, RedisPaperBook
@@ -63,7 +63,7 @@ def start_todays_session() -> list[str]:
 @task("default.refresh_universe", acks_late=True)
 def refresh_universe() -> str:
     """Refresh the F&O universe before the open with screening's refresh_universe, if present."""
-    module = importlib.import_module("upstox_bot.screening.universe")
+    module = importlib.import_module("upstox_bot.upstox.universe")
     refresh = getattr(module, "refresh_universe", None)
     if refresh is None:
         log.warning("universe.refresh.not_configured")
