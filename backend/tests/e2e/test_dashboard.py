@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import time as walltime
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -50,12 +49,18 @@ if not CHROMIUM.exists():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason, allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.support.waiting import wait_until  # noqa: E402
 
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1280, height=900)
+PHONE = ViewportSize(width=390, height=844)
 DOCS = BACKEND.parent / "docs"
 
 
@@ -102,15 +107,16 @@ def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
     log = (tmp / "bot.log").open("w")
     proc = subprocess.Popen(run, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
     served = Bot(f"http://127.0.0.1:{port}", key)
-    deadline = walltime.monotonic() + 60
-    while True:
+
+    def answers() -> bool:
         assert proc.poll() is None, (tmp / "bot.log").read_text()
         try:
             served.get("/health")
-            break
         except (OSError, urllib.error.URLError):
-            assert walltime.monotonic() < deadline, "the bot's API did not come up"
-            walltime.sleep(0.2)
+            return False
+        return True
+
+    wait_until(answers, what="the bot's API to come up", every_s=0.2)
     try:
         yield served
     finally:
@@ -131,7 +137,7 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-def _logged_in(browser: Browser, bot: Bot, viewport: dict[str, int]) -> Iterator[Page]:
+def _logged_in(browser: Browser, bot: Bot, viewport: ViewportSize) -> Iterator[Page]:
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
@@ -194,15 +200,14 @@ def test_positions_appear_after_trades(page: Page, bot: Bot) -> None:
     rows = page.locator("#positions tbody tr")
     expect(rows.first).to_be_visible(timeout=45_000)
     symbol = rows.first.locator("td").first.inner_text()
+
     # The page shows the engine's positions as they change; the API reads the database, which
     # the journal commits about every 250 ms: the position (or, once closed, its trade) follows.
-    deadline = walltime.monotonic() + 10
-    while True:
+    def in_the_api() -> bool:
         held = {p["trading_symbol"] for p in bot.get("/api/v1/positions")}
-        if symbol in held or bot.get("/api/v1/trades")["total"] > 0:
-            break
-        assert walltime.monotonic() < deadline, f"{symbol} is on the page, not in the API"
-        walltime.sleep(0.2)
+        return symbol in held or bot.get("/api/v1/trades")["total"] > 0
+
+    wait_until(in_the_api, what=f"{symbol}, on the page, to show in the API", every_s=0.2)
     expect(rows.first.locator("td.last")).to_contain_text("₹")
     expect(page.locator("#orders tbody tr").first).to_be_visible()
     expect(page.locator("#signals tbody tr").first).to_be_visible()

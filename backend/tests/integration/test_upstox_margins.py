@@ -84,7 +84,7 @@ async def test_the_margin_api_answers_as_documented_and_one_lot_gives_the_fracti
 async def test_live_futures_come_from_the_instrument_file_with_upstoxs_margins(
     sim: UpstoxSimulator, tmp_path: Path
 ) -> None:
-    settings = Settings(_env_file=None, DATA_DIR=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, DATA_DIR=tmp_path)
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)

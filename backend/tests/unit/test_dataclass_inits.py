@@ -17,7 +17,7 @@ from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -210,6 +210,11 @@ def _compiled_modules() -> list[str]:
     return ["upstox_bot." + path.replace("/", ".") for path in paths]
 
 
+def _params(cls: type) -> Any:
+    """A dataclass's parameters (typeshed's DataclassInstance does not declare them)."""
+    return cast(Any, cls).__dataclass_params__
+
+
 COMPILED_FROZEN = sorted(
     (
         cls
@@ -218,7 +223,7 @@ COMPILED_FROZEN = sorted(
         if isinstance(cls, type)
         and dataclasses.is_dataclass(cls)
         and cls.__module__ == module
-        and cls.__dataclass_params__.frozen
+        and _params(cls).frozen
     ),
     key=lambda c: c.__qualname__,
 )
@@ -228,7 +233,8 @@ COMPILED_FROZEN = sorted(
 def test_compiled_frozen_values_copy_through_their_constructor(cls: type[Any]) -> None:
     """Compiled, a frozen dataclass cannot have its fields set after allocation, which is how
     copy and pickle restore one: each rebuilds through its constructor instead."""
-    assert cls.__reduce__ is not object.__reduce__, f"{cls.__name__} needs __reduce__"
+    reduce: object = cls.__reduce__
+    assert reduce is not object.__reduce__, f"{cls.__name__} needs __reduce__"
     try:
         built = _build(cls, False)
     except (AssertionError, TypeError, ValueError):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upstox_bot.domain import Tick
@@ -284,7 +284,7 @@ def wire_frames(draw: st.DrawFn) -> bytes:
     return data
 
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=400)
 
 
 @FUZZ
@@ -293,7 +293,7 @@ def test_random_frames_decode_the_same_through_both_paths(data: bytes) -> None:
     _assert_same(data)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25)
 @given(feed_responses(max_feeds=300))
 def test_large_maps_decode_the_same_through_both_paths(data: bytes) -> None:
     _assert_same(data)

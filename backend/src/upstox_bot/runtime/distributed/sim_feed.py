@@ -253,8 +253,8 @@ class FeedShard:
                 if outcome != "ok":
                     return outcome
                 self._pause_read = 0.0
-                pause_at = self._pause()
-                if pause_at is None or tick_ms < pause_at or self._stop:
+                held_at = self._pause()
+                if held_at is None or tick_ms < held_at or self._stop:
                     return "ok"
                 walltime.sleep(PAUSE_READ_S)
         finally:
