@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from upstox_bot.domain import AccountSnapshot, ClientOrderId, Direction, Position
 from upstox_bot.errors import Conflict, NotFound, UpstoxBotError
 
-COMMAND_TIMEOUT_S = 5.0  # how long a sender waits for the kernel's answer
+COMMAND_TIMEOUT_S = 15.0  # how long a sender waits for the kernel's answer (a busy host is slow)
 
 
 class CommandKind(StrEnum):
