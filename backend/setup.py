@@ -2,8 +2,8 @@
 
 Two kinds of compiled code, both built from this repository and both with an interpreted twin:
 
-- `upstox_bot.feed._v3_decoder`, a C extension over the Python C API: it decodes Upstox Market
-  Data Feed V3 frames into domain Ticks, the hot path of `upstox_v3.decode_frame`. The
+- `upstox_bot.upstox._v3_decoder`, a C extension over the Python C API: it decodes Upstox Market
+  Data Feed V3 frames into domain Ticks, the hot path of `feed_protocol.decode_frame`. The
   pure-Python decoder stays the reference and the fallback if the module is absent.
 - The engine's hot path (`COMPILED` below), compiled from its own typed Python source by mypyc:
   the same code, run as C. It is what makes a backtest over years of minutes take seconds.
@@ -108,8 +108,8 @@ _write_manifest()
 setup(
     ext_modules=[
         Extension(
-            "upstox_bot.feed._v3_decoder",
-            sources=["src/upstox_bot/feed/_v3_decoder.c"],
+            "upstox_bot.upstox._v3_decoder",
+            sources=["src/upstox_bot/upstox/_v3_decoder.c"],
             # Price rounding must compute rupees * 100 exactly as Python does: no fused
             # multiply-add contraction.
             extra_compile_args=["-O2", "-ffp-contract=off"],

@@ -134,7 +134,7 @@ def distributed_latencies(root: Path, minutes: float, speed: float) -> list[floa
                 LOG_LEVEL="WARNING",
                 **KNOBS,
             )
-            cluster = Cluster(pg_url, env["REDIS_URL"], root, env)
+            cluster = Cluster(pg_url, env["REDIS_URL"], root, env, server)
             try:
                 cluster.start_standard()
                 cluster.wait_ready("feed", "orders", "misc")

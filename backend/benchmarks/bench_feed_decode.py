@@ -23,8 +23,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
-from upstox_bot.feed.upstox_v3 import COMPILED_DECODER, decode_frame, decode_frame_python
+from upstox_bot.upstox.feed_protocol import COMPILED_DECODER, decode_frame, decode_frame_python
+from upstox_bot.upstox.proto import MarketDataFeedV3_pb2 as pb
 
 INSTRUMENTS = (
     ("NSE_EQ|INE002A01018", "stock", 1401.5),

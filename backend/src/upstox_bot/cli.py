@@ -331,7 +331,7 @@ def alert_test(
 ) -> None:
     """Send a test alert on the configured channels; print ok or failed per channel."""
     settings = _settings()
-    from upstox_bot.monitoring.alerts import send_test_alert
+    from upstox_bot.monitoring.notifiers import send_test_alert
 
     if not channel and not settings.ALERT_CHANNELS:
         err_console.print("[bold red]error:[/] no alert channels: set ALERT_CHANNELS or --channel")
@@ -470,7 +470,7 @@ def session_start(
     """Start a simulated session on the running workers, at any hour."""
     settings = _workers_settings()
     from upstox_bot.errors import Conflict
-    from upstox_bot.runtime.distributed import start_sim_session
+    from upstox_bot.runtime.distributed.sessions import start_sim_session
     from upstox_bot.worker.app import enqueue
     from upstox_bot.worker.state import redis_client
 

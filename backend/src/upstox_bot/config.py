@@ -226,7 +226,7 @@ class Settings(BaseSettings):
             raise ValueError("must be -1 (automatic), 0 (none) or a band of 1 to 25 percent")
         return value
 
-    # --- Alerts (monitoring/alerts.py; docs/operations.md) --------------------------------------
+    # --- Alerts (monitoring/alerts/; docs/operations.md) ---------------------------------------
     ALERT_CHANNELS: Annotated[list[AlertChannel], NoDecode] = Field(
         default_factory=list, description="Comma list of telegram, webhook, email; empty = none."
     )

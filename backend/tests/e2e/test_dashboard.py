@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import time as walltime
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -50,12 +49,18 @@ if not CHROMIUM.exists():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason, allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.support.waiting import wait_until  # noqa: E402
 
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1280, height=900)
+PHONE = ViewportSize(width=390, height=844)
 DOCS = BACKEND.parent / "docs"
 
 
@@ -102,15 +107,16 @@ def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
     log = (tmp / "bot.log").open("w")
     proc = subprocess.Popen(run, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
     served = Bot(f"http://127.0.0.1:{port}", key)
-    deadline = walltime.monotonic() + 60
-    while True:
+
+    def answers() -> bool:
         assert proc.poll() is None, (tmp / "bot.log").read_text()
         try:
             served.get("/health")
-            break
         except (OSError, urllib.error.URLError):
-            assert walltime.monotonic() < deadline, "the bot's API did not come up"
-            walltime.sleep(0.2)
+            return False
+        return True
+
+    wait_until(answers, what="the bot's API to come up", every_s=0.2)
     try:
         yield served
     finally:
@@ -131,7 +137,7 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-def _logged_in(browser: Browser, bot: Bot, viewport: dict[str, int]) -> Iterator[Page]:
+def _logged_in(browser: Browser, bot: Bot, viewport: ViewportSize) -> Iterator[Page]:
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
@@ -194,15 +200,14 @@ def test_positions_appear_after_trades(page: Page, bot: Bot) -> None:
     rows = page.locator("#positions tbody tr")
     expect(rows.first).to_be_visible(timeout=45_000)
     symbol = rows.first.locator("td").first.inner_text()
+
     # The page shows the engine's positions as they change; the API reads the database, which
     # the journal commits about every 250 ms: the position (or, once closed, its trade) follows.
-    deadline = walltime.monotonic() + 10
-    while True:
+    def in_the_api() -> bool:
         held = {p["trading_symbol"] for p in bot.get("/api/v1/positions")}
-        if symbol in held or bot.get("/api/v1/trades")["total"] > 0:
-            break
-        assert walltime.monotonic() < deadline, f"{symbol} is on the page, not in the API"
-        walltime.sleep(0.2)
+        return symbol in held or bot.get("/api/v1/trades")["total"] > 0
+
+    wait_until(in_the_api, what=f"{symbol}, on the page, to show in the API", every_s=0.2)
     expect(rows.first.locator("td.last")).to_contain_text("₹")
     expect(page.locator("#orders tbody tr").first).to_be_visible()
     expect(page.locator("#signals tbody tr").first).to_be_visible()
@@ -381,11 +386,12 @@ def test_a_phone_sees_every_table_without_sideways_scrolling(phone: Page, bot: B
         shown = [h.strip() for h in phone.locator(f"#{table} thead th:visible").all_inner_texts()]
         for name in needed:
             assert name in shown, (table, shown)
-    close = phone.locator("#positions button.close-position")
-    for i in range(close.count()):
-        box = close.nth(i).bounding_box()
-        assert box is not None
-        assert box["x"] + box["width"] <= PHONE["width"]
+    # Measured in one go: the session trades on, and a row may go between two reads.
+    rights = phone.evaluate(
+        "[...document.querySelectorAll('#positions button.close-position')]"
+        ".map(b => b.getBoundingClientRect().right)"
+    )
+    assert all(right <= PHONE["width"] for right in rights), rights
     phone.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
     if os.environ.get("UPSTOX_BOT_UPDATE_SCREENSHOT") == "1":
         phone.screenshot(path=str(DOCS / "dashboard-phone.png"), full_page=True)
@@ -444,7 +450,7 @@ def test_a_working_order_is_modified_from_its_row(browser: Browser, bot: Bot) ->
         "exit_reason": None,
         "signal_id": None,
         "broker_order_id": "1",
-        "limit_price": "800.00",
+        "limit_price": "12345.65",  # a wide row: the limit and the Modify button
         "filled_quantity": 0,
         "average_price": None,
         "rejection_reason": None,
@@ -472,6 +478,11 @@ def test_a_working_order_is_modified_from_its_row(browser: Browser, bot: Bot) ->
     page.click("#login-form button[type=submit]")
     button = page.locator("#orders tbody tr button.modify-order")
     expect(button).to_be_visible()
+    # A working order's row (its limit and the Modify button) fits the panel at both sizes.
+    assert _table_overflow(page, DESKTOP["width"]) == []
+    page.set_viewport_size(PHONE)
+    assert _table_overflow(page, PHONE["width"]) == []
+    page.set_viewport_size(DESKTOP)
 
     button.click()
 

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time as walltime
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from tests.support.waiting import wait_until
 from upstox_bot.api.app import create_app
 from upstox_bot.config import Settings
 
@@ -95,26 +95,37 @@ def play(
     )
     polled: list[dict[str, Any]] = []
     errors: list[str] = []
-    if api:
-        deadline = walltime.monotonic() + 120
-        while proc.poll() is None and walltime.monotonic() < deadline:
-            try:
-                sample = {}
-                for path in ("/health", "/api/v1/positions", "/api/v1/account"):
-                    request = urllib.request.Request(
-                        f"http://127.0.0.1:{port}{path}", headers={"X-API-Key": api_key}
-                    )
-                    with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310 - loopback http
-                        sample[path] = json.loads(r.read())
-                metrics = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/metrics", headers={"X-API-Key": api_key}
+
+    def sampled_to_the_end() -> bool:
+        """Sample the API while the session runs (a sample each poll); True once it ended."""
+        if proc.poll() is not None:
+            return True
+        try:
+            sample = {}
+            for path in ("/health", "/api/v1/positions", "/api/v1/account"):
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}{path}", headers={"X-API-Key": api_key}
                 )
-                with urllib.request.urlopen(metrics, timeout=5) as r:  # noqa: S310 - loopback http
-                    sample["/metrics"] = r.read().decode()
-                polled.append(sample)
-            except OSError as exc:  # not up yet, or finished: kept for the failure message
-                errors.append(repr(exc))
-            walltime.sleep(0.2)
+                with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310 - loopback http
+                    sample[path] = json.loads(r.read())
+            metrics = urllib.request.Request(
+                f"http://127.0.0.1:{port}/metrics", headers={"X-API-Key": api_key}
+            )
+            with urllib.request.urlopen(metrics, timeout=5) as r:  # noqa: S310 - loopback http
+                sample["/metrics"] = r.read().decode()
+            polled.append(sample)
+        except OSError as exc:  # not up yet, or finished: kept for the failure message
+            errors.append(repr(exc))
+        return False
+
+    if api:
+        wait_until(
+            sampled_to_the_end,
+            what="the session to end",
+            within_s=300,
+            every_s=0.2,
+            details=lambda: "; ".join(errors[-5:]),
+        )
     output, _ = proc.communicate(timeout=300)
     if errors:
         output += "\npolling errors (last 5): " + "; ".join(errors[-5:])
@@ -129,7 +140,7 @@ def session_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 @pytest.fixture(scope="module")
 def api(session_run: Run) -> Iterator[TestClient]:
-    settings = Settings(_env_file=None, DATA_DIR=session_run.data_dir)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, DATA_DIR=session_run.data_dir)
     with TestClient(create_app(settings), headers={"X-API-Key": session_run.api_key}) as client:
         yield client
 

@@ -37,16 +37,14 @@ def _env(**values: str) -> dict[str, str]:
     return env
 
 
-def cli(
-    args: list[str], cwd: Path, timeout_s: float = 300, **env: str
-) -> subprocess.CompletedProcess[str]:
+def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
         cwd=cwd,
         env=_env(**env),
         capture_output=True,
         text=True,
-        timeout=timeout_s,
+        timeout=300,
         check=False,
     )
 

@@ -1,8 +1,10 @@
-"""Database fixtures: a fresh PostgreSQL database and a SQLite file, migrated once per run.
+"""The servers' fixtures: PostgreSQL and SQLite databases migrated once per run, Redis
+databases, and deployments of worker processes with a Redis server of their own.
 
 `db_session` is parametrized over both backends; each test runs inside a transaction that is
 rolled back. The PostgreSQL server is UPSTOX_BOT_TEST_POSTGRES_URL (default: the local `test`
-database, trust auth); without it the PostgreSQL cases skip, except under CI where they fail.
+database, trust auth), the Redis server the local one; without them the tests that need them
+skip, except under CI where they fail.
 """
 
 from __future__ import annotations
@@ -13,18 +15,31 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from tests.support.cluster import Cluster
+from tests.support.servers import RedisServer
 from upstox_bot.db import migrate
 from upstox_bot.db.session import make_engine
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_SERVER = "redis://127.0.0.1:6379"
+REDIS_DATABASES = range(8, 16)  # those the tests may claim; the bot's defaults use the low ones
+REDIS_CLAIM_KEY = "upstox-bot-test-claim"
+REDIS_CLAIM_S = 600  # a claim expires: a run killed mid-way frees its database
 
 
 def _server_url() -> str:
     return os.environ.get("UPSTOX_BOT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def _unreachable(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +51,7 @@ def postgres_server() -> Iterator[Engine]:
             connection.execute(text("SELECT 1"))
     except OperationalError as exc:
         engine.dispose()
-        message = f"PostgreSQL is not reachable at {make_url(_server_url())!r}: {exc.orig}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        _unreachable(f"PostgreSQL is not reachable at {make_url(_server_url())!r}: {exc.orig}")
     yield engine
     engine.dispose()
 
@@ -125,3 +137,72 @@ def db_session(db_engine: Engine) -> Iterator[Session]:
         finally:
             session.close()
             outer.rollback()
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A database of the shared Redis server, claimed by this module and emptied before and after.
+
+    Other test runs may share the server (never a database): a claim is a key set only if absent.
+    """
+    try:
+        with redis.Redis.from_url(REDIS_SERVER, socket_timeout=2) as probe:
+            probe.ping()
+    except redis.RedisError as exc:
+        _unreachable(f"Redis is not reachable at {REDIS_SERVER}: {exc}")
+    for db in REDIS_DATABASES:
+        url = f"{REDIS_SERVER}/{db}"
+        with redis.Redis.from_url(url) as client:
+            if not client.set(REDIS_CLAIM_KEY, os.getpid(), nx=True, ex=REDIS_CLAIM_S):
+                continue
+            client.flushdb()
+            client.set(REDIS_CLAIM_KEY, os.getpid(), ex=REDIS_CLAIM_S)
+            try:
+                yield url
+            finally:
+                client.flushdb()
+            return
+    pytest.fail(f"no free Redis database ({REDIS_DATABASES.start}-{REDIS_DATABASES.stop - 1})")
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the module's Redis database, emptied for this test (the claim renewed)."""
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+        client.set(REDIS_CLAIM_KEY, os.getpid(), ex=REDIS_CLAIM_S)
+        yield client
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own (running): one a test may restart or empty, or that no
+    worker listens on."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cluster_factory(
+    new_postgres_url: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Cluster]]:
+    """Deployments, each on a Redis server of its own and a new PostgreSQL database (unless
+    given `pg_url`), with extra settings; their workers and servers stop after the test."""
+    made: list[Cluster] = []
+
+    def make(*, pg_url: str | None = None, **settings: str) -> Cluster:
+        workdir = tmp_path_factory.mktemp("cluster")
+        cluster = Cluster.deploy(pg_url or new_postgres_url(), workdir, **settings)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from tests.support.waiting import wait_until
 from tests.unit.api.test_backtests import REQUEST, write_walk
 from upstox_bot.backtest import jobs
 from upstox_bot.backtest.models import BacktestRequest
@@ -23,8 +22,6 @@ from upstox_bot.db.session import make_session_factory, session_scope
 from upstox_bot.errors import NotFound
 
 T0 = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
-REDIS_SERVER = "redis://127.0.0.1:6379"
-CLAIM_KEY = "upstox-bot-test-claim"
 
 
 def test_backtest_moves_pending_running_done_once(db_session: Session) -> None:
@@ -75,28 +72,6 @@ def test_failure_from_pending_or_running_and_newest_first_pages(db_session: Sess
 # --- through a real worker ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis database claimed by this module (8-15), flushed before and after."""
-    try:
-        redis.Redis.from_url(REDIS_SERVER, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is not reachable: {exc}")
-        pytest.skip(f"Redis is not reachable: {exc}")
-    for db in range(8, 16):
-        client = redis.Redis.from_url(f"{REDIS_SERVER}/{db}")
-        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=600):
-            client.flushdb()
-            client.set(CLAIM_KEY, os.getpid(), ex=600)
-            yield f"{REDIS_SERVER}/{db}"
-            client.flushdb()
-            client.close()
-            return
-        client.close()
-    pytest.fail("no free Redis database (8-15) for this test run")
-
-
 @pytest.mark.integration
 def test_backtests_run_on_a_real_worker_computes_once(
     redis_url: str,
@@ -109,9 +84,12 @@ def test_backtests_run_on_a_real_worker_computes_once(
         "upstox_bot.worker.app", reason="the Celery app (worker/app.py) is not built yet"
     )
     from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun
 
-    from upstox_bot.runtime.distributed import Resources
+    from upstox_bot.api.routers.backtests import default_dispatcher
+    from upstox_bot.runtime.distributed.resources import Resources
     from upstox_bot.worker.tasks import backtests as task_module
+    from upstox_bot.worker.tasks.backtests import CeleryDispatcher
 
     settings = Settings(
         _env_file=None, DATA_DIR=tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis_url
@@ -135,9 +113,17 @@ def test_backtests_run_on_a_real_worker_computes_once(
 
     request.addfinalizer(dispose_worker_engine)
     sessions = make_session_factory(engine)
-    dispatcher = jobs.default_dispatcher(sessions, settings)
-    assert isinstance(dispatcher, jobs.CeleryDispatcher)
+    dispatcher = default_dispatcher(sessions, settings)
+    assert isinstance(dispatcher, CeleryDispatcher)
 
+    outcomes: list[object] = []  # what each delivery's run returned, as the worker finished it
+
+    def finished(task: Any = None, retval: object = None, **_: object) -> None:
+        if getattr(task, "name", None) == jobs.TASK_NAME:
+            outcomes.append(retval)
+
+    task_postrun.connect(finished, weak=False)
+    request.addfinalizer(lambda: task_postrun.disconnect(finished))
     with start_worker(app, pool="solo", perform_ping_check=False, queues=["default"]):
         record = jobs.submit(
             sessions,
@@ -145,17 +131,12 @@ def test_backtests_run_on_a_real_worker_computes_once(
             dispatcher=dispatcher,
         )
         task_module.send(record.id)  # a duplicate delivery of the same job
-        deadline = time.monotonic() + 60
-        while True:
-            with session_scope(sessions) as session:
-                stored = BacktestRepository(session).get(record.id)
-            if stored.status in (BacktestStatus.DONE, BacktestStatus.FAILED):
-                break
-            assert time.monotonic() < deadline, f"still {stored.status} after 60 s"
-            time.sleep(0.1)
-        time.sleep(0.5)  # let the duplicate be consumed
+        wait_until(lambda: len(outcomes) == 2, what="the worker to run both deliveries")
+    with session_scope(sessions) as session:
+        stored = BacktestRepository(session).get(record.id)
 
     assert stored.status is BacktestStatus.DONE, stored.error
+    assert sorted(map(str, outcomes)) == ["done", "duplicate"]
     assert stored.result is not None
     assert stored.result["summary"]["trade_count"] > 0
     with session_scope(sessions) as session:

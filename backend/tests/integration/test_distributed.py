@@ -30,11 +30,10 @@ from tests.support.cluster import (
 )
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.waiting import wait_until
-from upstox_bot.db import migrate
 from upstox_bot.db.repositories import OrderRepository
 from upstox_bot.domain import OrderStatus
 from upstox_bot.runtime.control import Command, CommandKind
-from upstox_bot.runtime.distributed import FeedSpec, feed_progress
+from upstox_bot.runtime.distributed.shards import FeedSpec, feed_progress
 from upstox_bot.worker.control import RedisControl
 from upstox_bot.worker.state import Keys, RedisPaperBook
 
@@ -45,42 +44,7 @@ SEED = 7
 MINUTES = 90
 
 
-# --- fixtures: a Redis server, PostgreSQL databases, worker processes ---------------------------
-
-
-@pytest.fixture
-def cluster_factory(
-    new_postgres_url: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., Cluster]]:
-    """Clusters, each with a Redis server of its own (a test may restart or empty it)."""
-    made: list[tuple[Cluster, RedisServer]] = []
-
-    def make(*, pg_url: str | None = None, **settings: str) -> Cluster:
-        url = pg_url or new_postgres_url()
-        migrate.upgrade(url)
-        workdir = tmp_path_factory.mktemp("cluster")
-        server = RedisServer(workdir / "redis")
-        server.start()
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "REDIS_URL": f"{server.url}/0",
-            "ACCOUNT_NAME": ACCOUNT,
-            "DATA_DIR": str(workdir / "var"),
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "json",
-            **settings,
-        }
-        env.pop("UPSTOX_BOT_FAULT", None)
-        cluster = Cluster(url, env["REDIS_URL"], workdir, env)
-        cluster.redis_server = server  # type: ignore[attr-defined]
-        made.append((cluster, server))
-        return cluster
-
-    yield make
-    for cluster, server in made:
-        cluster.stop()
-        server.stop()
+# --- fixtures: deployments (`cluster_factory`, in conftest.py) and the embedded session ----------
 
 
 def _play(cluster: Cluster, *, minutes: float = MINUTES) -> list[FeedSpec]:
@@ -138,21 +102,7 @@ def played(
     new_postgres_url: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """One session played by the standard workers; the workers keep running."""
-    url = new_postgres_url()
-    migrate.upgrade(url)
-    workdir = tmp_path_factory.mktemp("played")
-    server = RedisServer(workdir / "redis")
-    server.start()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "REDIS_URL": f"{server.url}/0",
-        "ACCOUNT_NAME": ACCOUNT,
-        "DATA_DIR": str(workdir / "var"),
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("UPSTOX_BOT_FAULT", None)
-    cluster = Cluster(url, env["REDIS_URL"], workdir, env)
+    cluster = Cluster.deploy(new_postgres_url(), tmp_path_factory.mktemp("played"))
     try:
         cluster.start_standard()
         specs = _play(cluster)
@@ -161,7 +111,6 @@ def played(
         yield cluster
     finally:
         cluster.stop()
-        server.stop()
 
 
 def test_distributed_session_equals_embedded(
@@ -199,19 +148,16 @@ def test_same_deliveries_twice_change_nothing(played: Cluster) -> None:
     assert after == before
 
 
-def test_worker_health_check_pings_the_running_workers(played: Cluster, tmp_path: Path) -> None:
+def test_worker_health_check_pings_the_running_workers(
+    played: Cluster, redis_server: RedisServer
+) -> None:
     check = [*CLI, "worker", "--check"]
     result = subprocess.run(check, env=played.env, cwd=played.workdir, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert b"orders@test" in result.stdout
-    idle_server = RedisServer(tmp_path / "idle-redis")
-    idle_server.start()
-    try:
-        idle = {**played.env, "REDIS_URL": f"{idle_server.url}/0"}
-        result = subprocess.run(check, env=idle, cwd=played.workdir, capture_output=True)
-        assert result.returncode == 1  # nobody answers on a broker without workers
-    finally:
-        idle_server.stop()
+    idle = {**played.env, "REDIS_URL": f"{redis_server.url}/0"}
+    result = subprocess.run(check, env=idle, cwd=played.workdir, capture_output=True)
+    assert result.returncode == 1  # nobody answers on a broker without workers
 
 
 def test_orders_worker_killed_after_the_broker_accepted_leaves_one_order(
@@ -273,7 +219,7 @@ def test_redis_restart_in_the_session_loses_and_doubles_nothing(
     cluster.start_standard()
     specs = _play(cluster)
     cluster.wait_applied(40, specs[0].shard)
-    cluster.redis_server.restart()  # type: ignore[attr-defined]
+    cluster.redis_server.restart()
     cluster.wait_finished(specs)
     _assert_as_embedded(cluster, embedded)
     for name, proc in cluster.procs.items():
@@ -287,7 +233,7 @@ def test_redis_emptied_in_the_session_loses_and_doubles_nothing(
     cluster.start_standard()
     specs = _play(cluster)
     cluster.wait_applied(40, specs[0].shard)
-    cluster.redis_server.flush()  # type: ignore[attr-defined]
+    cluster.redis_server.flush()
     cluster.wait_finished(specs)
     _assert_as_embedded(cluster, embedded)
 
@@ -355,6 +301,35 @@ def test_controls_reach_the_holder_within_a_second_and_are_audited_once(
         switch = session.execute(text("SELECT kill_switch FROM accounts")).scalar_one()
     assert audits == [("tester",)]
     assert switch is True
+
+
+def test_the_holder_starts_with_the_stored_settings_and_skips_one_that_no_longer_builds(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    # PATCH /api/v1/settings stores its changes: a holder started later (a restart, a takeover)
+    # trades by them; a stored value the settings refuse now is skipped and audited.
+    from datetime import UTC, datetime
+
+    from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
+
+    cluster = cluster_factory(MAX_OPEN_POSITIONS="3")
+    with db_session(cluster.pg_url) as session:
+        overrides = SettingsOverrideRepository(session)
+        now = datetime.now(UTC)
+        overrides.set("MAX_OPEN_POSITIONS", 1, updated_by="tester", at=now)
+        overrides.set("STOP_LOSS_PERCENT", "not a number", updated_by="tester", at=now)
+        session.commit()
+    cluster.start_standard()
+    specs = cluster.start_session(trading_date=SESSION_DATE, seed=SEED, minutes=30, speed=60.0)
+    control = RedisControl(cluster.redis_url, ACCOUNT)
+    view = wait_until(control.view, what="the holder's view", details=cluster.logs)
+    assert view.limits["max_open_positions"] == 1
+    cluster.wait_finished(specs)
+    with db_session(cluster.pg_url) as session:
+        skipped = session.execute(
+            text("SELECT entity_id FROM audit_logs WHERE event = 'setting.override_skipped'")
+        ).scalars()
+        assert list(skipped) == ["STOP_LOSS_PERCENT"]
 
 
 STRATEGY_FILE = '''

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,29 +20,27 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from tests.integration.test_distributed import cluster_factory
 from tests.support.cluster import ACCOUNT, CLI, Cluster
 from tests.support.cluster import db_session as _session
 from tests.support.servers import RedisServer
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from tests.support.waiting import wait_until
+from upstox_bot import live_events
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.domain import IST
-from upstox_bot.runtime.distributed import (
+from upstox_bot.runtime.distributed.live_feed import LiveFeedShard
+from upstox_bot.runtime.distributed.resources import Resources
+from upstox_bot.runtime.distributed.sessions import start_session
+from upstox_bot.runtime.distributed.shards import (
     MARKET_UPSTOX,
     FeedSpec,
-    LiveFeedShard,
-    Resources,
     feed_progress,
     request_stop,
-    start_session,
 )
 from upstox_bot.runtime.live_market import universe_instruments
 from upstox_bot.worker import events
 from upstox_bot.worker.state import Keys
-
-__all__ = ["cluster_factory"]  # a fixture used here, defined with the distributed tests
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,14 +49,6 @@ SHARD = "live-0"
 KEYS = 4  # instruments in the shard
 
 sim = pytest.fixture(upstox_simulator)
-
-
-def _wait(
-    what: str, check: Callable[[], bool], timeout_s: float, logs: Cluster | None = None
-) -> None:
-    wait_until(
-        check, what=what, within_s=timeout_s, details=logs.logs if logs is not None else None
-    )
 
 
 class Market:
@@ -190,9 +179,13 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
     with Market(sim, keys) as market:
         start_session(cluster.redis, cluster.enqueue, [_live_spec(keys)])
         # Ticks of the first holder reach the engine and PostgreSQL.
-        _wait("ticks stored", lambda: _stored_ticks(cluster, 100_000) > 0, 120, cluster)
+        wait_until(
+            lambda: _stored_ticks(cluster, 100_000) > 0, what="ticks stored", details=cluster.logs
+        )
         first = wait_until(lambda: _holder_pid(cluster), what="the shard's feed task")
-        _wait("the engine applying", lambda: cluster.applied(SHARD) > 0, 60, cluster)
+        wait_until(
+            lambda: cluster.applied(SHARD) > 0, what="the engine applying", details=cluster.logs
+        )
         # The feed task runs in a pool process of one of the workers (its process group).
         (doomed,) = [n for n, p in feeds.items() if p.pid == os.getpgid(first)]
         cluster.kill(doomed)  # the worker and its pool, as a machine dying
@@ -203,8 +196,12 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
             pid = _holder_pid(cluster)
             return pid is not None and os.getpgid(pid) == survivor.pid
 
-        _wait("takeover", taken_over, 120, cluster)
-        _wait("ticks after the takeover", lambda: _stored_ticks(cluster, 200_000) > 0, 60, cluster)
+        wait_until(taken_over, what="takeover", details=cluster.logs)
+        wait_until(
+            lambda: _stored_ticks(cluster, 200_000) > 0,
+            what="ticks after the takeover",
+            details=cluster.logs,
+        )
         state = _state(cluster)
         assert state["takeovers"] == "1"
         assert int(state["last_gap_ms"]) >= 0
@@ -217,11 +214,10 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
         }
         assert resubscribed == set(keys)
         request_stop(cluster.redis, SHARD)
-        _wait(
-            "the session end",
+        wait_until(
             lambda: feed_progress(cluster.redis, ACCOUNT, SHARD).finished,
-            60,
-            cluster,
+            what="the session end",
+            details=cluster.logs,
         )
     progress = feed_progress(cluster.redis, ACCOUNT, SHARD)
     assert progress.applied_seq == progress.last_seq  # every batch applied, none skipped
@@ -233,15 +229,13 @@ def test_live_feed_in_workers_is_taken_over_when_its_worker_is_killed(
 
 
 def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
-    new_postgres_url: Callable[[], str], sim: UpstoxSimulator, tmp_path: Path
+    new_postgres_url: Callable[[], str], sim: UpstoxSimulator, redis_server: RedisServer
 ) -> None:
     pg_url = new_postgres_url()
     migrate.upgrade(pg_url)
-    server = RedisServer(tmp_path / "redis")
-    server.start()
     settings = Settings(
         DATABASE_URL=pg_url,
-        REDIS_URL=f"{server.url}/0",
+        REDIS_URL=f"{redis_server.url}/0",
         ACCOUNT_NAME=ACCOUNT,
         MARKET="upstox",
         UPSTOX_API_BASE_URL=sim.base_url,
@@ -251,7 +245,7 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     res = Resources(settings)
     sent: list[tuple[str, Any]] = []
     watcher = res.redis.pubsub()  # type: ignore[no-untyped-call]
-    watcher.subscribe(events.redis_channel(events.ACCOUNT))
+    watcher.subscribe(events.redis_channel(live_events.ACCOUNT))
     shard = LiveFeedShard(
         res, _live_spec(["NSE_EQ|INE002A01018"]), lambda n, a: sent.append((n, a))
     )
@@ -260,12 +254,12 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
     runner.start()
     feed = sim.feed
     assert feed is not None
-    _wait("a refused authorize", lambda: feed.authorize_refusals >= 1, 30)
+    wait_until(lambda: feed.authorize_refusals >= 1, what="a refused authorize")
 
     def paused() -> bool:
         return feed_progress(res.redis, ACCOUNT, SHARD).extra.get("entries_paused") == "expired"
 
-    _wait("entries paused", paused, 30)
+    wait_until(paused, what="entries paused")
     alerts: list[dict[str, Any]] = []
 
     def alerted() -> bool:
@@ -276,27 +270,27 @@ def test_live_feed_refused_token_pauses_entries_alerts_and_keeps_running(
                 alerts.append(data)
         return bool(alerts)
 
-    _wait("the expired token's alert", alerted, 30)
+    wait_until(alerted, what="the expired token's alert")
     assert runner.is_alive(), "the feed keeps holding its shard"
     seq = feed_progress(res.redis, ACCOUNT, SHARD).next_seq - 1
     batch = json.loads(res.redis.get(Keys.batch(ACCOUNT, SHARD, seq)) or b"{}")
     assert batch["entries_paused"] == "expired"
     assert ("ingest.ticks", (ACCOUNT, SHARD, seq)) in sent
-    notes = res.redis.xrange(Keys.wake(ACCOUNT))
-    assert any(fields[b"seq"] == str(seq).encode() for _id, fields in notes), "the holder is told"
+    notes = res.redis.xrange(Keys.wake(ACCOUNT)) or []
+    told = [fields[b"seq"] for _id, fields in notes if fields]
+    assert str(seq).encode() in told, "the holder is told"
     refusals = feed.authorize_refusals
     request_stop(res.redis, SHARD)
-    _wait(
-        "the last batch", lambda: feed_progress(res.redis, ACCOUNT, SHARD).last_seq is not None, 30
+    wait_until(
+        lambda: feed_progress(res.redis, ACCOUNT, SHARD).last_seq is not None, what="the last batch"
     )
     last = feed_progress(res.redis, ACCOUNT, SHARD).last_seq
     assert last is not None
     res.redis.hset(Keys.engine(ACCOUNT), f"cursor:{SHARD}", f"{last + 1}:0")  # as if applied
-    runner.join(timeout=30)
+    wait_until(lambda: outcome, what="the feed shard to end")
     assert outcome == ["done"]
     assert feed.authorize_refusals == refusals, "no retry with a refused token"
     watcher.close()
-    server.stop()
 
 
 # --- live trading in the workers ----------------------------------------------------------------
@@ -433,8 +427,10 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
         with Prices(sim, keys) as prices:
             start_session(cluster.redis, cluster.enqueue, [_live_spec(keys, minutes=60)])
             api = Api(cluster)
-            _wait("ticks applied", lambda: cluster.applied(SHARD) > 0, 120, cluster)
-            _wait("entries allowed", lambda: api.get("/risk")["entries_paused"] is None, 60)
+            wait_until(
+                lambda: cluster.applied(SHARD) > 0, what="ticks applied", details=cluster.logs
+            )
+            wait_until(lambda: api.get("/risk")["entries_paused"] is None, what="entries allowed")
 
             # An entry goes to Upstox and fills; its stop exit fills when the price falls.
             tag = api.enter(first, "first live trade from the workers")
@@ -447,7 +443,9 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
             assert entry.status == "complete"
             stop = float(api.get("/positions")[0]["stop"])
             prices.move(first, round(stop - 2, 1))
-            _wait("the stop exit filled", lambda: api.held(first) == 0, 60, cluster)
+            wait_until(
+                lambda: api.held(first) == 0, what="the stop exit filled", details=cluster.logs
+            )
             (trade,) = api.get("/trades")["items"]
             assert trade["exit_reason"] == "stop_loss"
 
@@ -456,10 +454,14 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
             before = len(sim.rest.requests_to(PLACE))
             sim.rest.fail_next(FaultKind.TIMEOUT, path=PLACE, delay_s=120.0, process=True)
             tag = api.enter(second, "the answer is lost")
-            _wait("the order at Upstox", lambda: bool(sim.rest.orders_with_tag(tag)), 60)
+            wait_until(lambda: bool(sim.rest.orders_with_tag(tag)), what="the order at Upstox")
             cluster.kill("orders")
             cluster.start_worker("orders-2", "orders")
-            _wait("the order found by the next holder", lambda: api.held(second) > 0, 120, cluster)
+            wait_until(
+                lambda: api.held(second) > 0,
+                what="the order found by the next holder",
+                details=cluster.logs,
+            )
             assert len(sim.rest.orders_with_tag(tag)) == 1
             assert len(sim.rest.requests_to(PLACE)) == before + 1
 
@@ -469,14 +471,17 @@ def test_the_workers_trade_live_and_a_killed_holder_never_sends_an_order_twice(
             )
             assert answer.status_code == 200, answer.text
             assert answer.json()["applied_to_running_bot"] is True
-            _wait("the kill switch's exit filled", lambda: api.held(second) == 0, 60, cluster)
-            _wait("the kill switch alert", lambda: _alerted(receiver, "kill_switch_used"), 60)
+            wait_until(
+                lambda: api.held(second) == 0,
+                what="the kill switch's exit filled",
+                details=cluster.logs,
+            )
+            wait_until(lambda: _alerted(receiver, "kill_switch_used"), what="the kill switch alert")
             request_stop(cluster.redis, SHARD)
-            _wait(
-                "the session end",
+            wait_until(
                 lambda: feed_progress(cluster.redis, ACCOUNT, SHARD).finished,
-                60,
-                cluster,
+                what="the session end",
+                details=cluster.logs,
             )
         per_tag = Counter(o.tag for o in sim.rest.orders.values())
         assert len(per_tag) == 4, per_tag  # two entries, two exits
@@ -501,3 +506,29 @@ def _alerted(receiver: Any, kind: str) -> bool:
         if body.get("kind") == kind:
             return True
     return False
+
+
+def test_the_scheduled_universe_refresh_downloads_and_stores_the_universe(
+    cluster_factory: Callable[..., Cluster], sim: UpstoxSimulator
+) -> None:
+    # The beat's pre-open task, on a real worker: the instrument master from Upstox (here its
+    # simulator), the F&O stocks stored, as `upstox-bot universe refresh` stores them.
+    cluster = cluster_factory(
+        UPSTOX_API_BASE_URL=sim.base_url, UPSTOX_ACCESS_TOKEN=sim.rest.issue_token()
+    )
+    cluster.start_worker("misc", "default")
+    cluster.wait_ready("misc")
+    cluster.enqueue("default.refresh_universe", [])
+
+    def stored() -> int:
+        with _session(cluster.pg_url) as session:
+            return int(
+                session.execute(text("SELECT count(*) FROM symbols WHERE is_active")).scalar_one()
+            )
+
+    count = wait_until(stored, what="the universe stored by the worker", details=cluster.logs)
+    known = {r["instrument_key"] for r in sim.rest.instruments}
+    with _session(cluster.pg_url) as session:
+        keys = session.execute(text("SELECT instrument_key FROM symbols WHERE is_active")).scalars()
+        assert set(keys) <= known
+    assert count > 0

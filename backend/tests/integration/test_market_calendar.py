@@ -106,7 +106,7 @@ async def test_a_stored_fetch_replaces_the_provisional_year_of_the_shipped_file(
     sim: UpstoxSimulator, tmp_path: Path
 ) -> None:
     _in_2027(sim)
-    settings = Settings(_env_file=None, DATA_DIR=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, DATA_DIR=tmp_path)
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
@@ -205,7 +205,7 @@ async def test_the_live_harness_fetches_stores_and_trades_by_upstoxs_year(
 ) -> None:
     year = datetime.now(UTC).astimezone(IST).year
     sim.rest.holidays = [holiday_record(date(year, 6, 15), "A closure the file does not have")]
-    settings = Settings(_env_file=None, DATA_DIR=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, DATA_DIR=tmp_path)
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     risk = SimpleNamespace(calendar=None)

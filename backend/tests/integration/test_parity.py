@@ -22,12 +22,11 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.cluster import ACCOUNT, CLI, Book, Cluster, assert_same_book, db_session
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import free_port
 from tests.support.waiting import wait_until
-from upstox_bot.db import migrate
 from upstox_bot.db.models import AuditLogRow
 from upstox_bot.domain import IST
-from upstox_bot.runtime.distributed import FeedSpec
+from upstox_bot.runtime.distributed.shards import FeedSpec
 from upstox_bot.worker.state import Keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -175,19 +174,8 @@ def distributed_run(
 ) -> Iterator[str]:
     """The workers play the same day through the API of `upstox-bot api`; returns PostgreSQL."""
     workdir = tmp_path_factory.mktemp("parity-distributed")
-    url = new_postgres_url()
-    migrate.upgrade(url)
-    server = RedisServer(workdir / "redis")
-    server.start()
-    env = {
-        **os.environ,
-        **SETTINGS,
-        "DATABASE_URL": url,
-        "REDIS_URL": f"{server.url}/0",
-        "DATA_DIR": str(workdir / "var"),
-    }
-    env.pop("UPSTOX_BOT_FAULT", None)
-    cluster = Cluster(url, env["REDIS_URL"], workdir, env)
+    cluster = Cluster.deploy(new_postgres_url(), workdir, **SETTINGS)
+    url, env = cluster.pg_url, cluster.env
     port = free_port()
     with (workdir / "api.log").open("wb") as log:
         api_proc = subprocess.Popen(
@@ -217,7 +205,7 @@ def distributed_run(
         assert started.returncode == 0, started.stderr
         specs = [
             FeedSpec.from_json(json.loads(raw))
-            for raw in cluster.redis.hgetall(Keys.shards).values()  # type: ignore[union-attr]
+            for raw in cluster.redis.hgetall(Keys.shards).values()
         ]
         assert specs, "the session's shards are registered"
         with httpx.Client(
@@ -236,7 +224,6 @@ def distributed_run(
         api_proc.terminate()
         api_proc.wait(timeout=30)
         cluster.stop()
-        server.stop()
 
 
 def test_both_harnesses_end_in_the_same_records(embedded_run: str, distributed_run: str) -> None:

@@ -511,10 +511,11 @@ def test_a_stop_exit_resting_in_a_gap_is_repriced_until_it_fills(sim: UpstoxSimu
         for attempt in (1, 2):
             live.later(EXIT_TIMEOUT_MS)
             live.desk.tend()
-            live.pump_until(
-                lambda n=attempt: len([e for e in live.seen if isinstance(e, OrderModified)]) >= n,
-                f"re-price {attempt} confirmed",
-            )
+
+            def repriced(n: int = attempt) -> bool:
+                return len([e for e in live.seen if isinstance(e, OrderModified)]) >= n
+
+            live.pump_until(repriced, f"re-price {attempt} confirmed")
         assert resting.status == "open"
         assert live.audits("order.exit_stuck") == []
 

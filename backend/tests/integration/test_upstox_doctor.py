@@ -19,8 +19,8 @@ from upstox_bot.db import migrate
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import IST
 from upstox_bot.money import format_rupees
-from upstox_bot.screening.universe import refresh_universe
 from upstox_bot.upstox.doctor import Check, Verdict, run_checks
+from upstox_bot.upstox.universe import refresh_universe
 
 BACKEND = Path(__file__).resolve().parents[2]
 SAMPLE = Path(str(resources.files("upstox_bot.data").joinpath("upstox_instruments_sample.json.gz")))

@@ -28,7 +28,7 @@ from upstox_bot.db.models import ApiKeyScope
 from upstox_bot.db.models_upstox import UpstoxLoginStateRow, UpstoxTokenRow
 from upstox_bot.db.repositories.api_keys import ApiKeyRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
-from upstox_bot.monitoring.alerts import AlertKind
+from upstox_bot.monitoring.alerts.model import AlertKind
 from upstox_bot.upstox.auth import TokenGrant
 from upstox_bot.upstox.client import UpstoxClient
 from upstox_bot.upstox.login_states import LoginStateStore, state_digest

@@ -25,11 +25,11 @@ from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime.live_market import fno_contracts, load_live_futures
-from upstox_bot.screening.universe import refresh_universe
 from upstox_bot.trading.routing import ContractBook
 from upstox_bot.upstox.client import UpstoxClient
 from upstox_bot.upstox.errors import UpstoxApiError
 from upstox_bot.upstox.margins import future_margin_fractions
+from upstox_bot.upstox.universe import refresh_universe
 
 SAMPLE = Path(str(resources.files("upstox_bot.data").joinpath("upstox_instruments_sample.json.gz")))
 NOW = datetime(2026, 11, 25, 4, 0, tzinfo=UTC)  # 09:30 IST
@@ -84,7 +84,7 @@ async def test_the_margin_api_answers_as_documented_and_one_lot_gives_the_fracti
 async def test_live_futures_come_from_the_instrument_file_with_upstoxs_margins(
     sim: UpstoxSimulator, tmp_path: Path
 ) -> None:
-    settings = Settings(_env_file=None, DATA_DIR=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, DATA_DIR=tmp_path)
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)

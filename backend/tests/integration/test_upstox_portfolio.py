@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
+from tests.support.waiting import wait_until_async, within
 from upstox_bot.domain import OrderType, Side
-from upstox_bot.feed.upstox_v3 import Backoff
 from upstox_bot.upstox.client import OrderRequest, PlacementPolicy, UpstoxClient
 from upstox_bot.upstox.models import OrderRecord, PositionRecord
 from upstox_bot.upstox.portfolio_stream import PortfolioStreamClient, PortfolioUpdate
+from upstox_bot.upstox.websocket import Backoff
 
 SBIN = "NSE_EQ|INE062A01020"
 
 sim = pytest.fixture(upstox_simulator)
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:  # polls state that the simulator thread changes
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_order_and_position_updates_follow_the_order_book(sim: UpstoxSimulator) -> None:
@@ -42,7 +33,7 @@ async def test_order_and_position_updates_follow_the_order_book(sim: UpstoxSimul
             placement=PlacementPolicy(settle_s=0.05),
         ) as client,
     ):
-        await asyncio.wait_for(stream.wait_connected(), 5)
+        await within(stream.wait_connected(), what="the stream to connect")
         await client.place_order(
             OrderRequest(
                 instrument_token=SBIN,
@@ -53,9 +44,15 @@ async def test_order_and_position_updates_follow_the_order_book(sim: UpstoxSimul
                 price_paise=79_000,
             )
         )
-        await until(lambda: any(getattr(u, "status", "") == "open" for u in updates))
+        await wait_until_async(
+            lambda: any(getattr(u, "status", "") == "open" for u in updates),
+            what="the open order's update",
+        )
         sim.rest.set_price(SBIN, Decimal("789.00"))
-        await until(lambda: any(isinstance(u, PositionRecord) for u in updates))
+        await wait_until_async(
+            lambda: any(isinstance(u, PositionRecord) for u in updates),
+            what="the position's update",
+        )
 
     orders = [u for u in updates if isinstance(u, OrderRecord)]
     assert [o.status for o in orders] == [
@@ -88,11 +85,11 @@ async def test_dropped_stream_reconnects_and_runs_on_connect_again(sim: UpstoxSi
         backoff=Backoff(initial_s=0.05, max_s=0.2),
     )
     async with stream:
-        await until(lambda: connects == 1)
+        await wait_until_async(lambda: connects == 1, what="the first connection")
         sim.portfolio.send_raw("{not json")
-        await until(lambda: stream.malformed == 1)
+        await wait_until_async(lambda: stream.malformed == 1, what="the malformed message")
         assert sim.portfolio.drop_connections() == 1
-        await until(lambda: connects == 2, timeout_s=2.0)
+        await wait_until_async(lambda: connects == 2, what="the reconnection")
         assert stream.connected
     assert sim.portfolio.authorize_calls == 2  # a fresh single-use URI per connection
 
@@ -107,7 +104,7 @@ async def test_refused_token_stops_the_stream_and_says_so(sim: UpstoxSimulator) 
         backoff=Backoff(initial_s=0.05, max_s=0.1),
     )
     async with stream:
-        await until(lambda: not stream.running)
+        await wait_until_async(lambda: not stream.running, what="the stream to stop")
     assert refused == [True]
     assert stream.error is not None
     assert sim.portfolio.authorize_refusals == 1

@@ -20,14 +20,11 @@ from upstox_bot.db.models import SymbolRow
 from upstox_bot.db.repositories.audit import AuditRepository
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.domain import Instrument, InstrumentKind
-from upstox_bot.monitoring.alerts import AlertKind, alerts_for_audit
+from upstox_bot.monitoring.alerts.model import AlertKind
+from upstox_bot.monitoring.alerts.rules import alerts_for_audit
 from upstox_bot.screening.instruments import INDEX_UNDERLYINGS
-from upstox_bot.screening.universe import (
-    banned_instrument_keys,
-    banned_symbols,
-    refresh_universe,
-)
 from upstox_bot.upstox.client import RetryPolicy, UpstoxClient
+from upstox_bot.upstox.universe import refresh_universe
 
 SAMPLE = Path(str(resources.files("upstox_bot.data").joinpath("upstox_instruments_sample.json.gz")))
 NOW = datetime(2026, 11, 25, 4, 0, tzinfo=UTC)  # 09:30 IST
@@ -122,8 +119,8 @@ async def test_ban_list_file_marks_the_stock_and_its_derivatives(
     assert report.ban.unknown_symbols == ("NOPE",)
     assert report.ban.banned_keys == 2 * 10
     assert not report.ban.stale
-    assert banned_symbols(db_session) == {"IDEA", "SAIL"}
-    banned_keys = banned_instrument_keys(db_session)
+    assert SymbolRepository(db_session).banned_symbols() == {"IDEA", "SAIL"}
+    banned_keys = SymbolRepository(db_session).banned_instrument_keys()
     assert len(banned_keys) == 20
     assert "NSE_EQ|INE669E01016" in banned_keys  # IDEA's cash instrument
     repo = SymbolRepository(db_session)
@@ -140,7 +137,7 @@ async def test_ban_list_file_marks_the_stock_and_its_derivatives(
     )
     assert report.ban is not None
     assert report.ban.stale  # yesterday's list: applied, but reported
-    assert banned_symbols(db_session) == {"SAIL"}
+    assert SymbolRepository(db_session).banned_symbols() == {"SAIL"}
 
 
 async def test_a_failed_ban_list_fetch_keeps_the_last_list_alerts_and_finishes_the_refresh(
@@ -149,7 +146,7 @@ async def test_a_failed_ban_list_fetch_keeps_the_last_list_alerts_and_finishes_t
     ban_file = tmp_path / "fo_secban.csv"
     ban_file.write_text("Securities in Ban For Trade Date 24-NOV-2026:\n1,IDEA\n")
     await refresh_universe(db_session, settings(FNO_BAN_LIST=str(ban_file)), now=NOW, source=SAMPLE)
-    assert banned_symbols(db_session) == {"IDEA"}
+    assert SymbolRepository(db_session).banned_symbols() == {"IDEA"}
 
     # The next morning NSE's URL fails (here: a path the simulator answers with 404).
     unreachable = f"{sim.base_url}/content/fo/fo_secban.csv"
@@ -160,7 +157,8 @@ async def test_a_failed_ban_list_fetch_keeps_the_last_list_alerts_and_finishes_t
     assert report.stocks > 0  # the universe refresh finished
     assert report.ban_error is not None
     assert "404" in report.ban_error
-    assert banned_symbols(db_session) == {"IDEA"}  # the last known list stays in force
+    # the last known list stays in force
+    assert SymbolRepository(db_session).banned_symbols() == {"IDEA"}
     assert report.ban is not None
     assert report.ban.symbols == ("IDEA",)
     (failed,) = AuditRepository(db_session).find(event="universe.ban_list_failed", limit=10)

@@ -20,13 +20,16 @@ from celery import Celery
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from tests.support.servers import RedisServer
 from tests.support.waiting import wait_until
 from upstox_bot.config import Settings
+from upstox_bot.db import migrate
 from upstox_bot.db.models import TickRow
 from upstox_bot.db.repositories import OrderRepository, PositionRepository, TradeRepository
 from upstox_bot.db.session import make_engine
 from upstox_bot.domain import OrderStatus
-from upstox_bot.runtime.distributed import FeedSpec, feed_progress, start_sim_session
+from upstox_bot.runtime.distributed.sessions import start_sim_session
+from upstox_bot.runtime.distributed.shards import FeedSpec, feed_progress
 from upstox_bot.worker.queues import route
 from upstox_bot.worker.state import Keys
 
@@ -36,13 +39,35 @@ CLI = (sys.executable, "-m", "upstox_bot.cli")
 
 @dataclass
 class Cluster:
-    """Worker processes of one deployment: its PostgreSQL and Redis URLs and environment."""
+    """Worker processes of one deployment: its PostgreSQL and Redis URLs and environment, and
+    its own Redis server."""
 
     pg_url: str
     redis_url: str
     workdir: Path
     env: dict[str, str]
+    redis_server: RedisServer
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def deploy(cls, pg_url: str, workdir: Path, **settings: str) -> Cluster:
+        """A deployment on `pg_url` (migrated here) and a Redis server of its own (a test may
+        restart or empty it), in `workdir`; `settings` are added to its environment."""
+        migrate.upgrade(pg_url)
+        server = RedisServer(workdir / "redis")
+        server.start()
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg_url,
+            "REDIS_URL": f"{server.url}/0",
+            "ACCOUNT_NAME": ACCOUNT,
+            "DATA_DIR": str(workdir / "var"),
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "json",
+            **settings,
+        }
+        env.pop("UPSTOX_BOT_FAULT", None)  # a fault is injected into one worker, never all
+        return cls(pg_url, env["REDIS_URL"], workdir, env, redis_server=server)
 
     @property
     def redis(self) -> redis.Redis:
@@ -50,10 +75,8 @@ class Cluster:
 
     @property
     def settings(self) -> Settings:
-        return Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            **{k: v for k, v in self.env.items() if k in Settings.model_fields},
-        )
+        values: dict[str, Any] = {k: v for k, v in self.env.items() if k in Settings.model_fields}
+        return Settings(_env_file=None, **values)
 
     def start_worker(
         self,
@@ -218,6 +241,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        self.redis_server.stop()
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""The one way tests wait: poll a condition until it holds, or fail saying what never happened.
+"""The one way tests wait: poll a condition until it holds (or await one thing within a bound),
+or fail saying what never happened.
 
 Tests synchronise on what they can observe (a row, a key, a process state), never on a fixed
 sleep. The bound is generous (a busy machine is slow, not wrong): it only turns a hang into a
@@ -64,3 +65,20 @@ async def wait_until_async(
         if time.monotonic() > deadline:
             pytest.fail(f"waited {within_s:g} s for {what}, in vain")
         await asyncio.sleep(every_s)
+
+
+async def within(awaitable: Awaitable[T], *, what: str, within_s: float = DEFAULT_WITHIN_S) -> T:
+    """Await `awaitable` (a frame, a connection), failing the test if it takes longer.
+
+    Args:
+        what: the awaited fact, for the failure message ("the next frame").
+        within_s: how long to wait before failing the test (generous on purpose).
+    """
+    bound = asyncio.timeout(within_s)
+    try:
+        async with bound:
+            return await awaitable
+    except TimeoutError:
+        if not bound.expired():
+            raise  # the awaited code's own timeout, not this bound
+        pytest.fail(f"waited {within_s:g} s for {what}, in vain")

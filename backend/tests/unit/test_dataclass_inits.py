@@ -19,7 +19,7 @@ from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any
+from typing import Any, cast
 
 import native_sources
 import pytest
@@ -198,7 +198,7 @@ def test_written_init_sets_each_field(module: str, name: str, init: ast.Function
         elif f.default_factory is not dataclasses.MISSING:
             assert getattr(first, f.name) == f.default_factory(), f"{name}.{f.name}"
             assert getattr(first, f.name) is not getattr(second, f.name)
-    if cls.__dataclass_params__.frozen:
+    if _params(cls).frozen:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(first, fields[0].name, getattr(second, fields[0].name))
     with pytest.raises(TypeError):
@@ -233,6 +233,11 @@ def test_copies_and_pickles(cls: type[Any]) -> None:
             assert twin is not built
 
 
+def _params(cls: type) -> Any:
+    """A dataclass's parameters (typeshed's DataclassInstance does not declare them)."""
+    return cast(Any, cls).__dataclass_params__
+
+
 COMPILED_FROZEN = sorted(
     (
         cls
@@ -241,7 +246,7 @@ COMPILED_FROZEN = sorted(
         if isinstance(cls, type)
         and dataclasses.is_dataclass(cls)
         and cls.__module__ == module
-        and cls.__dataclass_params__.frozen
+        and _params(cls).frozen
     ),
     key=lambda c: c.__qualname__,
 )
@@ -251,7 +256,8 @@ COMPILED_FROZEN = sorted(
 def test_compiled_frozen_values_copy_through_their_constructor(cls: type[Any]) -> None:
     """Compiled, a frozen dataclass cannot have its fields set after allocation, which is how
     copy and pickle restore one: each rebuilds through its constructor instead."""
-    assert cls.__reduce__ is not object.__reduce__, f"{cls.__name__} needs __reduce__"
+    reduce: object = cls.__reduce__
+    assert reduce is not object.__reduce__, f"{cls.__name__} needs __reduce__"
     try:
         built = _build(cls, False)
     except (AssertionError, TypeError, ValueError):

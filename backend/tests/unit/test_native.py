@@ -130,7 +130,7 @@ def test_a_changed_source_runs_the_whole_group_from_source_and_warns(fake_build:
     with pytest.warns(_native.StaleBuildWarning, match=r"upstox_bot\.beta changed"):
         chosen = _native.select()
     assert chosen == ("upstox_bot.alpha", "upstox_bot.beta")  # alpha too: the group is one
-    finder = next(f for f in sys.meta_path if _is_source(f))
+    finder = next(f for f in sys.meta_path if isinstance(f, _native._SourceFinder))
     spec = finder.find_spec("upstox_bot.alpha")
     assert spec is not None
     assert spec.origin == str(fake_build / "alpha.py")

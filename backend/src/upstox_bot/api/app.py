@@ -20,7 +20,6 @@ from upstox_bot import __version__
 from upstox_bot.api import ws
 from upstox_bot.api.auth import HEADER, FailedAuthLimiter, current_key
 from upstox_bot.api.errors import install_error_handlers
-from upstox_bot.api.hub import EventHub
 from upstox_bot.api.middleware import (
     AuthenticationMiddleware,
     BodyLimitMiddleware,
@@ -29,17 +28,21 @@ from upstox_bot.api.middleware import (
 )
 from upstox_bot.api.openapi import install_openapi
 from upstox_bot.api.routers import (
+    account,
     audit,
     auth,
     backtests,
     health,
     market,
     options,
+    orders,
+    positions,
     reports,
     risk,
     session,
+    signals,
     strategies,
-    trading,
+    trades,
     upstox_auth,
 )
 from upstox_bot.api.routers import (
@@ -48,17 +51,19 @@ from upstox_bot.api.routers import (
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS
 from upstox_bot.api.schemas.control import RootRead
-from upstox_bot.api.settings_changes import effective_settings
 from upstox_bot.api.telegram_commands import start_commands
 from upstox_bot.config import Settings
-from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
+from upstox_bot.db.repositories.settings_overrides import (
+    SettingsOverrideRepository,
+    effective_settings,
+)
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
+from upstox_bot.live_events import EventHub
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from upstox_bot.runtime.control import ControlPort
-    from upstox_bot.runtime.embedded import LiveStats
+    from upstox_bot.runtime.control import ControlPort, LiveStats
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +201,11 @@ def create_app(
         route_class=GuardedRoute,
     )
     for module in (
-        trading,
+        positions,
+        trades,
+        signals,
+        orders,
+        account,
         reports,
         market,
         strategies,

@@ -88,7 +88,7 @@ def check_key(
     if not record.active:
         raise Unauthenticated("this API key was revoked")
     # Per database too: two databases (an API over each, or tests) have keys with the same ids.
-    if _last_used.due((str(session.get_bind().url), record.id)):
+    if _last_used.due((str(session.get_bind().engine.url), record.id)):
         if sessions is None:
             repo.authenticate(key, datetime.now(UTC))
             return record

@@ -1,5 +1,5 @@
-"""List queries of the API: filters, a whitelisted sort and limit/offset, with the total; and
-the checked types of query and path parameters.
+"""List queries of the API: filters, a whitelisted sort and limit/offset, with the total; the
+checked types of query and path parameters; and the trading symbols that list answers show.
 
 Dates are exactly YYYY-MM-DD and times ISO 8601 (RFC 3339; no offset means UTC): a number is
 not a date. A time beyond what the database can compare after conversion to UTC (year 1 at
@@ -11,7 +11,7 @@ characters (PostgreSQL refuses a NUL in text).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, TypeVar
 
@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from upstox_bot.db.base import Base
+from upstox_bot.db.models import SymbolRow
 
 RowT = TypeVar("RowT", bound=Base)
 
@@ -91,6 +92,17 @@ Since = Annotated[IsoTime | None, Query(description="From this time, inclusive (
 Until = Annotated[IsoTime | None, Query(description="Before this time (ISO 8601).")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=MAX_FILTER_CHARS, pattern=PRINTABLE)]
 PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=PRINTABLE)]
+StartDate = Annotated[
+    IsoDate | None, Query(alias="from", description="IST trading date, inclusive (YYYY-MM-DD)")
+]
+EndDate = Annotated[
+    IsoDate | None, Query(alias="to", description="IST trading date, inclusive (YYYY-MM-DD)")
+]
+EPOCH = date(1970, 1, 1)  # the start of a date range given without one
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Skip this many items.")]
+TOTAL_HEADER = "X-Total-Count"
+TOTAL_DOC = {"headers": {TOTAL_HEADER: {"description": "Items matching the filters."}}}
 
 
 def page(
@@ -137,3 +149,17 @@ def aware(at: datetime) -> datetime:
     if at.tzinfo is not None and at.utcoffset() is not None:
         return at
     return at.replace(tzinfo=UTC)
+
+
+def symbols_for(session: Session, keys: Iterable[str]) -> dict[str, str]:
+    """Trading symbols of instrument keys (a key without a symbol row maps to itself)."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(SymbolRow.instrument_key, SymbolRow.trading_symbol).where(
+            SymbolRow.instrument_key.in_(wanted)
+        )
+    )
+    found: dict[str, str] = dict(rows.all())
+    return {key: found.get(key, key) for key in wanted}

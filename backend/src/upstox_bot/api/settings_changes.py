@@ -1,17 +1,13 @@
-"""Runtime setting changes: validate against Settings, persist, audit, apply to a running bot.
+"""Runtime setting changes through the API: validate against Settings, persist and audit them.
 
-Overrides (settings_overrides) win over the environment. `effective_settings` merges them; the
-harness that starts the bot builds it with `settings_with_overrides`, so that a change made
-through the API survives a restart. A stored override that no longer validates, or a strategy
-and parameters that no longer build, is skipped, never allowed to stop the start: the bot
-starts with the rest, and the skip is logged, audited ("setting.override_skipped") and alerted.
+What may change and how the stored overrides apply at a start are beside their repository
+(`db/repositories/settings_overrides.py`); a running bot applies a change through its control
+port.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -29,44 +25,15 @@ from upstox_bot.db.base import jsonable
 from upstox_bot.db.models import AccountMode
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.audit import AuditRepository
-from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
+from upstox_bot.db.repositories.settings_overrides import (
+    CHANGEABLE,
+    LIVE_STRATEGY,
+    SettingsOverrideRepository,
+    setting_changed,
+    strategy_problem,
+)
 from upstox_bot.domain import AuditRecord
-from upstox_bot.signals import registry
 
-log = logging.getLogger(__name__)
-
-LIVE_RISK = frozenset(
-    {
-        "RISK_PER_TRADE",
-        "POSITION_SIZE_PERCENT",
-        "MAX_OPEN_POSITIONS",
-        "DAILY_LOSS_LIMIT",
-        "MAX_ORDERS_PER_MINUTE",
-        "MIN_ORDER_INTERVAL_SECONDS",
-        "ENTRY_START_TIME",
-        "ENTRY_END_TIME",
-        "ALLOW_SHORT",
-    }
-)
-LIVE_EXITS = frozenset({"STOP_LOSS_PERCENT", "TAKE_PROFIT_PERCENT", "TRAILING_STOP_PERCENT"})
-LIVE_ENGINE = frozenset({"SIGNAL_COOLDOWN_MINUTES", "KILL_SWITCH_SQUARE_OFF"})
-LIVE_STRATEGY = frozenset({"STRATEGY", "STRATEGY_PARAMS"})
-LIVE_CHARGES = frozenset({"BROKERAGE_PER_ORDER"})
-LIVE = LIVE_RISK | LIVE_EXITS | LIVE_ENGINE | LIVE_STRATEGY | LIVE_CHARGES
-# Changeable but read only at start-up (the engine caches them, or they size the account).
-ON_RESTART = frozenset(
-    {
-        "ACCOUNT_SIZE",
-        "SQUARE_OFF_TIME",
-        "CANDLE_INTERVAL_MINUTES",
-        "SLIPPAGE_BPS",
-        "PAPER_TRADING",
-        "LIVE_TRADING_ENABLED",
-    }
-)
-# Storage, network, secrets and PAPER_TRADING_DAYS_REQUIRED (lowering it would skip the
-# paper-trading rule) are not changeable through the API.
-CHANGEABLE = LIVE | ON_RESTART
 SECRET_URLS = ("DATABASE_URL", "REDIS_URL")
 MASK = "***"
 
@@ -171,120 +138,6 @@ def validate_changes(current: Settings, changes: Mapping[str, Any]) -> Settings:
     return new
 
 
-def strategy_problem(settings: Settings) -> str | None:
-    """Why the settings' strategy does not build with its parameters, or None when it does."""
-    try:
-        registry.create(
-            settings.STRATEGY, settings.STRATEGY_PARAMS, strategies_dir=settings.STRATEGIES_DIR
-        )
-    except Exception as exc:  # a trader's strategy file may raise anything while it builds
-        return str(exc) or type(exc).__name__
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedOverride:
-    """A stored override left out at start-up, and why."""
-
-    key: str
-    value: Any
-    reason: str
-
-
-def _first_error(exc: ValidationError) -> str:
-    return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-
-
-def _try(current: Settings, changes: Mapping[str, Any]) -> tuple[Settings | None, str]:
-    """`current` with `changes` if it validates (and its strategy builds, when changed)."""
-    try:
-        candidate = Settings.model_validate({**current.model_dump(), **changes})
-    except ValidationError as exc:
-        return None, _first_error(exc)
-    if LIVE_STRATEGY & set(changes):
-        problem = strategy_problem(candidate)
-        if problem is not None:
-            return None, problem
-    return candidate, ""
-
-
-def apply_overrides(
-    base: Settings, overrides: Mapping[str, Any]
-) -> tuple[Settings, list[SkippedOverride]]:
-    """`base` with each stored override that still validates, and those skipped.
-
-    Each override is applied on its own (an invalid one does not take the others down);
-    STRATEGY and STRATEGY_PARAMS go together, after the rest, and must build the strategy:
-    when the pair does not, the strategy alone is tried with its default parameters.
-    """
-    skipped: list[SkippedOverride] = []
-    current = base
-    pair: dict[str, Any] = {}
-    for key in sorted(overrides):
-        value = overrides[key]
-        if key not in CHANGEABLE:
-            skipped.append(SkippedOverride(key, value, "cannot be changed through the API"))
-        elif key in LIVE_STRATEGY:
-            pair[key] = value
-        else:
-            candidate, reason = _try(current, {key: value})
-            if candidate is None:
-                skipped.append(SkippedOverride(key, value, reason))
-            else:
-                current = candidate
-    if pair:
-        candidate, reason = _try(current, pair)
-        if candidate is not None:
-            return candidate, skipped
-        alone = (
-            _try(current, {"STRATEGY": pair["STRATEGY"], "STRATEGY_PARAMS": {}})[0]
-            if "STRATEGY" in pair
-            else None
-        )
-        if alone is not None:
-            params = pair.get("STRATEGY_PARAMS", current.STRATEGY_PARAMS)
-            skipped.append(SkippedOverride("STRATEGY_PARAMS", params, reason))
-            return alone, skipped
-        skipped.extend(SkippedOverride(k, v, reason) for k, v in sorted(pair.items()))
-    return current, skipped
-
-
-def effective_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
-    """`base` with the stored overrides that still validate (see `apply_overrides`); the
-    others are skipped and logged, never allowed to stop the start-up."""
-    settings, skipped = apply_overrides(base, overrides)
-    for skip in skipped:
-        log.warning("settings.override_skipped", extra={"key": skip.key, "reason": skip.reason})
-    return settings
-
-
-def settings_with_overrides(
-    session: Session, base: Settings, *, at: datetime, actor: str = "system"
-) -> tuple[Settings, list[AuditRecord]]:
-    """The settings a bot starts with: `base` and the stored overrides that still validate.
-
-    Each skipped override is logged and audited ("setting.override_skipped", with the stored
-    value and the reason) in `session`; the audit records are returned for the caller's
-    alerts (`AlertDispatcher.on_audit`).
-    """
-    settings, skipped = apply_overrides(base, SettingsOverrideRepository(session).get_all())
-    audit = AuditRepository(session)
-    records: list[AuditRecord] = []
-    for skip in skipped:
-        log.warning("settings.override_skipped", extra={"key": skip.key, "reason": skip.reason})
-        record = AuditRecord(
-            event="setting.override_skipped",
-            entity="setting",
-            entity_id=skip.key,
-            at=at,
-            data={"value": jsonable(skip.value), "reason": skip.reason},
-            actor=actor,
-        )
-        audit.add(record)
-        records.append(record)
-    return settings, records
-
-
 def wants_live_trading(old: Settings, new: Settings) -> bool:
     """Whether the change switches live trading on (either switch)."""
     return (old.PAPER_TRADING and not new.PAPER_TRADING) or (
@@ -377,21 +230,3 @@ def persist(
                 actor=actor,
             )
         )
-
-
-def setting_changed(
-    key: str, old: Settings, new: Settings, applied: str, *, actor: str, at: datetime
-) -> AuditRecord:
-    """The audit record of one changed setting (old and new value, how it applies, who)."""
-    return AuditRecord(
-        event="setting.changed",
-        entity="setting",
-        entity_id=key,
-        at=at,
-        data={
-            "old": jsonable(getattr(old, key)),
-            "new": jsonable(getattr(new, key)),
-            "applied": applied,
-        },
-        actor=actor,
-    )

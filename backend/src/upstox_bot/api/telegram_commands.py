@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from upstox_bot.api.routers.account import read_account
+from upstox_bot.api.routers.positions import live_positions, stored_positions
 from upstox_bot.api.routers.risk import apply_kill_switch
-from upstox_bot.api.routers.trading import live_positions, read_account, stored_positions
 from upstox_bot.api.schemas.control import KillSwitchUpdate
 from upstox_bot.api.schemas.trading import AccountRead, PositionRead
 from upstox_bot.db.repositories.trades import TradeRepository

@@ -33,7 +33,12 @@ from starlette.status import WS_1008_POLICY_VIOLATION, WS_1013_TRY_AGAIN_LATER
 
 from upstox_bot.api.auth import HEADER, active_key_ids, key_in_own_session
 from upstox_bot.api.errors import TooManyFailures, Unauthenticated
-from upstox_bot.api.hub import (
+from upstox_bot.api.middleware import client_of
+from upstox_bot.api.routers.positions import live_positions, stored_positions
+from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.db.repositories.api_keys import ApiKeyRecord
+from upstox_bot.db.session import session_scope
+from upstox_bot.live_events import (
     ACCOUNT,
     CHANNELS,
     POSITIONS,
@@ -42,11 +47,6 @@ from upstox_bot.api.hub import (
     account_payload,
     unknown_channels,
 )
-from upstox_bot.api.middleware import client_of
-from upstox_bot.api.routers.trading import live_positions, stored_positions
-from upstox_bot.db.repositories.accounts import AccountRepository
-from upstox_bot.db.repositories.api_keys import ApiKeyRecord
-from upstox_bot.db.session import session_scope
 
 if TYPE_CHECKING:
     from upstox_bot.runtime.control import KernelView
@@ -250,15 +250,16 @@ async def close_revoked(app: FastAPI, every_s: float = REVOCATION_CHECK_S) -> No
         await asyncio.sleep(every_s)
         if not streams:
             continue
+        asked = set(streams.values())
         try:
-            active = await run_in_threadpool(
-                active_key_ids, app.state.sessions, set(streams.values())
-            )
+            active = await run_in_threadpool(active_key_ids, app.state.sessions, asked)
         except Exception:  # the database busy or gone: keep serving, look again next time
             log.warning("ws.revocation_check_failed", exc_info=True)
             continue
         for subscriber, key_id in list(streams.items()):
-            if key_id not in active:
+            # A stream that opened while the database was asked has a key not asked about:
+            # it was just authenticated, and is checked next time.
+            if key_id in asked and key_id not in active:
                 log.info("ws.key_revoked", extra={"key_id": key_id})
                 subscriber.end(*REVOKED)
 

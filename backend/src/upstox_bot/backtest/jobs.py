@@ -1,10 +1,11 @@
 """Backtests as background jobs: store the request, run it on a Celery worker or a local thread,
 store the result or the error.
 
-Both dispatchers end in `execute`, which claims the stored backtest (pending -> running) before
-it runs, so a job delivered twice runs once. Data paths in a submitted request are server-side
-paths and must lie inside DATA_DIR or BACKTEST_DATA_DIRS (`check_data_path`): a caller of the
-API must not read arbitrary files of the server.
+The local thread is `ThreadDispatcher`; the Celery one is the worker's
+(`worker.tasks.backtests.CeleryDispatcher`). Both end in `execute`, which claims the stored
+backtest (pending -> running) before it runs, so a job delivered twice runs once. Data paths in
+a submitted request are server-side paths and must lie inside DATA_DIR or BACKTEST_DATA_DIRS
+(`check_data_path`): a caller of the API must not read arbitrary files of the server.
 """
 
 from __future__ import annotations
@@ -269,28 +270,3 @@ class ThreadDispatcher:
     def _forget(self, future: Future[BacktestStatus | None]) -> None:
         with self._lock:
             self._futures.discard(future)
-
-
-class CeleryDispatcher:
-    """Sends backtests to the Celery workers (task "backtests.run", queue "default")."""
-
-    def __init__(self) -> None:
-        # Imported here: the API without Redis must not need the worker's Celery app.
-        from upstox_bot.worker.tasks.backtests import send
-
-        self._send = send
-
-    def dispatch(self, backtest_id: str) -> None:
-        """Queue the run of a stored backtest on the workers."""
-        self._send(backtest_id)
-
-
-def default_dispatcher(session_factory: sessionmaker[Session], settings: Settings) -> Dispatcher:
-    """The Celery workers when REDIS_URL is set and the worker module imports; else a local
-    thread."""
-    if settings.REDIS_URL:
-        try:
-            return CeleryDispatcher()
-        except ImportError:
-            log.warning("backtest.celery_unavailable", exc_info=True)
-    return ThreadDispatcher(session_factory, settings)

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time as walltime
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from upstox_bot.domain import AccountSnapshot, ClientOrderId, Direction, Position
 from upstox_bot.errors import Conflict, NotFound, UpstoxBotError
 
-COMMAND_TIMEOUT_S = 5.0  # how long a sender waits for the kernel's answer
+COMMAND_TIMEOUT_S = 15.0  # how long a sender waits for the kernel's answer (a busy host is slow)
 
 
 class CommandKind(StrEnum):
@@ -167,6 +169,29 @@ class KernelView:
     seconds_until_next_order: float
     entries_paused: str | None
     market: str  # "running", "paused", "finished"
+
+
+@dataclass(slots=True)
+class LiveStats:
+    """What the console and /health show about the running loop."""
+
+    ticks: int = 0
+    started_wall: float = field(default_factory=walltime.monotonic)
+    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=40))
+    market_now: datetime | None = None
+    trading_date: date | None = None
+    finished: bool = False
+    last_tick_wall: float | None = None  # monotonic time the last tick was processed
+    # wall seconds from the tick that closed a candle to its entry orders being sent
+    candle_to_order_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    tick_errors: int = 0  # live feed: ticks whose processing failed (logged, skipped)
+    timer_errors: int = 0  # live loop: timer steps that failed (logged, tried again)
+
+    def ticks_per_second(self) -> float:
+        if len(self.recent) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.recent[0], self.recent[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class ControlPort(Protocol):

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time as walltime
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,24 +22,13 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 from upstox_bot import faults
-from upstox_bot.api.hub import (
-    CANDLES,
-    ORDERS,
-    SIGNALS,
-    TICKS,
-    EventHub,
-    candle_payload,
-    order_payload,
-    signal_payload,
-    tick_payload,
-)
-from upstox_bot.api.settings_changes import settings_with_overrides
 from upstox_bot.backtest.data import Dataset, load_bars
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.repositories.checkpoints import Checkpoint
 from upstox_bot.db.repositories.orders import OrderRepository
+from upstox_bot.db.repositories.settings_overrides import settings_with_overrides
 from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 from upstox_bot.domain import (
@@ -58,7 +46,19 @@ from upstox_bot.feed.derivatives import ChainPricer, DerivativeTicks, WatchSpan
 from upstox_bot.feed.replay import ReplayMarket
 from upstox_bot.feed.sampling import TickSampler
 from upstox_bot.feed.sim import SimulatedMarket, load_universe
-from upstox_bot.monitoring.alerts import AlertKind, dispatcher_from_settings
+from upstox_bot.live_events import (
+    CANDLES,
+    ORDERS,
+    SIGNALS,
+    TICKS,
+    EventHub,
+    candle_payload,
+    order_payload,
+    signal_payload,
+    tick_payload,
+)
+from upstox_bot.monitoring.alerts.model import AlertKind
+from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 from upstox_bot.options.chain import simulate_fno_chain
 from upstox_bot.risk.rate_limit import OrderRateLimiter
 from upstox_bot.runtime import components
@@ -67,6 +67,7 @@ from upstox_bot.runtime.control import (
     CommandResult,
     CommandStatus,
     KernelView,
+    LiveStats,
     LocalControl,
 )
 from upstox_bot.runtime.kernel import AccountKernel, KernelPorts, Ops
@@ -77,6 +78,11 @@ log = logging.getLogger(__name__)
 
 SESSION_MINUTES = 375  # 09:15 to 15:30
 FLUSH_EVERY_WALL_S = 0.25
+# A commit also goes ahead of every order sent (durable first): what is buffered then rides on
+# the order's path. So a backlog is committed early, whatever the time: at most this many
+# journal entries or sampled ticks wait for a commit (checked every FLUSH_CHECK_TICKS ticks).
+FLUSH_BACKLOG = 16
+FLUSH_CHECK_TICKS = 16
 
 
 @dataclass(slots=True)
@@ -90,29 +96,6 @@ class RunOptions:
     replay_data: Path | None = None  # bars to replay instead of the simulated market
     market: str = "sim"  # sim | replay | upstox
     force_live_reason: str | None = None  # start live before the paper period (audited)
-
-
-@dataclass(slots=True)
-class LiveStats:
-    """What the console and /health show about the running loop."""
-
-    ticks: int = 0
-    started_wall: float = field(default_factory=walltime.monotonic)
-    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=40))
-    market_now: datetime | None = None
-    trading_date: date | None = None
-    finished: bool = False
-    last_tick_wall: float | None = None  # monotonic time the last tick was processed
-    # wall seconds from the tick that closed a candle to its entry orders being sent
-    candle_to_order_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-    tick_errors: int = 0  # live feed: ticks whose processing failed (logged, skipped)
-    timer_errors: int = 0  # live loop: timer steps that failed (logged, tried again)
-
-    def ticks_per_second(self) -> float:
-        if len(self.recent) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = self.recent[0], self.recent[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class HubSink:
@@ -506,6 +489,11 @@ class EmbeddedBot:
                 hub.publish_threadsafe(
                     TICKS, tick_payload(tick, self.kernel.symbols.get(tick.instrument_key))
                 )
+            if count % FLUSH_CHECK_TICKS == 0 and (
+                len(kernel.journal) >= FLUSH_BACKLOG or len(kernel.ticks) >= FLUSH_BACKLOG
+            ):
+                self.flush()
+                last_flush = walltime.monotonic()
             if count % 256 == 0:
                 stats.ticks += 256
                 now_wall = walltime.monotonic()

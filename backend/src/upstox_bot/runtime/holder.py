@@ -31,12 +31,16 @@ from typing import Any, cast
 
 import redis
 
-from upstox_bot.api.hub import account_payload, candle_payload, order_payload, signal_payload
+from upstox_bot import live_events
 from upstox_bot.clock import MarketClock
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.checkpoints import FencedOut
+from upstox_bot.db.repositories.settings_overrides import settings_with_overrides
+from upstox_bot.db.session import session_scope
 from upstox_bot.domain import Order, Tick, datetime_to_ms
-from upstox_bot.monitoring.alerts import AlertDispatcher, dispatcher_from_settings
+from upstox_bot.live_events import account_payload, candle_payload, order_payload, signal_payload
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 from upstox_bot.runtime.control import (
     Command,
     CommandResult,
@@ -86,22 +90,27 @@ class RedisSink:
             if name == "candle":
                 candle = args[0]
                 published.append(
-                    (events.CANDLES, candle_payload(candle, symbols.get(candle.instrument_key)))
+                    (
+                        live_events.CANDLES,
+                        candle_payload(candle, symbols.get(candle.instrument_key)),
+                    )
                 )
             elif name == "signal":
-                published.append((events.SIGNALS, signal_payload(args[0], args[1])))
+                published.append((live_events.SIGNALS, signal_payload(args[0], args[1])))
             elif name == "signal_status":
-                published.append((events.SIGNALS, {"signal_id": args[0], "status": args[1].value}))
+                published.append(
+                    (live_events.SIGNALS, {"signal_id": args[0], "status": args[1].value})
+                )
             elif name == "order":
-                published.append((events.ORDERS, order_payload(args[0])))
+                published.append((live_events.ORDERS, order_payload(args[0])))
             elif name == "account":
-                published.append((events.ACCOUNT, account_payload(args[0])))
+                published.append((live_events.ACCOUNT, account_payload(args[0])))
             elif name.startswith("position"):
                 positions_changed = True
         try:
             if positions_changed:
                 snapshot = [position_to_dict(p) for p in view.positions]
-                published.append((events.POSITIONS, snapshot))
+                published.append((live_events.POSITIONS, snapshot))
                 pipe = client.pipeline(transaction=True)
                 pipe.delete(Keys.positions(holder.account))
                 if snapshot:
@@ -146,9 +155,15 @@ class AccountHolder:
         lost: Callable[[], bool],
         after_place: Callable[[Order], None] | None = None,
     ) -> None:
-        from upstox_bot.runtime.distributed import account_instruments, calendar_of
+        from upstox_bot.runtime.distributed.resources import account_instruments, calendar_of
 
-        settings = resources.settings
+        # Settings changed through the API (PATCH /api/v1/settings) outlive a restart of the
+        # holder, as of the embedded bot; one that no longer builds is skipped, audited and
+        # alerted, and never stops the start.
+        with session_scope(resources.sessions) as session:
+            settings, skipped = settings_with_overrides(
+                session, resources.settings, at=datetime.now(UTC)
+            )
         self.resources = resources
         self.settings = settings
         self.account = account
@@ -159,6 +174,8 @@ class AccountHolder:
         self.calendar = calendar_of(settings, resources.sessions)
         self.alerts: AlertDispatcher = dispatcher_from_settings(settings)
         self.alerts.start()
+        for record in skipped:
+            self.alerts.on_audit(record)
         self.store = AccountStore(
             resources.sessions,
             account,
@@ -239,7 +256,7 @@ class AccountHolder:
         }
 
     def _db_waiting(self, error: Exception) -> None:
-        from upstox_bot.monitoring.alerts import AlertKind
+        from upstox_bot.monitoring.alerts.model import AlertKind
 
         self.alerts.notify(
             AlertKind.DATABASE_UNAVAILABLE,
@@ -249,7 +266,7 @@ class AccountHolder:
 
     def shards(self) -> list[str]:
         """The account's registered shards (sessions being played or held)."""
-        from upstox_bot.runtime.distributed import FeedSpec
+        from upstox_bot.runtime.distributed.shards import FeedSpec
 
         registry = cast(dict[bytes, bytes], self.redis.hgetall(Keys.shards))
         out = []
@@ -382,7 +399,7 @@ class AccountHolder:
     def _note_pause(self) -> None:
         """Show the market as paused once every shard waits at the pause and all it sent
         before is applied (a paused simulated session: controls then act at a known time)."""
-        from upstox_bot.runtime.distributed import feed_progress
+        from upstox_bot.runtime.distributed.shards import feed_progress
 
         pause_at = self.redis.get(Keys.session_pause(self.account))
         if pause_at is None:
@@ -406,7 +423,7 @@ class AccountHolder:
     def _finished(self) -> bool:
         """Whether every registered shard of the account played its last batch and it was
         applied (then the holder lets the account go until the next session)."""
-        from upstox_bot.runtime.distributed import feed_progress
+        from upstox_bot.runtime.distributed.shards import feed_progress
 
         shards = self._live_shards()
         done = True
@@ -446,7 +463,7 @@ class AccountHolder:
     # --- session controls -------------------------------------------------------------------------
 
     def _on_session(self, command: Command) -> CommandResult:
-        from upstox_bot.runtime.distributed import request_stop
+        from upstox_bot.runtime.distributed.shards import request_stop
 
         action = str(command.args.get("action", ""))
         key = Keys.session_pause(self.account)

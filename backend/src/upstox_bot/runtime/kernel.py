@@ -20,18 +20,18 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from upstox_bot.api.settings_changes import (
+from upstox_bot.clock import MarketClock, NseCalendar
+from upstox_bot.config import Settings
+from upstox_bot.db.models import AccountMode
+from upstox_bot.db.repositories.accounts import AccountRepository
+from upstox_bot.db.repositories.checkpoints import Checkpoint
+from upstox_bot.db.repositories.settings_overrides import (
     LIVE_ENGINE,
     LIVE_EXITS,
     LIVE_RISK,
     LIVE_STRATEGY,
     setting_changed,
 )
-from upstox_bot.clock import MarketClock, NseCalendar
-from upstox_bot.config import Settings
-from upstox_bot.db.models import AccountMode
-from upstox_bot.db.repositories.accounts import AccountRepository
-from upstox_bot.db.repositories.checkpoints import Checkpoint
 from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.domain import (
     IST,
@@ -54,7 +54,8 @@ from upstox_bot.domain import (
     rupees_to_paise,
 )
 from upstox_bot.errors import Conflict, NotFound
-from upstox_bot.monitoring.alerts import AlertDispatcher, end_of_day_summary
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.alerts.rules import end_of_day_summary
 from upstox_bot.risk.checks import RiskManager
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.rate_limit import OrderRateLimiter

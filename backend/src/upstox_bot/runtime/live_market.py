@@ -25,14 +25,16 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from upstox_bot.api.hub import TICKS, tick_payload
 from upstox_bot.db.repositories.symbols import SymbolRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import IST, Instrument, InstrumentKind, Order, OrderPurpose, Tick
 from upstox_bot.errors import ConfigError, UpstoxBotError
-from upstox_bot.monitoring.alerts import AlertDispatcher, AlertKind
+from upstox_bot.live_events import TICKS, tick_payload
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.alerts.model import AlertKind
 from upstox_bot.runtime import components
-from upstox_bot.trading.brokers.upstox import UpstoxBroker, reconcile_books
+from upstox_bot.trading.brokers.upstox import UpstoxBroker
+from upstox_bot.trading.brokers.upstox_book import reconcile_books
 from upstox_bot.trading.desk import OrderDesk
 from upstox_bot.trading.order_gate import OrderGate
 from upstox_bot.upstox.client import PlacementPolicy, UpstoxClient

@@ -43,7 +43,6 @@ from upstox_bot.domain import (
     Tick,
     datetime_to_ms,
 )
-from upstox_bot.screening.universe import banned_instrument_keys
 from upstox_bot.trading.charges import OrderExecution
 from upstox_bot.trading.engine import EngineState
 from upstox_bot.trading.journal import BufferedJournal
@@ -219,7 +218,9 @@ class AccountStore:
 
     def banned(self) -> frozenset[str]:
         """Instruments in the F&O ban period (marked by `universe refresh --ban-list`)."""
-        return self.run(lambda session: frozenset(banned_instrument_keys(session)))
+        return self.run(
+            lambda session: frozenset(SymbolRepository(session).banned_instrument_keys())
+        )
 
     # --- checkpoint and commit ------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from upstox_bot.config import Settings, load_settings
 from upstox_bot.errors import ConfigError, UpstoxBotError
 
 if TYPE_CHECKING:
-    from upstox_bot.feed.upstox_v3 import FeedMode
     from upstox_bot.screening.universe import BanListReport
+    from upstox_bot.upstox.feed_protocol import FeedMode
     from upstox_bot.upstox.token_store import TokenStatus
 
 console = Console()
@@ -59,7 +59,7 @@ def universe_refresh(
     settings = _settings()
     from upstox_bot.db import migrate
     from upstox_bot.db.session import make_engine, make_session_factory, session_scope
-    from upstox_bot.screening.universe import refresh_universe
+    from upstox_bot.upstox.universe import refresh_universe
 
     if file is not None and not file.is_file():
         raise _fail(f"--file: no such file: {file}")
@@ -107,7 +107,8 @@ def universe_refresh(
 
 def _alert_ban_list_failure(settings: Settings, error: str, kept: BanListReport | None) -> None:
     from upstox_bot.domain import AuditRecord
-    from upstox_bot.monitoring.alerts import alerts_for_audit, dispatcher_from_settings
+    from upstox_bot.monitoring.alerts.rules import alerts_for_audit
+    from upstox_bot.monitoring.notifiers import dispatcher_from_settings
 
     record = AuditRecord(
         event="universe.ban_list_failed",
@@ -155,7 +156,7 @@ def feed(
     ] = None,
 ) -> None:
     """Stream decoded ticks from Upstox Market Data Feed V3 (a first check that it works)."""
-    from upstox_bot.feed.upstox_v3 import FeedMode
+    from upstox_bot.upstox.feed_protocol import FeedMode
 
     settings = _settings()
     keys = [k.strip() for k in instruments.split(",") if k.strip()]
@@ -185,7 +186,8 @@ async def _stream(
     max_messages: int | None,
 ) -> None:
     from upstox_bot.clock import NseCalendar
-    from upstox_bot.feed.upstox_v3 import MarketDataFeedV3Client, stream_jsonl, tick_to_json
+    from upstox_bot.upstox.feed_protocol import tick_to_json
+    from upstox_bot.upstox.market_feed import MarketDataFeedV3Client, stream_jsonl
 
     calendar = NseCalendar.default()
     client = MarketDataFeedV3Client(

@@ -27,22 +27,16 @@ from upstox_bot.db.repositories.orders import OrderRepository
 from upstox_bot.db.repositories.positions import PositionRepository
 from upstox_bot.domain import Order, OrderType, Product, Tick
 from upstox_bot.errors import BrokerUnavailable, OrderRejected, OrdersBlocked
-from upstox_bot.feed.upstox_v3 import (
-    NORMAL_PLAN_LIMITS,
-    DecodedFrame,
-    FeedLimits,
-    FeedMode,
-    MarketDataFeedV3Client,
-    plan_shards,
-)
 from upstox_bot.trading.brokers.upstox import (
-    BrokerOrderReport,
     ConnectHandler,
     ModifyTarget,
-    PositionReport,
-    ReconciliationReport,
     ReportHandler,
     UpstoxBroker,
+)
+from upstox_bot.trading.brokers.upstox_book import (
+    BrokerOrderReport,
+    PositionReport,
+    ReconciliationReport,
     reconcile_books,
 )
 from upstox_bot.trading.order_gate import BlockCause
@@ -54,6 +48,14 @@ from upstox_bot.upstox.errors import (
     UpstoxOrderStateUnknown,
     UpstoxUnavailable,
 )
+from upstox_bot.upstox.feed_protocol import (
+    NORMAL_PLAN_LIMITS,
+    DecodedFrame,
+    FeedLimits,
+    FeedMode,
+    plan_shards,
+)
+from upstox_bot.upstox.market_feed import MarketDataFeedV3Client
 from upstox_bot.upstox.models import OrderRecord, PositionRecord
 from upstox_bot.upstox.portfolio_stream import PortfolioStreamClient, PortfolioUpdate
 

@@ -3,7 +3,8 @@
 Authorize with ``GET /v2/feed/portfolio-stream-feed/authorize?update_types=order,position``,
 connect to the single-use ``wss://`` URI it returns, and read one JSON update per message (text
 or binary frames: Upstox does not say which, so both are accepted). Nothing is sent to the server.
-The connection is kept alive: on a drop the client authorizes again and reconnects with
+The connection is kept alive by the lifecycle it shares with the market feed
+(:mod:`upstox_bot.upstox.websocket`): on a drop the client authorizes again and reconnects with
 exponential backoff and jitter. A refused token (401) calls ``on_unauthorized``; retrying the
 same token cannot help, so the client then waits for another token from ``access_token`` (the
 next login) and resumes with it (``resume_on_new_token``, what the live harness uses), or stops
@@ -19,9 +20,7 @@ order book there.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import random
@@ -29,13 +28,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import httpx
-from pydantic import SecretStr
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from upstox_bot.errors import FeedError, MalformedFrame
-from upstox_bot.feed.upstox_v3 import Backoff, FeedUnauthorized
+from upstox_bot.errors import MalformedFrame
 from upstox_bot.upstox.models import OrderRecord, PositionRecord
+from upstox_bot.upstox.websocket import (
+    Backoff,
+    FeedUnauthorized,
+    RefusalHook,
+    TokenSource,
+    UpstoxWebSocket,
+    call_hook,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,6 @@ DEFAULT_UPDATE_TYPES: Final = ("order", "position")
 PortfolioUpdate = OrderRecord | PositionRecord
 UpdateHandler = Callable[[PortfolioUpdate], Awaitable[None] | None]
 Hook = Callable[[], Awaitable[None] | None]
-TokenSource = Callable[[], str | SecretStr | None]
 
 
 def decode_portfolio_message(message: str | bytes) -> PortfolioUpdate | None:
@@ -79,15 +82,14 @@ def decode_portfolio_message(message: str | bytes) -> PortfolioUpdate | None:
     return None
 
 
-async def _call(hook: Callable[..., Awaitable[None] | None] | None, *args: Any) -> None:
+def _without_token(hook: Hook | None) -> RefusalHook | None:
+    # The stream's refusal hook takes no argument; the lifecycle passes the refused token.
     if hook is None:
-        return
-    result = hook(*args)
-    if inspect.isawaitable(result):
-        await result
+        return None
+    return lambda _refused: hook()
 
 
-class PortfolioStreamClient:
+class PortfolioStreamClient(UpstoxWebSocket):
     """One portfolio stream connection, kept alive (see the module doc).
 
     Args:
@@ -95,12 +97,18 @@ class PortfolioStreamClient:
         access_token: returns the current token (read on every authorize).
         on_update: called with every order or position update, in order.
         on_connect: called after each successful (re)connection.
-        on_unauthorized: called once when Upstox refuses the token (the client then stops).
+        on_unauthorized: called when Upstox refuses the token.
         update_types: the ``update_types`` asked for.
         backoff: reconnect delays; ``max_reconnect_attempts`` failed attempts in a row stop it.
         open_timeout_s: timeout of the authorize call and of the websocket handshake.
         http_client: for the authorize call (one is made and closed when None).
+        resume_on_new_token: after a refusal, wait for another token and resume (else stop).
     """
+
+    _event = "portfolio"
+    _label = "portfolio stream"
+    _task_name = "upstox-portfolio-stream"
+    _authorize_path = AUTHORIZE_PATH
 
     def __init__(
         self,
@@ -119,173 +127,41 @@ class PortfolioStreamClient:
         resume_on_new_token: bool = False,
         token_check_s: float = 2.0,
     ) -> None:
-        self._base_url = api_base_url.rstrip("/")
-        self._token = access_token
+        self._update_types = ",".join(update_types)
+        super().__init__(
+            api_base_url=api_base_url,
+            access_token=access_token,
+            authorize_params={"update_types": self._update_types},
+            on_unauthorized=_without_token(on_unauthorized),
+            http_client=http_client,
+            backoff=backoff,
+            open_timeout_s=open_timeout_s,
+            max_reconnect_attempts=max_reconnect_attempts,
+            rng=rng,
+            resume_on_new_token=resume_on_new_token,
+            token_check_s=token_check_s,
+        )
         self._on_update = on_update
         self._on_connect = on_connect
-        self._on_unauthorized = on_unauthorized
-        self._update_types = ",".join(update_types)
-        self._backoff = backoff or Backoff()
-        self._open_timeout_s = open_timeout_s
-        self._max_attempts = max_reconnect_attempts
-        self._http = http_client
-        self._own_http = http_client is None
-        self._rng = rng or random.Random()
-        self._resume_on_new_token = resume_on_new_token
-        self._token_check_s = token_check_s
-        self._refused_token = ""
-        self._ws: ClientConnection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._closing = asyncio.Event()
-        self._connected = asyncio.Event()
-        self.error: FeedError | None = None
-        # counters
-        self.connects = 0
-        self.reconnects = 0
+        # counters (connects, reconnects, unauthorized and resumed are the lifecycle's)
         self.updates = 0
         self.ignored = 0  # holding / GTT / unknown update types
         self.malformed = 0
         self.handler_errors = 0
-        self.unauthorized = 0
-        self.resumed = 0  # times a new token brought the stream back after a refusal
 
-    async def __aenter__(self) -> PortfolioStreamClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
-    def refused_token(self) -> str:
-        """The token of the last authorize call (the refused one, after a refusal)."""
-        return self._refused_token
-
-    @property
-    def running(self) -> bool:
-        """True until the client is closed or stopped on a fatal error."""
-        return self._task is not None and not self._task.done()
-
-    async def wait_connected(self) -> None:
-        """Wait until a connection is open."""
-        await self._connected.wait()
-
-    async def start(self) -> None:
-        """Start connecting in the background; returns at once."""
-        if self._task is not None:
-            return
-        self._closing.clear()
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._open_timeout_s)
-        self._task = asyncio.create_task(self._run(), name="upstox-portfolio-stream")
-
-    async def close(self) -> None:
-        """Close the connection and stop reconnecting."""
-        self._closing.set()
-        ws = self._ws
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close(code=1000)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._own_http and self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
-    def _current_token(self) -> str:
-        value = self._token()
-        return (value.get_secret_value() if isinstance(value, SecretStr) else value) or ""
-
-    async def _refused(self, exc: FeedUnauthorized) -> None:
-        """Report the refusal; then wait for another token (or stop: re-raise)."""
-        self.unauthorized += 1
-        refused = self._refused_token
-        log.error("portfolio.unauthorized", extra={"error": str(exc)})
+    async def _session(self, uri: str) -> bool:
+        """Connect and receive until the connection ends; True if it was opened."""
         try:
-            await _call(self._on_unauthorized)
-        except Exception:
-            log.exception("portfolio.unauthorized_hook.failed")
-        if not self._resume_on_new_token:
-            raise exc
-        log.warning("portfolio.waiting_for_login")
-        while not self._closing.is_set():
-            token = self._current_token()
-            if token and token != refused:
-                self.resumed += 1
-                log.info("portfolio.token.renewed")
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=self._token_check_s)
-
-    async def _run(self) -> None:
-        attempt = 0
-        try:
-            while not self._closing.is_set():
-                delivered = False
-                try:
-                    delivered = await self._connect_once()
-                except FeedUnauthorized as exc:
-                    self._ws = None
-                    self._connected.clear()
-                    await self._refused(exc)
-                    attempt = 0
-                    continue
-                except (
-                    ConnectionClosed,
-                    InvalidHandshake,
-                    InvalidURI,
-                    OSError,
-                    TimeoutError,
-                    httpx.HTTPError,
-                    FeedError,
-                ) as exc:
-                    log.warning(
-                        "portfolio.connection.lost", extra={"error": f"{type(exc).__name__}: {exc}"}
-                    )
-                finally:
-                    self._ws = None
-                    self._connected.clear()
-                if self._closing.is_set():
-                    break
-                attempt = 0 if delivered else attempt + 1
-                if self._max_attempts is not None and attempt > self._max_attempts:
-                    raise FeedError(
-                        f"portfolio stream: gave up after {self._max_attempts} failed reconnects"
-                    )
-                self.reconnects += 1
-                delay = self._backoff.delay(max(attempt - 1, 0), self._rng)
-                log.info("portfolio.reconnect", extra={"attempt": attempt, "delay_s": delay})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), timeout=delay)
-        except FeedUnauthorized as exc:
-            self.error = exc
-        except FeedError as exc:
-            self.error = exc
-            log.error("portfolio.stopped", extra={"error": str(exc)})
-
-    async def _connect_once(self) -> bool:
-        """Authorize, connect and receive until the connection ends; True if it was opened."""
-        uri = await self._authorize()
-        try:
-            ws = await connect(uri, open_timeout=self._open_timeout_s, proxy=None)
+            ws = await self._connect(uri)
         except InvalidStatus as exc:
             if exc.response.status_code == 401:
                 raise FeedUnauthorized("portfolio stream refused the token") from exc
             raise
-        self._ws = ws
-        self.connects += 1
         try:
             self._connected.set()
             log.info("portfolio.connected", extra={"update_types": self._update_types})
             try:
-                await _call(self._on_connect)
+                await call_hook(self._on_connect)
             except Exception:
                 self.handler_errors += 1
                 log.exception("portfolio.on_connect.failed")
@@ -299,33 +175,6 @@ class PortfolioStreamClient:
                 await ws.close()
         return True
 
-    async def _authorize(self) -> str:
-        token = self._current_token()
-        self._refused_token = token
-        if not token:
-            raise FeedUnauthorized("no Upstox access token: log in first")
-        http = self._http
-        if http is None:
-            raise FeedError("portfolio stream client is not started")
-        response = await http.get(
-            self._base_url + AUTHORIZE_PATH,
-            params={"update_types": self._update_types},
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=self._open_timeout_s,
-        )
-        if response.status_code == 401:
-            raise FeedUnauthorized("portfolio stream authorize refused the token (401)")
-        if response.status_code != 200:
-            raise FeedError(f"portfolio stream authorize HTTP {response.status_code}")
-        try:
-            data = response.json()["data"]
-            uri = data.get("authorized_redirect_uri") or data.get("authorizedRedirectUri")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise FeedError("portfolio stream authorize: unexpected response body") from exc
-        if not isinstance(uri, str) or not uri.startswith(("ws://", "wss://")):
-            raise FeedError(f"portfolio stream authorize: no websocket URI ({uri!r})")
-        return uri
-
     async def _on_message(self, message: str | bytes) -> None:
         try:
             update = decode_portfolio_message(message)
@@ -338,7 +187,7 @@ class PortfolioStreamClient:
             return
         self.updates += 1
         try:
-            await _call(self._on_update, update)
+            await call_hook(self._on_update, update)
         except Exception:  # a handler bug must not kill the stream
             self.handler_errors += 1
             log.exception("portfolio.handler.failed")

@@ -36,7 +36,7 @@ from upstox_bot.config import Settings
 from upstox_bot.db.models_upstox import UpstoxTokenRow
 from upstox_bot.db.session import session_scope
 from upstox_bot.errors import ConfigError
-from upstox_bot.monitoring.alerts import AlertKind
+from upstox_bot.monitoring.alerts.model import AlertKind
 from upstox_bot.upstox.auth import TokenGrant, jwt_expiry, token_expiry
 from upstox_bot.upstox.tokens import StoredToken, TokenCipher, TokenDecryptError
 

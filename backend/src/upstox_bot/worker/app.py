@@ -15,7 +15,7 @@ from celery import Celery
 from celery.signals import setup_logging, worker_process_init
 
 from upstox_bot.config import get_settings
-from upstox_bot.runtime.distributed import Resources
+from upstox_bot.runtime.distributed.resources import Resources
 from upstox_bot.worker import beat, queues
 
 log = logging.getLogger(__name__)

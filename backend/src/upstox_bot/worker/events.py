@@ -1,7 +1,7 @@
 """Live events over Redis pub/sub: the workers publish, the API relays them to its WebSocket.
 
 Channels (Redis names `ub:events:<channel>`), each message a JSON object
-`{"channel": <channel>, "data": <payload>}` with the payloads of `upstox_bot.api.hub`:
+`{"channel": <channel>, "data": <payload>}` with the payloads of `upstox_bot.live_events`:
 
     ticks      sampled ticks (the last of each instrument per feed batch)
     candles    closed candles
@@ -24,17 +24,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from upstox_bot.live_events import CHANNELS  # the live stream's channels, declared once
 from upstox_bot.worker.state import PREFIX
 
 log = logging.getLogger(__name__)
-
-TICKS = "ticks"
-CANDLES = "candles"
-SIGNALS = "signals"
-ORDERS = "orders"
-POSITIONS = "positions"
-ACCOUNT = "account"
-CHANNELS: tuple[str, ...] = (TICKS, CANDLES, SIGNALS, ORDERS, POSITIONS, ACCOUNT)
 
 Event = tuple[str, Any]
 

@@ -6,13 +6,14 @@ import importlib
 import importlib.util
 import socket
 import threading
-import time
 from decimal import Decimal
 from types import ModuleType, TracebackType
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+from tests.support.waiting import wait_until
 
 from . import portfolio, rest
 from .rest import RestSimulator
@@ -133,12 +134,18 @@ class UpstoxSimulator:
         )
         self._server, self._thread = server, thread
         thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        try:
+            wait_until(
+                lambda: server.started or not thread.is_alive(),
+                what="the Upstox simulator to start",
+                within_s=timeout_s,
+                every_s=0.01,
+            )
+        finally:
+            if not server.started:
+                self.stop()
         if not server.started:
-            self.stop()
-            raise RuntimeError("the Upstox simulator did not start")
+            raise RuntimeError("the Upstox simulator did not start (its thread ended)")
         return self
 
     def stop(self) -> None:

@@ -31,7 +31,8 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
+from tests.support.waiting import wait_until
+from upstox_bot.upstox.proto import MarketDataFeedV3_pb2 as pb
 
 from .scenario import Scenario
 
@@ -256,6 +257,13 @@ class FeedSimulator:
         with self._lock:
             for conn in self._connections.values():
                 conn.silent_until = until
+
+    @property
+    def silent(self) -> bool:
+        """Whether `go_silent` still holds back an open connection's frames."""
+        now = time.monotonic()
+        with self._lock:
+            return any(conn.silent_until > now for conn in self._connections.values())
 
     def send_malformed(self) -> int:
         """Send bytes that are not a FeedResponse (a truncated length-delimited field)."""
@@ -522,7 +530,7 @@ async def _send_loop(sim: FeedSimulator, conn: _Connection) -> None:
 async def _auto_tick_loop(sim: FeedSimulator, conn: _Connection) -> None:
     while True:
         interval = sim.auto_tick_interval_s
-        await asyncio.sleep(interval or 0.05)
+        await asyncio.sleep(interval or 0.05)  # the simulated market's own pace
         if interval is None or not conn.modes:
             continue
         prices = sim._auto_prices(conn)
@@ -560,11 +568,14 @@ def serve_app(app: FastAPI) -> tuple[str, Callable[[], None]]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="upstox-sim", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10.0
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the simulator server did not start")
-        time.sleep(0.01)
+    wait_until(
+        lambda: server.started or not thread.is_alive(),
+        what="the simulator server to start",
+        within_s=10.0,
+        every_s=0.01,
+    )
+    if not server.started:
+        raise RuntimeError("the simulator server did not start (its thread ended)")
     port = server.servers[0].sockets[0].getsockname()[1]
 
     def stop() -> None:

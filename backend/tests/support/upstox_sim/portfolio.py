@@ -33,7 +33,7 @@ from .rest import RestSimulator, error_body
 
 AUTHORIZE_PATH = "/v2/feed/portfolio-stream-feed/authorize"
 WS_PATH = "/upstox-developer-api/order-updates/feed"
-POLL_S = 0.02
+POLL_S = 0.02  # how often a connection sends what the order book queued: the server's pace
 VALID_TYPES = frozenset({"order", "position", "holding", "gtt_order"})
 
 

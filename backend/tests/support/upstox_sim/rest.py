@@ -707,12 +707,6 @@ class _Exchange:
                 self._thread.start()
             self._wake.notify()
 
-    @property
-    def idle(self) -> bool:
-        """No job waiting."""
-        with self._wake:
-            return not self._jobs
-
     def close(self) -> None:
         with self._wake:
             self._closed = True
@@ -788,7 +782,7 @@ class RestSimulator:
         self.faults = FaultPlan()
         self.requests: list[RequestRecord] = []
         self.matcher = _Exchange(self.lock)
-        self.on_revoke: list[Callable[[], None]] = []  # websocket halves close their streams
+        self.on_revoke: list[Callable[[], object]] = []  # websocket halves close their streams
         self._gaps: dict[str, Decimal] = {}  # instrument -> price it gaps to after an order
         self._after_place: list[Callable[[], None]] = []  # one-shot scripts after an order
         self._rate_windows: dict[str, list[float]] = {}
@@ -887,15 +881,6 @@ class RestSimulator:
     def visible(self, order: SimOrder) -> bool:
         """Whether the order shows in the order book yet (API.md 13)."""
         return order.visible_at <= time_module.monotonic()
-
-    def wait_settled(self, timeout_s: float = 10.0) -> bool:
-        """Wait until the exchange has no delayed work left (tests): True when it is idle."""
-        deadline = time_module.monotonic() + timeout_s
-        while not self.matcher.idle:
-            if time_module.monotonic() > deadline:
-                return False
-            time_module.sleep(0.005)
-        return True
 
     def close(self) -> None:
         """Stop the exchange thread."""
@@ -1428,7 +1413,10 @@ class RestSimulator:
                 not isinstance(quantity, int) or quantity <= order.filled_quantity
             ):
                 raise SimError(
-                    400, "UDAPI100038", "Quantity must exceed the filled quantity", "quantity"
+                    400,
+                    "UDAPI100038",
+                    "Quantity must exceed the filled quantity",
+                    property_path="quantity",
                 )
             order.order_type = str(body["order_type"])
             order.validity = str(body["validity"])

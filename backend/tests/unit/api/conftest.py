@@ -103,7 +103,7 @@ def client(settings: Settings, keys: Keys) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def universe_from_sample() -> Iterator[None]:
     """The universe refresh reads the shipped instrument master instead of downloading it."""
-    from upstox_bot.screening import universe
+    from upstox_bot.upstox import universe
 
     real = universe.refresh_universe
     sample = Path(universe.__file__).parents[1] / "data" / "upstox_instruments_sample.json.gz"

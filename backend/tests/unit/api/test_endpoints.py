@@ -615,7 +615,7 @@ def test_symbols_list_search_detail(client: TestClient) -> None:
 def test_symbols_refresh_runs_the_universe_refresh(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from upstox_bot.screening import universe
+    from upstox_bot.upstox import universe
 
     real = universe.refresh_universe
     sample = Path(universe.__file__).parents[1] / "data" / "upstox_instruments_sample.json.gz"

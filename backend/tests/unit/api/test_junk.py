@@ -186,7 +186,6 @@ def test_junk_requests_over_every_operation_never_get_a_server_error(
 
     @settings(
         max_examples=EXAMPLES,
-        deadline=None,
         derandomize=True,
         database=None,
         suppress_health_check=list(HealthCheck),

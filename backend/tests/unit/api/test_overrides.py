@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from tests.unit.api.conftest import bot_settings, play
-from upstox_bot.api.settings_changes import apply_overrides
 from upstox_bot.db import migrate
 from upstox_bot.db.repositories.audit import AuditRepository
-from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
+from upstox_bot.db.repositories.settings_overrides import (
+    SettingsOverrideRepository,
+    apply_overrides,
+)
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
 
 

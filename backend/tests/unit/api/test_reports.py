@@ -175,3 +175,11 @@ def test_backtest_data_lists_the_bars_a_backtest_may_read(
     assert listed["bars"] == {"path": "bars", "kind": "folder", "files": 2}
     assert listed["candles/1m"]["files"] == 1
     assert [c.path for c in jobs.data_choices(settings)] == list(listed)
+
+
+def test_the_equity_curve_of_the_first_and_last_dates_is_answered(client: TestClient) -> None:
+    # The day before 0001-01-01 does not exist: the earlier days' P&L is none, not a 500.
+    for day in ("0001-01-01", "9999-12-31"):
+        answer = client.get("/api/v1/account/equity", params={"date": day})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["trading_date"] == day

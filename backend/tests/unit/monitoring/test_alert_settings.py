@@ -9,12 +9,12 @@ from pydantic import SecretStr
 
 from upstox_bot.config import AlertChannel, Settings, load_settings
 from upstox_bot.errors import ConfigError
-from upstox_bot.monitoring.alerts import dispatcher_from_settings
 from upstox_bot.monitoring.notifiers import (
     EmailNotifier,
     TelegramNotifier,
     WebhookNotifier,
     build_notifiers,
+    dispatcher_from_settings,
 )
 
 TOKEN = "123456:AAE-secret-bot-token"

@@ -291,7 +291,7 @@ def _assert_round_trip(
     assert np.max(err) <= 1e-6
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(
     kind=st.sampled_from(["CE", "PE"]),
     moneyness=st.floats(0.5, 2.0),

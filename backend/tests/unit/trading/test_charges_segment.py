@@ -28,7 +28,7 @@ def _sell(order_id: str, quantity: int, price_paise: int) -> OrderExecution:
 
 
 def _round_trip(trade: str, kind: InstrumentKind, entry: int, exit_: int, quantity: int) -> int:
-    settings = Settings(_env_file=None, TRADE_INSTRUMENT=trade)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, TRADE_INSTRUMENT=trade)
     return charges_model(settings)(
         direction=Direction.LONG,
         entry_price_paise=entry,

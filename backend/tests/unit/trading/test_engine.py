@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,15 @@ from tests.support.factories import (
     make_limits,
     make_tick,
 )
-from upstox_bot.domain import Candle, ExitReason, OrderStatus, SignalStatus, SignalType
+from upstox_bot.domain import (
+    Candle,
+    ExitReason,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    SignalStatus,
+    SignalType,
+)
 from upstox_bot.errors import Conflict
 from upstox_bot.trading.brokers.paper import PaperBroker
 from upstox_bot.trading.engine import Engine, EngineState, derive_id
@@ -27,14 +36,14 @@ B = "NSE_EQ|B"
 
 
 class Harness:
-    def __init__(self, script: dict[int, list[SignalType]] | None = None, **kw: object) -> None:
+    def __init__(self, script: dict[int, list[SignalType]] | None = None, **kw: Any) -> None:
         instruments = [
             make_instrument(instrument_key=A, trading_symbol="A"),
             make_instrument(instrument_key=B, trading_symbol="B"),
         ]
         self.engine, self.journal, self.clock = make_engine(
             ScriptedStrategy(script), instruments=instruments, **kw
-        )  # type: ignore[arg-type]
+        )
         self.broker = PaperBroker(
             clock=self.clock, slippage_bps=Decimal(0), tick_size_paise=lambda _k: 1
         )
@@ -213,10 +222,8 @@ def test_rejected_exit_is_queued_again_not_lost() -> None:
     assert not h.engine.positions[A].exit_pending
 
 
-def _created(engine: Engine, intent: object) -> object:
-    from upstox_bot.domain import Order
-
-    order = Order.from_intent(intent)  # type: ignore[arg-type]
+def _created(engine: Engine, intent: OrderIntent) -> Order:
+    order = Order.from_intent(intent)
     engine.on_order_created(order)
     return order
 

@@ -236,7 +236,7 @@ def test_a_repeated_close_report_is_ignored() -> None:
 
 def _real_charges_harness() -> Harness:
     h = Harness()
-    h.engine.reconfigure(charges=charges_model(Settings(_env_file=None)))  # type: ignore[call-arg]
+    h.engine.reconfigure(charges=charges_model(Settings(_env_file=None)))
     return h
 
 

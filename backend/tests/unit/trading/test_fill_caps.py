@@ -25,7 +25,7 @@ DAY = date(2026, 11, 25)
 
 
 def test_every_entry_of_a_session_fills_within_the_cap_and_the_risk_budget() -> None:
-    settings = Settings(_env_file=None, SIGNAL_COOLDOWN_MINUTES=1)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, SIGNAL_COOLDOWN_MINUTES=1)
     calendar = NseCalendar.default()
     universe = load_universe(limit=40)
     instruments = {i.instrument_key: replace(i, lot_size=1) for i, _ in universe}

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from upstox_bot.domain import ClientOrderId, Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
-from upstox_bot.trading.brokers.upstox import (
+from upstox_bot.trading.brokers.upstox import UpstoxBroker
+from upstox_bot.trading.brokers.upstox_book import (
     BrokerOrderReport,
-    OrderClosed,
     PositionReport,
-    UpstoxBroker,
     aggregate_reports,
     reconcile_books,
 )
+from upstox_bot.trading.ports import OrderClosed
 
 NOW = datetime(2026, 11, 25, 4, 0, tzinfo=UTC)
 KEY = "NSE_FO|50109"

@@ -116,7 +116,7 @@ async def test_rate_limiter_multi_order_category_uses_its_own_limits() -> None:
     assert waited == pytest.approx(1.0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(gaps=st.lists(st.floats(min_value=0, max_value=0.4), min_size=1, max_size=120))
 async def test_no_window_ever_holds_more_than_its_limit(gaps: list[float]) -> None:
     clock = FakeClock()

@@ -8,8 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import ColumnElement
 
 from upstox_bot.api.deps import SessionDep
-from upstox_bot.api.queries import Filter, Since, Until, page
-from upstox_bot.api.routers.trading import Limit, Offset
+from upstox_bot.api.queries import Filter, Limit, Offset, Since, Until, page
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, Page
 from upstox_bot.api.schemas.control import AuditRead

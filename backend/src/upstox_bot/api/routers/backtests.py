@@ -3,17 +3,18 @@ read one with its trades, and fetch its HTML report."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import SessionDep, SettingsDep
-from upstox_bot.api.queries import PathId
-from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offset
+from upstox_bot.api.queries import TOTAL_DOC, TOTAL_HEADER, Limit, Offset, PathId
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.backtests import (
     BacktestCreate,
@@ -38,6 +39,23 @@ router = APIRouter(
 )
 
 _dispatcher_lock = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def default_dispatcher(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> jobs.Dispatcher:
+    """The Celery workers when REDIS_URL is set and the worker module imports; else a local
+    thread."""
+    if settings.REDIS_URL:
+        try:
+            # Imported here: the API without Redis must not need the worker's Celery app.
+            from upstox_bot.worker.tasks.backtests import CeleryDispatcher
+        except ImportError:
+            log.warning("backtest.celery_unavailable", exc_info=True)
+        else:
+            return CeleryDispatcher()
+    return jobs.ThreadDispatcher(session_factory, settings)
 
 
 def get_dispatcher(request: Request) -> jobs.Dispatcher:
@@ -47,7 +65,7 @@ def get_dispatcher(request: Request) -> jobs.Dispatcher:
     with _dispatcher_lock:
         dispatcher: jobs.Dispatcher | None = getattr(state, "backtest_dispatcher", None)
         if dispatcher is None:
-            dispatcher = jobs.default_dispatcher(state.sessions, state.settings)
+            dispatcher = default_dispatcher(state.sessions, state.settings)
             state.backtest_dispatcher = dispatcher
     return dispatcher
 

@@ -14,8 +14,18 @@ from sqlalchemy.orm import Session
 from upstox_bot.api.auth import TradeActor
 from upstox_bot.api.deps import SessionDep, SettingsDep, ViewDep
 from upstox_bot.api.errors import NotAvailable
-from upstox_bot.api.queries import PRINTABLE, Filter, PathId, Since, Until, page
-from upstox_bot.api.routers.trading import TOTAL_DOC, TOTAL_HEADER, Limit, Offset
+from upstox_bot.api.queries import (
+    PRINTABLE,
+    TOTAL_DOC,
+    TOTAL_HEADER,
+    Filter,
+    Limit,
+    Offset,
+    PathId,
+    Since,
+    Until,
+    page,
+)
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.market import CandleRead, QuoteRead, RefreshRead, SymbolRead
@@ -38,7 +48,7 @@ SYMBOL_SORT = {
     "updated_at": SymbolRow.updated_at,
 }
 SymbolSort = Literal["trading_symbol", "-trading_symbol", "liquidity_rank", "-updated_at"]
-UNIVERSE_MODULE = "upstox_bot.screening.universe"
+UNIVERSE_MODULE = "upstox_bot.upstox.universe"
 
 
 def find_symbol(session: Session, key_or_symbol: str) -> SymbolRecord:
@@ -110,7 +120,7 @@ async def refresh_symbols(session: SessionDep, settings: SettingsDep, actor: Tra
     try:
         module = importlib.import_module(UNIVERSE_MODULE)
     except ModuleNotFoundError as exc:
-        if exc.name not in (UNIVERSE_MODULE, "upstox_bot.screening"):
+        if exc.name not in (UNIVERSE_MODULE, "upstox_bot.upstox"):
             raise
         module = None
     refresh = getattr(module, "refresh_universe", None)

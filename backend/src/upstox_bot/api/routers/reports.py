@@ -18,8 +18,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from upstox_bot.api.deps import AccountDep, SessionDep, SettingsDep, ViewDep
-from upstox_bot.api.queries import IsoDate
-from upstox_bot.api.routers.trading import EPOCH, EndDate, StartDate
+from upstox_bot.api.queries import EPOCH, EndDate, IsoDate, StartDate
 from upstox_bot.api.routing import GuardedRoute
 from upstox_bot.api.schemas.common import ERRORS, ErrorBody
 from upstox_bot.api.schemas.reports import (
@@ -206,7 +205,12 @@ def _curve(
     if snapshot is not None:
         capital = snapshot.capital_paise
     else:
-        earlier = TradeRepository(session, account).net_pnl_paise(EPOCH, day - timedelta(days=1))
+        # The first representable date has no day before it (and no trades before it).
+        earlier = (
+            0
+            if day == date.min
+            else TradeRepository(session, account).net_pnl_paise(EPOCH, day - timedelta(days=1))
+        )
         capital = record.starting_capital_paise + earlier
     opens_at, closes_at = _session_bounds(_calendar(settings), day)
     trades = TradeRepository(session, account).find(start_date=day, end_date=day, limit=100_000)

@@ -91,7 +91,7 @@ async def start_session(
             "sessions are started on the distributed workers (REDIS_URL); the embedded bot "
             "plays its own: `upstox-bot run --date ... --speed ...`"
         )
-    from upstox_bot.runtime.distributed import start_sim_session
+    from upstox_bot.runtime.distributed.sessions import start_sim_session
     from upstox_bot.worker.app import enqueue
     from upstox_bot.worker.state import redis_client
 

@@ -23,20 +23,22 @@ from upstox_bot.api.schemas.control import (
     SettingsRead,
 )
 from upstox_bot.api.settings_changes import (
-    CHANGEABLE,
-    LIVE,
     changed_keys,
     check_live_trading,
     persist,
     public_values,
-    setting_changed,
     validate_changes,
     wants_live_trading,
 )
 from upstox_bot.config import Settings
 from upstox_bot.db.base import jsonable
 from upstox_bot.db.repositories.audit import AuditRepository
-from upstox_bot.db.repositories.settings_overrides import SettingsOverrideRepository
+from upstox_bot.db.repositories.settings_overrides import (
+    CHANGEABLE,
+    LIVE,
+    SettingsOverrideRepository,
+    setting_changed,
+)
 from upstox_bot.db.session import session_scope
 from upstox_bot.runtime.control import Command, CommandKind, ControlPort
 

@@ -24,8 +24,18 @@ def insert_statement(session: Session, model: type[Base]) -> postgresql.Insert |
     return _insert(session, table_of(model))
 
 
+# The ON CONFLICT statements by dialect, table and columns: they sit on every commit's path
+# (a commit precedes each order sent), and building one costs more than executing it (the
+# statement is immutable; SQLAlchemy's compiled cache then finds it by identity).
+_STATEMENTS: dict[tuple[object, ...], Executable] = {}
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
 def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
-    dialect = session.get_bind().dialect.name
+    dialect = _dialect(session)
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":
@@ -54,13 +64,17 @@ def insert_ignore(
     if isinstance(values, Sequence) and not values:
         return 0
     table = table_of(model)
-    # Count the RETURNING rows: DBAPI rowcounts are unreliable here (psycopg reports -1 when
-    # SQLAlchemy adds an implicit RETURNING for the primary key).
-    stmt = (
-        _insert(session, table)
-        .on_conflict_do_nothing(index_elements=list(conflict), index_where=conflict_where)
-        .returning(*table.primary_key.columns)
-    )
+    where = None if conflict_where is None else str(conflict_where)  # made anew by callers
+    key = ("ignore", _dialect(session), table.name, tuple(conflict), where)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        # Count the RETURNING rows: DBAPI rowcounts are unreliable here (psycopg reports -1
+        # when SQLAlchemy adds an implicit RETURNING for the primary key).
+        stmt = _STATEMENTS[key] = (
+            _insert(session, table)
+            .on_conflict_do_nothing(index_elements=list(conflict), index_where=conflict_where)
+            .returning(*table.primary_key.columns)
+        )
     if isinstance(values, Mapping):
         return len(session.execute(stmt, dict(values)).all())
     return len(session.execute(stmt, [dict(v) for v in values]).all())
@@ -77,11 +91,15 @@ def upsert(
     """Insert rows; where one collides on the unique key `conflict`, overwrite `update` columns."""
     if isinstance(values, Sequence) and not values:
         return
-    stmt = _insert(session, table_of(model))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(conflict),
-        set_={name: stmt.excluded[name] for name in update},
-    )
+    table = table_of(model)
+    key = ("upsert", _dialect(session), table.name, tuple(conflict), tuple(update))
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        insert = _insert(session, table)
+        stmt = _STATEMENTS[key] = insert.on_conflict_do_update(
+            index_elements=list(conflict),
+            set_={name: insert.excluded[name] for name in update},
+        )
     if isinstance(values, Mapping):
         session.execute(stmt, dict(values))
     else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, nulls_last, select, update
+from sqlalchemy import bindparam, nulls_last, or_, select, update
 from sqlalchemy.orm import Session
 
 from upstox_bot.db.models import SymbolRow
@@ -216,6 +216,41 @@ class SymbolRepository:
                 .values(in_ban=True, updated_at=at)
                 .execution_options(synchronize_session=False)
             )
+
+    def stock_last_prices(self) -> dict[str, int]:
+        """The stored last price of each stock (NSE_EQ) that has one, by instrument key."""
+        stmt = select(SymbolRow.instrument_key, SymbolRow.last_price_paise).where(
+            SymbolRow.segment == "NSE_EQ", SymbolRow.last_price_paise.is_not(None)
+        )
+        return {key: price for key, price in self._session.execute(stmt).all() if price is not None}
+
+    def of_underlyings(self, symbols: Collection[str]) -> list[tuple[str, str, str | None]]:
+        """(instrument key, trading symbol, underlying symbol) of every instrument that is one of
+        these stocks or a derivative of one."""
+        if not symbols:
+            return []
+        names = sorted(symbols)
+        stmt = select(
+            SymbolRow.instrument_key, SymbolRow.trading_symbol, SymbolRow.underlying_symbol
+        ).where(or_(SymbolRow.trading_symbol.in_(names), SymbolRow.underlying_symbol.in_(names)))
+        return [(key, symbol, under) for key, symbol, under in self._session.execute(stmt).all()]
+
+    def banned_symbols(self) -> set[str]:
+        """Trading symbols of the active stocks now in the ban period (for the entry check)."""
+        stmt = select(SymbolRow.trading_symbol).where(
+            SymbolRow.in_ban.is_(True), SymbolRow.is_active.is_(True), SymbolRow.segment == "NSE_EQ"
+        )
+        return set(self._session.scalars(stmt))
+
+    def banned_instrument_keys(self) -> set[str]:
+        """Keys of every active instrument (stocks and their derivatives) in the F&O ban period.
+
+        The entry check of a harness: refuse a new position in any of these.
+        """
+        stmt = select(SymbolRow.instrument_key).where(
+            SymbolRow.in_ban.is_(True), SymbolRow.is_active.is_(True)
+        )
+        return set(self._session.scalars(stmt))
 
     def set_last_prices(self, prices_paise: Mapping[str, int], at: datetime) -> None:
         """Record the last traded price of these instruments."""

@@ -1,20 +1,31 @@
-"""Alert channels (Telegram, a generic webhook, email over SMTP), built from the settings."""
+"""Alert channels (Telegram, a webhook, email over SMTP) and the dispatcher, built from settings."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from upstox_bot.clock import LiveClock
 from upstox_bot.errors import ConfigError
-from upstox_bot.monitoring.alerts import Notifier
+from upstox_bot.monitoring.alerts.delivery import DeliveryResult, Notifier, RetryPolicy, deliver
+from upstox_bot.monitoring.alerts.dispatcher import AlertDispatcher
+from upstox_bot.monitoring.alerts.model import AlertKind, make_alert
 from upstox_bot.monitoring.notifiers.email import EmailNotifier
 from upstox_bot.monitoring.notifiers.telegram import TelegramNotifier
 from upstox_bot.monitoring.notifiers.webhook import WebhookNotifier
 
 if TYPE_CHECKING:
+    from upstox_bot.clock import Clock
     from upstox_bot.config import Settings
 
-__all__ = ["EmailNotifier", "TelegramNotifier", "WebhookNotifier", "build_notifiers"]
+__all__ = [
+    "EmailNotifier",
+    "TelegramNotifier",
+    "WebhookNotifier",
+    "build_notifiers",
+    "dispatcher_from_settings",
+    "send_test_alert",
+]
 
 CHANNEL_NAMES = ("telegram", "webhook", "email")
 IMPLICIT_TLS_PORT = 465  # SMTPS: TLS from the first byte instead of STARTTLS
@@ -82,3 +93,59 @@ def build_notifiers(settings: Settings, channels: Sequence[str]) -> list[Notifie
         seen.add(channel)
         notifiers.append(_build(settings, channel))
     return notifiers
+
+
+def dispatcher_from_settings(
+    settings: Settings, *, clock: Clock | None = None, retry: RetryPolicy | None = None
+) -> AlertDispatcher:
+    """An AlertDispatcher for the channels in ALERT_CHANNELS (not started).
+
+    Args:
+        clock: stamps alerts and measures the windows; default the wall clock.
+        retry: retries of transient failures; default 3 attempts, 1 s then 2 s apart.
+
+    Raises:
+        ConfigError: a chosen channel lacks its settings.
+    """
+    return AlertDispatcher(
+        build_notifiers(settings, settings.ALERT_CHANNELS),
+        clock=clock or LiveClock(),
+        account=settings.ACCOUNT_NAME,
+        dedupe_s=settings.ALERT_DEDUPE_SECONDS,
+        rate_per_minute=settings.ALERT_RATE_PER_MINUTE,
+        retry=retry,
+    )
+
+
+def send_test_alert(
+    settings: Settings,
+    channels: Sequence[str] | None = None,
+    *,
+    clock: Clock | None = None,
+    retry: RetryPolicy | None = None,
+) -> list[DeliveryResult]:
+    """Send a test alert now on `channels` (default ALERT_CHANNELS) and report each outcome.
+
+    Bypasses the queue, de-duplication and rate limits: it is the trader checking the set-up.
+
+    Raises:
+        ConfigError: a channel is unknown or lacks its settings.
+    """
+    chosen = list(settings.ALERT_CHANNELS) if channels is None else list(channels)
+    notifiers = build_notifiers(settings, chosen)
+    at = (clock or LiveClock()).now()
+    alert = make_alert(
+        AlertKind.TEST,
+        "This is a test alert from upstox-bot: this channel works.",
+        at=at,
+        key=at.isoformat(),
+        account=settings.ACCOUNT_NAME,
+    )
+    results: list[DeliveryResult] = []
+    try:
+        for notifier in notifiers:
+            results.append(deliver(notifier, alert, retry or RetryPolicy(max_attempts=2)))
+    finally:
+        for notifier in notifiers:
+            notifier.close()
+    return results

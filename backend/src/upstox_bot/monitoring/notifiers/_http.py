@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from upstox_bot.monitoring.alerts import AlertDeliveryError
+from upstox_bot.monitoring.alerts.delivery import AlertDeliveryError
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -10,7 +10,8 @@ from email.utils import format_datetime, make_msgid
 
 from pydantic import SecretStr
 
-from upstox_bot.monitoring.alerts import Alert, AlertDeliveryError
+from upstox_bot.monitoring.alerts.delivery import AlertDeliveryError
+from upstox_bot.monitoring.alerts.model import Alert
 
 
 class EmailNotifier:

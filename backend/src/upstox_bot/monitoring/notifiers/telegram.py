@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from upstox_bot.monitoring.alerts import Alert
+from upstox_bot.monitoring.alerts.model import Alert
 from upstox_bot.monitoring.notifiers._http import status_error, transport_error
 
 MAX_TEXT_CHARS = 4096  # Telegram's limit for one message

@@ -6,7 +6,7 @@ import httpx
 from pydantic import SecretStr
 
 from upstox_bot import __version__
-from upstox_bot.monitoring.alerts import Alert
+from upstox_bot.monitoring.alerts.model import Alert
 from upstox_bot.monitoring.notifiers._http import status_error, transport_error
 
 

@@ -22,3 +22,11 @@ def run(backtest_id: str) -> str:
 def send(backtest_id: str) -> None:
     """Queue `backtests.run` for a stored backtest (on queue "default")."""
     enqueue(jobs.TASK_NAME, [backtest_id])
+
+
+class CeleryDispatcher:
+    """Sends backtests to the Celery workers (task "backtests.run", queue "default")."""
+
+    def dispatch(self, backtest_id: str) -> None:
+        """Queue the run of a stored backtest on the workers."""
+        send(backtest_id)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 import logging
 from datetime import date
 
+from upstox_bot import live_events
 from upstox_bot.config import MarketSource
 from upstox_bot.db.repositories.accounts import AccountRepository
 from upstox_bot.db.repositories.audit import AuditRepository
@@ -13,15 +14,15 @@ from upstox_bot.db.repositories.trades import TradeRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import AuditRecord
 from upstox_bot.errors import ConfigError
-from upstox_bot.runtime.distributed import (
-    calendar_of,
+from upstox_bot.runtime.distributed.resources import calendar_of
+from upstox_bot.runtime.distributed.sessions import (
     now_ist,
     sim_session_specs,
     start_session,
     supervise_feeds,
     upstox_session_specs,
-    with_db_retry,
 )
+from upstox_bot.runtime.store import with_db_retry
 from upstox_bot.worker import events
 from upstox_bot.worker.app import enqueue, resources, task
 from upstox_bot.worker.state import Keys, RedisPaperBook
@@ -62,14 +63,18 @@ def start_todays_session() -> list[str]:
 
 @task("default.refresh_universe", acks_late=True)
 def refresh_universe() -> str:
-    """Refresh the F&O universe before the open with screening's refresh_universe, if present."""
-    module = importlib.import_module("upstox_bot.screening.universe")
-    refresh = getattr(module, "refresh_universe", None)
-    if refresh is None:
-        log.warning("universe.refresh.not_configured")
-        return "not_configured"
-    refresh(resources().settings)
-    return "refreshed"
+    """Refresh the F&O universe before the open, as `upstox-bot universe refresh` does: the
+    instrument master downloaded, the ban list read, the year's NSE calendar stored."""
+    from upstox_bot.upstox.universe import refresh_universe as refresh
+
+    res = resources()
+    with session_scope(res.sessions) as session:
+        report = asyncio.run(refresh(session, res.settings))
+    log.info(
+        "universe.refreshed",
+        extra={"stocks": report.stocks, "source": report.source, "ban_error": report.ban_error},
+    )
+    return f"{report.stocks} stocks"
 
 
 @task("default.watch_token", acks_late=True)
@@ -81,7 +86,9 @@ def watch_token() -> str:
         return "not_needed"
     if settings.UPSTOX_ACCESS_TOKEN is None:
         log.error("token.missing")
-        events.publish(resources().redis, [(events.ACCOUNT, {"alert": "upstox token missing"})])
+        events.publish(
+            resources().redis, [(live_events.ACCOUNT, {"alert": "upstox token missing"})]
+        )
         return "missing"
     return "present"
 
@@ -131,6 +138,6 @@ def end_of_day(account: str) -> dict[str, object]:
             return summary
 
     summary = with_db_retry(summarise)
-    events.publish(res.redis, [(events.ACCOUNT, {"summary": summary})])
+    events.publish(res.redis, [(live_events.ACCOUNT, {"summary": summary})])
     log.info("day.summary", extra=summary)
     return summary

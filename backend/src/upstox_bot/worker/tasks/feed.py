@@ -1,7 +1,7 @@
 """Queue "feed": one long task per market-data shard, held under the shard's lease.
 
 A simulated shard is played to its end; a live shard (market "upstox") holds one Upstox Market
-Data Feed V3 connection for the session (runtime/distributed.py, LiveFeedShard).
+Data Feed V3 connection for the session (runtime/distributed/live_feed.py, LiveFeedShard).
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from upstox_bot.runtime.distributed import FeedSpec, run_feed_shard
+from upstox_bot.runtime.distributed.sessions import run_feed_shard
+from upstox_bot.runtime.distributed.shards import FeedSpec
 from upstox_bot.worker.app import enqueue, resources, task
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError
 
-from upstox_bot.runtime.distributed import ingest_batch
+from upstox_bot.runtime.distributed.ingest import ingest_batch
 from upstox_bot.worker.app import resources, task
 
 

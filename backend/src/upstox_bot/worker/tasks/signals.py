@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from upstox_bot import live_events
 from upstox_bot.db.repositories.candles import CandleRepository
 from upstox_bot.db.session import session_scope
 from upstox_bot.domain import ms_to_datetime
@@ -48,5 +49,5 @@ def evaluate(instrument_key: str) -> list[dict[str, Any]]:
         }
         for s in said
     ]
-    events.publish(res.redis, ((events.SIGNALS, item) for item in out))
+    events.publish(res.redis, ((live_events.SIGNALS, item) for item in out))
     return out

@@ -1,6 +1,8 @@
-"""The in-process event hub behind /api/v1/ws: publish(channel, payload) fans out to subscribers.
+"""The live event stream: its channels, the JSON payload of each event, and the in-process hub.
 
-Every subscriber has a bounded queue. Publishing never waits: a subscriber whose queue is full is
+What a harness publishes and the API serves on /api/v1/ws, kept apart from both so that neither
+imports the other for it. `EventHub.publish(channel, payload)` fans out to subscribers. Every
+subscriber has a bounded queue. Publishing never waits: a subscriber whose queue is full is
 dropped (its connection is closed), so one slow client can never hold up the trading loop or the
 other clients. `publish` must be called on the event loop that serves the API (the embedded
 harness runs both on one loop); from another thread use `publish_threadsafe`. In the

@@ -15,12 +15,10 @@ from hypothesis import strategies as st
 
 from upstox_bot.domain import Candle, Tick, rupees_to_paise
 from upstox_bot.errors import ConfigError, MalformedFrame
-from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
-from upstox_bot.feed.upstox_v3 import (
+from upstox_bot.upstox.feed_protocol import (
     _TICK_FIELDS,
     NORMAL_PLAN_LIMITS,
     PLUS_PLAN_LIMITS,
-    Backoff,
     DepthLevel,
     FeedLimits,
     FeedMode,
@@ -29,12 +27,14 @@ from upstox_bot.feed.upstox_v3 import (
     MarketDepth,
     MarketStatus,
     StatusInfo,
-    _request_bytes,
     decode_frame,
     plan_shards,
     tick_to_json,
     to_paise,
 )
+from upstox_bot.upstox.market_feed import _request_bytes
+from upstox_bot.upstox.proto import MarketDataFeedV3_pb2 as pb
+from upstox_bot.upstox.websocket import Backoff
 
 # --- example frames of the Upstox fact sheet (section 3.7), hex as documented -------------------
 

@@ -1,6 +1,6 @@
 /* Compiled decoder of Upstox Market Data Feed V3 frames: FeedResponse wire bytes -> domain Ticks.
  *
- * This is the hot path of `upstox_v3.decode_frame`; `upstox_v3._decode_ticks` (over the upb
+ * This is the hot path of `feed_protocol.decode_frame`; `feed_protocol._decode_ticks` (over the upb
  * parse) is the reference, and the tests check that the two agree on random and garbled frames.
  * It walks the protobuf wire format of MarketDataFeedV3.proto directly, in two phases:
  *
@@ -107,17 +107,17 @@ typedef struct {
     Entry stack[STACK_ENTRIES];
 } Entries;
 
-/* --- configuration (set once by upstox_v3 at import) ----------------------------------------- */
+/* --- configuration (set once by feed_protocol at import) ------------------------------------- */
 
 static PyTypeObject *tick_type = NULL;   /* domain.Tick */
 static Py_ssize_t slot_offsets[N_TICK_FIELDS]; /* its slots, in _TICK_FIELDS order */
 static int direct_slots = 0;             /* write the slots directly (else call make_tick) */
-static PyObject *make_tick = NULL;       /* upstox_v3._make_tick */
+static PyObject *make_tick = NULL;       /* feed_protocol._make_tick */
 static setter field_setters[N_TICK_FIELDS]; /* a compiled Tick's field setters, in order */
 static void *field_closures[N_TICK_FIELDS];
 static int use_setters = 0;              /* tp_new, then each field's setter */
 static PyObject *empty_args = NULL;
-static PyObject *py_to_paise = NULL;     /* upstox_v3.to_paise, for the cases it decides */
+static PyObject *py_to_paise = NULL;     /* feed_protocol.to_paise, for the cases it decides */
 static PyObject *WireError = NULL;
 
 /* --- wire primitives ------------------------------------------------------------------------- */
@@ -1173,8 +1173,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    "upstox_bot.feed._v3_decoder",
-    "Compiled decoder of Upstox Market Data Feed V3 frames (see upstox_v3.decode_frame).",
+    "upstox_bot.upstox._v3_decoder",
+    "Compiled decoder of Upstox Market Data Feed V3 frames (see feed_protocol.decode_frame).",
     -1,
     methods,
     NULL,
@@ -1190,7 +1190,7 @@ PyInit__v3_decoder(void)
     if (module == NULL)
         return NULL;
     WireError = PyErr_NewExceptionWithDoc(
-        "upstox_bot.feed._v3_decoder.WireError",
+        "upstox_bot.upstox._v3_decoder.WireError",
         "The bytes are not a well-formed FeedResponse.", NULL, NULL);
     if (WireError == NULL || PyModule_AddObjectRef(module, "WireError", WireError) < 0) {
         Py_DECREF(module);

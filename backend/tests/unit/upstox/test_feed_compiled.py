@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upstox_bot.domain import TICK_FIELDS, Tick
 from upstox_bot.errors import MalformedFrame
-from upstox_bot.feed import upstox_v3
-from upstox_bot.feed.proto import MarketDataFeedV3_pb2 as pb
-from upstox_bot.feed.upstox_v3 import DecodedFrame, decode_frame, decode_frame_python
+from upstox_bot.upstox import feed_protocol
+from upstox_bot.upstox.feed_protocol import DecodedFrame, decode_frame, decode_frame_python
+from upstox_bot.upstox.proto import MarketDataFeedV3_pb2 as pb
 
 # --- the two paths side by side -------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ def wire_frames(draw: st.DrawFn) -> bytes:
     return data
 
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=400)
 
 
 @FUZZ
@@ -293,7 +293,7 @@ def test_random_frames_decode_the_same_through_both_paths(data: bytes) -> None:
     _assert_same(data)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25)
 @given(feed_responses(max_feeds=300))
 def test_large_maps_decode_the_same_through_both_paths(data: bytes) -> None:
     _assert_same(data)
@@ -440,16 +440,16 @@ def test_non_finite_prices_raise_malformed_frame_in_both_paths() -> None:
 
 
 def test_compiled_decoder_is_built_and_in_use() -> None:
-    spec = importlib.util.find_spec("upstox_bot.feed._v3_decoder")
+    spec = importlib.util.find_spec("upstox_bot.upstox._v3_decoder")
 
     assert spec is not None, "the C extension was not built by the install"
     assert spec.origin is not None
     assert not spec.origin.endswith(".py")
-    assert upstox_v3.COMPILED_DECODER
+    assert feed_protocol.COMPILED_DECODER
     msg = pb.FeedResponse(type=pb.live_feed, currentTs=5)
     msg.feeds["K"].ltpc.ltp = 1.0
-    assert upstox_v3._compiled_decode is not None
-    assert upstox_v3._compiled_decode(msg.SerializeToString()) is not None
+    assert feed_protocol._compiled_decode is not None
+    assert feed_protocol._compiled_decode(msg.SerializeToString()) is not None
 
 
 def test_compiled_frames_parse_their_quotes_lazily() -> None:
@@ -471,7 +471,7 @@ def test_decode_falls_back_to_python_without_the_extension(
 ) -> None:
     msg = pb.FeedResponse(type=pb.live_feed, currentTs=5)
     msg.feeds["K"].ltpc.ltp = 1.0
-    monkeypatch.setattr(upstox_v3, "_compiled_decode", None)
+    monkeypatch.setattr(feed_protocol, "_compiled_decode", None)
 
     frame = decode_frame(msg.SerializeToString())
 
@@ -480,7 +480,7 @@ def test_decode_falls_back_to_python_without_the_extension(
 
 
 def test_ticks_built_through_the_factory_equal_those_written_directly() -> None:
-    from upstox_bot.feed import _v3_decoder
+    from upstox_bot.upstox import _v3_decoder
 
     msg = pb.FeedResponse(type=pb.live_feed, currentTs=5)
     f = msg.feeds["NSE_FO|1"].firstLevelWithGreeks
@@ -488,11 +488,11 @@ def test_ticks_built_through_the_factory_equal_those_written_directly() -> None:
     f.optionGreeks.delta = 0.5
     data = msg.SerializeToString()
     direct = decode_frame(data).ticks
-    _v3_decoder.configure(Tick, None, upstox_v3._make_tick, upstox_v3.to_paise)
+    _v3_decoder.configure(Tick, None, feed_protocol._make_tick, feed_protocol.to_paise)
     try:
         built = decode_frame(data).ticks
     finally:
-        upstox_v3._load_compiled_decoder()  # back to how this build makes ticks
+        feed_protocol._load_compiled_decoder()  # back to how this build makes ticks
 
     assert built == direct
     assert direct[0].delta == 0.5
@@ -530,7 +530,7 @@ def test_both_paths_fill_each_tick_field_by_its_name() -> None:
     }
     assert set(expected) == set(TICK_FIELDS)
     assert len(set(expected.values())) == len(expected)  # a swap of two fields would show
-    assert upstox_v3._compiled_decode is not None
+    assert feed_protocol._compiled_decode is not None
     data = msg.SerializeToString()
     for decode in (decode_frame, decode_frame_python):
         (tick,) = decode(data).ticks
