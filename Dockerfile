@@ -10,7 +10,7 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
-COPY backend/pyproject.toml backend/setup.py backend/README.md ./
+COPY backend/pyproject.toml backend/setup.py backend/native_sources.py backend/README.md ./
 COPY backend/src ./src
 RUN pip install .
 

@@ -7,6 +7,9 @@ Two kinds of compiled code, both built from this repository and both with an int
   pure-Python decoder stays the reference and the fallback if the module is absent.
 - The engine's hot path (`COMPILED` below), compiled from its own typed Python source by mypyc:
   the same code, run as C. It is what makes a backtest over years of minutes take seconds.
+  mypyc compiles a copy of the sources (native_sources.py) in which the dataclasses' `__init__`
+  is written out, so that it compiles too, and the built-in strategies are open to interpreted
+  subclasses; the sources declare neither.
   `_compiled.json`, written here, records the hash of each compiled source; at import
   (`upstox_bot._native`) the package runs all of them interpreted when one has changed since
   the build, or when UPSTOX_BOT_INTERPRETED=1.
@@ -16,23 +19,31 @@ The build needs a C compiler and the Python headers.
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from mypyc.build import mypycify
 from setuptools import Extension, setup
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from native_sources import write_tree
+
 SRC = Path(__file__).parent / "src"
+# What mypyc compiles: a copy of the sources with what compiling them needs added
+# (native_sources.py: the dataclasses' constructors written out, the built-in strategies
+# open to interpreted subclasses).
+EXPANDED = Path("build") / "expanded-src"
 
 # Modules compiled together (one mypyc group: they call each other natively, so they run
 # compiled or interpreted all at once). Interpreted code cannot subclass a compiled class, so
-# the classes here have no interpreted subclass, but for the built-in strategies, which are
-# marked `mypyc_attr(allow_interpreted_subclasses=True)` for file strategies to extend.
+# the classes here have no interpreted subclass, but for the built-in strategies, which the
+# build marks `mypyc_attr(allow_interpreted_subclasses=True)` for file strategies to extend.
 COMPILED = (
     "upstox_bot/clock.py",
     "upstox_bot/domain.py",
     "upstox_bot/feed/candles.py",
     "upstox_bot/feed/replay.py",
-    "upstox_bot/signals/said.py",
     "upstox_bot/signals/series.py",
     "upstox_bot/signals/indicators.py",
     "upstox_bot/signals/strategies/ema_rsi.py",
@@ -73,6 +84,7 @@ def _write_manifest() -> None:
 
 
 def _compiled_group() -> list[Extension]:
+    write_tree(SRC, EXPANDED, COMPILED)
     extensions = mypycify(
         [
             # The build environment holds only the build requirements (numpy among them, for
@@ -81,7 +93,7 @@ def _compiled_group() -> list[Extension]:
             "--config-file=",
             "--ignore-missing-imports",
             "--follow-imports=silent",
-            *(f"src/{path}" for path in COMPILED),
+            *(str(EXPANDED / path) for path in COMPILED),
         ],
         group_name="upstox_bot",
     )

@@ -33,10 +33,10 @@ import numpy as np
 from upstox_bot.backtest.data import Dataset, instrument_for
 from upstox_bot.backtest.models import BacktestRequest, BacktestTrade
 from upstox_bot.backtest.service import run_backtest
-from upstox_bot.clock import NseCalendar
+from upstox_bot.clock import NseCalendar, session_open_ms
 from upstox_bot.config import Settings
 from upstox_bot.domain import IST
-from upstox_bot.feed.replay import BarSeries, session_open_ms
+from upstox_bot.feed.replay import BarSeries
 
 FAST, SLOW = 10, 30
 BARS_PER_SESSION = 375

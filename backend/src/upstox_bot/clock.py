@@ -17,20 +17,54 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar, Protocol
-from zoneinfo import ZoneInfo
+from typing import ClassVar, Final, Protocol
 
-from upstox_bot.domain import reduce_to_fields
+from upstox_bot.domain import IST, reduce_to_fields
 
-IST = ZoneInfo("Asia/Kolkata")
+# Session time in epoch milliseconds. India has kept UTC+05:30, without daylight saving time,
+# since 1945: an instant's IST date and time of day are plain arithmetic on its epoch ms.
+IST_OFFSET_MS: Final = 19_800_000
+DAY_MS: Final = 86_400_000
+MINUTE_MS: Final = 60_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # India has kept +05:30 since 1945, so adding a duration to the epoch read in IST gives the
 # same aware datetime as converting the UTC sum, for a fraction of the cost.
 _EPOCH_IST = _EPOCH.astimezone(IST)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # Holidays never run for weeks on end; a longer search means the calendar is broken.
 _MAX_CLOSED_RUN_DAYS = 60
+
+
+def ist_day_number(ms: int) -> int:
+    """Days from 1970-01-01 to the IST date of the instant `ms`."""
+    return (ms + IST_OFFSET_MS) // DAY_MS
+
+
+def ist_day_start_ms(ms: int) -> int:
+    """Epoch ms of the IST midnight that starts the IST day of the instant `ms`."""
+    return (ms + IST_OFFSET_MS) // DAY_MS * DAY_MS - IST_OFFSET_MS
+
+
+def minute_of_ist_day(ms: int) -> int:
+    """Minutes from IST midnight to the instant `ms` (09:15 IST is 555)."""
+    return (ms + IST_OFFSET_MS) % DAY_MS // MINUTE_MS
+
+
+def ist_date_of_ms(ms: int) -> date:
+    """The IST calendar date of the instant `ms`."""
+    return date.fromordinal(_EPOCH_ORDINAL + ist_day_number(ms))
+
+
+def ist_midnight_ms(day: date) -> int:
+    """Epoch ms of the IST midnight that starts `day`."""
+    return (day.toordinal() - _EPOCH_ORDINAL) * DAY_MS - IST_OFFSET_MS
+
+
+def time_of_day_ms(at: time) -> int:
+    """Milliseconds from midnight to the time of day `at`."""
+    return ((at.hour * 60 + at.minute) * 60 + at.second) * 1000 + at.microsecond // 1000
 
 
 def _require_aware(at: datetime) -> None:
@@ -475,6 +509,18 @@ class NseCalendar:
                 days.append(current)
             current += timedelta(days=1)
         return days
+
+
+# The regular session, in ms after IST midnight; a calendar's own hours, and its special
+# sessions, come from `NseCalendar.session_bounds_ms`.
+SESSION_OPEN_MS: Final = time_of_day_ms(NseCalendar.SESSION_OPEN)
+SESSION_CLOSE_MS: Final = time_of_day_ms(NseCalendar.SESSION_CLOSE)
+SESSION_MS: Final = SESSION_CLOSE_MS - SESSION_OPEN_MS
+
+
+def session_open_ms(day: date) -> int:
+    """Epoch ms of the regular session's open (09:15 IST) on `day`, trading day or not."""
+    return ist_midnight_ms(day) + SESSION_OPEN_MS
 
 
 def shipped_calendar_days() -> list[CalendarDay]:

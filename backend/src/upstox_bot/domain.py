@@ -4,27 +4,20 @@ Money is integer paise (1 rupee = 100 paise) everywhere in the core; quantities 
 F&O contracts a multiple of the lot size). Times are epoch milliseconds (UTC) on the hot path
 (ticks, candles) and timezone-aware datetimes elsewhere. No framework imports here.
 
-The values built on the hot path write their `__init__` out instead of letting dataclass generate
-it: dataclass keeps an `__init__` the class defines, and a written-out one is compiled with the
-engine (a generated one runs interpreted, at ten times the cost of the compiled one in a
-backtest). Each takes exactly the fields, keyword-only, with their defaults (None stands for an
-empty mapping); tests/unit/test_dataclass_inits.py holds them to that. Tick keeps the generated
-one: the feed decoders allocate Ticks and write their fields directly.
-
-Every value here copies and pickles through its constructor (`reduce_to_fields`): compiled, a
-class with a written `__init__` cannot be allocated without its fields, and a frozen one cannot
-have them set after allocation, which is how copy and pickle restore a slots dataclass.
+Every value copies and pickles through its constructor (`reduce_to_fields`), so that a copy is
+built as the original was.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from copy import copy as shallow_copy
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any, NewType
+from typing import Any, Final, NewType
 from zoneinfo import ZoneInfo
 
 ClientOrderId = NewType("ClientOrderId", str)
@@ -65,8 +58,9 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def reduce_to_fields(value: Any) -> tuple[object, ...]:
-    """`__reduce__` for a dataclass with a written `__init__`: copy and pickle rebuild it by
-    calling its class with its fields (compiled, its class cannot be allocated without them)."""
+    """`__reduce__` of a dataclass: copy and pickle rebuild it by calling its class with its
+    fields (a compiled class cannot be allocated without them, nor a frozen one have them set
+    after allocation, which is how they restore a slots dataclass)."""
     cls = type(value)
     names = _FIELD_NAMES.get(cls)
     if names is None:
@@ -249,6 +243,11 @@ class Tick:
         return reduce_to_fields(self)
 
 
+# Tick's field names in declaration order: the order in which the feed decoders (the C one
+# too) hand a Tick its values.
+TICK_FIELDS: Final = tuple(f.name for f in fields(Tick))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candle:
     instrument_key: str
@@ -260,29 +259,6 @@ class Candle:
     close_paise: int
     volume: int
     ticks: int = 0
-
-    def __init__(
-        self,
-        *,
-        instrument_key: str,
-        interval_s: int,
-        start_ms: int,
-        open_paise: int,
-        high_paise: int,
-        low_paise: int,
-        close_paise: int,
-        volume: int,
-        ticks: int = 0,
-    ) -> None:
-        object.__setattr__(self, "instrument_key", instrument_key)
-        object.__setattr__(self, "interval_s", interval_s)
-        object.__setattr__(self, "start_ms", start_ms)
-        object.__setattr__(self, "open_paise", open_paise)
-        object.__setattr__(self, "high_paise", high_paise)
-        object.__setattr__(self, "low_paise", low_paise)
-        object.__setattr__(self, "close_paise", close_paise)
-        object.__setattr__(self, "volume", volume)
-        object.__setattr__(self, "ticks", ticks)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -309,30 +285,18 @@ class Signal:
     created_at: datetime
     indicators: Mapping[str, float] = field(default_factory=dict)
 
-    def __init__(
-        self,
-        *,
-        signal_id: SignalId,
-        instrument_key: str,
-        strategy: str,
-        type: SignalType,
-        strength: float,
-        reason: str,
-        price_paise: int,
-        candle_start_ms: int,
-        created_at: datetime,
-        indicators: Mapping[str, float] | None = None,
-    ) -> None:
-        object.__setattr__(self, "signal_id", signal_id)
-        object.__setattr__(self, "instrument_key", instrument_key)
-        object.__setattr__(self, "strategy", strategy)
-        object.__setattr__(self, "type", type)
-        object.__setattr__(self, "strength", strength)
-        object.__setattr__(self, "reason", reason)
-        object.__setattr__(self, "price_paise", price_paise)
-        object.__setattr__(self, "candle_start_ms", candle_start_ms)
-        object.__setattr__(self, "created_at", created_at)
-        object.__setattr__(self, "indicators", {} if indicators is None else indicators)
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategySignal:
+    """What a strategy says about one closed candle."""
+
+    type: SignalType
+    strength: float  # 0-1
+    reason: str
+    indicators: Mapping[str, float] = field(default_factory=dict)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -354,33 +318,6 @@ class RiskDecision:
     target_paise: int = 0
     decided_at: datetime | None = None
 
-    def __init__(
-        self,
-        *,
-        approved: bool,
-        reason: str,
-        rule: RiskRule | None = None,
-        instrument_key: str = "",
-        signal_id: SignalId | None = None,
-        quantity: int = 0,
-        lots: int = 0,
-        price_paise: int = 0,
-        stop_paise: int = 0,
-        target_paise: int = 0,
-        decided_at: datetime | None = None,
-    ) -> None:
-        object.__setattr__(self, "approved", approved)
-        object.__setattr__(self, "reason", reason)
-        object.__setattr__(self, "rule", rule)
-        object.__setattr__(self, "instrument_key", instrument_key)
-        object.__setattr__(self, "signal_id", signal_id)
-        object.__setattr__(self, "quantity", quantity)
-        object.__setattr__(self, "lots", lots)
-        object.__setattr__(self, "price_paise", price_paise)
-        object.__setattr__(self, "stop_paise", stop_paise)
-        object.__setattr__(self, "target_paise", target_paise)
-        object.__setattr__(self, "decided_at", decided_at)
-
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
 
@@ -400,37 +337,6 @@ class OrderIntent:
     signal_id: SignalId | None = None
     exit_reason: ExitReason | None = None
     reference_price_paise: int = 0  # last price when the intent was made
-
-    def __init__(
-        self,
-        *,
-        client_order_id: ClientOrderId,
-        instrument_key: str,
-        side: Side,
-        quantity: int,
-        lots: int,
-        purpose: OrderPurpose,
-        reason: str,
-        created_at: datetime,
-        order_type: OrderType = OrderType.MARKET,
-        limit_price_paise: int | None = None,
-        signal_id: SignalId | None = None,
-        exit_reason: ExitReason | None = None,
-        reference_price_paise: int = 0,
-    ) -> None:
-        object.__setattr__(self, "client_order_id", client_order_id)
-        object.__setattr__(self, "instrument_key", instrument_key)
-        object.__setattr__(self, "side", side)
-        object.__setattr__(self, "quantity", quantity)
-        object.__setattr__(self, "lots", lots)
-        object.__setattr__(self, "purpose", purpose)
-        object.__setattr__(self, "reason", reason)
-        object.__setattr__(self, "created_at", created_at)
-        object.__setattr__(self, "order_type", order_type)
-        object.__setattr__(self, "limit_price_paise", limit_price_paise)
-        object.__setattr__(self, "signal_id", signal_id)
-        object.__setattr__(self, "exit_reason", exit_reason)
-        object.__setattr__(self, "reference_price_paise", reference_price_paise)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -460,49 +366,6 @@ class Order:
     rejection_reason: str | None = None
     filled_value_paise: int = 0  # sum of fill price x quantity: exact, average = value / qty
 
-    def __init__(
-        self,
-        *,
-        client_order_id: ClientOrderId,
-        instrument_key: str,
-        side: Side,
-        quantity: int,
-        lots: int,
-        purpose: OrderPurpose,
-        order_type: OrderType,
-        status: OrderStatus,
-        created_at: datetime,
-        updated_at: datetime,
-        reason: str = "",
-        limit_price_paise: int | None = None,
-        signal_id: SignalId | None = None,
-        exit_reason: ExitReason | None = None,
-        broker_order_id: str | None = None,
-        filled_quantity: int = 0,
-        average_price_paise: int | None = None,
-        rejection_reason: str | None = None,
-        filled_value_paise: int = 0,
-    ) -> None:
-        self.client_order_id = client_order_id
-        self.instrument_key = instrument_key
-        self.side = side
-        self.quantity = quantity
-        self.lots = lots
-        self.purpose = purpose
-        self.order_type = order_type
-        self.status = status
-        self.created_at = created_at
-        self.updated_at = updated_at
-        self.reason = reason
-        self.limit_price_paise = limit_price_paise
-        self.signal_id = signal_id
-        self.exit_reason = exit_reason
-        self.broker_order_id = broker_order_id
-        self.filled_quantity = filled_quantity
-        self.average_price_paise = average_price_paise
-        self.rejection_reason = rejection_reason
-        self.filled_value_paise = filled_value_paise
-
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
 
@@ -516,27 +379,7 @@ class Order:
 
     def copy(self) -> Order:
         """A separate record of the same order (a broker's or a journal's own)."""
-        return Order(
-            client_order_id=self.client_order_id,
-            instrument_key=self.instrument_key,
-            side=self.side,
-            quantity=self.quantity,
-            lots=self.lots,
-            purpose=self.purpose,
-            order_type=self.order_type,
-            status=self.status,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            reason=self.reason,
-            limit_price_paise=self.limit_price_paise,
-            signal_id=self.signal_id,
-            exit_reason=self.exit_reason,
-            broker_order_id=self.broker_order_id,
-            filled_quantity=self.filled_quantity,
-            average_price_paise=self.average_price_paise,
-            rejection_reason=self.rejection_reason,
-            filled_value_paise=self.filled_value_paise,
-        )
+        return shallow_copy(self)
 
     @classmethod
     def from_intent(cls, intent: OrderIntent) -> Order:
@@ -569,27 +412,6 @@ class Fill:
     price_paise: int
     filled_at: datetime
 
-    def __init__(
-        self,
-        *,
-        fill_id: str,
-        client_order_id: ClientOrderId,
-        broker_order_id: str,
-        instrument_key: str,
-        side: Side,
-        quantity: int,
-        price_paise: int,
-        filled_at: datetime,
-    ) -> None:
-        object.__setattr__(self, "fill_id", fill_id)
-        object.__setattr__(self, "client_order_id", client_order_id)
-        object.__setattr__(self, "broker_order_id", broker_order_id)
-        object.__setattr__(self, "instrument_key", instrument_key)
-        object.__setattr__(self, "side", side)
-        object.__setattr__(self, "quantity", quantity)
-        object.__setattr__(self, "price_paise", price_paise)
-        object.__setattr__(self, "filled_at", filled_at)
-
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
 
@@ -618,47 +440,6 @@ class Position:
     # value / quantity); 0: unknown, entry_price_paise stands for it.
     entry_value_paise: int = 0
     entry_quantity: int = 0
-
-    def __init__(
-        self,
-        *,
-        instrument_key: str,
-        direction: Direction,
-        quantity: int,
-        lots: int,
-        entry_price_paise: int,
-        entry_at: datetime,
-        entry_order_id: ClientOrderId,
-        stop_paise: int,
-        target_paise: int,
-        trailing_active: bool = False,
-        best_price_paise: int = 0,
-        trail_stop_paise: int | None = None,
-        last_price_paise: int = 0,
-        entry_charges_paise: int = 0,
-        strategy: str = "",
-        exit_pending: bool = False,
-        entry_value_paise: int = 0,
-        entry_quantity: int = 0,
-    ) -> None:
-        self.instrument_key = instrument_key
-        self.direction = direction
-        self.quantity = quantity
-        self.lots = lots
-        self.entry_price_paise = entry_price_paise
-        self.entry_at = entry_at
-        self.entry_order_id = entry_order_id
-        self.stop_paise = stop_paise
-        self.target_paise = target_paise
-        self.trailing_active = trailing_active
-        self.best_price_paise = best_price_paise
-        self.trail_stop_paise = trail_stop_paise
-        self.last_price_paise = last_price_paise
-        self.entry_charges_paise = entry_charges_paise
-        self.strategy = strategy
-        self.exit_pending = exit_pending
-        self.entry_value_paise = entry_value_paise
-        self.entry_quantity = entry_quantity
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -706,43 +487,6 @@ class Trade:
     exit_order_id: ClientOrderId
     strategy: str = ""
 
-    def __init__(
-        self,
-        *,
-        trade_id: str,
-        instrument_key: str,
-        direction: Direction,
-        quantity: int,
-        lots: int,
-        entry_price_paise: int,
-        exit_price_paise: int,
-        entry_at: datetime,
-        exit_at: datetime,
-        gross_pnl_paise: int,
-        charges_paise: int,
-        net_pnl_paise: int,
-        exit_reason: ExitReason,
-        entry_order_id: ClientOrderId,
-        exit_order_id: ClientOrderId,
-        strategy: str = "",
-    ) -> None:
-        object.__setattr__(self, "trade_id", trade_id)
-        object.__setattr__(self, "instrument_key", instrument_key)
-        object.__setattr__(self, "direction", direction)
-        object.__setattr__(self, "quantity", quantity)
-        object.__setattr__(self, "lots", lots)
-        object.__setattr__(self, "entry_price_paise", entry_price_paise)
-        object.__setattr__(self, "exit_price_paise", exit_price_paise)
-        object.__setattr__(self, "entry_at", entry_at)
-        object.__setattr__(self, "exit_at", exit_at)
-        object.__setattr__(self, "gross_pnl_paise", gross_pnl_paise)
-        object.__setattr__(self, "charges_paise", charges_paise)
-        object.__setattr__(self, "net_pnl_paise", net_pnl_paise)
-        object.__setattr__(self, "exit_reason", exit_reason)
-        object.__setattr__(self, "entry_order_id", entry_order_id)
-        object.__setattr__(self, "exit_order_id", exit_order_id)
-        object.__setattr__(self, "strategy", strategy)
-
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
 
@@ -757,23 +501,6 @@ class AuditRecord:
     at: datetime
     data: Mapping[str, object] = field(default_factory=dict)
     actor: str = "engine"
-
-    def __init__(
-        self,
-        *,
-        event: str,
-        entity: str,
-        entity_id: str,
-        at: datetime,
-        data: Mapping[str, object] | None = None,
-        actor: str = "engine",
-    ) -> None:
-        object.__setattr__(self, "event", event)
-        object.__setattr__(self, "entity", entity)
-        object.__setattr__(self, "entity_id", entity_id)
-        object.__setattr__(self, "at", at)
-        object.__setattr__(self, "data", {} if data is None else data)
-        object.__setattr__(self, "actor", actor)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
@@ -794,33 +521,6 @@ class AccountSnapshot:
     loss_limit_paise: int
     loss_limit_hit: bool
     kill_switch: bool
-
-    def __init__(
-        self,
-        *,
-        trading_date: str,
-        capital_paise: int,
-        realised_pnl_paise: int,
-        unrealised_pnl_paise: int,
-        charges_paise: int,
-        open_positions: int,
-        trades: int,
-        orders: int,
-        loss_limit_paise: int,
-        loss_limit_hit: bool,
-        kill_switch: bool,
-    ) -> None:
-        object.__setattr__(self, "trading_date", trading_date)
-        object.__setattr__(self, "capital_paise", capital_paise)
-        object.__setattr__(self, "realised_pnl_paise", realised_pnl_paise)
-        object.__setattr__(self, "unrealised_pnl_paise", unrealised_pnl_paise)
-        object.__setattr__(self, "charges_paise", charges_paise)
-        object.__setattr__(self, "open_positions", open_positions)
-        object.__setattr__(self, "trades", trades)
-        object.__setattr__(self, "orders", orders)
-        object.__setattr__(self, "loss_limit_paise", loss_limit_paise)
-        object.__setattr__(self, "loss_limit_hit", loss_limit_hit)
-        object.__setattr__(self, "kill_switch", kill_switch)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)

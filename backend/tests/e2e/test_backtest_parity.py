@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, text
 from upstox_bot.backtest.data import load_bars, write_csv
 from upstox_bot.backtest.models import BacktestRequest
 from upstox_bot.backtest.service import run_backtest
-from upstox_bot.clock import NseCalendar
+from upstox_bot.clock import NseCalendar, session_open_ms
 from upstox_bot.config import Settings
 from upstox_bot.domain import ms_to_datetime
-from upstox_bot.feed.replay import BarSeries, ReplayMarket, session_open_ms
+from upstox_bot.feed.replay import BarSeries, ReplayMarket
 from upstox_bot.runtime import embedded
 from upstox_bot.runtime.embedded import EmbeddedBot, RunOptions
 

@@ -11,16 +11,25 @@ from pathlib import Path
 import pytest
 
 from upstox_bot.clock import (
-    IST,
+    DAY_MS,
+    SESSION_CLOSE_MS,
+    SESSION_MS,
+    SESSION_OPEN_MS,
     CalendarDay,
     Clock,
     LiveClock,
     NseCalendar,
     SimClock,
     SpecialSession,
+    ist_date_of_ms,
+    ist_day_start_ms,
+    ist_midnight_ms,
     merge_calendar_days,
+    minute_of_ist_day,
+    session_open_ms,
+    time_of_day_ms,
 )
-from upstox_bot.domain import datetime_to_ms
+from upstox_bot.domain import IST, datetime_to_ms
 
 HOLIDAY_CSV = Path(__file__).parents[2] / "src" / "upstox_bot" / "data" / "nse_holidays.csv"
 
@@ -364,3 +373,39 @@ def test_live_clock_is_aware_ist_wall_time() -> None:
     assert now.utcoffset() == timedelta(hours=5, minutes=30)
     assert before - 1 <= now.timestamp() <= after + 1
     assert before * 1000 - 1000 <= now_ms <= after * 1000 + 1000
+
+
+# --- session time in epoch ms ---------------------------------------------------------------------
+
+
+def test_the_regular_session_is_the_calendars() -> None:
+    calendar = NseCalendar.default()
+    day = date(2026, 1, 16)
+    assert (
+        time_of_day_ms(calendar.session_open_time),
+        time_of_day_ms(calendar.session_close_time),
+    ) == (SESSION_OPEN_MS, SESSION_CLOSE_MS)
+    assert SESSION_MS == 375 * 60_000
+    assert (session_open_ms(day), session_open_ms(day) + SESSION_MS) == (
+        calendar.session_bounds_ms(day)
+    )
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 1, 16, 0, 0, tzinfo=IST),
+        datetime(2026, 1, 16, 5, 29, 59, 999_000, tzinfo=IST),
+        datetime(2026, 1, 16, 5, 30, tzinfo=IST),  # 00:00 UTC
+        datetime(2026, 1, 16, 9, 15, tzinfo=IST),
+        datetime(2026, 1, 16, 23, 59, 59, 999_000, tzinfo=IST),
+        datetime(1969, 12, 31, 23, 0, tzinfo=IST),  # before the epoch
+    ],
+)
+def test_ist_days_and_minutes_of_an_instant(at: datetime) -> None:
+    ms = datetime_to_ms(at)
+    midnight = datetime.combine(at.date(), time(0), tzinfo=IST)
+    assert ist_date_of_ms(ms) == at.date()
+    assert ist_day_start_ms(ms) == datetime_to_ms(midnight) == ist_midnight_ms(at.date())
+    assert minute_of_ist_day(ms) == at.hour * 60 + at.minute
+    assert ist_day_start_ms(ms) + DAY_MS == ist_midnight_ms(at.date() + timedelta(days=1))

@@ -26,22 +26,22 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from upstox_bot.domain import Instrument
-from upstox_bot.feed.replay import (
-    DAILY_INTERVAL_S,
+from upstox_bot.clock import (
+    DAY_MS,
+    IST_OFFSET_MS,
+    MINUTE_MS,
     SESSION_MS,
-    BarSeries,
-    session_open_ms,
+    SESSION_OPEN_MS,
+    ist_midnight_ms,
 )
+from upstox_bot.domain import Instrument
+from upstox_bot.feed.replay import DAILY_INTERVAL_S, BarSeries
 from upstox_bot.feed.sim import load_universe
 
 TIME_COLUMNS = ("timestamp", "datetime", "date")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 META_FILE = "meta.json"  # in a cache folder: {"instrument_key": ..., "trading_symbol": ...}
 
-_IST_OFFSET_MS = 19_800_000
-_DAY_MS = 86_400_000
-_SESSION_OPEN_MS = (9 * 60 + 15) * 60_000
 _EPOCH_NAIVE = datetime(1970, 1, 1)  # noqa: DTZ001 - the epoch as a naive value, for IST arithmetic
 
 
@@ -68,8 +68,8 @@ class Dataset:
 
     def between(self, first: date | None, last: date | None) -> Dataset:
         """The bars of IST dates first..last (inclusive; None: unbounded)."""
-        lo = None if first is None else session_open_ms(first) - _SESSION_OPEN_MS
-        hi = None if last is None else session_open_ms(last) - _SESSION_OPEN_MS + _DAY_MS
+        lo = None if first is None else ist_midnight_ms(first)
+        hi = None if last is None else ist_midnight_ms(last) + DAY_MS
         return replace(self, series=tuple(s.between(lo, hi) for s in self.series))
 
 
@@ -151,12 +151,12 @@ def _parse_time(text: str) -> tuple[int, bool]:
         return (number if number >= 100_000_000_000 else number * 1000), False
     if len(text) == 10:
         day = date.fromisoformat(text)
-        return session_open_ms(day) - _SESSION_OPEN_MS, True
+        return ist_midnight_ms(day), True
     at = datetime.fromisoformat(text)
     if at.tzinfo is None:
         delta = at - _EPOCH_NAIVE
-        ms = delta.days * _DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
-        return ms - _IST_OFFSET_MS, False
+        ms = delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
+        return ms - IST_OFFSET_MS, False
     return int(at.timestamp() * 1000), False
 
 
@@ -235,7 +235,7 @@ def _to_series(instrument: Instrument, rows: _Rows) -> tuple[BarSeries, int]:
                 "(rows must be in time order, without repeats)"
             )
     start = np.asarray(rows.start, dtype=np.int64)
-    day_start = (start + _IST_OFFSET_MS) // _DAY_MS * _DAY_MS - _IST_OFFSET_MS
+    day_start = (start + IST_OFFSET_MS) // DAY_MS * DAY_MS - IST_OFFSET_MS
     at_midnight = start == day_start
     daily = all(rows.date_only) or bool(at_midnight.all())
     if not daily and any(rows.date_only):
@@ -244,17 +244,17 @@ def _to_series(instrument: Instrument, rows: _Rows) -> tuple[BarSeries, int]:
     keep = np.ones(n, dtype=bool)
     if daily:
         interval_s = DAILY_INTERVAL_S
-        start = day_start + _SESSION_OPEN_MS
+        start = day_start + SESSION_OPEN_MS
     else:
-        offset = start - day_start - _SESSION_OPEN_MS
+        offset = start - day_start - SESSION_OPEN_MS
         keep = (offset >= 0) & (offset < SESSION_MS)
         kept = start[keep]
         same_day = ((kept[1:] - kept[:-1]) > 0) & (
-            (kept[1:] + _IST_OFFSET_MS) // _DAY_MS == (kept[:-1] + _IST_OFFSET_MS) // _DAY_MS
+            (kept[1:] + IST_OFFSET_MS) // DAY_MS == (kept[:-1] + IST_OFFSET_MS) // DAY_MS
         )
         gaps = (kept[1:] - kept[:-1])[same_day]
-        interval_ms = int(gaps.min()) if len(gaps) else 60_000
-        if interval_ms % 60_000:
+        interval_ms = int(gaps.min()) if len(gaps) else MINUTE_MS
+        if interval_ms % MINUTE_MS:
             raise DataError(
                 f"{rows.source[0]}: bars {interval_ms / 1000:g} s apart; intraday bars must be "
                 "whole minutes"
@@ -424,6 +424,6 @@ def _csv_rows(series: BarSeries) -> Iterable[list[str]]:
         series.volume.tolist(),
         strict=True,
     ):
-        at = _EPOCH_NAIVE + timedelta(milliseconds=start + _IST_OFFSET_MS)
+        at = _EPOCH_NAIVE + timedelta(milliseconds=start + IST_OFFSET_MS)
         stamp = at.date().isoformat() if series.daily else at.isoformat(sep=" ")
         yield [stamp, *(f"{p // 100}.{p % 100:02d}" for p in (o, h, low, c)), str(v)]

@@ -22,20 +22,24 @@ from datetime import date, time
 import numpy as np
 import numpy.typing as npt
 
+from upstox_bot.clock import (
+    DAY_MS,
+    IST_OFFSET_MS,
+    MINUTE_MS,
+    SESSION_CLOSE_MS,
+    SESSION_OPEN_MS,
+    ist_date_of_ms,
+    ist_day_start_ms,
+    time_of_day_ms,
+)
 from upstox_bot.domain import reduce_to_fields
-from upstox_bot.feed.replay import BarSeries, ist_date_of_ms, path_offsets
+from upstox_bot.feed.replay import BarSeries, path_offsets
 from upstox_bot.signals.base import CandleHistory, Strategy
 from upstox_bot.signals.series import ROWS
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-
-_IST_OFFSET_MS = 19_800_000
-_DAY_MS = 86_400_000
-_MINUTE_MS = 60_000
-_SESSION_OPEN_MS = (9 * 60 + 15) * _MINUTE_MS  # after IST midnight
-_SESSION_CLOSE_MS = (15 * 60 + 30) * _MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +87,11 @@ class FastPlan:
         if candle_interval_s != 60 or any(s.interval_s != 60 for s in series):
             return None
         for s in series:
-            ms_of_day = (s.start_ms + _IST_OFFSET_MS) % _DAY_MS
+            ms_of_day = (s.start_ms + IST_OFFSET_MS) % DAY_MS
             if (
-                np.any(s.start_ms % _MINUTE_MS)
-                or np.any(ms_of_day < _SESSION_OPEN_MS)
-                or np.any(ms_of_day >= _SESSION_CLOSE_MS)
+                np.any(s.start_ms % MINUTE_MS)
+                or np.any(ms_of_day < SESSION_OPEN_MS)
+                or np.any(ms_of_day >= SESSION_CLOSE_MS)
                 or np.any(np.diff(s.start_ms) <= 0)
             ):
                 return None
@@ -106,7 +110,7 @@ class FastPlan:
             every = np.sort(np.concatenate([s.start_ms for s in series]))
             minutes = every[np.concatenate(([True], every[1:] != every[:-1]))]
         count = len(minutes)
-        day_of = (minutes + _IST_OFFSET_MS) // _DAY_MS
+        day_of = (minutes + IST_OFFSET_MS) // DAY_MS
         build = np.zeros(count + 1, dtype=np.bool_)
         full = np.zeros(count + 1, dtype=np.bool_)
         for s, mask in zip(series, masks, strict=True):
@@ -154,8 +158,7 @@ class FastPlan:
         if square_off is None:
             return day_hi
         first = int(self.minutes[day_lo])
-        midnight = first - (first + _IST_OFFSET_MS) % _DAY_MS
-        at = midnight + ((square_off.hour * 60 + square_off.minute) * 60 + square_off.second) * 1000
+        at = ist_day_start_ms(first) + time_of_day_ms(square_off)
         return day_lo + int(np.searchsorted(self.minutes[day_lo:day_hi], at, "left"))
 
 

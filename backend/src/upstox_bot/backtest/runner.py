@@ -29,7 +29,14 @@ from upstox_bot.backtest.rules import (
     BacktestRiskManager,
     ScaledCharges,
 )
-from upstox_bot.clock import MarketClock
+from upstox_bot.clock import (
+    DAY_MS,
+    SESSION_MS,
+    MarketClock,
+    ist_date_of_ms,
+    ist_midnight_ms,
+    session_open_ms,
+)
 from upstox_bot.domain import (
     AccountSnapshot,
     AuditRecord,
@@ -44,14 +51,7 @@ from upstox_bot.domain import (
     Trade,
     reduce_to_fields,
 )
-from upstox_bot.feed.replay import (
-    SESSION_MS,
-    ReplayTrade,
-    bar_path,
-    ist_date_of_ms,
-    replay_trades,
-    session_open_ms,
-)
+from upstox_bot.feed.replay import ReplayTrade, bar_path, replay_trades
 from upstox_bot.risk.kill_switch import KillSwitch
 from upstox_bot.risk.limits import RiskLimits
 from upstox_bot.risk.rate_limit import OrderRateLimiter
@@ -64,8 +64,6 @@ from upstox_bot.trading.journal import MemoryJournal
 from upstox_bot.trading.kernel import TradingCore
 from upstox_bot.trading.ports import ChargesModel
 
-_DAY_MS = 86_400_000
-_SESSION_OPEN_MS = (9 * 60 + 15) * 60_000
 _PROGRESS_EVERY = 1 << 15  # trades between two progress reports
 
 
@@ -318,7 +316,7 @@ class Backtest:
                 if day is not None:
                     self._close_session(day)
                 day = ist_date_of_ms(ts)
-                day_end = session_open_ms(day) - _SESSION_OPEN_MS + _DAY_MS
+                day_end = ist_midnight_ms(day) + DAY_MS
                 self._open_session(day)
                 working = broker.working_count
             if repeat and skip_repeats and not working and not engine.exit_queue:

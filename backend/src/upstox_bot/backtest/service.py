@@ -21,10 +21,11 @@ from upstox_bot.backtest.rules import (
     no_charges,
 )
 from upstox_bot.backtest.runner import Backtest, RunConfig
+from upstox_bot.clock import SESSION_MS
 from upstox_bot.config import Settings, get_settings
 from upstox_bot.domain import rupees_to_paise
 from upstox_bot.errors import ConfigError
-from upstox_bot.feed.replay import DAILY_INTERVAL_S, SESSION_MS
+from upstox_bot.feed.replay import DAILY_INTERVAL_S
 from upstox_bot.runtime import components
 from upstox_bot.signals import registry
 from upstox_bot.trading.ports import ChargesModel

@@ -12,22 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from upstox_bot.clock import DAY_MS, SESSION_CLOSE_MS, SESSION_OPEN_MS, ist_day_start_ms
 from upstox_bot.domain import Candle, Tick
-
-IST_OFFSET_MS = 19_800_000  # +05:30; India keeps no daylight saving time
-DAY_MS = 86_400_000
-NSE_OPEN_OFFSET_MS = (9 * 60 + 15) * 60_000  # 09:15 IST after IST midnight
-NSE_CLOSE_OFFSET_MS = (15 * 60 + 30) * 60_000  # 15:30 IST
-
-
-def ist_day_start_ms(ts_ms: int) -> int:
-    """Epoch ms of the IST midnight that starts the IST day containing ts_ms."""
-    return ((ts_ms + IST_OFFSET_MS) // DAY_MS) * DAY_MS - IST_OFFSET_MS
 
 
 class _Builder:
-    """The open candle of one instrument (mutable: this is the per-tick hot path; compiled, its
-    attributes are native fields)."""
+    """The open candle of one instrument (mutable: this is the per-tick hot path)."""
 
     def __init__(self, start: int, end: int, price: int, last_volume: int) -> None:
         self.start = start
@@ -73,8 +63,8 @@ class TickAggregator:
         self,
         interval_s: int = 60,
         *,
-        session_open_offset_ms: int = NSE_OPEN_OFFSET_MS,
-        session_close_offset_ms: int = NSE_CLOSE_OFFSET_MS,
+        session_open_offset_ms: int = SESSION_OPEN_MS,
+        session_close_offset_ms: int = SESSION_CLOSE_MS,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
@@ -200,8 +190,8 @@ class CandleResampler:
         interval_s: int,
         *,
         base_interval_s: int = 60,
-        session_open_offset_ms: int = NSE_OPEN_OFFSET_MS,
-        session_close_offset_ms: int = NSE_CLOSE_OFFSET_MS,
+        session_open_offset_ms: int = SESSION_OPEN_MS,
+        session_close_offset_ms: int = SESSION_CLOSE_MS,
     ) -> None:
         if interval_s % base_interval_s:
             raise ValueError("interval_s must be a multiple of base_interval_s")

@@ -28,21 +28,18 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
-from upstox_bot.domain import IST, Instrument, Tick, reduce_to_fields
+from upstox_bot.clock import DAY_MS, IST_OFFSET_MS, SESSION_MS, ist_midnight_ms
+from upstox_bot.domain import Instrument, Tick, reduce_to_fields
 
 IntArray = npt.NDArray[np.int64]
 
 DAILY_INTERVAL_S = 86_400  # the interval of daily bars (one bar per session)
-SESSION_MS = 375 * 60_000  # 09:15 to 15:30 IST
-_SESSION_OPEN_MS = (9 * 60 + 15) * 60_000  # after IST midnight
-_IST_OFFSET_MS = 19_800_000
-_DAY_MS = 86_400_000
 _CHUNK_BARS = 16_384
 
 # One step of a bar's path: (offset in the bar in ms, price in paise, is a repeat).
@@ -112,17 +109,6 @@ def bar_ticks(
     ]
 
 
-def ist_date_of_ms(ts_ms: int) -> date:
-    """The IST calendar date of an epoch-ms instant."""
-    return date.fromordinal(date(1970, 1, 1).toordinal() + (ts_ms + _IST_OFFSET_MS) // _DAY_MS)
-
-
-def session_open_ms(day: date) -> int:
-    """Epoch ms of 09:15 IST on `day`."""
-    midnight = datetime(day.year, day.month, day.day, tzinfo=IST)
-    return int(midnight.timestamp() * 1000) + _SESSION_OPEN_MS
-
-
 def _empty() -> IntArray:
     return np.zeros(0, dtype=np.int64)
 
@@ -176,7 +162,7 @@ class BarSeries:
 
     def trading_dates(self) -> list[date]:
         """The IST dates that have bars, in order."""
-        days = (self.start_ms + _IST_OFFSET_MS) // _DAY_MS
+        days = (self.start_ms + IST_OFFSET_MS) // DAY_MS
         ordinal = date(1970, 1, 1).toordinal()
         return [date.fromordinal(ordinal + int(d)) for d in np.unique(days)]
 
@@ -233,8 +219,8 @@ class ReplayMarket:
             raise ValueError("instrument keys must be distinct")
         self._trading_date = trading_date
         if trading_date is not None:
-            lo = session_open_ms(trading_date) - _SESSION_OPEN_MS
-            series = [s.between(lo, lo + _DAY_MS) for s in series]
+            lo = ist_midnight_ms(trading_date)
+            series = [s.between(lo, lo + DAY_MS) for s in series]
         self._series = tuple(series)
         self._keys = tuple(keys)
         self._last: dict[str, int] = {}

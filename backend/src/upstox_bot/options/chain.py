@@ -14,16 +14,16 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from importlib import resources
 
-from upstox_bot.clock import IST, NseCalendar
-from upstox_bot.domain import Instrument, InstrumentKind, OptionType
+from upstox_bot.clock import DAY_MS, NseCalendar
+from upstox_bot.domain import IST, Instrument, InstrumentKind, OptionType
 from upstox_bot.options.greeks import bs_price
 
 TUESDAY = 1  # date.weekday() of the monthly expiry day (NSE, from 2025-09-01)
-EXPIRY_CLOSE = time(15, 30)  # contracts stop trading at the F&O close, IST
+EXPIRY_CLOSE = NseCalendar.SESSION_CLOSE  # contracts stop trading at the F&O close, IST
 DAYS_PER_YEAR = 365.0
 OPTION_TICK_PAISE = 5  # stock options trade in Rs 0.05 steps
 
@@ -83,7 +83,7 @@ def years_to_expiry(expiry: date, at_ms: int) -> float:
     """Calendar years from `at_ms` (epoch ms UTC) to 15:30 IST on `expiry`; 0 once past it."""
     close = datetime.combine(expiry, EXPIRY_CLOSE, tzinfo=IST)
     close_ms = int(close.astimezone(UTC).timestamp() * 1000)
-    return max(close_ms - at_ms, 0) / (DAYS_PER_YEAR * 86_400_000)
+    return max(close_ms - at_ms, 0) / (DAYS_PER_YEAR * DAY_MS)
 
 
 def future_price_paise(

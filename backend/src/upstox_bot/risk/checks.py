@@ -43,33 +43,6 @@ class EntryRequest:
     tick_paise: int = 0  # the instrument's tick: one tick of room when sizing (0: none)
     margin_fraction: Decimal | None = None  # a future's margin / value; None: full value
 
-    def __init__(
-        self,
-        *,
-        instrument_key: str,
-        direction: Direction,
-        signal_id: SignalId | None,
-        price_paise: int,
-        stop_paise: int,
-        target_paise: int,
-        lot_size: int,
-        at: datetime,
-        at_ms: int,
-        tick_paise: int = 0,
-        margin_fraction: Decimal | None = None,
-    ) -> None:
-        object.__setattr__(self, "instrument_key", instrument_key)
-        object.__setattr__(self, "direction", direction)
-        object.__setattr__(self, "signal_id", signal_id)
-        object.__setattr__(self, "price_paise", price_paise)
-        object.__setattr__(self, "stop_paise", stop_paise)
-        object.__setattr__(self, "target_paise", target_paise)
-        object.__setattr__(self, "lot_size", lot_size)
-        object.__setattr__(self, "at", at)
-        object.__setattr__(self, "at_ms", at_ms)
-        object.__setattr__(self, "tick_paise", tick_paise)
-        object.__setattr__(self, "margin_fraction", margin_fraction)
-
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
 
@@ -83,21 +56,6 @@ class BookState:
     day_pnl_paise: int  # realised (net) + unrealised, today
     loss_limit_hit: bool
     available_paise: int  # cash not tied up in positions
-
-    def __init__(
-        self,
-        *,
-        open_positions: int,
-        in_position: bool,
-        day_pnl_paise: int,
-        loss_limit_hit: bool,
-        available_paise: int,
-    ) -> None:
-        object.__setattr__(self, "open_positions", open_positions)
-        object.__setattr__(self, "in_position", in_position)
-        object.__setattr__(self, "day_pnl_paise", day_pnl_paise)
-        object.__setattr__(self, "loss_limit_hit", loss_limit_hit)
-        object.__setattr__(self, "available_paise", available_paise)
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)

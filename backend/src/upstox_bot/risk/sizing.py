@@ -24,19 +24,6 @@ class Sizing:
     binding_rule: RiskRule  # the limit that decided the size
     reason: str
 
-    def __init__(
-        self,
-        *,
-        lots: int,
-        quantity: int,
-        binding_rule: RiskRule,
-        reason: str,
-    ) -> None:
-        object.__setattr__(self, "lots", lots)
-        object.__setattr__(self, "quantity", quantity)
-        object.__setattr__(self, "binding_rule", binding_rule)
-        object.__setattr__(self, "reason", reason)
-
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
 

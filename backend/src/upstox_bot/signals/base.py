@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -12,9 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from upstox_bot.domain import Direction
+from upstox_bot.domain import Direction, SignalType, StrategySignal
 from upstox_bot.errors import ConfigError
-from upstox_bot.signals.said import StrategySignal, reversal_signals
 from upstox_bot.signals.series import CandleSeries
 
 __all__ = [
@@ -85,6 +84,35 @@ class CandleHistory:
 
     def __len__(self) -> int:
         return len(self.start_ms)
+
+
+def reversal_signals(
+    turn: Direction,
+    *,
+    position: Direction | None,
+    strength: float,
+    entry_reason: str,
+    exit_reason: str,
+    indicators: Mapping[str, float],
+) -> list[StrategySignal]:
+    """The signals of a turn to `turn`: close a position held the other way, then enter.
+
+    The built-in trend strategies share this convention: the exit comes first so that the
+    engine frees the slot before it judges the entry.
+    """
+    out: list[StrategySignal] = []
+    if position is not None and position is not turn:
+        exit_type = SignalType.EXIT_LONG if position is Direction.LONG else SignalType.EXIT_SHORT
+        out.append(
+            StrategySignal(type=exit_type, strength=1.0, reason=exit_reason, indicators=indicators)
+        )
+    entry_type = SignalType.ENTRY_LONG if turn is Direction.LONG else SignalType.ENTRY_SHORT
+    out.append(
+        StrategySignal(
+            type=entry_type, strength=strength, reason=entry_reason, indicators=indicators
+        )
+    )
+    return out
 
 
 class Strategy(ABC):

@@ -7,22 +7,13 @@ from datetime import time
 import numpy as np
 import numpy.typing as npt
 
-from upstox_bot.clock import NseCalendar
+from upstox_bot.clock import DAY_MS, IST_OFFSET_MS, NseCalendar, minute_of_ist_day
 from upstox_bot.signals.series import FloatArray
-
-IST_OFFSET_MS = 19_800_000  # UTC+05:30; India keeps no daylight saving time
-DAY_MS = 86_400_000
-MINUTE_MS = 60_000
 
 
 def ist_day_numbers(start_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Days since 1970-01-01 of each candle's IST date (equal numbers: same session day)."""
     return (start_ms + IST_OFFSET_MS) // DAY_MS
-
-
-def minute_of_ist_day(start_ms: int) -> int:
-    """Minutes from IST midnight to `start_ms` (09:15 IST is 555)."""
-    return int((start_ms + IST_OFFSET_MS) % DAY_MS) // MINUTE_MS
 
 
 def session_start_index(start_ms: npt.NDArray[np.int64]) -> int:

@@ -494,6 +494,9 @@ class _Note:
     orders: dict[str, OrderExecution]
     booked_paise: int = 0
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_to_fields(self)
+
 
 class ContractNotes:
     """The day's contract notes, one per scrip and segment, charged a trade at a time.

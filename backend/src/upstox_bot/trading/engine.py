@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from upstox_bot import faults
-from upstox_bot.clock import NseCalendar
+from upstox_bot.clock import DAY_MS, IST_OFFSET_MS, MINUTE_MS, NseCalendar
 from upstox_bot.domain import (
     IST,
     AccountSnapshot,
@@ -54,7 +54,7 @@ from upstox_bot.domain import (
     reduce_to_fields,
 )
 from upstox_bot.errors import Conflict, InvalidTransition, NotFound
-from upstox_bot.feed.candles import DAY_MS, IST_OFFSET_MS, CandleResampler, TickAggregator
+from upstox_bot.feed.candles import CandleResampler, TickAggregator
 from upstox_bot.money import format_rupees
 from upstox_bot.options.selection import check_smallest_lot
 from upstox_bot.risk.checks import BookState, EntryRequest, RiskManager
@@ -68,8 +68,6 @@ from upstox_bot.trading.ports import ChargesModel, Journal, OrderChange
 from upstox_bot.trading.routing import InstrumentRouter, StockRouter
 
 log = logging.getLogger(__name__)
-
-MINUTE_MS = 60_000
 
 
 def _round_half_away(value: Fraction) -> int:

@@ -56,23 +56,6 @@ class Route:
     rule: RiskRule | None = None
     exit_date: date | None = None
 
-    def __init__(
-        self,
-        *,
-        instrument: Instrument | None,
-        direction: Direction | None,
-        price_paise: int,
-        reason: str,
-        rule: RiskRule | None = None,
-        exit_date: date | None = None,
-    ) -> None:
-        object.__setattr__(self, "instrument", instrument)
-        object.__setattr__(self, "direction", direction)
-        object.__setattr__(self, "price_paise", price_paise)
-        object.__setattr__(self, "reason", reason)
-        object.__setattr__(self, "rule", rule)
-        object.__setattr__(self, "exit_date", exit_date)
-
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_to_fields(self)
 

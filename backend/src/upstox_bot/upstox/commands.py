@@ -312,9 +312,10 @@ def calendar(
 
     Exit code 1 when the calendar has no list for the year (the bot takes no entries then).
     """
-    from upstox_bot.clock import IST, NseCalendar
+    from upstox_bot.clock import NseCalendar
     from upstox_bot.db import migrate
     from upstox_bot.db.session import make_engine, make_session_factory
+    from upstox_bot.domain import IST
     from upstox_bot.runtime import components
 
     settings = _settings()

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
-from upstox_bot.domain import Candle, Tick, rupees_to_paise
+from upstox_bot.domain import TICK_FIELDS, Candle, Tick, rupees_to_paise
 from upstox_bot.errors import ConfigError, MalformedFrame
 from upstox_bot.upstox.proto import MarketDataFeedV3_pb2 as pb
 
@@ -131,26 +131,8 @@ class FullQuote:
     candles: tuple[Candle, ...] = ()  # 1d, I1 and I30 candles as sent (current and previous)
 
 
-# Field order of domain.Tick that `_make_tick` relies on; checked at import (see below).
-_TICK_FIELDS: Final = (
-    "instrument_key",
-    "ts_ms",
-    "ltp_paise",
-    "ltq",
-    "volume",
-    "close_paise",
-    "bid_paise",
-    "ask_paise",
-    "bid_qty",
-    "ask_qty",
-    "oi",
-    "iv",
-    "delta",
-    "gamma",
-    "theta",
-    "vega",
-    "rho",
-)
+# Field order of domain.Tick: `_make_tick` takes the values in it, as the C decoder gives them.
+_TICK_FIELDS: Final = TICK_FIELDS
 
 _TickFactory = Callable[
     [

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from upstox_bot.clock import HOLIDAY, IST, SPECIAL, CalendarDay, SpecialSession
+from upstox_bot.clock import HOLIDAY, SPECIAL, CalendarDay, SpecialSession
 from upstox_bot.db.repositories.calendar_days import CalendarDayRepository
+from upstox_bot.domain import IST
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from upstox_bot.domain import (
+    TICK_FIELDS,
     ClientOrderId,
     ExitReason,
     Fill,
@@ -141,32 +142,12 @@ def redis_client(url: str) -> redis.Redis:
 
 # --- codecs ---------------------------------------------------------------------------------
 
-_TICK_FIELDS = (
-    "instrument_key",
-    "ts_ms",
-    "ltp_paise",
-    "ltq",
-    "volume",
-    "close_paise",
-    "bid_paise",
-    "ask_paise",
-    "bid_qty",
-    "ask_qty",
-    "oi",
-    "iv",
-    "delta",
-    "gamma",
-    "theta",
-    "vega",
-    "rho",
-)
-
 
 def encode_ticks(ticks: Iterable[Tick]) -> list[dict[str, Any]]:
     """Ticks as JSON-ready objects of their set fields (None fields left out)."""
     out = []
     for tick in ticks:
-        values = {name: getattr(tick, name) for name in _TICK_FIELDS}
+        values = {name: getattr(tick, name) for name in TICK_FIELDS}
         out.append({k: v for k, v in values.items() if v is not None})
     return out
 

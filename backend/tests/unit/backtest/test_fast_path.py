@@ -18,9 +18,9 @@ from upstox_bot.backtest.fastpath import history_of
 from upstox_bot.backtest.models import BacktestRequest
 from upstox_bot.backtest.runner import Backtest, RunOutput
 from upstox_bot.backtest.service import build_config
-from upstox_bot.clock import NseCalendar
+from upstox_bot.clock import NseCalendar, session_open_ms
 from upstox_bot.domain import Candle, SignalType
-from upstox_bot.feed.replay import BarSeries, session_open_ms
+from upstox_bot.feed.replay import BarSeries
 from upstox_bot.signals.base import CandleHistory, Strategy
 from upstox_bot.signals.series import CandleSeries
 from upstox_bot.signals.strategies.sma_crossover import SmaCrossoverStrategy

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upstox_bot.domain import Tick
+from upstox_bot.domain import TICK_FIELDS, Tick
 from upstox_bot.errors import MalformedFrame
 from upstox_bot.upstox import feed_protocol
 from upstox_bot.upstox.feed_protocol import DecodedFrame, decode_frame, decode_frame_python
@@ -496,3 +496,42 @@ def test_ticks_built_through_the_factory_equal_those_written_directly() -> None:
 
     assert built == direct
     assert direct[0].delta == 0.5
+
+
+def test_both_paths_fill_each_tick_field_by_its_name() -> None:
+    """The decoders hand a Tick its values by position, in the order of its fields
+    (`domain.TICK_FIELDS`); the C decoder has that order written in. A value distinct in every
+    field, checked by name, shows both follow the domain's declaration."""
+    msg = pb.FeedResponse(type=pb.live_feed, currentTs=7)
+    m = msg.feeds["NSE_FO|9"].fullFeed.marketFF
+    m.ltpc.ltp, m.ltpc.ltt, m.ltpc.ltq, m.ltpc.cp = 101.0, 1_000, 3, 102.0
+    m.marketLevel.bidAskQuote.add(bidQ=4, bidP=103.0, askQ=5, askP=104.0)
+    g = m.optionGreeks
+    g.delta, g.theta, g.gamma, g.vega, g.rho = 0.25, -0.5, 0.125, 1.5, 2.5
+    m.vtt, m.oi, m.iv = 6, 7.0, 0.375
+    expected = {
+        "instrument_key": "NSE_FO|9",
+        "ts_ms": 1_000,
+        "ltp_paise": 10_100,
+        "ltq": 3,
+        "volume": 6,
+        "close_paise": 10_200,
+        "bid_paise": 10_300,
+        "ask_paise": 10_400,
+        "bid_qty": 4,
+        "ask_qty": 5,
+        "oi": 7,
+        "iv": 0.375,
+        "delta": 0.25,
+        "gamma": 0.125,
+        "theta": -0.5,
+        "vega": 1.5,
+        "rho": 2.5,
+    }
+    assert set(expected) == set(TICK_FIELDS)
+    assert len(set(expected.values())) == len(expected)  # a swap of two fields would show
+    assert feed_protocol._compiled_decode is not None
+    data = msg.SerializeToString()
+    for decode in (decode_frame, decode_frame_python):
+        (tick,) = decode(data).ticks
+        assert {name: getattr(tick, name) for name in TICK_FIELDS} == expected

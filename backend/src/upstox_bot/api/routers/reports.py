@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["trading"], responses=ERRORS, route_class=GuardedRoute)
 
 MINUTE = timedelta(minutes=1)
-NSE_OPEN = time(9, 15)
-NSE_CLOSE = time(15, 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +75,8 @@ def _session_bounds(calendar: NseCalendar, day: date) -> tuple[datetime, datetim
     if calendar.is_trading_day(day):
         return calendar.session_open(day), calendar.session_close(day)
     return (
-        datetime.combine(day, NSE_OPEN, tzinfo=IST),
-        datetime.combine(day, NSE_CLOSE, tzinfo=IST),
+        datetime.combine(day, calendar.session_open_time, tzinfo=IST),
+        datetime.combine(day, calendar.session_close_time, tzinfo=IST),
     )
 
 

@@ -12,53 +12,24 @@ from sqlalchemy.orm import Session
 
 from upstox_bot.db.models import TickRow
 from upstox_bot.db.repositories._writes import execute_count, table_of
-from upstox_bot.domain import Tick, datetime_to_ms, ms_to_datetime
+from upstox_bot.domain import TICK_FIELDS, Tick, datetime_to_ms, ms_to_datetime
 
 
 def tick_values(tick: Tick) -> dict[str, Any]:
-    """Column values of a ticks row for `tick`."""
+    """Column values of a ticks row for `tick`: its fields in their order, the time as `ts`
+    (the table's column order, which the fast insert's parameters follow)."""
     return {
-        "instrument_key": tick.instrument_key,
-        "ts": ms_to_datetime(tick.ts_ms),
-        "ltp_paise": tick.ltp_paise,
-        "ltq": tick.ltq,
-        "volume": tick.volume,
-        "close_paise": tick.close_paise,
-        "bid_paise": tick.bid_paise,
-        "ask_paise": tick.ask_paise,
-        "bid_qty": tick.bid_qty,
-        "ask_qty": tick.ask_qty,
-        "oi": tick.oi,
-        "iv": tick.iv,
-        "delta": tick.delta,
-        "gamma": tick.gamma,
-        "theta": tick.theta,
-        "vega": tick.vega,
-        "rho": tick.rho,
+        "ts" if name == "ts_ms" else name: (
+            ms_to_datetime(tick.ts_ms) if name == "ts_ms" else getattr(tick, name)
+        )
+        for name in TICK_FIELDS
     }
 
 
 def tick_from_row(row: TickRow) -> Tick:
     """The domain tick stored in `row`."""
-    return Tick(
-        instrument_key=row.instrument_key,
-        ts_ms=datetime_to_ms(row.ts),
-        ltp_paise=row.ltp_paise,
-        ltq=row.ltq,
-        volume=row.volume,
-        close_paise=row.close_paise,
-        bid_paise=row.bid_paise,
-        ask_paise=row.ask_paise,
-        bid_qty=row.bid_qty,
-        ask_qty=row.ask_qty,
-        oi=row.oi,
-        iv=row.iv,
-        delta=row.delta,
-        gamma=row.gamma,
-        theta=row.theta,
-        vega=row.vega,
-        rho=row.rho,
-    )
+    values = {name: getattr(row, name) for name in TICK_FIELDS if name != "ts_ms"}
+    return Tick(ts_ms=datetime_to_ms(row.ts), **values)
 
 
 _FAST_INSERTS: dict[str, tuple[str, tuple[str, ...], Callable[[Any], Any]]] = {}

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime
 from decimal import Decimal
 
+from upstox_bot.clock import NseCalendar
 from upstox_bot.domain import IST, AccountSnapshot, AuditRecord, Trade
 from upstox_bot.money import format_rupees
 from upstox_bot.monitoring.alerts.model import Alert, AlertKind, Severity, make_alert
 
 MAX_TRADE_LINES = 20  # end-of-day summary: list at most this many trades
-NSE_CLOSE = time(15, 30)  # IST
 
 
 def _paise(data: Mapping[str, object], name: str) -> int | None:
@@ -202,7 +202,9 @@ def end_of_day_summary(
     if len(trades) > MAX_TRADE_LINES:
         lines.append(f"- and {len(trades) - MAX_TRADE_LINES} more")
     if at is None:
-        at = datetime.combine(date.fromisoformat(snapshot.trading_date), NSE_CLOSE, tzinfo=IST)
+        at = datetime.combine(
+            date.fromisoformat(snapshot.trading_date), NseCalendar.SESSION_CLOSE, tzinfo=IST
+        )
     return make_alert(
         AlertKind.END_OF_DAY_SUMMARY,
         "\n".join(lines),

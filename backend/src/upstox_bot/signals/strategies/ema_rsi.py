@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
-from mypy_extensions import mypyc_attr
 
 from upstox_bot.domain import Direction, SignalType
 from upstox_bot.errors import ConfigError
@@ -15,7 +14,6 @@ from upstox_bot.signals.base import Param, Strategy, StrategySignal
 from upstox_bot.signals.series import CandleSeries
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class EmaRsiStrategy(Strategy):
     """Long when EMA(fast) crosses above EMA(slow) while RSI is below the overbought level;
     out when it crosses back below. Short (if the bot allows shorts) mirrors it with RSI above

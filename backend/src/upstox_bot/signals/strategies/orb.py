@@ -6,24 +6,16 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
-from mypy_extensions import mypyc_attr
 
-from upstox_bot.clock import NseCalendar
+from upstox_bot.clock import DAY_MS, IST_OFFSET_MS, MINUTE_MS, NseCalendar
 from upstox_bot.domain import Direction, SignalType
 from upstox_bot.signals.base import Param, Strategy, StrategySignal
 from upstox_bot.signals.series import CandleSeries
-from upstox_bot.signals.session import (
-    DAY_MS,
-    IST_OFFSET_MS,
-    MINUTE_MS,
-    session_complete,
-    session_start_index,
-)
+from upstox_bot.signals.session import session_complete, session_start_index
 
 _OPEN_MINUTE = NseCalendar.SESSION_OPEN.hour * 60 + NseCalendar.SESSION_OPEN.minute
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class OpeningRangeBreakoutStrategy(Strategy):
     """Trade the first close outside the range of the session's first minutes.
 

@@ -7,7 +7,6 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from mypy_extensions import mypyc_attr
 
 from upstox_bot.domain import Direction
 from upstox_bot.errors import ConfigError
@@ -25,7 +24,6 @@ from upstox_bot.signals.series import CandleSeries
 _ROUNDOFF = 2.0**-53
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class SmaCrossoverStrategy(Strategy):
     """Long when SMA(fast) crosses above SMA(slow); flat when it crosses back below.
 

@@ -8,7 +8,6 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from mypy_extensions import mypyc_attr
 
 from upstox_bot.domain import Direction
 from upstox_bot.signals import indicators
@@ -78,7 +77,6 @@ def supertrend(
     return line, trend, atr
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class SupertrendStrategy(Strategy):
     """Long when the supertrend flips up; out (and short, if allowed) when it flips down.
 

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
-from mypy_extensions import mypyc_attr
 
 from upstox_bot.domain import Direction, SignalType
 from upstox_bot.signals.base import Param, Strategy, StrategySignal
@@ -14,7 +13,6 @@ from upstox_bot.signals.series import CandleSeries, FloatArray
 from upstox_bot.signals.session import ist_day_numbers, session_complete, session_vwap
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class VwapVolumeStrategy(Strategy):
     """Long when a candle closes above the session VWAP on a volume surge; out below VWAP.
 
