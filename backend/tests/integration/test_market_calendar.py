@@ -14,10 +14,11 @@ import pytest
 
 from tests.support.upstox_sim import UpstoxSimulator, upstox_simulator
 from tests.support.upstox_sim.rest import holiday_record, sample_holidays
-from upstox_bot.clock import HOLIDAY, IST, SPECIAL, SpecialSession
+from upstox_bot.clock import HOLIDAY, SPECIAL, SpecialSession
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.session import make_engine, make_session_factory, session_scope
+from upstox_bot.domain import IST
 from upstox_bot.runtime import components
 from upstox_bot.runtime.live_market import refresh_calendar
 from upstox_bot.upstox.client import UpstoxClient
