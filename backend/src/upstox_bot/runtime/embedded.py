@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from upstox_bot import faults
 from upstox_bot.backtest.data import Dataset, load_bars
-from upstox_bot.clock import MarketClock
+from upstox_bot.clock import SESSION_MS, MarketClock
 from upstox_bot.config import Settings
 from upstox_bot.db import migrate
 from upstox_bot.db.repositories.checkpoints import Checkpoint
@@ -76,7 +76,6 @@ from upstox_bot.trading.routing import ContractBook
 
 log = logging.getLogger(__name__)
 
-SESSION_MINUTES = 375  # 09:15 to 15:30
 FLUSH_EVERY_WALL_S = 0.25
 # A commit also goes ahead of every order sent (durable first): what is buffered then rides on
 # the order's path. So a backlog is committed early, whatever the time: at most this many
@@ -381,7 +380,7 @@ class EmbeddedBot:
         for index, day in enumerate(self._sessions()):
             if self._stop.is_set() or (remaining_ms is not None and remaining_ms <= 0):
                 break
-            session_ms = SESSION_MINUTES * 60_000
+            session_ms = SESSION_MS  # the regular session; a shorter day ends at its close
             play_ms = session_ms if remaining_ms is None else min(session_ms, remaining_ms)
             seed = self.options.seed + index
             if resume_day is not None and day < resume_day:

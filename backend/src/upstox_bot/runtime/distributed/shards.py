@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import redis
 
+from upstox_bot.clock import MINUTE_MS, SESSION_MS
 from upstox_bot.domain import Tick
 from upstox_bot.worker.state import Keys
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 BATCH_TICKS = 2000  # ticks per feed batch (at most)
 WAKE_MAXLEN = 10_000
 HOLDER_LAUNCH_MS = 5_000
-SESSION_MINUTES = 375
+SESSION_MINUTES = SESSION_MS // MINUTE_MS  # the regular session, 09:15 to 15:30
 BATCH_TTL_S = 6 * 3600
 FEED_LEASE_MS = 5000
 FEED_WINDOW = 16  # batches the feed may run ahead of the engine
