@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -401,6 +402,24 @@ class CheckpointRow(Base):
     holder: Mapped[str | None] = mapped_column(String(64))  # the kernel instance that wrote it
     number: Mapped[int] = mapped_column(BigInteger, server_default="0")  # its commits
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PendingWriteRow(Base):
+    """What a kernel made durable in one write just before it sent orders (the write-ahead):
+    its journalled records and sampled ticks, encoded (db/repositories/pending_writes.py).
+
+    Written with the checkpoint they lead to; moved into their tables and deleted right after
+    the send, or by the next start of the account's harness if the process died in between.
+    """
+
+    __tablename__ = "pending_writes"
+    __table_args__ = (Index(None, "account", "harness", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account: Mapped[str] = mapped_column(String(KEY))
+    harness: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    written_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class AuditLogRow(Base):

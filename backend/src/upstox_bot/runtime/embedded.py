@@ -476,13 +476,14 @@ class EmbeddedBot:
                     break
                 wall_start = walltime.monotonic()
                 market_start_ms = self.clock.now_ms()
-            started = walltime.perf_counter()
+            started = walltime.time()
             # The tick counts as done once its orders are on record (they commit inside).
             self._ticks_done = count + 1
             intents = kernel.step(tick)
             count += 1
-            if intents and any(intent.signal_id for intent in intents):
-                stats.candle_to_order_s.append(walltime.perf_counter() - started)
+            if kernel.handed_at and any(intent.signal_id for intent in intents):
+                # To the orders handed to the broker (durable first), not to the step's end.
+                stats.candle_to_order_s.append(kernel.handed_at - started)
             self.sample_tick(tick)
             if hub is not None and hub.has_subscribers(TICKS):
                 hub.publish_threadsafe(

@@ -386,8 +386,8 @@ class AccountHolder:
             # The tick is done once its orders are on record (they commit inside the step).
             self.cursors[shard] = (seq, index + 1)
             intents = kernel.step(tick)
-            if intents and any(i.signal_id for i in intents):
-                self.latencies.append(walltime.time() - _due(tick, pace, cut_at))
+            if kernel.handed_at and any(i.signal_id for i in intents):
+                self.latencies.append(kernel.handed_at - _due(tick, pace, cut_at))
         timer_ms = batch.get("timer_ms")
         if timer_ms is not None:  # live batches carry the engine's once-a-second timer
             kernel.timer(int(timer_ms))

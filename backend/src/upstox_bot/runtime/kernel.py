@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import time as walltime
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -85,6 +86,7 @@ log = logging.getLogger(__name__)
 MANUAL_STRATEGY = "manual"
 
 Ops = Sequence[tuple[str, tuple[Any, ...]]]
+_A = TypeVar("_A")
 
 
 class EventSink(Protocol):
@@ -210,6 +212,9 @@ class AccountKernel:
                 )
             )
         starting = rupees_to_paise(settings.ACCOUNT_SIZE)
+        # What an earlier instance wrote ahead of its orders and did not settle (it died in
+        # between) goes into the tables before anything is read from them.
+        self.store.settle_pending()
         record = self.store.prepare(
             self.instruments.values(),
             starting_capital_paise=starting,
@@ -265,11 +270,17 @@ class AccountKernel:
             )
             self.broker = self.paper = paper
         self._unpublished: list[tuple[str, tuple[Any, ...]]] = []  # committed, not published
+        # Written ahead of a market event's orders, not yet in their tables (`_write_ahead`).
+        self._ahead: list[tuple[int, Ops, list[Tick]]] = []
+        self._in_market_event = False
+        # When (epoch s) the latest orders were durable and handed to the broker: the end of
+        # the candle-to-order latency the harnesses measure.
+        self.handed_at = 0.0
         self.executor = OrderExecutor(
             engine=self.engine,
             broker=self.broker,
             journal=self.journal,
-            commit=self._write,
+            commit=self._write_ahead,
             fills_of=fills_of,
             after_place=ports.after_place,
         )
@@ -319,16 +330,32 @@ class AccountKernel:
 
     def step(self, tick: Tick) -> list[OrderIntent]:
         """Apply one tick (clock, paper fills, engine, orders); returns the intents sent."""
-        intents = self.core.step_tick(tick)
-        if self._unpublished:
-            self.publish()  # the orders went out first
-        return intents
+        return self._market_event(self.core.step_tick, tick)
 
     def timer(self, now_ms: int) -> list[OrderIntent]:
         """Move market time without a trade, and tend the working orders (deadlines,
         re-pricing); returns the intents sent."""
-        intents = self.core.fire_timer(now_ms)
-        self.desk.tend()
+
+        def fire(now_ms: int) -> list[OrderIntent]:
+            intents = self.core.fire_timer(now_ms)
+            self.desk.tend()
+            return intents
+
+        return self._market_event(fire, now_ms)
+
+    def _market_event(
+        self, apply: Callable[[_A], list[OrderIntent]], event: _A
+    ) -> list[OrderIntent]:
+        """Apply a market event, its orders written ahead (`_write_ahead`); once they are out,
+        settle what was written ahead of them and publish it."""
+        self.handed_at = 0.0
+        self._in_market_event = True
+        try:
+            intents = apply(event)
+        finally:
+            self._in_market_event = False
+        if self._ahead:
+            self._settle()
         if self._unpublished:
             self.publish()
         return intents
@@ -336,7 +363,7 @@ class AccountKernel:
     def close_session(self, close_ms: int, *, full_day: bool) -> None:
         """End the session at `close_ms`: the last timer, the day's figures, a commit and, for
         a whole day, the end-of-day summary alert."""
-        self.core.fire_timer(close_ms)
+        self._market_event(self.core.fire_timer, close_ms)
         self.journal.account(self.engine.snapshot())
         self.commit()
         alerts = self.ports.alerts
@@ -371,8 +398,9 @@ class AccountKernel:
         self.publish()
 
     def _write(self) -> None:
-        """The durable half of `commit`: the executor calls it before an order goes out, and
-        what it wrote is published once the orders of the step are sent (`publish`)."""
+        """The durable half of `commit`; what it wrote is published by `publish`."""
+        if self._ahead:
+            self._settle()  # first: the tables take the records in the order they were made
         checkpoint = self.checkpoint()
         extra, self._extra = self._extra, []
         ticks, self.ticks = self.ticks, []
@@ -385,6 +413,44 @@ class AccountKernel:
         self.number = checkpoint.number
         self._unpublished.extend(self.journal.ops(count))
         self.journal.forget(count)
+
+    def _write_ahead(self) -> None:
+        """What the executor calls before it sends orders: make everything recorded so far
+        durable. Within a market event it is written ahead (`AccountStore.write_ahead`: one
+        encoded row beside the checkpoint, a fraction of the cost of writing every record
+        into its table) and settled into the tables once the event's orders are out
+        (`_market_event`); a process that dies in between leaves it for the next start
+        to settle (`AccountStore.settle_pending`). Elsewhere (controls, recovery, the desk
+        outside an event), and while a control's own writes wait for the next commit
+        (`_extra`), it is `_write`.
+        """
+        if not self._in_market_event or self._extra:
+            self._write()
+            self.handed_at = walltime.time()
+            return
+        checkpoint = self.checkpoint()
+        count = len(self.journal)
+        ops = self.journal.ops(count)
+        ticks, self.ticks = self.ticks, []
+        try:
+            ident = self.store.write_ahead(ops, ticks, checkpoint)
+        except BaseException:
+            self.ticks = ticks + self.ticks
+            raise
+        self.number = checkpoint.number
+        self._ahead.append((ident, ops, ticks))
+        self._unpublished.extend(ops)
+        self.journal.forget(count)
+        self.handed_at = walltime.time()
+
+    def _settle(self) -> None:
+        """Move what was written ahead into its tables (`AccountStore.settle`).
+
+        Raises:
+            FencedOut: another holder took the account over and settled it.
+        """
+        self.store.settle(self._ahead)
+        self._ahead = []
 
     def publish(self) -> None:
         """Publish what was committed (events, the view) and alert on it."""
