@@ -30,7 +30,8 @@ from tests.support.cluster import (
 )
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.waiting import wait_until
-from upstox_bot.db.repositories import OrderRepository
+from upstox_bot.db.repositories import OrderRepository, pending_writes
+from upstox_bot.db.repositories.pending_writes import PendingWriteRepository
 from upstox_bot.domain import OrderStatus
 from upstox_bot.runtime.control import Command, CommandKind
 from upstox_bot.runtime.distributed.shards import FeedSpec, feed_progress
@@ -174,8 +175,16 @@ def test_orders_worker_killed_after_the_broker_accepted_leaves_one_order(
         what="the holder process to die",
     )
     with db_session(cluster.pg_url) as session:
-        order = OrderRepository(session, ACCOUNT).get(tag)
-    assert order.status is OrderStatus.SUBMITTING  # ...and the database never heard back
+        # Durable before the send, as the write-ahead (the holder died before settling it into
+        # the orders table)...
+        assert OrderRepository(session, ACCOUNT).get_or_none(tag) is None
+        written = [
+            args[0]
+            for _, payload in PendingWriteRepository(session, ACCOUNT, "distributed").pending()
+            for name, args in pending_writes.decode(payload)[0]
+            if name == "order" and args[0].client_order_id == tag
+        ]
+    assert written[-1].status is OrderStatus.SUBMITTING  # ...and the database never heard back
     cluster.kill("orders")
     assert doomed.poll() is not None
     cluster.start_worker("orders-2", "orders")
