@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -13,10 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, func, select
 
+from upstox_bot.db import migrate
 from upstox_bot.db.models import OrderRow, PendingWriteRow, TickRow
 from upstox_bot.db.repositories import pending_writes
 from upstox_bot.db.repositories.checkpoints import Checkpoint, FencedOut
-from upstox_bot.db.session import make_session_factory
+from upstox_bot.db.session import make_engine, make_session_factory
 from upstox_bot.domain import (
     ClientOrderId,
     Order,
@@ -33,6 +35,29 @@ from upstox_bot.trading.journal import BufferedJournal
 IST = ZoneInfo("Asia/Kolkata")
 T0 = datetime(2026, 11, 25, 10, 15, tzinfo=IST)
 KEY = "NSE_EQ|INE002A01018"
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgresql", marks=pytest.mark.integration),
+    ],
+)
+def db_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A database of this module's own (the stores here commit: the shared databases of the
+    other tests must not see their orders and ticks)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("pending") / "upstox_bot.sqlite"
+        url = f"sqlite:///{path.as_posix()}"
+    else:
+        url = request.getfixturevalue("new_postgres_url")()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
 
 
 def _store(db_engine: Engine, account: str) -> AccountStore:
