@@ -330,12 +330,9 @@ class AccountStore:
         A harness calls it before it reads its checkpoint to resume."""
 
         def work(session: Session) -> int:
-            repository = PendingWriteRepository(session, self.account, self.harness)
-            stored = repository.pending()
-            if stored:
-                repository.remove([ident for ident, _ in stored])
-                _apply(session, self.account, [pending_writes.decode(p) for _, p in stored])
-            return len(stored)
+            taken = PendingWriteRepository(session, self.account, self.harness).take_all()
+            _apply(session, self.account, [pending_writes.decode(payload) for payload in taken])
+            return len(taken)
 
         count = self.run(work)
         if count:
