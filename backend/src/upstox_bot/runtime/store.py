@@ -327,7 +327,7 @@ class AccountStore:
     def settle_pending(self) -> int:
         """Settle what a kernel of this harness wrote ahead and did not settle (its process
         died between the write and the settle); returns how many pending writes there were.
-        A harness calls it before it reads its checkpoint to resume."""
+        The kernel calls it when it is built, before it reads anything."""
 
         def work(session: Session) -> int:
             taken = PendingWriteRepository(session, self.account, self.harness).take_all()

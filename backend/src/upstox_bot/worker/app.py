@@ -16,7 +16,7 @@ from celery.signals import setup_logging, worker_process_init
 
 from upstox_bot.config import get_settings
 from upstox_bot.runtime.distributed.resources import Resources
-from upstox_bot.worker import beat, queues
+from upstox_bot.worker import beat, queues, transport
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def celery_config() -> dict[str, Any]:
         raise ConfigError("the Celery workers need REDIS_URL (the broker)")
     return {
         "broker_url": settings.REDIS_URL,
+        # kombu's Redis transport, with a closed connection failing as one (worker/transport.py).
+        "broker_transport": transport.TRANSPORT,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
         "task_queues": queues.task_queues(),
