@@ -2,8 +2,8 @@
 
 A kernel that is about to send orders must have them, and everything recorded before them, on
 disk first. Writing those records into their tables (candles, signals, risk decisions, orders,
-positions: 50 to 90 statements at a minute's close) is most of the time between a candle's
-closing tick and its order. So the kernel writes them first as one encoded row beside its
+positions: 50 to 90 records at a minute's close) is most of the time between a candle's closing
+tick and its order. So the kernel writes them first as one encoded row beside its
 checkpoint (one insert, one update, one commit), sends, and then moves them into their tables
 and deletes the row in one transaction (`runtime/store.py`). A process that dies in between
 leaves the row; the next start of the harness applies it before it reads anything.
