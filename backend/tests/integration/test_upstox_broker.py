@@ -756,7 +756,9 @@ def test_the_stream_comes_back_by_itself_after_a_revocation_and_a_login(live: Li
         lambda: live.gateway.stream is not None and live.gateway.stream.unauthorized,
         what="the stream refused",
     )
-    assert live.auth_failures  # reported: the authorize call is a read
+    # Reported (the authorize call is a read): by the stream's hook, after it counted the
+    # refusal, on the stream's own thread.
+    wait_until(lambda: live.auth_failures, what="the refusal reported")
 
     live.token = live.upstox.rest.issue_token()
 
